@@ -1,0 +1,5 @@
+import sys
+
+from pcpd.cli import main
+
+sys.exit(main())

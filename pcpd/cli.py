@@ -1,0 +1,66 @@
+"""The ``pcpd`` command line: one subcommand per concept module.
+
+Each subcommand lives in the module that owns its concept and exposes
+``add_arguments(parser)`` and ``command(args) -> int``.  This module only
+dispatches and turns pcpd's errors into exit codes: 2 for a user mistake
+(one line on stderr, no traceback), 1 for a failed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from pcpd.errors import PcpdError, UsageError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("pcpd.daemon", "run per-CPU workers against one shared zone (the main job)"),
+    "check": ("pcpd.config", "validate a config file without running it"),
+    "config-schema": ("pcpd.schema", "print the JSON Schema of config files"),
+    "costs": ("pcpd.costs", "per-operation cacheline cost table for every policy"),
+    "zoneinfo": ("pcpd.zoneinfo", "compare a /proc/zoneinfo capture with the PCP sizing model"),
+    "experiment": ("pcpd.experiment", "run one workload under several policies and report"),
+    "compare": ("pcpd.compare", "compare two results files"),
+    "replay": ("pcpd.replay", "replay a kernel kmem allocation trace under each policy"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 itself; keep it one line
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pcpd", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return importlib.import_module(args._module).command(args)
+    except UsageError as err:
+        print(f"pcpd {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except PcpdError as err:
+        print(f"pcpd {args.command}: failed: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
