@@ -1,0 +1,308 @@
+"""``struct page`` layouts for each record size, and the buddy's view of a page.
+
+Record sizes follow the memdesc plan (reference section 6.1).  Word offsets
+are in int64 words within one page's record:
+
+    64 B, today (include/linux/mm_types.h, section 5.1):
+        w0 flags | w1 lru.next / buddy_list.next / pcp_list.next / compound_head
+        w2 lru.prev ... | w3 mapping | w4 index | w5 private (buddy order)
+        w6 _mapcount/page_type + _refcount (refcount kept whole here) | w7 memcg_data
+    32 B, "2025 world" (Memdescs/Path, section 6.3):
+        w0 flags (buddy order in FLAG_ORDER bits) | w1 buddy/pcp next, or memdesc
+        w2 buddy/pcp prev, or private | w3 _refcount
+    16 B, buddy-embedded option (Wilcox, Jan 2024, section 6.5):
+        w0 memdesc; free head: (next+1) << 4 | MEMDESC_BUDDY
+        w1 free head: (prev+1) << 5 | BUDDY_HEAD | order
+    8 B, end goal: w0 memdesc only; free head: BUDDY_HEAD8 | order << 4 | MEMDESC_BUDDY.
+        A free block's list links live in the block's own memory
+        (arena ``freelinks``), as a free-list embedded in free memory would.
+
+Flag bits of the 64/32-byte layouts below PG_* are kernel flags or page
+types; FLAG_CPU/FLAG_ORDER/FLAG_TYPE are pcpd bookkeeping that lets the audit
+and crash recovery classify every page from the array alone (the kernel keeps
+the order in page[1] or private, and knows the owner CPU from which list a
+page is on).
+
+Callers charge cachelines: one line per record touched (record sizes divide
+64, so a record never straddles lines); a run of records counts the lines it
+spans (``lines_spanned``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pcpd.arena import Arena
+
+NIL = -1
+
+PG_BUDDY = 1 << 0
+PG_HEAD = 1 << 1
+PG_PCP = 1 << 2
+PG_INFLIGHT = 1 << 3
+PG_LARGE_RMAPPABLE = 1 << 4
+PG_LRU = 1 << 5
+PG_ALLOC = 1 << 6
+FLAG_CPU_SHIFT = 8       # cpu + 1, 8 bits
+FLAG_ORDER_SHIFT = 16    # 4 bits
+FLAG_TYPE_SHIFT = 24     # memdesc type nibble of the allocation
+TAIL_MAPPING = 0x400     # the poison prep_compound_tail() stores in tail->mapping
+
+# Memdesc type nibbles (Memdescs wiki, revision B, section 6.2).
+MEMDESC_MISC = 0
+MEMDESC_BUDDY = 1
+MEMDESC_FILE = 2
+MEMDESC_ANON = 3
+MEMDESC_SLAB = 5
+MEMDESC_PAGETABLE = 7
+MEMDESC_NETPOOL = 8
+MEMDESC_PCPDESC = 11     # unassigned in the wiki: the proposal's 'struct pcpdesc'
+
+BUDDY_HEAD = 1 << 4      # 16 B: in w1
+BUDDY_HEAD8 = 1 << 8     # 8 B: in w0
+
+# Word indices shared by the layouts that have the field.
+W_FLAGS = 0
+W_LINK = 1
+W_PREV = 2
+W_MAPPING = 3
+W_PRIVATE64 = 5
+W_REFCOUNT64 = 6
+W_REFCOUNT32 = 3
+
+
+def lines_spanned(first_pfn: int, count: int, record_bytes: int) -> int:
+    """Cachelines covered by ``count`` consecutive records from ``first_pfn``."""
+    if count <= 0:
+        return 0
+    return ((first_pfn + count - 1) * record_bytes >> 6) - (first_pfn * record_bytes >> 6) + 1
+
+
+class Memmap:
+    """The buddy allocator's accessors to page records: PageBuddy, order, links.
+
+    Subclasses implement one record size.
+    """
+
+    record_bytes: int
+    words: int
+
+    def __init__(self, arena: Arena) -> None:
+        self.arena = arena
+        self.mem = arena.mem
+        self.links = arena.freelinks
+        self.w = self.words
+
+    # Subclass interface -------------------------------------------------
+    def buddy_order(self, pfn: int) -> int:
+        """Order of the free block headed at pfn, or -1 (page_is_buddy())."""
+        raise NotImplementedError
+
+    def set_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
+        raise NotImplementedError
+
+    def clear_buddy(self, pfn: int) -> None:
+        raise NotImplementedError
+
+    def next(self, pfn: int) -> int:
+        raise NotImplementedError
+
+    def prev(self, pfn: int) -> int:
+        raise NotImplementedError
+
+    def set_next(self, pfn: int, value: int) -> None:
+        raise NotImplementedError
+
+    def set_prev(self, pfn: int, value: int) -> None:
+        raise NotImplementedError
+
+    def buddy_heads(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(pfns, orders) of the free blocks headed inside [start, start+count)."""
+        raise NotImplementedError
+
+    def movable_pages(self, start: int, count: int) -> int:
+        """Allocated pages in the range that belong to movable (LRU) memory."""
+        raise NotImplementedError
+
+
+class Memmap64(Memmap):
+    """Today's 64-byte struct page; also used by the 32-byte stage with other offsets."""
+
+    record_bytes, words = 64, 8
+    w_private = W_PRIVATE64
+
+    def buddy_order(self, pfn: int) -> int:
+        base = pfn * self.w
+        if self.mem[base] & PG_BUDDY:
+            return int(self.mem[base + self.w_private])
+        return -1
+
+    def set_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
+        # set_buddy_order(): PageBuddy page type + private = order, plus the list links
+        base = pfn * self.w
+        mem = self.mem
+        mem[base] = PG_BUDDY
+        mem[base + W_LINK] = nxt
+        mem[base + W_PREV] = prev
+        mem[base + self.w_private] = order
+
+    def clear_buddy(self, pfn: int) -> None:
+        base = pfn * self.w
+        self.mem[base] = 0
+        self.mem[base + W_LINK] = 0             # no stale link reads as a memdesc word
+        self.mem[base + self.w_private] = 0
+
+    def next(self, pfn: int) -> int:
+        return int(self.mem[pfn * self.w + W_LINK])
+
+    def prev(self, pfn: int) -> int:
+        return int(self.mem[pfn * self.w + W_PREV])
+
+    def set_next(self, pfn: int, value: int) -> None:
+        self.mem[pfn * self.w + W_LINK] = value
+
+    def set_prev(self, pfn: int, value: int) -> None:
+        self.mem[pfn * self.w + W_PREV] = value
+
+    def _flags(self, start: int, count: int) -> np.ndarray:
+        return self.mem[start * self.w:(start + count) * self.w:self.w]
+
+    def buddy_heads(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        flags = self._flags(start, count)
+        idx = np.flatnonzero(flags & PG_BUDDY)
+        pfns = idx + start
+        orders = self.mem[pfns * self.w + self.w_private]
+        return pfns, orders
+
+    def movable_pages(self, start: int, count: int) -> int:
+        flags = self._flags(start, count)
+        heads = np.flatnonzero((flags & PG_ALLOC) & ((flags & PG_LRU) != 0))
+        orders = (flags[heads] >> FLAG_ORDER_SHIFT) & 0xF
+        # a block headed here may reach past the range: clip to it
+        ends = np.minimum(heads + (1 << orders), count)
+        return int((ends - heads).sum())
+
+
+class Memmap32(Memmap64):
+    """The 32-byte stage: flags, a two-word union, refcount (section 6.3)."""
+
+    record_bytes, words = 32, 4
+
+    def buddy_order(self, pfn: int) -> int:
+        f = int(self.mem[pfn * self.w])
+        return (f >> FLAG_ORDER_SHIFT) & 0xF if f & PG_BUDDY else -1
+
+    def set_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
+        base = pfn * self.w
+        mem = self.mem
+        mem[base] = PG_BUDDY | (order << FLAG_ORDER_SHIFT)
+        mem[base + W_LINK] = nxt
+        mem[base + W_PREV] = prev
+
+    def clear_buddy(self, pfn: int) -> None:
+        base = pfn * self.w
+        self.mem[base] = 0
+        self.mem[base + W_LINK] = MEMDESC_BUDDY  # the union now reads as a memdesc word
+
+    def buddy_heads(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        flags = self._flags(start, count)
+        idx = np.flatnonzero(flags & PG_BUDDY)
+        return idx + start, (flags[idx] >> FLAG_ORDER_SHIFT) & 0xF
+
+    def movable_pages(self, start: int, count: int) -> int:
+        memdesc = self.mem[start * self.w + W_LINK:(start + count) * self.w:self.w]
+        flags = self._flags(start, count)
+        return _movable_memdesc(memdesc, (flags & PG_BUDDY) == 0)
+
+
+class Memmap16(Memmap):
+    """The 16-byte buddy-embedded page: a free head packs its links and order."""
+
+    record_bytes, words = 16, 2
+
+    def buddy_order(self, pfn: int) -> int:
+        w1 = int(self.mem[pfn * 2 + 1])
+        return w1 & 0xF if w1 & BUDDY_HEAD and self.mem[pfn * 2] & 0xF == MEMDESC_BUDDY else -1
+
+    def set_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
+        self.mem[pfn * 2] = ((nxt + 1) << 4) | MEMDESC_BUDDY
+        self.mem[pfn * 2 + 1] = ((prev + 1) << 5) | BUDDY_HEAD | order
+
+    def clear_buddy(self, pfn: int) -> None:
+        self.mem[pfn * 2] = MEMDESC_BUDDY
+        self.mem[pfn * 2 + 1] = 0
+
+    def next(self, pfn: int) -> int:
+        return (int(self.mem[pfn * 2]) >> 4) - 1
+
+    def prev(self, pfn: int) -> int:
+        return (int(self.mem[pfn * 2 + 1]) >> 5) - 1
+
+    def set_next(self, pfn: int, value: int) -> None:
+        self.mem[pfn * 2] = ((value + 1) << 4) | MEMDESC_BUDDY
+
+    def set_prev(self, pfn: int, value: int) -> None:
+        i = pfn * 2 + 1
+        self.mem[i] = ((value + 1) << 5) | (int(self.mem[i]) & 0x1F)
+
+    def buddy_heads(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        w0 = self.mem[start * 2:(start + count) * 2:2]
+        w1 = self.mem[start * 2 + 1:(start + count) * 2:2]
+        idx = np.flatnonzero(((w0 & 0xF) == MEMDESC_BUDDY) & ((w1 & BUDDY_HEAD) != 0))
+        return idx + start, w1[idx] & 0xF
+
+    def movable_pages(self, start: int, count: int) -> int:
+        return _movable_memdesc(self.mem[start * 2:(start + count) * 2:2])
+
+
+class Memmap8(Memmap):
+    """The 8-byte page: only the memdesc word; free-list links in the free memory."""
+
+    record_bytes, words = 8, 1
+
+    def buddy_order(self, pfn: int) -> int:
+        w = int(self.mem[pfn])
+        return (w >> 4) & 0xF if w & 0xF == MEMDESC_BUDDY and w & BUDDY_HEAD8 else -1
+
+    def set_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
+        self.mem[pfn] = BUDDY_HEAD8 | (order << 4) | MEMDESC_BUDDY
+        self.links[pfn * 2] = nxt
+        self.links[pfn * 2 + 1] = prev
+
+    def clear_buddy(self, pfn: int) -> None:
+        self.mem[pfn] = MEMDESC_BUDDY
+
+    def next(self, pfn: int) -> int:
+        return int(self.links[pfn * 2])
+
+    def prev(self, pfn: int) -> int:
+        return int(self.links[pfn * 2 + 1])
+
+    def set_next(self, pfn: int, value: int) -> None:
+        self.links[pfn * 2] = value
+
+    def set_prev(self, pfn: int, value: int) -> None:
+        self.links[pfn * 2 + 1] = value
+
+    def buddy_heads(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        w = self.mem[start:start + count]
+        idx = np.flatnonzero(((w & 0xF) == MEMDESC_BUDDY) & ((w & BUDDY_HEAD8) != 0))
+        return idx + start, (w[idx] >> 4) & 0xF
+
+    def movable_pages(self, start: int, count: int) -> int:
+        return _movable_memdesc(self.mem[start:start + count])
+
+
+def _movable_memdesc(memdesc: np.ndarray, mask: np.ndarray | None = None) -> int:
+    types = memdesc & 0xF
+    movable = (types == MEMDESC_ANON) | (types == MEMDESC_FILE)
+    if mask is not None:
+        movable &= mask
+    return int(movable.sum())
+
+
+LAYOUTS: dict[int, type[Memmap]] = {64: Memmap64, 32: Memmap32, 16: Memmap16, 8: Memmap8}
+
+
+def memmap_for(arena: Arena) -> Memmap:
+    return LAYOUTS[arena.record_bytes](arena)

@@ -1,0 +1,122 @@
+"""Memdesc descriptors and the slab cache they come from.
+
+In a memdesc world a folio, slab, ptdesc or netmem descriptor is a slab object
+(section 6.2, 6.4).  pcpd keeps every descriptor in the arena's ``descs``
+region, 128 bytes (two cachelines) each, so the page array plus descriptors
+remain the whole truth.  Descriptor words:
+
+    D_STATE   type nibble | DS_* state << 4 | order << 8 | (cpu + 1) << 16
+    D_PFN     first page of the block      D_REFCOUNT, D_MAPPING, D_PRIVATE,
+    D_NEXT/D_PREV  lru / PCP list links (descriptor indices)   D_MAPCOUNT
+    line 2 (large folios only): D_ENTIRE_MAPCOUNT, D_NR_PAGES_MAPPED, D_DEFERRED
+
+The cache has a per-CPU part (``DescriptorSlab``: a local stack of free
+indices, refilled and flushed ``SLAB_BATCH`` at a time) and a shared part (a
+stack of free indices in ``arena.descfree`` with its top in the header,
+protected by its own cross-process lock).  ``slab_alloc``/``slab_free`` count
+every object operation; ``slab_shared`` counts trips to the shared part, each
+one a lock acquisition.  A descriptor parked in a CPU's local stack is marked
+DS_CACHED with that CPU so crash recovery can hand it back.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pcpd import arena as A
+from pcpd import stats as S
+from pcpd.lock import RawLock
+
+D_STATE, D_PFN, D_REFCOUNT, D_MAPPING, D_NEXT, D_PREV, D_PRIVATE, D_MAPCOUNT = range(8)
+D_ENTIRE_MAPCOUNT, D_NR_PAGES_MAPPED, D_DEFERRED = 8, 9, 10
+DS_FREE, DS_CACHED, DS_INUSE, DS_PCP, DS_INFLIGHT = range(5)
+SLAB_BATCH = 32
+SLAB_LOCAL_MAX = 2 * SLAB_BATCH
+
+
+def desc_state(mtype: int, state: int, order: int, cpu: int) -> int:
+    return mtype | (state << 4) | (order << 8) | ((cpu + 1) << 16)
+
+
+def format_slab(arena: A.Arena) -> None:
+    """Every descriptor free, on the shared stack."""
+    n = arena.geometry.desc_slots
+    arena.descs[:] = 0
+    arena.descfree[:n] = range(n)
+    arena.header[A.H_SLAB_TOP] = n
+
+
+class DescriptorSlab:
+    """One CPU's view of the descriptor cache."""
+
+    def __init__(self, arena: A.Arena, lock: RawLock, counters: S.Counters, cpu: int) -> None:
+        self.d = arena.descs
+        self.free_stack = arena.descfree
+        self.header = arena.header
+        self.lock = lock
+        self.v = counters.v
+        self.cpu = cpu
+        self.local: list[int] = []
+
+    def alloc(self) -> int:
+        """slab_alloc(): a free descriptor index; the caller initialises it."""
+        self.v[S.SLAB_ALLOC] += 1
+        if not self.local:
+            self._refill()
+        return self.local.pop()
+
+    def free(self, idx: int) -> None:
+        """slab_free(): back to the per-CPU part, flushing a batch when full."""
+        self.v[S.SLAB_FREE] += 1
+        self.d[idx * A.DESC_WORDS + D_STATE] = desc_state(0, DS_CACHED, 0, self.cpu)
+        self.local.append(idx)
+        if len(self.local) > SLAB_LOCAL_MAX:
+            self._flush(SLAB_BATCH)
+
+    def _refill(self) -> None:
+        d, stack, h = self.d, self.free_stack, self.header
+        with self._shared():
+            top = int(h[A.H_SLAB_TOP])
+            take = min(SLAB_BATCH, top)
+            got = stack[top - take:top].tolist()
+            h[A.H_SLAB_TOP] = top - take
+        if not got:
+            raise MemoryError("descriptor slab exhausted")
+        cached = desc_state(0, DS_CACHED, 0, self.cpu)
+        for idx in got:
+            d[idx * A.DESC_WORDS + D_STATE] = cached
+        self.local.extend(got)
+
+    def _flush(self, count: int) -> None:
+        give, self.local = self.local[:count], self.local[count:]
+        d = self.d
+        for idx in give:
+            d[idx * A.DESC_WORDS + D_STATE] = 0
+        with self._shared():
+            top = int(self.header[A.H_SLAB_TOP])
+            self.free_stack[top:top + len(give)] = give
+            self.header[A.H_SLAB_TOP] = top + len(give)
+
+    def flush_all(self) -> None:
+        """Return every locally cached descriptor (worker exit)."""
+        if self.local:
+            self._flush(len(self.local))
+
+    def _shared(self) -> "_SharedPart":
+        self.v[S.SLAB_SHARED] += 1
+        return _SharedPart(self.lock, self.header)
+
+
+class _SharedPart:
+    """The slab's shared part under its lock; the holder is recorded for recovery."""
+
+    def __init__(self, lock: RawLock, header) -> None:
+        self.lock, self.header = lock, header
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+        self.header[A.H_SLAB_HOLDER_PID] = os.getpid()
+
+    def __exit__(self, *exc: object) -> None:
+        self.header[A.H_SLAB_HOLDER_PID] = 0
+        self.lock.release()

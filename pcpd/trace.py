@@ -1,0 +1,487 @@
+"""Streaming parser for the kernel's kmem page-allocator tracepoints.
+
+Reads the text that ``perf script``, ``trace-cmd report`` and
+``/sys/kernel/tracing/trace`` print for the events of
+``include/trace/events/kmem.h`` and yields one :class:`TraceEvent` per
+line, for every format era since v2.6.33:
+
+===========================  ===========================================
+event (canonical name)       also accepted as
+===========================  ===========================================
+``mm_page_alloc``
+``mm_page_free``             ``mm_page_free_direct`` (v2.6.33 - v3.2)
+``mm_page_free_batched``     ``mm_pagevec_free`` (v2.6.33 - v3.2)
+``mm_page_alloc_zone_locked``
+``mm_page_pcpu_drain``
+``mm_page_alloc_extfrag``
+===========================  ===========================================
+
+Line prefixes::
+
+    ftrace     <comm>-<pid> [( <tgid>)] [<cpu>] [<irq-flags>] <sec.usec>: <event>: <fields>
+    perf       <comm> <pid>[/<tid>] [<cpu>] <sec.usec>: [<period>] kmem:<event>: <fields>
+
+The irq-flags column is absent on old kernels and in trace-cmd, four
+characters (``d..1``) before about v5.13 and five (``.....``) after.
+trace-cmd pads the event name; perf prefixes it with ``kmem:``.
+
+The fields follow ``page=`` and ``pfn=`` in ``TP_printk`` order, which no
+era changed.  ``pfn`` may be decimal (before v5.14) or hex, and ``page=``
+anything: a raw vmemmap address, a hashed pointer (v4.15+), or ``0x...``
+from perf and trace-cmd.  An ``mm_page_alloc`` whose page is null
+(``(null)``, padded as in ``page= (null)``, perf's ``(nil)``, or zeros)
+and whose pfn is 0 is a failed allocation and gets ``pfn == -1``.  perf
+computes page= from the pfn, so a real pfn 0 would look the same there;
+x86 never allocates pfn 0.  ``cold=`` (before
+v4.15) is ignored.  ``fragmenting`` is recomputed as ``fallback_order <
+pageblock_order``, as the kernel does, because perf's libtraceevent cannot
+evaluate that expression and prints ``fallback_order`` in its place (seen
+with perf 6.1 on a 6.18 kernel).  ``percpu_refill`` means ``order == 0`` before v5.19 and
+``pcp_allowed_order(order) && mt < MIGRATE_PCPTYPES`` since.
+
+:func:`parse_lines` never raises on a bad line.  Every line is either one
+event or one count in a :class:`Skipped`, so ``events + sum(skipped)`` is
+the number of lines read.  A line cut short inside its last value (a
+truncated ``pfn`` or ``gfp_flags``) still parses: nothing in the line says
+it was cut.
+
+GFP inference
+-------------
+:func:`classify_gfp` guesses what an ``mm_page_alloc`` allocated from its
+printed GFP flags.  Symbolic names (including composites such as
+``GFP_TRANSHUGE`` and pre-v4.4 names such as ``__GFP_WAIT``) and raw hex
+(``gfp_flags=0x140cca``, printed by some 6.x tools) are both reduced to a
+bit mask in the ``include/linux/gfp_types.h`` layout used since about
+v4.15 (``__GFP_MOVABLE`` 0x08, ``__GFP_RECLAIMABLE`` 0x10, ``__GFP_ZERO``
+0x100, ``__GFP_COMP`` 0x40000, ...; bits above ``__GFP_ACCOUNT`` depend on
+the kernel config and are ignored).  Unknown names are ignored.
+
+``compound`` is ``order > 0 and __GFP_COMP``, the test ``prep_new_page()``
+uses before ``prep_compound_page()``.  ``migratetype`` is
+``gfp_migratetype()``: 1 with ``__GFP_MOVABLE``, 2 with
+``__GFP_RECLAIMABLE``, else 0.  The memdesc type is the first row that
+matches; ``+`` means the flag is set, ``-`` that it is clear:
+
+=====  ==========================================  ==========  ===========================================
+row    flags (and order)                           type        why, and where the guess is weak
+=====  ==========================================  ==========  ===========================================
+1      +MOVABLE +WRITE                             file        only page-cache writers set __GFP_WRITE
+2      +MOVABLE +ZERO                              anon        anonymous faults zero-fill
+                                                               (vma_alloc_zeroed_movable_folio); the page
+                                                               cache is filled by I/O instead
+3      +MOVABLE +NOMEMALLOC                        anon        GFP_TRANSHUGE(_LIGHT): THP and mTHP faults.
+                                                               khugepaged collapsing file THPs and shmem
+                                                               huge pages look the same
+4      +MOVABLE and (+NORETRY or -FS)              file        readahead_gfp_mask() adds NORETRY|NOWARN;
+                                                               filesystems and the block-device cache
+                                                               use NOFS mapping masks
+5      +MOVABLE                                    anon        plain GFP_HIGHUSER_MOVABLE: COW copies,
+                                                               swap-in, migration targets.  Page cache
+                                                               created outside readahead looks the same
+                                                               and is miscounted as anon
+6      +RECLAIMABLE                                slab        SLAB_RECLAIM_ACCOUNT caches (dentries,
+                                                               inodes)
+7      +ZERO, GFP_KERNEL all set, -HARDWALL,       pagetable   GFP_PGTABLE_KERNEL / GFP_PGTABLE_USER
+       order <= 1                                              (= GFP_KERNEL[_ACCOUNT]|__GFP_ZERO; x86
+                                                               PGDs are order 1 with PTI).  Zeroed
+                                                               kernel pages such as vmalloc'd stacks
+                                                               look the same
+8      +HIGH -DIRECT_RECLAIM, order <= 3           netpool     GFP_ATOMIC: page_pool and page_frag
+                                                               refills in network receive.  Atomic slab
+                                                               refills look the same (they are mostly
+                                                               skb heads).  GFP_NOWAIT, which lacks
+                                                               __GFP_HIGH, is left to rows 9-10: here it
+                                                               came from slab refills and mmu_gather
+                                                               batch pages, not from the network
+9      +COMP +HARDWALL                             file        GFP_USER-based page cache that is not
+                                                               movable: the block-device cache
+                                                               (GFP_NOFS|__GFP_NOFAIL|__GFP_COMP|
+                                                               __GFP_HARDWALL)
+10     +COMP                                       slab        slab pages come from folio_alloc(), which
+                                                               always adds __GFP_COMP (v5.17+), and so
+                                                               does kmalloc_large().  Drivers' compound
+                                                               buffers are miscounted as slab
+11     anything else                               kernel      non-compound alloc_pages(): pipe buffers,
+                                                               __get_free_pages(), multi-page buffers;
+                                                               also order-0 slab pages before v5.17
+                                                               and an empty or unknown gfp_flags
+=====  ==========================================  ==========  ===========================================
+
+The rows were checked against captures on a 6.18 kernel (see
+tests/test_trace.py); on older kernels the flags that callers pass differ
+and the guess is rougher.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import lzma
+import os
+import re
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+from typing import NamedTuple, TextIO
+
+from pcpd.errors import InputError
+
+MM_PAGE_ALLOC = "mm_page_alloc"
+MM_PAGE_FREE = "mm_page_free"
+MM_PAGE_FREE_BATCHED = "mm_page_free_batched"
+MM_PAGE_ALLOC_ZONE_LOCKED = "mm_page_alloc_zone_locked"
+MM_PAGE_PCPU_DRAIN = "mm_page_pcpu_drain"
+MM_PAGE_ALLOC_EXTFRAG = "mm_page_alloc_extfrag"
+EVENTS = (MM_PAGE_ALLOC, MM_PAGE_FREE, MM_PAGE_FREE_BATCHED,
+          MM_PAGE_ALLOC_ZONE_LOCKED, MM_PAGE_PCPU_DRAIN, MM_PAGE_ALLOC_EXTFRAG)
+
+# v3.3 renamed the era-1 free events; the text stayed the same.
+_CANONICAL = {name: name for name in EVENTS}
+_CANONICAL["mm_page_free_direct"] = MM_PAGE_FREE
+_CANONICAL["mm_pagevec_free"] = MM_PAGE_FREE_BATCHED
+
+# Reasons a line is skipped, as counted in Skipped.
+SKIP_COMMENT = "header or comment"
+SKIP_NOT_TRACE = "not a trace line"
+SKIP_GARBAGE = "binary or garbage"
+SKIP_LOST = "lost-events marker"
+SKIP_OTHER_EVENT = "not a page-allocator event"
+SKIP_UNKNOWN_EVENT = "unknown mm_page event"
+SKIP_MALFORMED = "malformed fields"
+SKIP_TRUNCATED = "truncated compressed file"
+
+
+class TraceEvent(NamedTuple):
+    """One page-allocator tracepoint hit.  -1 (or "") marks a field the event lacks."""
+
+    cpu: int
+    timestamp: float            # seconds, as printed
+    event: str                  # canonical name, one of EVENTS
+    pfn: int                    # -1 for a failed allocation
+    order: int                  # alloc_order for extfrag
+    migratetype: int = -1       # alloc_migratetype for extfrag
+    gfp_flags: str = ""         # mm_page_alloc only, as printed
+    percpu_refill: int = -1     # mm_page_alloc_zone_locked only
+    comm: str = ""
+    pid: int = -1
+    fallback_order: int = -1    # this and the rest: mm_page_alloc_extfrag only
+    fallback_migratetype: int = -1
+    fragmenting: int = -1
+    change_ownership: int = -1
+
+
+class Skipped(Counter):
+    """Lines that gave no event, counted by reason (the SKIP_* strings).
+
+    ``first[reason]`` is where that reason was first seen, as ``source:line``.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.first: dict[str, str] = {}
+
+    def add(self, reason: str, source: str, lineno: int | None = None) -> None:
+        self[reason] += 1
+        if reason not in self.first:
+            self.first[reason] = source if lineno is None else f"{source}:{lineno}"
+
+    def summary(self) -> str:
+        """One line, e.g. ``3 lines skipped: 2 malformed fields (first at t.txt:7), ...``."""
+        if not self:
+            return "no lines skipped"
+        parts = ", ".join(f"{n} {reason} (first at {self.first.get(reason, '?')})"
+                          for reason, n in self.most_common())
+        return f"{self.total()} lines skipped: {parts}"
+
+
+# The line prefix: comm and pid (ftrace "comm-pid", perf "comm pid[/tid]"),
+# ftrace's optional tgid column, [cpu], ftrace's optional irq-flags column
+# (d..1 or .....), the timestamp, perf's sample period when it prints one,
+# and the event name with perf's "kmem:".
+_PREFIX = (r"\s*(.*?)(?:-|\s+)(\d+)(?:/\d+)?\s+(?:\(\s*[\d-]+\)\s+)?"
+           r"\[(\d+)\]\s+(?:[^\s:]{4,5}\s+)?(\d+(?:\.\d+)?):\s+(?:\d+\s+)?(?:\w+:)?(\w+):")
+_HEAD = re.compile(_PREFIX).match
+# Every era prints page= and pfn= first, then the event's own fields in
+# TP_printk order.  page= may be blank ("page= (null)"); pfn is hex
+# (v5.14+) or decimal.
+_PAGE_PFN = r"\s+page=\s*(\S*)\s+pfn=(?:0x([0-9a-fA-F]+)|(\d+))\s+"
+_FIELDS = {
+    MM_PAGE_ALLOC: r"order=(\d+)\s+migratetype=(-?\d+)\s+gfp_flags=(\S+)",
+    MM_PAGE_FREE: r"order=(\d+)(?!\S)",
+    MM_PAGE_FREE_BATCHED: r"order=(\d+)(?!\S)",                  # then cold= before v4.15
+    MM_PAGE_ALLOC_ZONE_LOCKED: r"order=(\d+)\s+migratetype=(-?\d+)\s+percpu_refill=(\d+)(?!\S)",
+    MM_PAGE_PCPU_DRAIN: r"order=(\d+)\s+migratetype=(-?\d+)(?!\S)",
+    MM_PAGE_ALLOC_EXTFRAG: (r"alloc_order=(\d+)\s+fallback_order=(\d+)\s+pageblock_order=(\d+)\s+"
+                            r"alloc_migratetype=(-?\d+)\s+fallback_migratetype=(-?\d+)\s+"
+                            r"fragmenting=-?\d+\s+change_ownership=(\d+)(?!\S)"),
+}
+_MATCH = {event: re.compile(_PREFIX + _PAGE_PFN + fields).match for event, fields in _FIELDS.items()}
+# How %p printed a NULL page: kernel "(null)" (padded to "page= (null)" on
+# some kernels), glibc "(nil)" in perf, or zeros.
+_NULL_PAGES = frozenset({"(null)", "(nil)", "0", "0x0", "00000000", "0000000000000000"})
+_new_event = tuple.__new__     # TraceEvent(...) without the keyword-argument machinery
+
+
+def parse_lines(lines: Iterable[str], source: str,
+                skipped: Skipped | None = None) -> Iterator[TraceEvent]:
+    """Yield a TraceEvent for every page-allocator tracepoint line in ``lines``.
+
+    Never raises on content: a line that is not such an event is counted in
+    ``skipped`` (pass one in to read the counts) under one of the SKIP_*
+    reasons, with ``source`` naming where it came from.  Holds one line at a
+    time, so memory does not grow with the length of the trace.
+    """
+    if skipped is None:
+        skipped = Skipped()
+    canonical, match = _CANONICAL, _MATCH
+    for lineno, line in enumerate(lines, 1):
+        # Find the event by name first: one str.find instead of a regex
+        # search, and it picks the one pattern that can match.
+        i = line.find("mm_page")
+        event = canonical.get(line[i:line.find(":", i)]) if i >= 0 else None
+        m = match[event](line) if event is not None else None
+        if m is None:
+            event, reason = _identify(line)
+            m = match[event](line) if event is not None else None
+            if m is None:
+                skipped.add(reason, source, lineno)
+                continue
+        comm, pid, cpu, ts, _, page, hexpfn, decpfn, *fields = m.groups()
+        pfn = int(hexpfn, 16) if hexpfn else int(decpfn)
+        mt = refill = fallback_order = fallback_mt = fragmenting = change_ownership = -1
+        gfp = ""
+        if event is MM_PAGE_ALLOC:
+            order, mt, gfp = fields
+        elif event is MM_PAGE_FREE or event is MM_PAGE_FREE_BATCHED:
+            order, = fields
+        elif event is MM_PAGE_ALLOC_ZONE_LOCKED:
+            order, mt, refill = fields
+            refill = int(refill)
+        elif event is MM_PAGE_PCPU_DRAIN:
+            order, mt = fields
+        else:
+            order, fallback_order, pageblock_order, mt, fallback_mt, change_ownership = fields
+            fallback_order = int(fallback_order)
+            fragmenting = int(fallback_order < int(pageblock_order))
+            fallback_mt = int(fallback_mt)
+            change_ownership = int(change_ownership)
+        if pfn == 0 and event is MM_PAGE_ALLOC and page in _NULL_PAGES:
+            pfn = -1          # failed allocation
+        yield _new_event(TraceEvent, (int(cpu), float(ts), event, pfn, int(order), int(mt), gfp,
+                                      refill, comm, int(pid), fallback_order, fallback_mt,
+                                      fragmenting, change_ownership))
+
+
+def _identify(line: str) -> tuple[str | None, str]:
+    """The slow path: (None, why it was skipped), or (event, SKIP_MALFORMED)
+    for a page-allocator event whose name the fast path missed."""
+    m = _HEAD(line)
+    if m is None:
+        return None, _junk_reason(line)
+    name = m.group(5)
+    event = _CANONICAL.get(name)
+    if event is not None:
+        return event, SKIP_MALFORMED
+    return None, SKIP_UNKNOWN_EVENT if name.startswith("mm_page") else SKIP_OTHER_EVENT
+
+
+def _junk_reason(line: str) -> str:
+    """Why a line without a tracepoint prefix was skipped."""
+    text = line.strip()
+    if not text or text.startswith("#") or text.startswith("cpus="):
+        return SKIP_COMMENT          # ftrace header, trace-cmd's "cpus=N"
+    if "\ufffd" in text or not text.replace("\t", " ").isprintable():
+        return SKIP_GARBAGE          # undecodable bytes or control characters
+    if "EVENTS" in text and ("LOST" in text or "DROPPED" in text):
+        return SKIP_LOST             # ftrace "[LOST n EVENTS]", trace-cmd "[n EVENTS DROPPED]"
+    return SKIP_NOT_TRACE
+
+
+# Binary recordings that must be turned into text first.
+_RECORDINGS = {
+    b"PERFILE2": "a binary perf.data recording; convert it with 'perf script -i FILE'",
+    b"\x17\x08\x44tracing": "a binary trace-cmd recording; convert it with 'trace-cmd report -i FILE'",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed; decompress it first (gzip and xz are read directly)",
+}
+
+
+def open_trace(path: str | os.PathLike) -> TextIO:
+    """Open a trace as text: plain, gzip or xz (recognised by content).
+
+    Undecodable bytes become U+FFFD.  Raises InputError naming ``path`` if it
+    cannot be opened, is corrupt at the start, or is a binary recording.
+    """
+    try:
+        stream = _open_binary(path)
+        magic = stream.peek(16)[:16]
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as err:
+        raise InputError(f"{os.fspath(path)}: cannot read trace: {_reason(err)}") from None
+    for prefix, what in _RECORDINGS.items():
+        if magic.startswith(prefix):
+            stream.close()
+            raise InputError(f"{os.fspath(path)}: {what}")
+    return io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
+
+
+def _open_binary(path: str | os.PathLike) -> io.BufferedIOBase:
+    raw = open(path, "rb")
+    magic = raw.peek(6)[:6]
+    if magic.startswith(b"\x1f\x8b"):
+        raw.close()
+        return gzip.open(path, "rb")
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        raw.close()
+        return lzma.open(path, "rb")
+    return raw
+
+
+def _reason(err: BaseException) -> str:
+    return getattr(err, "strerror", None) or str(err) or type(err).__name__
+
+
+def read_trace(path: str | os.PathLike, skipped: Skipped | None = None) -> Iterator[TraceEvent]:
+    """open_trace() + parse_lines(): the events of the trace file at ``path``.
+
+    Errors opening the file are raised here, at once.  A compressed file that
+    ends early counts one SKIP_TRUNCATED after its last whole line; one that
+    is corrupt in the middle raises InputError naming ``path``.  The file is
+    closed when the iterator is exhausted or discarded.
+    """
+    if skipped is None:
+        skipped = Skipped()
+    source = os.fspath(path)
+    return parse_lines(_read_lines(open_trace(path), source, skipped), source, skipped)
+
+
+def _read_lines(f: TextIO, source: str, skipped: Skipped) -> Iterator[str]:
+    with f:
+        try:
+            yield from f
+        except EOFError:     # gzip/xz stream cut short, e.g. an interrupted 'perf script | gzip'
+            skipped.add(SKIP_TRUNCATED, source)
+        except (OSError, lzma.LZMAError, zlib.error) as err:
+            raise InputError(f"{source}: cannot read trace: {_reason(err)}") from None
+
+
+# --- GFP flags -------------------------------------------------------------
+
+# include/linux/gfp_types.h (v4.15+ layout; 0x200 was ___GFP_ATOMIC until v6.4)
+__GFP_DMA = 0x01
+__GFP_HIGHMEM = 0x02
+__GFP_DMA32 = 0x04
+__GFP_MOVABLE = 0x08
+__GFP_RECLAIMABLE = 0x10
+__GFP_HIGH = 0x20
+__GFP_IO = 0x40
+__GFP_FS = 0x80
+__GFP_ZERO = 0x100
+__GFP_DIRECT_RECLAIM = 0x400
+__GFP_KSWAPD_RECLAIM = 0x800
+__GFP_WRITE = 0x1000
+__GFP_NOWARN = 0x2000
+__GFP_RETRY_MAYFAIL = 0x4000
+__GFP_NOFAIL = 0x8000
+__GFP_NORETRY = 0x10000
+__GFP_MEMALLOC = 0x20000
+__GFP_COMP = 0x40000
+__GFP_NOMEMALLOC = 0x80000
+__GFP_HARDWALL = 0x100000
+__GFP_THISNODE = 0x200000
+__GFP_ACCOUNT = 0x400000
+__GFP_RECLAIM = __GFP_DIRECT_RECLAIM | __GFP_KSWAPD_RECLAIM
+
+GFP_ATOMIC = __GFP_HIGH | __GFP_KSWAPD_RECLAIM
+GFP_KERNEL = __GFP_RECLAIM | __GFP_IO | __GFP_FS
+GFP_KERNEL_ACCOUNT = GFP_KERNEL | __GFP_ACCOUNT
+GFP_NOWAIT = __GFP_KSWAPD_RECLAIM | __GFP_NOWARN
+GFP_NOIO = __GFP_RECLAIM
+GFP_NOFS = __GFP_RECLAIM | __GFP_IO
+GFP_USER = __GFP_RECLAIM | __GFP_IO | __GFP_FS | __GFP_HARDWALL
+GFP_HIGHUSER = GFP_USER | __GFP_HIGHMEM
+GFP_HIGHUSER_MOVABLE = GFP_HIGHUSER | __GFP_MOVABLE
+GFP_TRANSHUGE_LIGHT = (GFP_HIGHUSER_MOVABLE | __GFP_COMP | __GFP_NOMEMALLOC
+                       | __GFP_NOWARN) & ~__GFP_RECLAIM
+GFP_TRANSHUGE = GFP_TRANSHUGE_LIGHT | __GFP_DIRECT_RECLAIM
+
+# Every name the tracepoint prints (include/trace/events/mmflags.h), plus
+# the names of older kernels, mapped to their meaning in the layout above.
+# Before v4.6 single bits printed without the leading "__" (GFP_COMP) and a
+# zero mask printed as GFP_NOWAIT; gfp_mask() tries "__" + name for those.
+_GFP_NAMES = {name: value for name, value in globals().items()
+              if name.startswith(("GFP_", "__GFP_")) and isinstance(value, int)}
+_GFP_NAMES.update({
+    "GFP_DMA": __GFP_DMA,
+    "GFP_DMA32": __GFP_DMA32,
+    "GFP_TEMPORARY": GFP_KERNEL | __GFP_RECLAIMABLE,    # removed in v4.14
+    "GFP_IOFS": __GFP_IO | __GFP_FS,                    # removed in v4.4
+    "__GFP_WAIT": __GFP_DIRECT_RECLAIM,                 # before v4.4
+    "__GFP_REPEAT": __GFP_RETRY_MAYFAIL,                # before v4.13
+    "__GFP_KMEMCG": __GFP_ACCOUNT,                      # v3.8 - v3.18
+})
+
+MEMDESC_TYPES = ("anon", "file", "slab", "pagetable", "netpool", "kernel")
+
+
+class GfpClass(NamedTuple):
+    memdesc_type: str       # one of MEMDESC_TYPES
+    compound: bool          # prep_compound_page() runs
+    migratetype: int        # 0 unmovable, 1 movable, 2 reclaimable
+
+
+@lru_cache(maxsize=4096)
+def gfp_mask(gfp_flags: str) -> int:
+    """The bit mask of a printed gfp_flags value: symbolic, raw hex, or "none".
+
+    Unknown names count as no bits.
+    """
+    mask = 0
+    for name in gfp_flags.strip().split("|"):
+        if name[:2] in ("0x", "0X"):
+            try:
+                mask |= int(name, 16)
+            except ValueError:
+                pass
+        else:
+            mask |= _GFP_NAMES.get(name) or _GFP_NAMES.get("__" + name, 0)
+    return mask
+
+
+@lru_cache(maxsize=4096)
+def classify_gfp(gfp_flags: str, order: int) -> GfpClass:
+    """Guess memdesc type, compoundness and migratetype of an allocation.
+
+    See the table in the module docstring for the rules and their limits.
+    """
+    mask = gfp_mask(gfp_flags)
+    # prep_new_page(): only order > 0 with __GFP_COMP gets tail pages.
+    compound = order > 0 and bool(mask & __GFP_COMP)
+    return GfpClass(_memdesc_type(mask, order), compound, _gfp_migratetype(mask))
+
+
+def _gfp_migratetype(mask: int) -> int:
+    # gfp_migratetype(); both bits set is a kernel bug it warns about: say movable.
+    if mask & __GFP_MOVABLE:
+        return 1
+    return 2 if mask & __GFP_RECLAIMABLE else 0
+
+
+def _memdesc_type(mask: int, order: int) -> str:
+    if mask & __GFP_MOVABLE:
+        if mask & __GFP_WRITE:
+            return "file"
+        if mask & (__GFP_ZERO | __GFP_NOMEMALLOC):
+            return "anon"
+        if mask & __GFP_NORETRY or not mask & __GFP_FS:
+            return "file"
+        return "anon"
+    if mask & __GFP_RECLAIMABLE:
+        return "slab"
+    if (mask & __GFP_ZERO and mask & GFP_KERNEL == GFP_KERNEL
+            and not mask & __GFP_HARDWALL and order <= 1):
+        return "pagetable"
+    if mask & __GFP_HIGH and not mask & __GFP_DIRECT_RECLAIM and order <= 3:
+        return "netpool"
+    if mask & __GFP_COMP:
+        return "file" if mask & __GFP_HARDWALL else "slab"
+    return "kernel"

@@ -1,0 +1,360 @@
+"""The buddy zone: free_area[0..10] x migratetype, linked through the page array.
+
+Every process maps the same zone: list heads, tails and counters live in the
+arena's ``zone`` words, the links in the page records (``pcpd.memmap``), the
+pageblock migratetypes in ``arena.pageblock``.  Methods whose name starts
+with an underscore expect zone->lock held; the public ones take it once
+(``rmqueue_bulk``: one acquisition for a whole PCP refill, as the kernel
+does).
+
+Zone words (int64):
+
+    [Z_HEAD + 3*order + mt]      first free block of free_area[order].free_list[mt]
+    [Z_TAIL + 3*order + mt]      last free block
+    [Z_NR_FREE + 3*order + mt]   free blocks on that list (nr_free is their sum)
+    Z_FREE_PAGES                 NR_FREE_PAGES: buddy pages only, never PCP pages
+    Z_MANAGED, Z_WMARK_MIN/LOW/HIGH, Z_CLAIMS, Z_STEALS
+"""
+
+from __future__ import annotations
+
+from pcpd import stats as S
+from pcpd.arena import H_MEMDESC, PAGEBLOCK_PAGES, Arena
+from pcpd.lock import OP_BUDDY_ALLOC, OP_BUDDY_FREE, OP_DRAIN, OP_REFILL, ZoneLock
+from pcpd.memmap import MEMDESC_BUDDY, NIL, memmap_for
+
+MAX_ORDER = 10
+PAGEBLOCK_ORDER = 9
+MIGRATE_UNMOVABLE, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE = 0, 1, 2
+MIGRATE_PCPTYPES = 3
+
+# fallbacks[]: where each migratetype looks when its own lists are empty.
+FALLBACKS = {
+    MIGRATE_UNMOVABLE: (MIGRATE_RECLAIMABLE, MIGRATE_MOVABLE),
+    MIGRATE_MOVABLE: (MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE),
+    MIGRATE_RECLAIMABLE: (MIGRATE_UNMOVABLE, MIGRATE_MOVABLE),
+}
+
+Z_HEAD = 0
+Z_TAIL = 33
+Z_NR_FREE = 66
+Z_FREE_PAGES = 99
+Z_MANAGED = 100
+Z_WMARK_MIN = 101
+Z_WMARK_LOW = 102
+Z_WMARK_HIGH = 103
+Z_CLAIMS = 104
+Z_STEALS = 105
+
+# __rmqueue() modes, cached across one rmqueue_bulk().
+RMQUEUE_NORMAL, RMQUEUE_CLAIM, RMQUEUE_STEAL = 0, 1, 2
+
+_BW = S.LINES_W["buddy"]
+_BR = S.LINES_R["buddy"]
+
+
+def format_zone(arena: Arena, wmark_min: int, wmark_low: int, wmark_high: int,
+                memdesc: bool) -> None:
+    """Lay out a fresh zone: every page free, pageblocks MOVABLE (as at boot).
+
+    ``memdesc`` records whether pages carry memdesc words (memdesc policies)
+    or today's flags (legacy, compound), so the audit can read them.
+
+    Blocks are order 10 where the arena allows and smaller at its end, so
+    any whole number of pageblocks works.
+    """
+    z = arena.zone
+    z[:] = 0
+    z[Z_HEAD:Z_NR_FREE] = NIL
+    z[Z_MANAGED] = arena.pages
+    z[Z_WMARK_MIN], z[Z_WMARK_LOW], z[Z_WMARK_HIGH] = wmark_min, wmark_low, wmark_high
+    arena.pageblock[:] = MIGRATE_MOVABLE
+    arena.mem[:] = 0
+    arena.header[H_MEMDESC] = int(memdesc)
+    if memdesc:                            # every page starts as free memory
+        memdesc_word = 1 if arena.record_bytes >= 32 else 0
+        arena.mem[memdesc_word::arena.record_bytes // 8] = MEMDESC_BUDDY
+    memmap = memmap_for(arena)
+    pfn = 0
+    while pfn < arena.pages:
+        order = MAX_ORDER
+        while pfn + (1 << order) > arena.pages:
+            order -= 1
+        _link_tail(z, memmap, pfn, order, MIGRATE_MOVABLE)
+        pfn += 1 << order
+
+
+def _link_tail(z, memmap, pfn: int, order: int, mt: int) -> None:
+    i = 3 * order + mt
+    tail = int(z[Z_TAIL + i])
+    memmap.set_buddy(pfn, order, NIL, tail)
+    if tail == NIL:
+        z[Z_HEAD + i] = pfn
+    else:
+        memmap.set_next(tail, pfn)
+    z[Z_TAIL + i] = pfn
+    z[Z_NR_FREE + i] += 1
+    z[Z_FREE_PAGES] += 1 << order
+
+
+class Zone:
+    """One process's handle on the shared zone.
+
+    Buddy work is charged to ``counters`` (lines under the ``buddy`` cause);
+    the lock records its own profile there too.
+    """
+
+    def __init__(self, arena: Arena, lock: ZoneLock, counters: S.Counters) -> None:
+        self.arena = arena
+        self.z = arena.zone
+        self.pb = arena.pageblock
+        self.mm = memmap_for(arena)
+        self.pages = arena.pages
+        self.lock = lock
+        self.v = counters.v
+        # an 8-byte page keeps free-list links in the free memory, not the memmap
+        self._link = S.DATA_W if arena.record_bytes == 8 else _BW
+
+    # -- accounting and watermarks ----------------------------------------
+    @property
+    def free_pages(self) -> int:
+        return int(self.z[Z_FREE_PAGES])
+
+    def watermark(self, which: int) -> int:
+        return int(self.z[which])
+
+    def watermark_ok(self, order: int, mark: int) -> bool:
+        """__zone_watermark_ok() without reserves: PCP pages are invisible here."""
+        free = int(self.z[Z_FREE_PAGES]) - ((1 << order) - 1)
+        if free <= mark:
+            return False
+        if order == 0:
+            return True
+        z = self.z
+        for o in range(order, MAX_ORDER + 1):
+            if z[Z_NR_FREE + 3 * o:Z_NR_FREE + 3 * o + 3].any():
+                return True
+        return False
+
+    def pageblock_mt(self, pfn: int) -> int:
+        """get_pfnblock_migratetype()"""
+        return int(self.pb[pfn >> PAGEBLOCK_ORDER])
+
+    # -- free lists (zone->lock held) -------------------------------------
+    def _add(self, pfn: int, order: int, mt: int, to_tail: bool = False) -> None:
+        """__add_to_free_list()"""
+        z, mm, i = self.z, self.mm, 3 * order + mt
+        if to_tail:
+            tail = int(z[Z_TAIL + i])
+            mm.set_buddy(pfn, order, NIL, tail)
+            if tail == NIL:
+                z[Z_HEAD + i] = pfn
+            else:
+                mm.set_next(tail, pfn)
+                self.v[self._link] += 1
+            z[Z_TAIL + i] = pfn
+        else:
+            head = int(z[Z_HEAD + i])
+            mm.set_buddy(pfn, order, head, NIL)
+            if head == NIL:
+                z[Z_TAIL + i] = pfn
+            else:
+                mm.set_prev(head, pfn)
+                self.v[self._link] += 1
+            z[Z_HEAD + i] = pfn
+        z[Z_NR_FREE + i] += 1
+        z[Z_FREE_PAGES] += 1 << order
+        self.v[_BW] += 1
+
+    def _del(self, pfn: int, order: int) -> None:
+        """__del_page_from_free_list(): free pages sit on their pageblock's list."""
+        z, mm = self.z, self.mm
+        i = 3 * order + int(self.pb[pfn >> PAGEBLOCK_ORDER])
+        nxt, prev = mm.next(pfn), mm.prev(pfn)
+        if prev == NIL:
+            z[Z_HEAD + i] = nxt
+        else:
+            mm.set_next(prev, nxt)
+            self.v[self._link] += 1
+        if nxt == NIL:
+            z[Z_TAIL + i] = prev
+        else:
+            mm.set_prev(nxt, prev)
+            self.v[self._link] += 1
+        mm.clear_buddy(pfn)
+        z[Z_NR_FREE + i] -= 1
+        z[Z_FREE_PAGES] -= 1 << order
+        self.v[_BW] += 1
+
+    def _expand(self, pfn: int, low: int, high: int, mt: int) -> None:
+        """expand(): upper halves go back to the heads of the lower lists."""
+        while high > low:
+            high -= 1
+            self._add(pfn + (1 << high), high, mt)
+
+    def _free_one_page(self, pfn: int, order: int, mt: int) -> None:
+        """__free_one_page(): merge with free buddies up to MAX_ORDER."""
+        mm, pb, pages, v = self.mm, self.pb, self.pages, self.v
+        while order < MAX_ORDER:
+            buddy = pfn ^ (1 << order)
+            if buddy >= pages:
+                break
+            v[_BR] += 1
+            if mm.buddy_order(buddy) != order:      # page_is_buddy()
+                break
+            buddy_mt = int(pb[buddy >> PAGEBLOCK_ORDER])
+            self._del(buddy, order)
+            if order >= PAGEBLOCK_ORDER and buddy_mt != mt:
+                pb[buddy >> PAGEBLOCK_ORDER] = mt   # every pcpd type is mergeable
+            pfn &= buddy
+            order += 1
+        self._add(pfn, order, mt, to_tail=self._buddy_merge_likely(pfn, order))
+
+    def _buddy_merge_likely(self, pfn: int, order: int) -> bool:
+        """buddy_merge_likely(): keep a block unused if its buddy's buddy is free."""
+        if order >= MAX_ORDER - 1:
+            return False
+        higher = pfn & ~(1 << order)
+        higher_buddy = higher ^ (1 << (order + 1))
+        if higher_buddy >= self.pages:
+            return False
+        self.v[_BR] += 1
+        return self.mm.buddy_order(higher_buddy) == order + 1
+
+    def _rmqueue_smallest(self, order: int, mt: int) -> int:
+        """__rmqueue_smallest(): head of the smallest non-empty list >= order."""
+        z = self.z
+        for cur in range(order, MAX_ORDER + 1):
+            pfn = int(z[Z_HEAD + 3 * cur + mt])
+            if pfn != NIL:
+                self._del(pfn, cur)
+                self._expand(pfn, order, cur, mt)
+                return pfn
+        return NIL
+
+    def _find_suitable_fallback(self, cur: int, mt: int, claimable: bool) -> int:
+        """find_suitable_fallback(): -1 nothing here, -2 stop claiming."""
+        base = Z_NR_FREE + 3 * cur
+        if not self.z[base:base + 3].any():
+            return -1
+        if claimable and not _should_try_claim_block(cur, mt):
+            return -2
+        for fmt in FALLBACKS[mt]:
+            if self.z[Z_HEAD + 3 * cur + fmt] != NIL:
+                return fmt
+        return -1
+
+    def _rmqueue_claim(self, order: int, mt: int) -> int:
+        """__rmqueue_claim(): largest fallback block first, try to own its pageblock."""
+        for cur in range(MAX_ORDER, order - 1, -1):
+            fmt = self._find_suitable_fallback(cur, mt, claimable=True)
+            if fmt == -1:
+                continue
+            if fmt == -2:
+                break
+            pfn = int(self.z[Z_HEAD + 3 * cur + fmt])
+            got = self._try_to_claim_block(pfn, cur, order, mt, fmt)
+            if got != NIL:
+                self.z[Z_CLAIMS] += 1
+                return got
+        return NIL
+
+    def _try_to_claim_block(self, pfn: int, cur: int, order: int, mt: int, block_mt: int) -> int:
+        """try_to_claim_block(): whole pageblocks, or the 256-of-512 rule."""
+        if cur >= PAGEBLOCK_ORDER:
+            self._del(pfn, cur)
+            first = pfn >> PAGEBLOCK_ORDER
+            self.pb[first:first + (1 << (cur - PAGEBLOCK_ORDER))] = mt  # change_pageblock_range()
+            self._expand(pfn, order, cur, mt)
+            return pfn
+        start = pfn & ~(PAGEBLOCK_PAGES - 1)
+        heads, orders = self.mm.buddy_heads(start, PAGEBLOCK_PAGES)
+        self.v[_BR] += PAGEBLOCK_PAGES * self.arena.record_bytes // 64
+        free = int(sum(1 << int(o) for o in orders))
+        if mt == MIGRATE_MOVABLE:
+            alike = self.mm.movable_pages(start, PAGEBLOCK_PAGES)
+        elif block_mt == MIGRATE_MOVABLE:
+            alike = PAGEBLOCK_PAGES - free - self.mm.movable_pages(start, PAGEBLOCK_PAGES)
+        else:
+            alike = 0
+        if free + alike < PAGEBLOCK_PAGES // 2:
+            return NIL
+        # __move_freepages_block(): every free block of the pageblock to mt's lists
+        for head, o in zip(heads.tolist(), orders.tolist()):
+            self._del(head, o)
+        self.pb[start >> PAGEBLOCK_ORDER] = mt
+        for head, o in zip(heads.tolist(), orders.tolist()):
+            self._add(head, o, mt, to_tail=True)
+        return self._rmqueue_smallest(order, mt)
+
+    def _rmqueue_steal(self, order: int, mt: int) -> int:
+        """__rmqueue_steal(): smallest fallback block, pageblock type unchanged."""
+        for cur in range(order, MAX_ORDER + 1):
+            fmt = self._find_suitable_fallback(cur, mt, claimable=False)
+            if fmt < 0:
+                continue
+            pfn = int(self.z[Z_HEAD + 3 * cur + fmt])
+            self._del(pfn, cur)
+            self._expand(pfn, order, cur, fmt)
+            self.z[Z_STEALS] += 1
+            return pfn
+        return NIL
+
+    def _rmqueue(self, order: int, mt: int, mode: int) -> tuple[int, int]:
+        """__rmqueue(): NORMAL, then CLAIM, then STEAL; the mode sticks for a refill."""
+        if mode == RMQUEUE_NORMAL:
+            pfn = self._rmqueue_smallest(order, mt)
+            if pfn != NIL:
+                return pfn, mode
+        if mode <= RMQUEUE_CLAIM:
+            pfn = self._rmqueue_claim(order, mt)
+            if pfn != NIL:
+                return pfn, RMQUEUE_NORMAL
+        pfn = self._rmqueue_steal(order, mt)
+        return pfn, (RMQUEUE_STEAL if pfn != NIL else mode)
+
+    # -- entry points (take zone->lock) -----------------------------------
+    def rmqueue_bulk(self, order: int, mt: int, count: int) -> list[int]:
+        """rmqueue_bulk(): up to count blocks under one zone->lock acquisition."""
+        out: list[int] = []
+        mode = RMQUEUE_NORMAL
+        with self.lock(OP_REFILL):
+            for _ in range(count):
+                pfn, mode = self._rmqueue(order, mt, mode)
+                if pfn == NIL:
+                    break
+                out.append(pfn)
+        return out
+
+    def rmqueue_buddy(self, order: int, mt: int) -> int:
+        """rmqueue_buddy(): one block per zone->lock acquisition."""
+        with self.lock(OP_BUDDY_ALLOC):
+            return self._rmqueue(order, mt, RMQUEUE_NORMAL)[0]
+
+    def free_pcppages_bulk(self, blocks: list[tuple[int, int]]) -> None:
+        """free_pcppages_bulk(): give drained blocks back under one acquisition.
+
+        The migratetype is re-read from the pageblock at drain time, as newer
+        kernels do.
+        """
+        pb = self.pb
+        with self.lock(OP_DRAIN):
+            for pfn, order in blocks:
+                self._free_one_page(pfn, order, int(pb[pfn >> PAGEBLOCK_ORDER]))
+
+    def free_one_page(self, pfn: int, order: int) -> None:
+        """free_one_page() + split_large_buddy(): pageblock-sized pieces above order 9."""
+        pb = self.pb
+        with self.lock(OP_BUDDY_FREE):
+            if order <= PAGEBLOCK_ORDER:
+                self._free_one_page(pfn, order, int(pb[pfn >> PAGEBLOCK_ORDER]))
+                return
+            for piece in range(pfn, pfn + (1 << order), PAGEBLOCK_PAGES):
+                self._free_one_page(piece, PAGEBLOCK_ORDER, int(pb[piece >> PAGEBLOCK_ORDER]))
+
+
+def _should_try_claim_block(order: int, mt: int) -> bool:
+    """should_try_claim_block(): movable requests only claim from order >= 4."""
+    if order >= PAGEBLOCK_ORDER // 2:
+        return True
+    return mt in (MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE)

@@ -1,0 +1,200 @@
+"""struct per_cpu_pages: one CPU's PCP lists and the kernel's sizing rules.
+
+This module owns the list bookkeeping and the era-dependent arithmetic of
+mm/page_alloc.c (nr_pcp_alloc, nr_pcp_high, nr_pcp_free, free_high,
+decay_pcp_high, the free_pcppages_bulk selection).  It never touches the
+page array: policies write page and descriptor state around it.
+
+Lists are deques with the head on the right (LIFO: ``append``/``pop``) and
+the tail on the left (refills append there; drains take from there).  They
+are a per-process cache: which pages are on this CPU's PCP is recorded in the
+page array (or descriptors), so a lost process's lists can be rebuilt.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from pcpd.sizing import NR_PCP_LISTS, PcpLimits, order_to_pindex, pcp_allowed_order, pindex_to_order
+
+PCPF_PREV_FREE_HIGH_ORDER = 1 << 0
+PCPF_FREE_HIGH_BATCH = 1 << 1
+
+
+class PerCpuPages:
+    """PCP state for one CPU (and, under the memdesc policy, one memdesc type)."""
+
+    __slots__ = (
+        "lists", "count", "high", "high_min", "high_max", "batch", "flags",
+        "alloc_factor", "free_count", "era", "scale_max", "tuned", "free_cap",
+        "allowed", "pindex", "drain_cause",
+    )
+
+    def __init__(self, limits: PcpLimits, era: str, scale_max: int = 5,
+                 free_high_batch: bool = False) -> None:
+        self.lists: list[deque[int]] = [deque() for _ in range(NR_PCP_LISTS)]
+        self.count = 0
+        self.batch = limits.batch
+        self.high_min = limits.high_min
+        self.high_max = limits.high_max
+        # 6.7+ starts at BOOT_PAGESET_HIGH (0) and clamps lazily; older eras use high as set
+        self.high = 0 if era == "6.7" else limits.high
+        self.flags = PCPF_FREE_HIGH_BATCH if free_high_batch else 0
+        self.alloc_factor = 0
+        # free_count in 6.7+, free_factor in 5.14-6.6: one slot, halved on every
+        # PCP allocation by the caller (__rmqueue_pcplist), so both eras share it
+        self.free_count = 0
+        self.era = era
+        self.scale_max = scale_max
+        self.tuned = era == "6.7" and limits.high_min != limits.high_max
+        self.free_cap = self.batch << scale_max
+        self.drain_cause = "high"
+        self.allowed = [pcp_allowed_order(o, era) for o in range(11)]
+        self.pindex = [[order_to_pindex(o, mt) if self.allowed[o] else -1 for mt in range(3)]
+                       for o in range(11)]
+
+    # -- allocation side ----------------------------------------------------
+    def nr_pcp_alloc(self, order: int, zone_below_high: bool) -> int:
+        """nr_pcp_alloc(): how many blocks of this order one refill takes."""
+        batch = self.batch
+        if self.era == "4.18":
+            return batch
+        if self.era != "6.7":
+            return max(batch >> order, 2) if batch > 1 else batch
+        self.high = min(max(self.high, self.high_min), self.high_max)
+        if self.high < batch:
+            return 1
+        n = batch if order else batch << self.alloc_factor
+        if self.tuned and not zone_below_high:
+            self.high = min(self.high + n, self.high_max)
+        if order == 0:
+            room = max(self.high - self.count - batch, batch)
+            if n <= room and self.alloc_factor < self.scale_max:
+                self.alloc_factor += 1
+            n = min(n, room)
+        if n > 1:
+            n = max(n >> order, 2)
+        return n
+
+    # -- free side ----------------------------------------------------------
+    def free_commit(self, order: int) -> bool:
+        """free_frozen_page_commit() bookkeeping after a block was pushed.
+
+        Returns free_high: whether this free should drain hard (section 3.4).
+        """
+        if self.era == "6.7":
+            self.alloc_factor >>= 1
+            free_high = False
+            if 1 <= order <= 3:
+                free_high = (self.free_count >= self.batch + self.high_min // 2
+                             and bool(self.flags & PCPF_PREV_FREE_HIGH_ORDER)
+                             and (not self.flags & PCPF_FREE_HIGH_BATCH
+                                  or self.count >= self.batch))
+                self.flags |= PCPF_PREV_FREE_HIGH_ORDER
+            else:
+                self.flags &= ~PCPF_PREV_FREE_HIGH_ORDER
+            if self.free_count < self.batch << self.scale_max:
+                self.free_count += 1 << order
+            return free_high
+        if self.era == "5.14":
+            return self.free_count != 0 and 1 <= order <= 3
+        return False
+
+    def free_check(self, order: int, zone_below_high: bool) -> int:
+        """After pushing a block: pages to drain now, or 0.
+
+        free_frozen_page_commit()'s tail: free_high, nr_pcp_high(), and
+        nr_pcp_free() once count has reached the threshold.  ``drain_cause``
+        says why ("free_high" or "high").
+        """
+        if self.tuned and (order == 0 or order == 9) and not zone_below_high:
+            # the common 6.7 case inlined; the kernel's steps, in its order
+            self.alloc_factor >>= 1
+            self.flags &= ~PCPF_PREV_FREE_HIGH_ORDER
+            if self.free_count < self.free_cap:
+                self.free_count += 1 << order
+            if self.high_min <= self.high and self.count < self.high:
+                return 0                               # nr_pcp_high(): no drain, no growth
+            free_high = False
+        else:
+            free_high = self.free_commit(order)
+        high = self.nr_pcp_high(free_high, zone_below_high)
+        if self.count < high:
+            return 0
+        self.drain_cause = "free_high" if free_high else "high"
+        return self.nr_pcp_free(high, free_high)
+
+    def nr_pcp_high(self, free_high: bool, zone_below_high: bool) -> int:
+        """nr_pcp_high(): the drain threshold; count >= it drains."""
+        if self.era != "6.7":
+            return 0 if (self.high == 0 or free_high) else self.high
+        high = self.high = min(max(self.high, self.high_min), self.high_max)
+        if high == 0:
+            return 0
+        if free_high:
+            self.high = max(high - (self.batch << self.scale_max), self.high_min)
+            return 0
+        if not self.tuned:
+            return high
+        if zone_below_high:
+            self.high = max(high - max(self.free_count, self.batch), self.high_min)
+            return max(self.count, self.high_min)
+        if self.count >= high:
+            need = self.free_count + self.batch
+            if self.high < need:
+                self.high = min(max(need, self.high_min), self.high_max)
+        return high
+
+    def nr_pcp_free(self, high: int, free_high: bool) -> int:
+        """nr_pcp_free(): pages to drain once count reached the threshold."""
+        batch = self.batch
+        if self.era == "6.7":
+            if free_high:
+                return min(self.count, batch << self.scale_max)
+            if high < batch:
+                return 1
+            return min(max(self.free_count, batch), high - batch)
+        if self.era == "5.14":
+            if free_high:
+                return self.count
+            if high < batch:
+                return 1
+            n = batch << self.free_count                # free_factor
+            if n < high - batch and self.free_count < self.scale_max:
+                self.free_count += 1
+            return min(max(n, batch), high - batch)
+        return batch
+
+    def take_for_drain(self, count: int, start_pindex: int) -> list[tuple[int, int]]:
+        """free_pcppages_bulk()'s selection: (pfn, order) from list tails, round-robin.
+
+        Each list is emptied before moving on; a THP consumes 512 of count.
+        """
+        lists = self.lists
+        count = min(count, self.count)
+        out: list[tuple[int, int]] = []
+        pindex = start_pindex - 1
+        while count > 0:
+            while True:
+                pindex = pindex + 1 if pindex < NR_PCP_LISTS - 1 else 0
+                if lists[pindex]:
+                    break
+            lst = lists[pindex]
+            order = pindex_to_order(pindex)
+            pages = 1 << order
+            while True:
+                out.append((lst.popleft(), order))
+                count -= pages
+                self.count -= pages
+                if count <= 0 or not lst:
+                    break
+        return out
+
+    def decay_excess(self) -> int:
+        """decay_pcp_high(): lower high by 1/8 toward high_min; pages now over it."""
+        if self.era != "6.7":
+            return 0
+        if self.high > self.high_min:
+            self.high = max(self.count - (self.batch << self.scale_max),
+                            self.high - (self.high >> 3), self.high_min)
+        return max(self.count - self.high, 0)
