@@ -510,6 +510,8 @@ class KernelSettings:
 class PcpSettings:
     """Per-CPU page list knobs; 0 means computed as the kernel does."""
 
+    enabled: bool = setting(Flag(), True, "false: the boot pageset (high 0, batch 1), so every "
+                                          "allocation and free goes to the buddy under zone->lock")
     batch: int = setting(Integer(0, 4095), 0, "pages per refill/drain chunk; 0 = zone_batchsize()")
     high: int = setting(Integer(0, 2**31 - 1), 0, "drain threshold for eras before 6.7; 0 = computed")
     high_min: int = setting(Integer(0, 2**31 - 1), 0, "6.7: lower bound of auto-tuned high; 0 = computed")
@@ -849,11 +851,9 @@ def _check_policy(settings: Settings) -> None:
     why = (f"runs on today's {STRUCT_PAGE_BYTES}-byte struct page (compound_head in every tail page), "
            f"but arena.record_bytes is {record_bytes}; use a memdesc policy (\"memdesc-pcpdesc\" or "
            f"\"memdesc\") or record_bytes = {STRUCT_PAGE_BYTES}")
+    # experiments run legacy and compound on 64-byte pages whatever record_bytes says
     if settings.policy.name in STRUCT_PAGE_POLICIES:
         raise _Invalid("policy.name", f'"{settings.policy.name}" {why}')
-    for name in settings.experiment.policies:
-        if name in STRUCT_PAGE_POLICIES:
-            raise _Invalid("experiment.policies", f'"{name}" {why}')
 
 
 def _check_pcp(pcp: PcpSettings, era: str) -> None:

@@ -48,64 +48,67 @@ it was cut.
 GFP inference
 -------------
 :func:`classify_gfp` guesses what an ``mm_page_alloc`` allocated from its
-printed GFP flags.  Symbolic names (including composites such as
-``GFP_TRANSHUGE`` and pre-v4.4 names such as ``__GFP_WAIT``) and raw hex
-(``gfp_flags=0x140cca``, printed by some 6.x tools) are both reduced to a
-bit mask in the ``include/linux/gfp_types.h`` layout used since about
-v4.15 (``__GFP_MOVABLE`` 0x08, ``__GFP_RECLAIMABLE`` 0x10, ``__GFP_ZERO``
-0x100, ``__GFP_COMP`` 0x40000, ...; bits above ``__GFP_ACCOUNT`` depend on
-the kernel config and are ignored).  Unknown names are ignored.
+printed GFP flags.  Symbolic names (composites such as ``GFP_TRANSHUGE``,
+and the spellings before v4.6: ``GFP_COMP`` for ``__GFP_COMP``,
+``GFP_WAIT``, ``GFP_TEMPORARY``) and raw hex (``gfp_flags=0x140cca``,
+printed by some 6.x tools) are both reduced to a bit mask in the
+``include/linux/gfp_types.h`` layout of v4.15 or so to today
+(``__GFP_MOVABLE`` 0x08, ``__GFP_RECLAIMABLE`` 0x10, ``__GFP_ZERO`` 0x100,
+``__GFP_COMP`` 0x40000, ...; checked against the tracepoint format of the
+6.18 kernel here).  Older kernels numbered the bits differently, so raw hex
+from them decodes wrongly; the bits above ``__GFP_ACCOUNT`` depend on the
+kernel config and are ignored, as are unknown names.
 
 ``compound`` is ``order > 0 and __GFP_COMP``, the test ``prep_new_page()``
 uses before ``prep_compound_page()``.  ``migratetype`` is
 ``gfp_migratetype()``: 1 with ``__GFP_MOVABLE``, 2 with
-``__GFP_RECLAIMABLE``, else 0.  The memdesc type is the first row that
-matches; ``+`` means the flag is set, ``-`` that it is clear:
+``__GFP_RECLAIMABLE``, else 0.  The memdesc type is that of the first row
+that matches (``+`` flag set, ``-`` flag clear):
 
-=====  ==========================================  ==========  ===========================================
-row    flags (and order)                           type        why, and where the guess is weak
-=====  ==========================================  ==========  ===========================================
-1      +MOVABLE +WRITE                             file        only page-cache writers set __GFP_WRITE
-2      +MOVABLE +ZERO                              anon        anonymous faults zero-fill
-                                                               (vma_alloc_zeroed_movable_folio); the page
-                                                               cache is filled by I/O instead
-3      +MOVABLE +NOMEMALLOC                        anon        GFP_TRANSHUGE(_LIGHT): THP and mTHP faults.
-                                                               khugepaged collapsing file THPs and shmem
-                                                               huge pages look the same
-4      +MOVABLE and (+NORETRY or -FS)              file        readahead_gfp_mask() adds NORETRY|NOWARN;
-                                                               filesystems and the block-device cache
-                                                               use NOFS mapping masks
-5      +MOVABLE                                    anon        plain GFP_HIGHUSER_MOVABLE: COW copies,
-                                                               swap-in, migration targets.  Page cache
-                                                               created outside readahead looks the same
-                                                               and is miscounted as anon
-6      +RECLAIMABLE                                slab        SLAB_RECLAIM_ACCOUNT caches (dentries,
-                                                               inodes)
-7      +ZERO, GFP_KERNEL all set, -HARDWALL,       pagetable   GFP_PGTABLE_KERNEL / GFP_PGTABLE_USER
-       order <= 1                                              (= GFP_KERNEL[_ACCOUNT]|__GFP_ZERO; x86
-                                                               PGDs are order 1 with PTI).  Zeroed
-                                                               kernel pages such as vmalloc'd stacks
-                                                               look the same
-8      +HIGH -DIRECT_RECLAIM, order <= 3           netpool     GFP_ATOMIC: page_pool and page_frag
-                                                               refills in network receive.  Atomic slab
-                                                               refills look the same (they are mostly
-                                                               skb heads).  GFP_NOWAIT, which lacks
-                                                               __GFP_HIGH, is left to rows 9-10: here it
-                                                               came from slab refills and mmu_gather
-                                                               batch pages, not from the network
-9      +COMP +HARDWALL                             file        GFP_USER-based page cache that is not
-                                                               movable: the block-device cache
-                                                               (GFP_NOFS|__GFP_NOFAIL|__GFP_COMP|
-                                                               __GFP_HARDWALL)
-10     +COMP                                       slab        slab pages come from folio_alloc(), which
-                                                               always adds __GFP_COMP (v5.17+), and so
-                                                               does kmalloc_large().  Drivers' compound
-                                                               buffers are miscounted as slab
-11     anything else                               kernel      non-compound alloc_pages(): pipe buffers,
-                                                               __get_free_pages(), multi-page buffers;
-                                                               also order-0 slab pages before v5.17
-                                                               and an empty or unknown gfp_flags
-=====  ==========================================  ==========  ===========================================
+===  ============================================================  =========
+row  flags, order                                                  type
+===  ============================================================  =========
+1    +MOVABLE +WRITE                                               file
+2    +MOVABLE +ZERO                                                anon
+3    +MOVABLE +NOMEMALLOC                                          anon
+4    +MOVABLE, and +NORETRY or -FS                                 file
+5    +MOVABLE                                                      anon
+6    +RECLAIMABLE                                                  slab
+7    +ZERO, all of GFP_KERNEL, -HARDWALL, order <= 1               pagetable
+8    +HIGH -DIRECT_RECLAIM, order <= 3                             netpool
+9    +COMP +HARDWALL                                               file
+10   +COMP                                                         slab
+11   anything else, including an empty or unknown gfp_flags        kernel
+===  ============================================================  =========
+
+Why, and where each guess is weak:
+
+1. Only page-cache writers set __GFP_WRITE (FGP_WRITE).
+2. Anonymous faults zero-fill (vma_alloc_zeroed_movable_folio()); the page
+   cache is filled by I/O instead.
+3. GFP_TRANSHUGE(_LIGHT): THP and mTHP faults.  khugepaged collapsing file
+   THPs and shmem huge pages look the same.
+4. readahead_gfp_mask() adds NORETRY|NOWARN; filesystems and the
+   block-device cache use NOFS mapping masks.
+5. Plain GFP_HIGHUSER_MOVABLE: COW copies, swap-in, migration targets.
+   Page cache created outside readahead looks the same and is miscounted
+   as anon.
+6. SLAB_RECLAIM_ACCOUNT caches (dentries, inodes).
+7. GFP_PGTABLE_KERNEL / GFP_PGTABLE_USER (GFP_KERNEL[_ACCOUNT]|__GFP_ZERO;
+   an x86 PGD is order 1 with PTI).  Other zeroed kernel pages, such as
+   vmalloc'd stacks, look the same.
+8. GFP_ATOMIC: page_pool and page_frag refills in network receive.  Atomic
+   slab refills look the same (they are mostly skb heads).  GFP_NOWAIT
+   lacks __GFP_HIGH and falls through to rows 9-11: on the 6.18 machine it
+   came from slab refills and mmu_gather batch pages, not the network.
+9. GFP_USER-based page cache that is not movable: the block-device cache
+   (GFP_NOFS|__GFP_NOFAIL|__GFP_COMP|__GFP_HARDWALL).
+10. Recent SLUB adds __GFP_COMP to every slab page, order 0 included (seen
+    on 6.18), and so does kmalloc_large().  Drivers' compound buffers are
+    miscounted as slab.
+11. Non-compound alloc_pages(): pipe buffers, __get_free_pages(),
+    multi-page buffers; also the order-0 slab pages of kernels whose SLUB
+    set __GFP_COMP only above order 0.
 
 The rows were checked against captures on a 6.18 kernel (see
 tests/test_trace.py); on older kernels the flags that callers pass differ
@@ -216,7 +219,8 @@ _FIELDS = {
                             r"alloc_migratetype=(-?\d+)\s+fallback_migratetype=(-?\d+)\s+"
                             r"fragmenting=-?\d+\s+change_ownership=(\d+)(?!\S)"),
 }
-_MATCH = {event: re.compile(_PREFIX + _PAGE_PFN + fields).match for event, fields in _FIELDS.items()}
+_MATCH = {event: re.compile(_PREFIX + _PAGE_PFN + fields).match
+          for event, fields in _FIELDS.items()}
 # How %p printed a NULL page: kernel "(null)" (padded to "page= (null)" on
 # some kernels), glibc "(nil)" in perf, or zeros.
 _NULL_PAGES = frozenset({"(null)", "(nil)", "0", "0x0", "00000000", "0000000000000000"})
@@ -301,7 +305,8 @@ def _junk_reason(line: str) -> str:
 # Binary recordings that must be turned into text first.
 _RECORDINGS = {
     b"PERFILE2": "a binary perf.data recording; convert it with 'perf script -i FILE'",
-    b"\x17\x08\x44tracing": "a binary trace-cmd recording; convert it with 'trace-cmd report -i FILE'",
+    b"\x17\x08\x44tracing": ("a binary trace-cmd recording; "
+                            "convert it with 'trace-cmd report -i FILE'"),
     b"\x28\xb5\x2f\xfd": "zstd-compressed; decompress it first (gzip and xz are read directly)",
 }
 
@@ -366,7 +371,7 @@ def _read_lines(f: TextIO, source: str, skipped: Skipped) -> Iterator[str]:
 
 # --- GFP flags -------------------------------------------------------------
 
-# include/linux/gfp_types.h (v4.15+ layout; 0x200 was ___GFP_ATOMIC until v6.4)
+# include/linux/gfp_types.h, layout of about v4.15 on (0x200 was ___GFP_ATOMIC until v6.4)
 __GFP_DMA = 0x01
 __GFP_HIGHMEM = 0x02
 __GFP_DMA32 = 0x04
@@ -404,10 +409,11 @@ GFP_TRANSHUGE_LIGHT = (GFP_HIGHUSER_MOVABLE | __GFP_COMP | __GFP_NOMEMALLOC
                        | __GFP_NOWARN) & ~__GFP_RECLAIM
 GFP_TRANSHUGE = GFP_TRANSHUGE_LIGHT | __GFP_DIRECT_RECLAIM
 
-# Every name the tracepoint prints (include/trace/events/mmflags.h), plus
-# the names of older kernels, mapped to their meaning in the layout above.
-# Before v4.6 single bits printed without the leading "__" (GFP_COMP) and a
-# zero mask printed as GFP_NOWAIT; gfp_mask() tries "__" + name for those.
+# The names the tracepoint prints (include/trace/events/mmflags.h) for the
+# bits above, plus the names of older kernels, mapped to their meaning in
+# this layout.  Before v4.6 single bits printed without the leading "__"
+# (GFP_COMP) and a zero mask printed as GFP_NOWAIT; gfp_mask() tries
+# "__" + name for those.
 _GFP_NAMES = {name: value for name, value in globals().items()
               if name.startswith(("GFP_", "__GFP_")) and isinstance(value, int)}
 _GFP_NAMES.update({

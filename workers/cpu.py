@@ -40,6 +40,7 @@ class ModelSpec:
     high_fraction: int = 0
     scale_max: int = sizing.SCALE_MAX_DEFAULT
     free_high_batch: bool = False
+    pcp_enabled: bool = True
     options: PolicyOptions = field(default_factory=PolicyOptions)
 
     @property
@@ -51,6 +52,8 @@ class ModelSpec:
 
     def limits(self) -> sizing.PcpLimits:
         """zone_set_pageset_high_and_batch() for this zone and era."""
+        if not self.pcp_enabled:                  # BOOT_PAGESET_HIGH 0, BOOT_PAGESET_BATCH 1
+            return sizing.PcpLimits(batch=1, high=0, high_min=0, high_max=0)
         return sizing.pcp_limits(
             self.era, self.pages, self.watermarks().low, self.nsplit or self.ncpus,
             fraction=self.high_fraction, batch=self.batch or None, high=self.high or None,
@@ -58,6 +61,24 @@ class ModelSpec:
 
     def tuning(self) -> PcpTuning:
         return PcpTuning(self.limits(), self.era, self.scale_max, self.free_high_batch)
+
+    @classmethod
+    def from_settings(cls, settings, ncpus: int, policy: str | None = None) -> "ModelSpec":
+        """The model a config describes (``policy`` overrides the config's).
+
+        legacy and compound always model today's 64-byte struct page.
+        """
+        name = policy or settings.policy.name
+        pcp = settings.pcp
+        return cls(
+            pages=settings.arena.pages,
+            record_bytes=64 if name not in MEMDESC_POLICIES else settings.arena.record_bytes,
+            policy=name, era=settings.kernel.era, ncpus=ncpus, nsplit=settings.kernel.nsplit,
+            batch=pcp.batch, high=pcp.high, high_min=pcp.high_min, high_max=pcp.high_max,
+            high_fraction=pcp.high_fraction, scale_max=pcp.scale_max,
+            free_high_batch=pcp.free_high_batch, pcp_enabled=pcp.enabled,
+            options=PolicyOptions(settings.policy.noncompound_free,
+                                  settings.policy.noncompound_alloc, settings.policy.memdesc_high))
 
     def geometry(self, ring_slots: int = 1024) -> Geometry:
         return Geometry(self.pages, self.record_bytes, self.ncpus, ring_slots)
@@ -102,8 +123,9 @@ class CpuAllocator:
         self.policy: Policy = POLICIES[spec.policy](
             arena, self.zone, self.slab, self.counters, cpu, spec.tuning(), spec.options)
 
-    def release(self) -> None:
+    def release(self) -> int:
         """Everything back to the shared zone: PCPs drained, cached descriptors returned."""
-        self.policy.drain_all("exit")
+        pages = self.policy.drain_all("exit")
         if self.slab is not None:
             self.slab.flush_all()
+        return pages

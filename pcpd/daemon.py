@@ -1,0 +1,538 @@
+"""``pcpd run``: the daemon that owns the arena and supervises one worker per CPU.
+
+The daemon creates the arena and zone, spawns a pinned worker per CPU, and
+then only watches: worker liveness (exit codes, heartbeats), drain requests,
+the low watermark, periodic conservation audits (workers parked between
+operations while the page array is checked), status lines, signals.
+
+Signals: SIGINT/SIGTERM stop the run (workers free what they hold and drain
+every PCP; the final audit must find every page back in the buddy); SIGHUP
+reloads the config file, replacing workers one at a time so no page is lost,
+or logs why the new file was rejected and keeps the old one running.
+
+A worker that dies is reaped within a tick (100 ms): the daemon takes over
+zone->lock if the dead process held it, rebuilds the free lists from the page
+array, parks the other workers, returns every page the dead slot owned (and
+any page a half-finished operation orphaned) to the buddy, audits, and
+starts a replacement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import logging.handlers
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+from pcpd import arena as A
+from pcpd import audit as AU
+from pcpd import recovery
+from pcpd import stats as S
+from pcpd.config import (DEFAULT_SETTINGS, Settings, assign_workloads, load_settings, worker_cpus)
+from pcpd.errors import ConfigError, UsageError
+from pcpd.lock import ZoneLock
+from pcpd.zone import Z_FREE_PAGES, Z_WMARK_LOW, Zone
+from workers.cpu import MEMDESC_POLICIES, ModelSpec, SharedLocks, create_arena
+from workers.worker import STATE_EXITED, STATE_STOPPING, WorkerPlan, worker_main
+
+TICK = 0.1
+HEARTBEAT_TIMEOUT_NS = 5_000_000_000   # a worker silent this long is killed and replaced
+PAUSE_TIMEOUT = 10.0
+STOP_TIMEOUT = 60.0
+DRAIN_MIN_INTERVAL_NS = 1_000_000_000
+
+log = logging.getLogger("pcpd.daemon")
+
+
+@dataclass
+class RunOptions:
+    """What ``pcpd run`` adds to the config: overrides and supervision intervals."""
+
+    config_path: str | None = None
+    duration: float | None = None
+    policy: str | None = None
+    listen: str | None = None
+    status_interval: float = 5.0
+    audit_interval: float = 10.0
+    pin: bool = True
+
+
+@dataclass
+class Slot:
+    """A worker slot: its CPU, the current process and its log queue."""
+
+    index: int
+    cpu: int
+    process: multiprocessing.process.BaseProcess | None = None
+    log_queue: object = None
+    listener: logging.handlers.QueueListener | None = None
+    restarts: int = 0
+    started_ns: int = 0
+
+
+@dataclass
+class Summary:
+    seconds: float = 0.0
+    ops: int = 0
+    restarts: int = 0
+    audits: int = 0
+    audit_failures: int = 0
+    final_audit: str = ""
+    pages_lost: int = 0
+    totals: dict = field(default_factory=dict)
+
+
+class Daemon:
+    """Owns the arena, the workers, the exporter and the signals of one run."""
+
+    def __init__(self, settings: Settings, options: RunOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.policy = options.policy or settings.policy.name
+        self.cpus = worker_cpus(settings)
+        self.spec = ModelSpec.from_settings(settings, len(self.cpus), self.policy)
+        self.ctx = multiprocessing.get_context("spawn")
+        self.locks = SharedLocks(self.ctx.Lock(), self.ctx.Lock())
+        self.arena: A.Arena | None = None
+        self.slots = [Slot(i, cpu) for i, cpu in enumerate(self.cpus)]
+        self.counters = S.Counters()          # the daemon's own buddy work (recovery)
+        self.stop_requested = False
+        self.reload_requested = False
+        self.summary = Summary()
+        self.exporter = None
+        self.ready = False
+        self._drain_reqs = [0] * len(self.cpus)
+        self._last_drain_ns = 0
+        self._last_status = (0.0, 0)
+
+    # -- lifecycle ------------------------------------------------------------------
+    def run(self) -> int:
+        removed = A.remove_stale()
+        if removed:
+            log.info("removed %d stale segment(s) of dead pcpd runs: %s", len(removed), ", ".join(removed))
+        self.arena = create_arena(self.spec)
+        try:
+            self._install_signals()
+            self._start_exporter()
+            for slot in self.slots:
+                self._spawn(slot)
+            self.ready = True
+            self._loop()
+            return self._stop()
+        finally:
+            self._teardown()
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+
+    def _on_stop(self, signum, frame) -> None:
+        self.stop_requested = True
+
+    def _on_reload(self, signum, frame) -> None:
+        self.reload_requested = True
+
+    def _start_exporter(self) -> None:
+        address = self.options.listen if self.options.listen is not None else self.settings.exporter.address
+        if not address:
+            return
+        from pcpd.exporter import start_exporter     # only runs that serve metrics pay for it
+        self.exporter = start_exporter(self.arena, address, self.info(), self.settings.exporter.per_cpu,
+                                       ready=lambda: self.ready)
+        log.info("metrics on http://%s/metrics", self.exporter.address)
+
+    def info(self) -> dict[str, str]:
+        return {"policy": self.policy, "era": self.spec.era,
+                "record_bytes": str(self.spec.record_bytes), "config": self.settings.name}
+
+    def _spawn(self, slot: Slot) -> None:
+        plan = WorkerPlan(
+            slot=slot.index, cpu=slot.cpu, spec=self.spec,
+            workload=assign_workloads(self.settings)[slot.cpu], seed=self.settings.seed,
+            workers=self.cpus, decay_interval=self.settings.pcp.decay_interval, pin=self.options.pin)
+        slot.log_queue = self.ctx.Queue()            # one queue per worker life (see README)
+        slot.listener = logging.handlers.QueueListener(slot.log_queue, *logging.getLogger().handlers,
+                                                       respect_handler_level=True)
+        slot.listener.start()
+        ctl = self.arena.cpuctl[slot.index]
+        ctl[A.C_STATE] = 0
+        ctl[A.C_HEARTBEAT] = time.monotonic_ns()
+        slot.process = self.ctx.Process(target=worker_main, name=f"pcpd-cpu{slot.cpu}",
+                                        args=(self.arena.name, plan, self.locks, slot.log_queue))
+        slot.process.start()
+        slot.started_ns = time.monotonic_ns()
+
+    def _loop(self) -> None:
+        start = time.monotonic()
+        duration = self.options.duration if self.options.duration is not None else self.settings.duration
+        next_status = start + self.options.status_interval
+        next_audit = start + self.options.audit_interval
+        self._last_status = (start, 0)
+        while not self.stop_requested:
+            time.sleep(TICK)
+            now = time.monotonic()
+            self.arena.header[A.H_DAEMON_HEARTBEAT] = time.monotonic_ns()
+            self._reap()
+            self._serve_drain_requests()
+            if self.reload_requested:
+                self.reload_requested = False
+                self._reload()
+            if now >= next_audit:
+                next_audit = now + self.options.audit_interval
+                self.audit_now()
+            if now >= next_status:
+                next_status = now + self.options.status_interval
+                print(self.status_line(now), flush=True)
+            if duration and now - start >= duration:
+                break
+        self.summary.seconds = time.monotonic() - start
+
+    # -- supervision ----------------------------------------------------------------
+    def _reap(self) -> None:
+        now = time.monotonic_ns()
+        for slot in self.slots:
+            proc = slot.process
+            if proc is None:
+                continue
+            silent = now - int(self.arena.cpuctl[slot.index, A.C_HEARTBEAT])
+            if proc.exitcode is None and silent > HEARTBEAT_TIMEOUT_NS \
+                    and now - slot.started_ns > HEARTBEAT_TIMEOUT_NS:
+                log.error("cpu%d: no heartbeat for %.1f s; killing pid %d", slot.cpu, silent / 1e9, proc.pid)
+                proc.kill()
+                proc.join(1.0)
+            if proc.exitcode is not None:
+                self._replace(slot, f"exit code {proc.exitcode}")
+
+    def _replace(self, slot: Slot, why: str, respawn: bool = True) -> None:
+        pid = slot.process.pid
+        log.warning("cpu%d: worker pid %d died (%s); recovering its pages", slot.cpu, pid, why)
+        self._retire(slot)
+        reclaimed = self.recover(slot.index, pid)
+        log.warning("cpu%d: recovered %s", slot.cpu, reclaimed)
+        if not respawn:
+            return
+        slot.restarts += 1
+        self.summary.restarts += 1
+        self.arena.cpuctl[slot.index, A.C_RESTARTS] = slot.restarts
+        self.arena.header[A.H_RESTARTS] += 1
+        self._spawn(slot)
+
+    def _retire(self, slot: Slot) -> None:
+        """Fold the dead worker's counters into the retired block; stop its log listener."""
+        S.retire(self.arena.stats[self.arena.geometry.ncpus], self.arena.stats[slot.index])
+        ctl = self.arena.cpuctl[slot.index]
+        ctl[A.C_PID] = 0
+        ctl[A.C_WAITING] = 0
+        ctl[A.C_STATE] = STATE_EXITED
+        if slot.listener is not None:
+            try:
+                slot.listener.stop()
+            except Exception:                         # a writer killed mid-message
+                log.warning("cpu%d: log queue of the dead worker was left unreadable", slot.cpu)
+            slot.listener = None
+        slot.process = None
+
+    def recover(self, index: int, pid: int) -> recovery.Reclaimed:
+        """Take over the zone lock if needed, park the others, reclaim the slot's pages."""
+        header = self.arena.header
+        zone_lock = self.locks.zone
+        holder = int(header[A.H_LOCK_HOLDER_PID])
+        if holder == pid or not zone_lock.acquire(timeout=1.0):
+            # the dead process held zone->lock (recorded, or killed before it could record)
+            log.error("worker pid %d died holding zone->lock (op %s); repairing the zone",
+                      pid, int(header[A.H_LOCK_OP]))
+        recovery.rebuild_zone(self.arena)
+        header[A.H_LOCK_HOLDER_PID] = 0
+        header[A.H_LOCK_HOLDER_CPU] = -1
+        zone_lock.release()
+        if int(header[A.H_SLAB_HOLDER_PID]) == pid or not self.locks.slab.acquire(timeout=1.0):
+            log.error("worker pid %d died holding the slab lock; rebuilding the slab", pid)
+        header[A.H_SLAB_HOLDER_PID] = 0
+        self.locks.slab.release()
+        with self.parked():
+            zone = Zone(self.arena, ZoneLock(zone_lock, self.arena, self.counters, index), self.counters)
+            with self.locks.slab, zone.lock:
+                reclaimed = recovery.reclaim_slot(self.arena, zone, index)
+            self._audit_parked()
+        return reclaimed
+
+    def parked(self) -> "_Parked":
+        return _Parked(self)
+
+    def _serve_drain_requests(self) -> None:
+        """drain_all_pages() when a worker ran short, or the zone fell below its low watermark."""
+        arena = self.arena
+        wanted = False
+        for slot in self.slots:
+            req = int(arena.cpuctl[slot.index, A.C_DRAIN_REQ])
+            if req != self._drain_reqs[slot.index]:
+                self._drain_reqs[slot.index] = req
+                wanted = True
+        if int(arena.zone[Z_FREE_PAGES]) < int(arena.zone[Z_WMARK_LOW]):
+            wanted = True
+        now = time.monotonic_ns()
+        if wanted and now - self._last_drain_ns >= DRAIN_MIN_INTERVAL_NS:
+            self._last_drain_ns = now
+            arena.header[A.H_DRAIN_SEQ] += 1
+
+    # -- audits --------------------------------------------------------------------
+    def audit_now(self) -> AU.AuditResult | None:
+        with self.parked() as parked:
+            if not parked.ok:
+                log.warning("audit skipped: workers did not park within %.0f s", PAUSE_TIMEOUT)
+                return None
+            return self._audit_parked()
+
+    def _audit_parked(self) -> AU.AuditResult:
+        result = AU.audit(self.arena)
+        h = self.arena.header
+        h[A.H_AUDIT_RUNS] += 1
+        h[A.H_AUDIT_OK] = int(result.ok)
+        self.summary.audits += 1
+        if not result.ok:
+            h[A.H_AUDIT_FAILURES] += 1
+            self.summary.audit_failures += 1
+            log.error("CONSERVATION VIOLATED: %s", result.summary())
+            for problem in result.describe_problems():
+                log.error("  %s", problem)
+        return result
+
+    # -- reload --------------------------------------------------------------------
+    def _reload(self) -> None:
+        path = self.options.config_path
+        if path is None:
+            log.warning("SIGHUP: running the built-in config; nothing to reload")
+            return
+        try:
+            new = load_settings(path)
+            problem = _reload_problem(self.settings, new, self.policy, self.options.policy)
+        except ConfigError as err:
+            problem = str(err)
+        if problem:
+            log.error("reload rejected, the running config stays: %s", problem)
+            return
+        self.settings = new
+        if not self.options.policy:
+            self.policy = new.policy.name
+        self.spec = ModelSpec.from_settings(new, len(self.cpus), self.policy)
+        for slot in self.slots:
+            self._restart_gracefully(slot)
+        log.info("reloaded %s: policy %s, %d workload(s)", path, self.policy, len(new.workloads))
+
+    def _restart_gracefully(self, slot: Slot) -> None:
+        ctl = self.arena.cpuctl[slot.index]
+        ctl[A.C_STOP] = 1
+        slot.process.join(STOP_TIMEOUT)
+        if slot.process.exitcode is None:
+            log.error("cpu%d: did not stop for the reload; killing it", slot.cpu)
+            slot.process.kill()
+            slot.process.join()
+            self._replace(slot, "killed during reload")
+            return
+        if slot.process.exitcode != 0:
+            self._replace(slot, f"exit code {slot.process.exitcode} during reload")
+            return
+        self._retire(slot)
+        self._spawn(slot)
+
+    # -- status and stop -------------------------------------------------------------
+    def snapshot(self) -> S.Snapshot:
+        n = self.arena.geometry.ncpus
+        data = self.arena.stats[:, :S.NR_STATS].copy()
+        return S.Snapshot(data[:n], data[n])
+
+    def status_line(self, now: float) -> str:
+        snap = self.snapshot()
+        ops = snap.ops()
+        then, ops_then = self._last_status
+        self._last_status = (now, ops)
+        rate = (ops - ops_then) / max(now - then, 1e-9)
+        allocs = snap.allocs()
+        hit = snap.total("alloc_hit") / allocs if allocs else 0.0
+        acq = snap.total("lock_acquisitions")
+        contended = snap.total("lock_contended") / acq if acq else 0.0
+        wait_us = snap.total("lock_wait_ns") / max(snap.total("lock_contended"), 1) / 1e3
+        lines = sum(snap.total(f"lines_written_{c}") + snap.total(f"lines_read_{c}") for c in S.CAUSES)
+        per_op = lines / ops if ops else 0.0
+        free = int(self.arena.zone[Z_FREE_PAGES])
+        return (f"pcpd: {rate:,.0f} ops/s  hit {hit:.1%}  zone-lock contended {contended:.1%} "
+                f"(wait {wait_us:.1f} us)  {per_op:.2f} lines/op  free {free} pages  "
+                f"restarts {self.summary.restarts}")
+
+    def _stop(self) -> int:
+        arena = self.arena
+        log.info("stopping: workers free what they hold and drain their PCPs")
+        arena.header[A.H_SHUTDOWN] = 1
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline:
+            self._reap_during_stop()
+            states = [int(arena.cpuctl[s.index, A.C_STATE]) for s in self.slots if s.process]
+            if all(st in (STATE_STOPPING, STATE_EXITED) for st in states):
+                break
+            time.sleep(0.01)
+        arena.header[A.H_SHUTDOWN] = 2
+        for slot in self.slots:
+            if slot.process is not None:
+                slot.process.join(max(deadline - time.monotonic(), 1.0))
+                if slot.process.exitcode is None:
+                    log.error("cpu%d: did not exit; killing it", slot.cpu)
+                    slot.process.kill()
+                    slot.process.join()
+                if slot.process.exitcode != 0:
+                    self._replace(slot, f"exit code {slot.process.exitcode} at stop", respawn=False)
+                else:
+                    self._retire(slot)
+        result = self._audit_parked()
+        s = self.summary
+        s.final_audit = result.summary()
+        s.pages_lost = len(result.orphans)
+        snap = self.snapshot()
+        s.ops = snap.ops()
+        s.totals = snap.totals()
+        drained_everything = result.pages("buddy") == result.total
+        print(self.summary_text(result, drained_everything), flush=True)
+        return 0 if result.ok and drained_everything else 1
+
+    def _reap_during_stop(self) -> None:
+        for slot in self.slots:
+            if slot.process is not None and slot.process.exitcode not in (None, 0):
+                self._replace(slot, f"exit code {slot.process.exitcode} while stopping", respawn=False)
+
+    def summary_text(self, result: AU.AuditResult, drained: bool) -> str:
+        s = self.summary
+        snap = self.snapshot()
+        allocs = snap.allocs()
+        hit = snap.total("alloc_hit") / allocs if allocs else 0.0
+        return "\n".join([
+            f"pcpd run {self.settings.name}: policy {self.policy}, era {self.spec.era}, "
+            f"{len(self.cpus)} worker(s), {s.seconds:.1f} s",
+            f"  operations {s.ops:,} ({s.ops / max(s.seconds, 1e-9):,.0f}/s), PCP hit rate {hit:.1%}",
+            f"  zone->lock acquisitions {snap.total('lock_acquisitions'):,}, "
+            f"contended {snap.total('lock_contended'):,}",
+            f"  restarts {s.restarts}, audits {s.audits} ({s.audit_failures} failed)",
+            f"  final {result.summary()}; every PCP drained: {'yes' if drained else 'NO'}; "
+            f"pages lost {s.pages_lost}",
+        ])
+
+    def _teardown(self) -> None:
+        for slot in self.slots:
+            if slot.process is not None and slot.process.exitcode is None:
+                slot.process.kill()
+                slot.process.join()
+            if slot.listener is not None:
+                try:
+                    slot.listener.stop()
+                except Exception:
+                    pass
+        if self.exporter is not None:
+            self.exporter.stop()
+        if self.arena is not None:
+            self.arena.close()
+            self.arena.unlink()
+
+
+class _Parked:
+    """Context manager: every live worker parked between operations, then resumed."""
+
+    _seq = 0
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.ok = False
+
+    def __enter__(self) -> "_Parked":
+        arena = self.daemon.arena
+        _Parked._seq += 1
+        seq = _Parked._seq
+        arena.header[A.H_PAUSE_REQ] = seq
+        deadline = time.monotonic() + PAUSE_TIMEOUT
+        while time.monotonic() < deadline:
+            if all(self._parked(slot, seq) for slot in self.daemon.slots):
+                self.ok = True
+                break
+            time.sleep(0.001)
+        return self
+
+    def _parked(self, slot: Slot, seq: int) -> bool:
+        if slot.process is None or slot.process.exitcode is not None:
+            return True
+        return int(self.daemon.arena.cpuctl[slot.index, A.C_PAUSE_ACK]) == seq
+
+    def __exit__(self, *exc: object) -> None:
+        self.daemon.arena.header[A.H_PAUSE_REQ] = 0
+
+
+def _reload_problem(old: Settings, new: Settings, policy: str, forced_policy: str | None) -> str:
+    """Why a new config cannot replace the running one in place, or ''."""
+    if old.arena != new.arena:
+        return "arena settings changed (memory or record_bytes): that needs a restart"
+    if old.cpus != new.cpus:
+        return "cpus changed: that needs a restart"
+    new_policy = forced_policy or new.policy.name
+    if (policy in MEMDESC_POLICIES) != (new_policy in MEMDESC_POLICIES):
+        return f"policy {policy} -> {new_policy} changes what the page array holds: that needs a restart"
+    return ""
+
+
+# -- CLI --------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONFIG", nargs="?",
+                        help="TOML config (default: the built-in soak mix)")
+    parser.add_argument("--duration", type=_seconds, metavar="SECONDS",
+                        help="stop after this long (default: the config's; 0 = until signalled)")
+    parser.add_argument("--policy", choices=("legacy", "compound", "memdesc-pcpdesc", "memdesc"),
+                        help="override the config's policy")
+    parser.add_argument("--listen", metavar="HOST:PORT",
+                        help='metrics address (default: the config\'s exporter.address; "" disables)')
+    parser.add_argument("--status-interval", type=_seconds, default=5.0, metavar="SECONDS")
+    parser.add_argument("--audit-interval", type=_seconds, default=10.0, metavar="SECONDS")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="do not pin workers to their CPUs")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
+
+
+def configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(worker)s %(levelname)s %(message)s",
+                                           "%H:%M:%S"))
+    handler.addFilter(_DefaultTag())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+class _DefaultTag(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "worker"):
+            record.worker = "daemon"
+        return True
+
+
+def command(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config) if args.config else DEFAULT_SETTINGS
+    options = RunOptions(config_path=args.config, duration=args.duration, policy=args.policy,
+                         listen=args.listen, status_interval=args.status_interval,
+                         audit_interval=args.audit_interval, pin=args.pin)
+    if options.policy in ("legacy", "compound") and settings.arena.record_bytes != 64:
+        log.info("policy %s runs on 64-byte struct pages", options.policy)
+    configure_logging()
+    return Daemon(settings, options).run()

@@ -1,0 +1,119 @@
+"""Crash recovery: rebuild the zone and reclaim a dead worker's pages from the page array.
+
+The page array is the source of truth, so nothing a dead process kept is
+needed: its PCP lists, its workload's list of held blocks and its slab cache
+are all recorded in page and descriptor state with its CPU slot.
+
+``rebuild_zone`` throws the free lists away and relinks every PageBuddy head
+(a process killed inside a list operation leaves links half updated).
+``reclaim_slot`` returns to the buddy every block the slot owned (on its PCP,
+allocated, or marked in flight but never queued) and every orphan page (one
+that a half-finished operation left in no state), then gives its cached
+descriptors back to the slab.  Both need every writer quiescent and the zone
+lock held by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pcpd import audit as AU
+from pcpd import rings
+from pcpd.arena import DESC_WORDS, H_MEMDESC, H_SLAB_TOP, Arena
+from pcpd.memmap import MEMDESC_BUDDY, NIL, memmap_for
+from pcpd.slab import D_PFN, D_STATE, DS_CACHED
+from pcpd.zone import PAGEBLOCK_ORDER, Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Zone, _link_tail
+
+
+@dataclass
+class Reclaimed:
+    blocks: int = 0
+    pages: int = 0
+    orphan_pages: int = 0
+    descriptors: int = 0
+
+    def __str__(self) -> str:
+        return (f"{self.pages} pages in {self.blocks} blocks, {self.orphan_pages} orphan pages, "
+                f"{self.descriptors} descriptors")
+
+
+def rebuild_zone(arena: Arena) -> int:
+    """Relink free_area from the PageBuddy heads in the page array; returns free pages."""
+    z, pb = arena.zone, arena.pageblock
+    memmap = memmap_for(arena)
+    z[Z_HEAD:Z_NR_FREE] = NIL
+    z[Z_NR_FREE:Z_FREE_PAGES + 1] = 0
+    heads, orders = memmap.buddy_heads(0, arena.pages)
+    for pfn, order in zip(heads.tolist(), orders.tolist()):
+        _link_tail(z, memmap, pfn, order, int(pb[pfn >> PAGEBLOCK_ORDER]))
+    return int(z[Z_FREE_PAGES])
+
+
+def _reset_block(arena: Arena, pfn: int, order: int) -> None:
+    """Forget a block's owner state so the buddy can take it."""
+    w = arena.record_bytes // 8
+    if arena.header[H_MEMDESC]:
+        mw = 1 if arena.record_bytes >= 32 else 0
+        word = int(arena.mem[pfn * w + mw])
+        if word & 0xF and (word & 0xF) != MEMDESC_BUDDY:      # a described block
+            idx = word >> 4
+            if int(arena.descs[idx * DESC_WORDS + D_PFN]) == pfn:
+                arena.descs[idx * DESC_WORDS + D_STATE] = 0
+        arena.mem[pfn * w + mw:(pfn + (1 << order)) * w:w] = MEMDESC_BUDDY
+        if arena.record_bytes >= 32:
+            arena.mem[pfn * w] = 0
+    else:
+        arena.mem[pfn * w] = 0
+
+
+def _give_back(zone: Zone, pfn: int, order: int) -> None:
+    """free_one_page() without the lock (the caller holds it)."""
+    if order <= PAGEBLOCK_ORDER:
+        zone._free_one_page(pfn, order, zone.pageblock_mt(pfn))
+        return
+    for piece in range(pfn, pfn + (1 << order), 1 << PAGEBLOCK_ORDER):
+        zone._free_one_page(piece, PAGEBLOCK_ORDER, zone.pageblock_mt(piece))
+
+
+def reclaim_slot(arena: Arena, zone: Zone, slot: int) -> Reclaimed:
+    """Return everything a dead slot owned, and every orphan page, to the buddy."""
+    rebuild_zone(arena)
+    result = AU.audit(arena)
+    queued = {rings.decode(int(e))[0] for e in rings.queued_entries(arena)}
+    out = Reclaimed()
+    for state in ("pcp", "allocated", "inflight"):
+        b = result.blocks[state]
+        for pfn, order, cpu in zip(b.pfn.tolist(), b.order.tolist(), b.cpu.tolist()):
+            if cpu != slot or (state == "inflight" and pfn in queued):
+                continue
+            _reset_block(arena, pfn, order)
+            _give_back(zone, pfn, order)
+            out.blocks += 1
+            out.pages += 1 << order
+    for pfn in result.orphans.tolist():
+        _reset_block(arena, pfn, 0)
+        _give_back(zone, pfn, 0)
+        out.orphan_pages += 1
+    out.descriptors = release_cached_descriptors(arena, slot)
+    rebuild_slab(arena)
+    return out
+
+
+def release_cached_descriptors(arena: Arena, slot: int) -> int:
+    """Descriptors parked in a dead slot's per-CPU slab part become free."""
+    state = arena.descs[D_STATE::DESC_WORDS]
+    mine = np.flatnonzero((((state >> 4) & 0xF) == DS_CACHED) & (((state >> 16) & 0xFF) == slot + 1))
+    state[mine] = 0
+    return len(mine)
+
+
+def rebuild_slab(arena: Arena) -> int:
+    """The slab's shared free stack from descriptor states (word 0 means free)."""
+    state = arena.descs[D_STATE::DESC_WORDS][:arena.geometry.desc_slots]
+    free = np.flatnonzero(state == 0)
+    arena.descfree[:len(free)] = free
+    arena.header[H_SLAB_TOP] = len(free)
+    return len(free)
+
