@@ -20,28 +20,23 @@ starts a replacement.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
-import logging.handlers
 import multiprocessing
-import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
-
-import psutil
 
 from pcpd import arena as A
 from pcpd import audit as AU
 from pcpd import recovery
 from pcpd import stats as S
 from pcpd.config import (DEFAULT_SETTINGS, Settings, assign_workloads, load_settings, worker_cpus)
-from pcpd.errors import ConfigError, UsageError
+from pcpd.errors import ConfigError
 from pcpd.lock import ZoneLock
+from pcpd.logs import LogReader, configure_daemon_logging
 from pcpd.zone import Z_FREE_PAGES, Z_WMARK_LOW, Zone
 from workers.cpu import MEMDESC_POLICIES, ModelSpec, SharedLocks, create_arena
-from workers.worker import STATE_EXITED, STATE_STOPPING, WorkerPlan, worker_main
+from workers.worker import STATE_DONE, STATE_EXITED, STATE_STOPPING, WorkerPlan, worker_main
 
 TICK = 0.1
 HEARTBEAT_TIMEOUT_NS = 5_000_000_000   # a worker silent this long is killed and replaced
@@ -63,6 +58,18 @@ class RunOptions:
     status_interval: float = 5.0
     audit_interval: float = 10.0
     pin: bool = True
+    ops: int = 0                 # bound each worker to this many operations (deterministic)
+    warmup: float = 0.0          # seconds before the measurement window opens
+    quiet: bool = False          # no status lines (experiments)
+
+
+@dataclass
+class Measurement:
+    """Counters at the start and end of the measured window of a run."""
+
+    start: S.Snapshot | None = None
+    end: S.Snapshot | None = None
+    seconds: float = 0.0
 
 
 @dataclass
@@ -72,8 +79,7 @@ class Slot:
     index: int
     cpu: int
     process: multiprocessing.process.BaseProcess | None = None
-    log_queue: object = None
-    listener: logging.handlers.QueueListener | None = None
+    log_reader: LogReader | None = None
     restarts: int = 0
     started_ns: int = 0
 
@@ -112,6 +118,7 @@ class Daemon:
         self._drain_reqs = [0] * len(self.cpus)
         self._last_drain_ns = 0
         self._last_status = (0.0, 0)
+        self.measurement = Measurement()
 
     # -- lifecycle ------------------------------------------------------------------
     def run(self) -> int:
@@ -158,25 +165,30 @@ class Daemon:
         plan = WorkerPlan(
             slot=slot.index, cpu=slot.cpu, spec=self.spec,
             workload=assign_workloads(self.settings)[slot.cpu], seed=self.settings.seed,
-            workers=self.cpus, decay_interval=self.settings.pcp.decay_interval, pin=self.options.pin)
-        slot.log_queue = self.ctx.Queue()            # one queue per worker life (see README)
-        slot.listener = logging.handlers.QueueListener(slot.log_queue, *logging.getLogger().handlers,
-                                                       respect_handler_level=True)
-        slot.listener.start()
+            workers=self.cpus, decay_interval=self.settings.pcp.decay_interval, pin=self.options.pin,
+            max_ops=self.options.ops)
+        reader, writer = self.ctx.Pipe(duplex=False)     # one log pipe per worker life
         ctl = self.arena.cpuctl[slot.index]
         ctl[A.C_STATE] = 0
         ctl[A.C_HEARTBEAT] = time.monotonic_ns()
         slot.process = self.ctx.Process(target=worker_main, name=f"pcpd-cpu{slot.cpu}",
-                                        args=(self.arena.name, plan, self.locks, slot.log_queue))
+                                        args=(self.arena.name, plan, self.locks, writer))
         slot.process.start()
+        writer.close()                               # the worker holds the only write end
+        slot.log_reader = LogReader(reader, f"cpu{slot.cpu}")
         slot.started_ns = time.monotonic_ns()
 
     def _loop(self) -> None:
         start = time.monotonic()
-        duration = self.options.duration if self.options.duration is not None else self.settings.duration
-        next_status = start + self.options.status_interval
-        next_audit = start + self.options.audit_interval
+        opts = self.options
+        duration = opts.duration if opts.duration is not None else self.settings.duration
+        next_status = start + opts.status_interval
+        next_audit = start + opts.audit_interval
         self._last_status = (start, 0)
+        m = self.measurement
+        window_start = start
+        if not opts.warmup:
+            m.start = self.snapshot()
         while not self.stop_requested:
             time.sleep(TICK)
             now = time.monotonic()
@@ -186,15 +198,24 @@ class Daemon:
             if self.reload_requested:
                 self.reload_requested = False
                 self._reload()
+            if m.start is None and now - start >= opts.warmup:
+                m.start, window_start = self.snapshot(), now
             if now >= next_audit:
-                next_audit = now + self.options.audit_interval
+                next_audit = now + opts.audit_interval
                 self.audit_now()
-            if now >= next_status:
-                next_status = now + self.options.status_interval
+            if now >= next_status and not opts.quiet:
+                next_status = now + opts.status_interval
                 print(self.status_line(now), flush=True)
             if duration and now - start >= duration:
                 break
+            if opts.ops and self._all_done():
+                break
+        m.end = self.snapshot()
+        m.seconds = time.monotonic() - window_start
         self.summary.seconds = time.monotonic() - start
+
+    def _all_done(self) -> bool:
+        return all(int(self.arena.cpuctl[s.index, A.C_STATE]) == STATE_DONE for s in self.slots)
 
     # -- supervision ----------------------------------------------------------------
     def _reap(self) -> None:
@@ -233,12 +254,9 @@ class Daemon:
         ctl[A.C_PID] = 0
         ctl[A.C_WAITING] = 0
         ctl[A.C_STATE] = STATE_EXITED
-        if slot.listener is not None:
-            try:
-                slot.listener.stop()
-            except Exception:                         # a writer killed mid-message
-                log.warning("cpu%d: log queue of the dead worker was left unreadable", slot.cpu)
-            slot.listener = None
+        if slot.log_reader is not None:
+            slot.log_reader.join(1.0)                 # ends at the pipe's end
+            slot.log_reader = None
         slot.process = None
 
     def recover(self, index: int, pid: int) -> recovery.Reclaimed:
@@ -277,8 +295,8 @@ class Daemon:
             if req != self._drain_reqs[slot.index]:
                 self._drain_reqs[slot.index] = req
                 wanted = True
-        if int(arena.zone[Z_FREE_PAGES]) < int(arena.zone[Z_WMARK_LOW]):
-            wanted = True
+        if int(arena.zone[Z_FREE_PAGES]) < int(arena.zone[Z_WMARK_LOW]) and not self.options.ops:
+            wanted = True                             # (bounded runs stay deterministic)
         now = time.monotonic_ns()
         if wanted and now - self._last_drain_ns >= DRAIN_MIN_INTERVAL_NS:
             self._last_drain_ns = now
@@ -286,10 +304,13 @@ class Daemon:
 
     # -- audits --------------------------------------------------------------------
     def audit_now(self) -> AU.AuditResult | None:
+        """A periodic audit, with every worker parked; skipped if one died meanwhile."""
         with self.parked() as parked:
             if not parked.ok:
                 log.warning("audit skipped: workers did not park within %.0f s", PAUSE_TIMEOUT)
                 return None
+            if any(s.process is not None and s.process.exitcode is not None for s in self.slots):
+                return None                           # its recovery comes first, next tick
             return self._audit_parked()
 
     def _audit_parked(self) -> AU.AuditResult:
@@ -428,11 +449,8 @@ class Daemon:
             if slot.process is not None and slot.process.exitcode is None:
                 slot.process.kill()
                 slot.process.join()
-            if slot.listener is not None:
-                try:
-                    slot.listener.stop()
-                except Exception:
-                    pass
+            if slot.log_reader is not None:
+                slot.log_reader.join(1.0)
         if self.exporter is not None:
             self.exporter.stop()
         if self.arena is not None:
@@ -498,6 +516,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-interval", type=_seconds, default=10.0, metavar="SECONDS")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin workers to their CPUs")
+    parser.add_argument("--ops", type=_count, default=0, metavar="N",
+                        help="each worker stops after N operations; decay follows the op count, "
+                             "so one worker and one seed repeat their counts exactly")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -510,29 +541,12 @@ def _seconds(text: str) -> float:
     return value
 
 
-def configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(worker)s %(levelname)s %(message)s",
-                                           "%H:%M:%S"))
-    handler.addFilter(_DefaultTag())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-
-
-class _DefaultTag(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "worker"):
-            record.worker = "daemon"
-        return True
-
-
 def command(args: argparse.Namespace) -> int:
     settings = load_settings(args.config) if args.config else DEFAULT_SETTINGS
     options = RunOptions(config_path=args.config, duration=args.duration, policy=args.policy,
                          listen=args.listen, status_interval=args.status_interval,
-                         audit_interval=args.audit_interval, pin=args.pin)
+                         audit_interval=args.audit_interval, pin=args.pin, ops=args.ops)
     if options.policy in ("legacy", "compound") and settings.arena.record_bytes != 64:
         log.info("policy %s runs on 64-byte struct pages", options.policy)
-    configure_logging()
+    configure_daemon_logging()
     return Daemon(settings, options).run()

@@ -43,7 +43,7 @@ from pcpd.sizing import PcpLimits
 from pcpd.slab import (D_DEFERRED, D_ENTIRE_MAPCOUNT, D_MAPCOUNT, D_MAPPING, D_NEXT,
                        D_NR_PAGES_MAPPED, D_PFN, D_PREV, D_REFCOUNT, D_STATE, DS_INFLIGHT,
                        DS_INUSE, DS_PCP, DescriptorSlab, desc_state)
-from pcpd.zone import (MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE, PAGEBLOCK_ORDER,
+from pcpd.zone import (MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE,
                        Z_WMARK_HIGH, Zone)
 from workers.pcp import PerCpuPages
 

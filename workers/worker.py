@@ -16,7 +16,6 @@ single worker stops the same way when its C_STOP word is set (reload).
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import signal
 import time
@@ -28,14 +27,15 @@ from pcpd import arena as A
 from pcpd import rings
 from pcpd import stats as S
 from pcpd.config import WorkloadSettings
+from pcpd.logs import configure_worker_logging
 from pcpd.zone import Z_WMARK_LOW
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks
 from workers.workloads import BACKOFF_FRACTION, Workload
 
-STATE_STARTING, STATE_RUNNING, STATE_PAUSED, STATE_STOPPING, STATE_EXITED = range(1, 6)
-STATE_NAMES = {0: "none", 1: "starting", 2: "running", 3: "paused", 4: "stopping", 5: "exited"}
+STATE_STARTING, STATE_RUNNING, STATE_PAUSED, STATE_STOPPING, STATE_EXITED, STATE_DONE = range(1, 7)
 CHUNK = 256                      # operations between cheap checks
 FOLD_NS = 100_000_000            # housekeeping (and stats fold) every 100 ms
+VIRTUAL_OPS_PER_S = 100_000      # the op clock of deterministic runs
 PARK_SLEEP = 0.002
 
 _LOW_WMARK_EVENTS = S.ALLOC_FAIL["watermark"]
@@ -53,13 +53,29 @@ class WorkerPlan:
     workers: tuple[int, ...]             # CPU numbers of every worker, by slot
     decay_interval: float = 1.0
     pin: bool = True
+    max_ops: int = 0                     # stop after this many operations; 0 = until told
+
+    @property
+    def deterministic(self) -> bool:
+        """Bounded by operations: every decision follows the op count, not the clock.
+
+        Decay ticks come every ``decay_interval * VIRTUAL_OPS_PER_S`` operations
+        and a worker's own drain requests drain its PCPs at once, so one worker
+        with one seed repeats its counts exactly.
+        """
+        return self.max_ops > 0
 
 
-def worker_main(arena_name: str, plan: WorkerPlan, locks: SharedLocks, log_queue) -> None:
-    """Process entry point (multiprocessing target)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the daemon handles ^C for the group
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    _log_to(log_queue, plan)
+def worker_main(arena_name: str, plan: WorkerPlan, locks: SharedLocks, log_conn) -> None:
+    """Process entry point (multiprocessing target).
+
+    SIGINT, SIGTERM and SIGHUP sent to the whole process group (a terminal's
+    ^C, timeout(1), a service manager) are the daemon's to act on: it stops
+    or reloads the workers through the arena.  SIGKILL still ends a worker.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    configure_worker_logging(log_conn, f"cpu{plan.cpu}")
     log = logging.getLogger("pcpd.worker")
     if plan.pin:
         psutil.Process().cpu_affinity([plan.cpu])
@@ -73,23 +89,20 @@ def worker_main(arena_name: str, plan: WorkerPlan, locks: SharedLocks, log_queue
         arena.close()
 
 
-def _log_to(log_queue, plan: WorkerPlan) -> None:
-    root = logging.getLogger()
-    root.handlers[:] = []
-    if log_queue is not None:
-        handler = logging.handlers.QueueHandler(log_queue)
-        handler.addFilter(_WorkerTag(plan))
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
+class _DecayClock:
+    """When decay_pcp_high() is due: every decay_interval seconds, or ops in bounded runs."""
 
-
-class _WorkerTag(logging.Filter):
     def __init__(self, plan: WorkerPlan) -> None:
-        super().__init__()
-        self.tag = f"cpu{plan.cpu}"
+        self.by_ops = plan.deterministic
+        self.every = (int(plan.decay_interval * VIRTUAL_OPS_PER_S) if self.by_ops
+                      else int(plan.decay_interval * 1e9))
+        self.next = self.every if self.by_ops else time.monotonic_ns() + self.every
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.worker = self.tag
+    def due(self, ops: int) -> bool:
+        now = ops if self.by_ops else time.monotonic_ns()
+        if now < self.next:
+            return False
+        self.next = now + self.every
         return True
 
 
@@ -122,38 +135,66 @@ class Worker:
 
     # -- the loop -----------------------------------------------------------------
     def run(self) -> None:
-        ctl, header = self.ctl, self.header
+        ctl, header, plan = self.ctl, self.header, self.plan
         ctl[A.C_PID] = os.getpid()
-        ctl[A.C_CPU] = self.plan.cpu
+        ctl[A.C_CPU] = plan.cpu
         ctl[A.C_STOP] = 0
         ctl[A.C_DRAIN_ACK] = header[A.H_DRAIN_SEQ]
         ctl[A.C_STATE] = STATE_RUNNING
-        self.log.info("started: policy %s, workload %s, seed %d", self.plan.spec.policy,
-                      self.plan.workload.name, self.plan.seed)
+        self.log.info("started: policy %s, workload %s, seed %d", plan.spec.policy,
+                      plan.workload.name, plan.seed)
         step, policy = self.workload.step, self.policy
-        rate = self.plan.workload.rate
+        rate = plan.workload.rate
         start = time.monotonic()
         next_fold = time.monotonic_ns()
-        next_decay = next_fold + int(self.plan.decay_interval * 1e9)
+        decay = _DecayClock(plan)
         while not (header[A.H_SHUTDOWN] or ctl[A.C_STOP]):
             for _ in range(CHUNK):
                 step(policy)
             self.ops += CHUNK
             if self.inbox.pending():
                 self.receive()
+            self.check_watermark()
+            if decay.due(self.ops):
+                policy.decay()
             now = time.monotonic_ns()
             if now >= next_fold:
                 next_fold = now + FOLD_NS
-                if now >= next_decay:
-                    next_decay = now + int(self.plan.decay_interval * 1e9)
-                    policy.decay()
                 if not self.housekeeping():
                     return                          # the daemon is gone: leave at once
+            if plan.max_ops and self.ops >= plan.max_ops:
+                self.park_until_stop()
+                break
             if rate:                                # open loop: hold the schedule
                 ahead = self.ops / rate - (time.monotonic() - start)
                 if ahead > 0:
                     time.sleep(ahead)
         self.stop()
+
+    def check_watermark(self) -> None:
+        """Short of memory (below the low watermark): back off as reclaim would."""
+        zone = self.cpu.zone
+        if zone.free_pages < zone.watermark(Z_WMARK_LOW):
+            self.v[_LOW_WMARK_EVENTS] += 1
+            self.workload.drain_wanted = True
+            self.workload.free_some(self.policy, 1 / BACKOFF_FRACTION)
+        if self.workload.drain_wanted:
+            self.workload.drain_wanted = False
+            if self.plan.deterministic:             # no waiting on the daemon's timing
+                self.policy.drain_all("drain_all")
+            else:
+                self.ctl[A.C_DRAIN_REQ] += 1
+
+    def park_until_stop(self) -> None:
+        """A bounded run is done: publish, then wait (parkable) for the daemon's stop."""
+        header, ctl = self.header, self.ctl
+        self.policy.publish_gauges()
+        self.fold()
+        ctl[A.C_STATE] = STATE_DONE
+        while not (header[A.H_SHUTDOWN] or ctl[A.C_STOP]):
+            if not self.housekeeping():
+                return
+            time.sleep(PARK_SLEEP * 5)
 
     def receive(self) -> None:
         """Free what other CPUs handed over: onto this CPU's PCP, as the kernel does."""
@@ -170,19 +211,11 @@ class Worker:
         """Fold stats, heartbeat, drains, pauses; False when the daemon has died."""
         if os.getppid() != self.ppid:
             return False
-        ctl, header, v = self.ctl, self.header, self.v
+        ctl, header = self.ctl, self.header
         if header[A.H_DRAIN_SEQ] != ctl[A.C_DRAIN_ACK]:     # drain_all_pages()
             ctl[A.C_DRAIN_ACK] = header[A.H_DRAIN_SEQ]
             self.policy.drain_all("drain_all")
-            v[S.INDEX["drain_all_requests_seen"]] += 1
-        zone = self.cpu.zone
-        if zone.free_pages < zone.watermark(Z_WMARK_LOW):   # short of memory: back off
-            v[_LOW_WMARK_EVENTS] += 1
-            self.workload.drain_wanted = True
-            self.workload.free_some(self.policy, 1 / BACKOFF_FRACTION)
-        if self.workload.drain_wanted:
-            self.workload.drain_wanted = False
-            ctl[A.C_DRAIN_REQ] += 1
+            self.v[S.INDEX["drain_all_requests_seen"]] += 1
         self.fold()
         pause = int(header[A.H_PAUSE_REQ])
         if pause and pause != ctl[A.C_PAUSE_ACK]:
@@ -202,6 +235,7 @@ class Worker:
     def park(self, pause: int) -> None:
         """Hold still between operations while the daemon audits or recovers."""
         ctl, header = self.ctl, self.header
+        was = int(ctl[A.C_STATE])
         ctl[A.C_STATE] = STATE_PAUSED
         ctl[A.C_PAUSE_ACK] = pause
         while header[A.H_PAUSE_REQ] == pause and not header[A.H_SHUTDOWN]:
@@ -209,7 +243,7 @@ class Worker:
                 break
             ctl[A.C_HEARTBEAT] = time.monotonic_ns()
             time.sleep(PARK_SLEEP)
-        ctl[A.C_STATE] = STATE_RUNNING
+        ctl[A.C_STATE] = was
 
     def stop(self) -> None:
         """Free what is held, wait for the others (shutdown), drain, exit."""

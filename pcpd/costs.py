@@ -1,0 +1,274 @@
+"""``pcpd costs``: what one allocation or one free touches, per policy.
+
+Every figure is measured, not looked up: each row is the difference of one
+CPU's ``Counters`` snapshots around exactly one ``alloc`` or ``free`` call on
+a freshly formatted small zone, so it counts what the policy code actually
+wrote and read for the record size in use.
+
+Rows are keyed by policy, memdesc type, order, operation and PCP outcome:
+
+``alloc`` / ``hit``
+    The PCP list already holds a block (one alloc+free primed it); the
+    allocation pops the head: ``__rmqueue_pcplist()`` with a non-empty list.
+``alloc`` / ``miss``
+    The list is empty, so the allocation first refills it under one
+    zone->lock acquisition (``rmqueue_bulk()``); the row includes preparing
+    every refilled block, which is where a policy may move its tail work.
+``free`` / ``hit``
+    The block goes onto a list that already holds one and no drain follows
+    (``free_frozen_page_commit()`` returning early).
+``free`` / ``miss``
+    The free that reaches the drain threshold: ``free_pcppages_bulk()`` runs
+    (its cause, ``high`` or ``free_high``, is in ``drain_cause``).
+``bypass``
+    Orders the PCP does not keep in the era (4-8 and 10; everything but
+    order 0 in 4.18), and blocks a policy sends straight to the buddy (the
+    compound policy's non-compound multi-page memory): ``rmqueue_buddy()``
+    and ``free_one_page()``.  One row per operation; hit and miss do not apply.
+
+A row is labelled with what happened, not what was intended: where an era's
+PCP cannot hold a block (5.13's high of 378 is below one THP, so every THP
+free drains), the hit row is absent and the miss row says so.
+
+Blocks freed on the measured CPU (0) are allocated by a second CPU and
+handed over (``send``/``receive``), so CPU 0's PCP starts empty and fills
+only with frees, as on a consumer CPU.  The PCP is sized as the kernel
+sizes it for this machine's Normal zone (reference section 1.7, example A:
+458752 managed pages, low watermark 7840, 2 CPUs), whatever the small
+arena's own size; legacy and compound always model today's 64-byte struct
+page, the memdesc policies the ``--record-bytes`` chosen (16 by default:
+the buddy-embedded page of the January 2024 proposal, whose buddy state
+still lives in the memmap; 8 moves the free-list links into free memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from pcpd import sizing
+from pcpd import stats as S
+from pcpd.arena import RECORD_SIZES, Arena
+from pcpd.memmap import NIL
+from workers.cpu import MEMDESC_POLICIES, CpuAllocator, ModelSpec, SharedLocks, create_arena, format_arena
+from workers.policies import POLICIES, TYPES
+
+COST_PAGES = 16384                 # 64 MiB: room for the deepest drain (8 THPs) and a refill
+DEFAULT_MEMDESC_RECORD = 16
+REFERENCE_ZONE = (458752, 7840, 2)  # managed, low watermark, CPUs on the node (example A)
+CONSUMER, PRODUCER = 0, 1
+
+_SHORT = {"page_state": "page", "list_link": "link", "compound_prep": "prep",
+          "tail_undo": "undo", "memdesc_set": "memdesc", "rmappable": "rmap", "buddy": "buddy"}
+
+
+def model_spec(policy: str, era: str = "6.7", record_bytes: int = DEFAULT_MEMDESC_RECORD,
+               pages: int = COST_PAGES) -> ModelSpec:
+    """The model ``pcpd costs`` (and ``bench/run.py``) measure one policy on.
+
+    ``record_bytes`` applies to the memdesc policies only.  Raises ValueError
+    for an unknown policy or era.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
+    limits = sizing.pcp_limits(era, *REFERENCE_ZONE)
+    return ModelSpec(
+        pages=pages, record_bytes=record_bytes if policy in MEMDESC_POLICIES else 64,
+        policy=policy, era=era, ncpus=2, batch=limits.batch, high=limits.high,
+        high_min=limits.high_min if era == "6.7" else 0,
+        high_max=limits.high_max if era == "6.7" else 0)
+
+
+class _Model:
+    """A freshly formatted zone and two CPUs sharing it."""
+
+    def __init__(self, arena: Arena, spec: ModelSpec) -> None:
+        format_arena(arena, spec)
+        locks = SharedLocks.local()
+        self.consumer = CpuAllocator(arena, spec, locks, CONSUMER)
+        self.producer = CpuAllocator(arena, spec, locks, PRODUCER)
+
+    def measure(self, op: Callable[[], Any]) -> tuple[Any, list[int]]:
+        """Run op on the consumer CPU; its counter increases, by index."""
+        v = self.consumer.counters.v
+        before = list(v)
+        result = op()
+        return result, [after - b for after, b in zip(v, before)]
+
+    def hand_over(self, t: int, order: int) -> int:
+        """A block allocated by the producer CPU, now the consumer's to free; NIL if none."""
+        pfn = self.producer.policy.alloc(t, order)
+        if pfn != NIL:
+            self.producer.policy.send(pfn, order, t, CONSUMER)
+            self.consumer.policy.receive(pfn, order, t)
+        return pfn
+
+
+def _alloc_outcome(d: list[int]) -> str:
+    if d[S.ALLOC_HIT]:
+        return "hit"
+    if d[S.ALLOC_REFILL]:
+        return "miss"
+    if d[S.ALLOC_BUDDY]:
+        return "bypass"
+    raise RuntimeError("allocation failed on a fresh zone")   # the arena is sized to prevent it
+
+
+def _drain_cause(d: list[int]) -> str | None:
+    return next((c for c in S.DRAIN_CAUSES if d[S.DRAINS[c]]), None)
+
+
+def _free_outcome(d: list[int]) -> str:
+    if d[S.FREE_BUDDY]:
+        return "bypass"
+    return "miss" if _drain_cause(d) else "hit"
+
+
+def _alloc_rows(arena: Arena, spec: ModelSpec, t: int, order: int) -> list[tuple[str, str, list[int]]]:
+    model = _Model(arena, spec)
+    alloc = model.consumer.policy.alloc
+    _, d = model.measure(lambda: alloc(t, order))
+    rows = [("alloc", _alloc_outcome(d), d)]
+    if rows[0][1] == "bypass":
+        return rows
+    model = _Model(arena, spec)
+    alloc, free = model.consumer.policy.alloc, model.consumer.policy.free
+    free(alloc(t, order), order, t)                    # prime: the list now holds a block
+    _, d = model.measure(lambda: alloc(t, order))
+    if _alloc_outcome(d) == "hit":
+        rows.append(("alloc", "hit", d))
+    return rows
+
+
+def _free_rows(arena: Arena, spec: ModelSpec, t: int, order: int) -> list[tuple[str, str, list[int]]]:
+    """Free handed-over blocks until one drains: the second free is the hit."""
+    model = _Model(arena, spec)
+    free = model.consumer.policy.free
+    rows = []
+    nth = 0
+    while (pfn := model.hand_over(t, order)) != NIL:
+        _, d = model.measure(lambda: free(pfn, order, t))
+        outcome = _free_outcome(d)
+        if outcome != "hit" or nth == 1:               # the first free met an empty list
+            rows.append(("free", outcome, d))
+        if outcome != "hit":
+            break
+        nth += 1
+    return rows
+
+
+def _record(policy: str, spec: ModelSpec, t: int, order: int, op: str, pcp: str,
+            d: list[int]) -> dict[str, Any]:
+    written = {c: d[S.LINES_W[c]] for c in S.CAUSES}
+    read = {c: d[S.LINES_R[c]] for c in S.CAUSES}
+    return {
+        "policy": policy, "memdesc": TYPES[t], "order": order, "pcp": pcp, "op": op,
+        "era": spec.era, "record_bytes": spec.record_bytes,
+        "struct_page_lines_written": sum(written.values()),
+        "struct_page_lines_read": sum(read.values()),
+        "descriptor_lines": d[S.DESC_W] + d[S.DESC_R],
+        "descriptor_lines_written": d[S.DESC_W],
+        "descriptor_lines_read": d[S.DESC_R],
+        "free_memory_lines_written": d[S.DATA_W],
+        "slab_ops": d[S.SLAB_ALLOC] + d[S.SLAB_FREE],
+        "slab_shared": d[S.SLAB_SHARED],
+        "zone_lock_acquisitions": d[S.INDEX["lock_acquisitions"]],
+        "refill_pages": d[S.REFILL_PAGES],
+        "drain_pages": sum(d[S.DRAIN_PAGES[c]] for c in S.DRAIN_CAUSES),
+        "drain_cause": _drain_cause(d),
+        "by_cause": {"written": written, "read": read},
+    }
+
+
+def cost_table(era: str = "6.7", record_bytes: int = DEFAULT_MEMDESC_RECORD,
+               policies: Iterable[str] = tuple(POLICIES), types: Iterable[str] = TYPES,
+               orders: Iterable[int] = range(sizing.MAX_ORDER + 1)) -> list[dict[str, Any]]:
+    """Measure every (policy, memdesc type, order): alloc and free, hit and miss.
+
+    Rows come in policy, type, order order, each group as alloc miss, alloc
+    hit, free hit, free miss (or alloc bypass, free bypass).  Identical
+    arguments give identical rows.
+    """
+    sizing.check_era(era)
+    if record_bytes not in RECORD_SIZES:
+        raise ValueError(f"record size {record_bytes} is not one of {RECORD_SIZES}")
+    types, orders = list(types), list(orders)
+    rows = []
+    for policy in policies:
+        spec = model_spec(policy, era, record_bytes)
+        arena = create_arena(spec)
+        try:
+            for name in types:
+                t = TYPES.index(name)
+                for order in orders:
+                    for op, pcp, d in _alloc_rows(arena, spec, t, order) + _free_rows(arena, spec, t, order):
+                        rows.append(_record(policy, spec, t, order, op, pcp, d))
+        finally:
+            try:
+                arena.close()
+            finally:
+                arena.unlink()
+    return rows
+
+
+def _causes(counts: dict[str, int]) -> str:
+    return " ".join(f"{_SHORT[c]} {n}" for c, n in counts.items() if n)
+
+
+def format_table(rows: Sequence[dict[str, Any]], era: str, record_bytes: int) -> str:
+    """The text report: a header saying what was modelled, then one line per row."""
+    limits = sizing.pcp_limits(era, *REFERENCE_ZONE)
+    high = (f"high {limits.high_min}..{limits.high_max}" if era == "6.7" else f"high {limits.high}")
+    out = [
+        f"era {era}: PCP batch {limits.batch}, {high} (Normal zone of {REFERENCE_ZONE[0]} pages, "
+        f"{REFERENCE_ZONE[2]} CPUs); arena {COST_PAGES} pages",
+        f"struct page: 64 B for legacy and compound, {record_bytes} B for the memdesc policies",
+        "W/R: struct page cachelines written/read; desc: descriptor lines; free: lines of free "
+        "memory (list links); slab: slab alloc+free; lock: zone->lock acquisitions",
+        "",
+        f"{'policy':<16} {'memdesc':<9} {'ord':>3} {'op':<5} {'pcp':<6} {'rec':>3} "
+        f"{'W':>5} {'W KiB':>6} {'R':>5} {'desc':>4} {'free':>4} {'slab':>4} {'lock':>4}  "
+        f"written by cause / read by cause",
+    ]
+    for r in rows:
+        causes = _causes(r["by_cause"]["written"])
+        read = _causes(r["by_cause"]["read"])
+        if read:
+            causes += f" / {read}"
+        out.append(
+            f"{r['policy']:<16} {r['memdesc']:<9} {r['order']:>3} {r['op']:<5} {r['pcp']:<6} "
+            f"{r['record_bytes']:>3} {r['struct_page_lines_written']:>5} "
+            f"{r['struct_page_lines_written'] * 64 / 1024:>6.1f} {r['struct_page_lines_read']:>5} "
+            f"{r['descriptor_lines']:>4} {r['free_memory_lines_written']:>4} {r['slab_ops']:>4} "
+            f"{r['zone_lock_acquisitions']:>4}  {causes}".rstrip())
+    return "\n".join(out)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list of records, one per line")
+    parser.add_argument("--era", choices=sizing.ERAS, default="6.7",
+                        help="kernel era whose PCP rules and sizing apply (default 6.7)")
+    parser.add_argument("--record-bytes", type=int, choices=RECORD_SIZES,
+                        default=DEFAULT_MEMDESC_RECORD,
+                        help="struct page size for the memdesc policies (default 16); "
+                             "legacy and compound always use 64")
+    parser.add_argument("--policy", action="append", choices=list(POLICIES),
+                        help="only this policy (repeatable; default all)")
+    parser.add_argument("--memdesc", action="append", choices=TYPES,
+                        help="only this memdesc type (repeatable; default all)")
+    parser.add_argument("--order", action="append", type=int,
+                        choices=range(sizing.MAX_ORDER + 1), metavar="{0..10}",
+                        help="only this order (repeatable; default all)")
+
+
+def command(args: argparse.Namespace) -> int:
+    rows = cost_table(args.era, args.record_bytes, args.policy or tuple(POLICIES),
+                      args.memdesc or TYPES, args.order or range(sizing.MAX_ORDER + 1))
+    if args.json:
+        print("[" + ",\n".join(json.dumps(r) for r in rows) + "]")
+    else:
+        print(format_table(rows, args.era, args.record_bytes))
+    return 0
