@@ -136,6 +136,11 @@ def _memdesc_blocks(arena: Arena) -> tuple[dict[str, Blocks], list[str]]:
     owner_order = (arena.descs[idx * DESC_WORDS + D_STATE] >> 8) & 0xF
     inside = (owner_pfn <= pfns[described]) & (pfns[described] < owner_pfn + (np.int64(1) << owner_order))
     problems = []
+    live = ((arena.descs[D_STATE::DESC_WORDS] >> 4) & 0xF)
+    live_descs = int(np.isin(live, (DS_INUSE, DS_PCP, DS_INFLIGHT)).sum())
+    if live_descs != len(head_pfn):
+        problems.append(f"{live_descs} descriptors in use but {len(head_pfn)} blocks own one "
+                        f"(leaked or lost descriptors)")
     if not inside.all():
         bad = pfns[described][~inside]
         problems.append(f"{len(bad)} pages point to a descriptor of another block, "

@@ -30,6 +30,15 @@ A row is labelled with what happened, not what was intended: where an era's
 PCP cannot hold a block (5.13's high of 378 is below one THP, so every THP
 free drains), the hit row is absent and the miss row says so.
 
+Each record also has ``struct_page_lines_written``/``_read`` (the sums of
+``by_cause``), ``descriptor_lines``, ``free_memory_lines_written`` (list
+links kept inside free blocks: the 8-byte page's buddy lists, memdesc Misc
+PCP lists), ``slab_ops`` (slab allocs + frees; ``slab_shared`` counts trips
+to the slab's shared part), ``zone_lock_acquisitions``, ``refill_pages``,
+``drain_pages`` and ``drain_cause``.  Lines are counted per cause, so a line
+two causes touch counts once for each (legacy's large-rmappable write lands
+in page[1], whose line compound_prep also wrote).
+
 Blocks freed on the measured CPU (0) are allocated by a second CPU and
 handed over (``send``/``receive``), so CPU 0's PCP starts empty and fills
 only with frees, as on a consumer CPU.  The PCP is sized as the kernel
@@ -51,8 +60,10 @@ from typing import Any
 from pcpd import sizing
 from pcpd import stats as S
 from pcpd.arena import RECORD_SIZES, Arena
+from pcpd.errors import PcpdError
 from pcpd.memmap import NIL
-from workers.cpu import MEMDESC_POLICIES, CpuAllocator, ModelSpec, SharedLocks, create_arena, format_arena
+from workers.cpu import (MEMDESC_POLICIES, CpuAllocator, ModelSpec, SharedLocks, create_arena,
+                         format_arena)
 from workers.policies import POLICIES, TYPES
 
 COST_PAGES = 16384                 # 64 MiB: room for the deepest drain (8 THPs) and a refill
@@ -64,8 +75,8 @@ _SHORT = {"page_state": "page", "list_link": "link", "compound_prep": "prep",
           "tail_undo": "undo", "memdesc_set": "memdesc", "rmappable": "rmap", "buddy": "buddy"}
 
 
-def model_spec(policy: str, era: str = "6.7", record_bytes: int = DEFAULT_MEMDESC_RECORD,
-               pages: int = COST_PAGES) -> ModelSpec:
+def model_spec(policy: str, era: str = "6.7",
+               record_bytes: int = DEFAULT_MEMDESC_RECORD) -> ModelSpec:
     """The model ``pcpd costs`` (and ``bench/run.py``) measure one policy on.
 
     ``record_bytes`` applies to the memdesc policies only.  Raises ValueError
@@ -75,7 +86,7 @@ def model_spec(policy: str, era: str = "6.7", record_bytes: int = DEFAULT_MEMDES
         raise ValueError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
     limits = sizing.pcp_limits(era, *REFERENCE_ZONE)
     return ModelSpec(
-        pages=pages, record_bytes=record_bytes if policy in MEMDESC_POLICIES else 64,
+        pages=COST_PAGES, record_bytes=record_bytes if policy in MEMDESC_POLICIES else 64,
         policy=policy, era=era, ncpus=2, batch=limits.batch, high=limits.high,
         high_min=limits.high_min if era == "6.7" else 0,
         high_max=limits.high_max if era == "6.7" else 0)
@@ -90,12 +101,12 @@ class _Model:
         self.consumer = CpuAllocator(arena, spec, locks, CONSUMER)
         self.producer = CpuAllocator(arena, spec, locks, PRODUCER)
 
-    def measure(self, op: Callable[[], Any]) -> tuple[Any, list[int]]:
-        """Run op on the consumer CPU; its counter increases, by index."""
+    def measure(self, op: Callable[[], object]) -> list[int]:
+        """Run op on the consumer CPU: how much each of its counters rose, by index."""
         v = self.consumer.counters.v
         before = list(v)
-        result = op()
-        return result, [after - b for after, b in zip(v, before)]
+        op()
+        return [after - b for after, b in zip(v, before)]
 
     def hand_over(self, t: int, order: int) -> int:
         """A block allocated by the producer CPU, now the consumer's to free; NIL if none."""
@@ -113,7 +124,7 @@ def _alloc_outcome(d: list[int]) -> str:
         return "miss"
     if d[S.ALLOC_BUDDY]:
         return "bypass"
-    raise RuntimeError("allocation failed on a fresh zone")   # the arena is sized to prevent it
+    raise PcpdError("an allocation failed on a fresh zone")   # the arena is sized to prevent it
 
 
 def _drain_cause(d: list[int]) -> str | None:
@@ -126,30 +137,33 @@ def _free_outcome(d: list[int]) -> str:
     return "miss" if _drain_cause(d) else "hit"
 
 
-def _alloc_rows(arena: Arena, spec: ModelSpec, t: int, order: int) -> list[tuple[str, str, list[int]]]:
+Row = tuple[str, str, list[int]]      # op, PCP outcome, counter increases
+
+
+def _alloc_rows(arena: Arena, spec: ModelSpec, t: int, order: int) -> list[Row]:
     model = _Model(arena, spec)
     alloc = model.consumer.policy.alloc
-    _, d = model.measure(lambda: alloc(t, order))
+    d = model.measure(lambda: alloc(t, order))
     rows = [("alloc", _alloc_outcome(d), d)]
     if rows[0][1] == "bypass":
         return rows
     model = _Model(arena, spec)
     alloc, free = model.consumer.policy.alloc, model.consumer.policy.free
     free(alloc(t, order), order, t)                    # prime: the list now holds a block
-    _, d = model.measure(lambda: alloc(t, order))
+    d = model.measure(lambda: alloc(t, order))
     if _alloc_outcome(d) == "hit":
         rows.append(("alloc", "hit", d))
     return rows
 
 
-def _free_rows(arena: Arena, spec: ModelSpec, t: int, order: int) -> list[tuple[str, str, list[int]]]:
+def _free_rows(arena: Arena, spec: ModelSpec, t: int, order: int) -> list[Row]:
     """Free handed-over blocks until one drains: the second free is the hit."""
     model = _Model(arena, spec)
     free = model.consumer.policy.free
     rows = []
     nth = 0
     while (pfn := model.hand_over(t, order)) != NIL:
-        _, d = model.measure(lambda: free(pfn, order, t))
+        d = model.measure(lambda: free(pfn, order, t))
         outcome = _free_outcome(d)
         if outcome != "hit" or nth == 1:               # the first free met an empty list
             rows.append(("free", outcome, d))
@@ -159,12 +173,12 @@ def _free_rows(arena: Arena, spec: ModelSpec, t: int, order: int) -> list[tuple[
     return rows
 
 
-def _record(policy: str, spec: ModelSpec, t: int, order: int, op: str, pcp: str,
+def _record(spec: ModelSpec, t: int, order: int, op: str, pcp: str,
             d: list[int]) -> dict[str, Any]:
     written = {c: d[S.LINES_W[c]] for c in S.CAUSES}
     read = {c: d[S.LINES_R[c]] for c in S.CAUSES}
     return {
-        "policy": policy, "memdesc": TYPES[t], "order": order, "pcp": pcp, "op": op,
+        "policy": spec.policy, "memdesc": TYPES[t], "order": order, "pcp": pcp, "op": op,
         "era": spec.era, "record_bytes": spec.record_bytes,
         "struct_page_lines_written": sum(written.values()),
         "struct_page_lines_read": sum(read.values()),
@@ -194,23 +208,27 @@ def cost_table(era: str = "6.7", record_bytes: int = DEFAULT_MEMDESC_RECORD,
     sizing.check_era(era)
     if record_bytes not in RECORD_SIZES:
         raise ValueError(f"record size {record_bytes} is not one of {RECORD_SIZES}")
-    types, orders = list(types), list(orders)
+    types, orders = [TYPES.index(name) for name in types], list(orders)
     rows = []
     for policy in policies:
-        spec = model_spec(policy, era, record_bytes)
-        arena = create_arena(spec)
-        try:
-            for name in types:
-                t = TYPES.index(name)
-                for order in orders:
-                    for op, pcp, d in _alloc_rows(arena, spec, t, order) + _free_rows(arena, spec, t, order):
-                        rows.append(_record(policy, spec, t, order, op, pcp, d))
-        finally:
-            try:
-                arena.close()
-            finally:
-                arena.unlink()
+        rows += _policy_rows(model_spec(policy, era, record_bytes), types, orders)
     return rows
+
+
+def _policy_rows(spec: ModelSpec, types: list[int], orders: list[int]) -> list[dict[str, Any]]:
+    arena = create_arena(spec)
+    try:
+        rows = []
+        for t in types:
+            for order in orders:
+                measured = _alloc_rows(arena, spec, t, order) + _free_rows(arena, spec, t, order)
+                rows += [_record(spec, t, order, op, pcp, d) for op, pcp, d in measured]
+        return rows
+    finally:
+        try:
+            arena.close()
+        finally:
+            arena.unlink()
 
 
 def _causes(counts: dict[str, int]) -> str:

@@ -22,16 +22,21 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import os
+import random
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
+
+import psutil
 
 from pcpd import arena as A
 from pcpd import audit as AU
 from pcpd import recovery
 from pcpd import stats as S
 from pcpd.config import (DEFAULT_SETTINGS, Settings, assign_workloads, load_settings, worker_cpus)
-from pcpd.errors import ConfigError
+from pcpd.errors import ConfigError, WorkerLost
 from pcpd.lock import ZoneLock
 from pcpd.logs import LogReader, configure_daemon_logging
 from pcpd.zone import Z_FREE_PAGES, Z_WMARK_LOW, Zone
@@ -43,6 +48,7 @@ HEARTBEAT_TIMEOUT_NS = 5_000_000_000   # a worker silent this long is killed and
 PAUSE_TIMEOUT = 10.0
 STOP_TIMEOUT = 60.0
 DRAIN_MIN_INTERVAL_NS = 1_000_000_000
+LOCK_TAKEOVER_TIMEOUT = 5.0            # unrecorded holder: a live one never holds it this long
 
 log = logging.getLogger("pcpd.daemon")
 
@@ -59,6 +65,8 @@ class RunOptions:
     audit_interval: float = 10.0
     pin: bool = True
     ops: int = 0                 # bound each worker to this many operations (deterministic)
+    kill_interval: float = 0.0   # soak with faults: SIGKILL a worker this often (every other
+                                 # one while it holds zone->lock)
     warmup: float = 0.0          # seconds before the measurement window opens
     quiet: bool = False          # no status lines (experiments)
 
@@ -91,6 +99,11 @@ class Summary:
     restarts: int = 0
     audits: int = 0
     audit_failures: int = 0
+    kills: int = 0
+    kills_holding_lock: int = 0
+    rss_start: int = 0
+    rss_peak: int = 0
+    rss_end: int = 0
     final_audit: str = ""
     pages_lost: int = 0
     totals: dict = field(default_factory=dict)
@@ -105,7 +118,10 @@ class Daemon:
         self.policy = options.policy or settings.policy.name
         self.cpus = worker_cpus(settings)
         self.spec = ModelSpec.from_settings(settings, len(self.cpus), self.policy)
-        self.ctx = multiprocessing.get_context("spawn")
+        # forkserver: workers start in milliseconds from a process that never had
+        # threads, with the model modules already imported
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["workers.worker"])
         self.locks = SharedLocks(self.ctx.Lock(), self.ctx.Lock())
         self.arena: A.Arena | None = None
         self.slots = [Slot(i, cpu) for i, cpu in enumerate(self.cpus)]
@@ -132,6 +148,7 @@ class Daemon:
             for slot in self.slots:
                 self._spawn(slot)
             self.ready = True
+            self._heartbeat = _Heartbeat(self.arena)
             self._loop()
             return self._stop()
         finally:
@@ -154,7 +171,7 @@ class Daemon:
             return
         from pcpd.exporter import start_exporter     # only runs that serve metrics pay for it
         self.exporter = start_exporter(self.arena, address, self.info(), self.settings.exporter.per_cpu,
-                                       ready=lambda: self.ready)
+                                       ready=lambda: self.ready, cpus=self.cpus)
         log.info("metrics on http://%s/metrics", self.exporter.address)
 
     def info(self) -> dict[str, str]:
@@ -189,11 +206,14 @@ class Daemon:
         window_start = start
         if not opts.warmup:
             m.start = self.snapshot()
+        chaos = _Chaos(self, opts.kill_interval, self.settings.seed) if opts.kill_interval else None
+        self._sample_rss()
         while not self.stop_requested:
             time.sleep(TICK)
             now = time.monotonic()
-            self.arena.header[A.H_DAEMON_HEARTBEAT] = time.monotonic_ns()
             self._reap()
+            if chaos is not None:
+                chaos.tick(now)
             self._serve_drain_requests()
             if self.reload_requested:
                 self.reload_requested = False
@@ -203,9 +223,11 @@ class Daemon:
             if now >= next_audit:
                 next_audit = now + opts.audit_interval
                 self.audit_now()
-            if now >= next_status and not opts.quiet:
+            if now >= next_status:
                 next_status = now + opts.status_interval
-                print(self.status_line(now), flush=True)
+                self._sample_rss()
+                if not opts.quiet:
+                    print(self.status_line(now), flush=True)
             if duration and now - start >= duration:
                 break
             if opts.ops and self._all_done():
@@ -213,6 +235,13 @@ class Daemon:
         m.end = self.snapshot()
         m.seconds = time.monotonic() - window_start
         self.summary.seconds = time.monotonic() - start
+
+    def _sample_rss(self) -> None:
+        rss = psutil.Process().memory_info().rss
+        s = self.summary
+        s.rss_start = s.rss_start or rss
+        s.rss_peak = max(s.rss_peak, rss)
+        s.rss_end = rss
 
     def _all_done(self) -> bool:
         return all(int(self.arena.cpuctl[s.index, A.C_STATE]) == STATE_DONE for s in self.slots)
@@ -227,28 +256,35 @@ class Daemon:
             silent = now - int(self.arena.cpuctl[slot.index, A.C_HEARTBEAT])
             if proc.exitcode is None and silent > HEARTBEAT_TIMEOUT_NS \
                     and now - slot.started_ns > HEARTBEAT_TIMEOUT_NS:
-                log.error("cpu%d: no heartbeat for %.1f s; killing pid %d", slot.cpu, silent / 1e9, proc.pid)
+                ctl, h = self.arena.cpuctl[slot.index], self.arena.header
+                log.error("cpu%d: no heartbeat for %.1f s (state %d, waiting %d; zone->lock holder "
+                          "pid %d op %d); killing pid %d", slot.cpu, silent / 1e9, ctl[A.C_STATE],
+                          ctl[A.C_WAITING], h[A.H_LOCK_HOLDER_PID], h[A.H_LOCK_OP], proc.pid)
+                os.kill(proc.pid, signal.SIGUSR1)      # its stack to stderr (faulthandler)
+                time.sleep(0.2)
                 proc.kill()
                 proc.join(1.0)
-            if proc.exitcode is not None:
-                self._replace(slot, f"exit code {proc.exitcode}")
+        dead = [s for s in self.slots if s.process is not None and _exited(s.process)]
+        if dead:
+            self._replace(dead)
 
-    def _replace(self, slot: Slot, why: str, respawn: bool = True) -> None:
-        pid = slot.process.pid
-        log.warning("cpu%d: worker pid %d died (%s); recovering its pages", slot.cpu, pid, why)
-        self._retire(slot)
-        reclaimed = self.recover(slot.index, pid)
-        log.warning("cpu%d: recovered %s", slot.cpu, reclaimed)
-        if not respawn:
-            return
-        slot.restarts += 1
-        self.summary.restarts += 1
-        self.arena.cpuctl[slot.index, A.C_RESTARTS] = slot.restarts
-        self.arena.header[A.H_RESTARTS] += 1
-        self._spawn(slot)
+    def _replace(self, dead: list[Slot], respawn: bool = True) -> None:
+        """Recover dead workers' pages and, unless stopping, start their replacements."""
+        for slot in dead:
+            log.warning("cpu%d: worker pid %d died (%s); recovering its pages", slot.cpu,
+                        slot.process.pid, _exit_status(slot.process))
+        reclaimed = self.recover(dead, replaced=respawn)      # may add workers that died meanwhile
+        for slot in dead:
+            log.warning("cpu%d: recovered %s", slot.cpu, reclaimed[slot.index])
+            if respawn:
+                slot.restarts += 1
+                self.summary.restarts += 1
+                self.arena.cpuctl[slot.index, A.C_RESTARTS] = slot.restarts
+                self.arena.header[A.H_RESTARTS] += 1
+                self._spawn(slot)
 
     def _retire(self, slot: Slot) -> None:
-        """Fold the dead worker's counters into the retired block; stop its log listener."""
+        """Fold the dead worker's counters into the retired block; stop its log reader."""
         S.retire(self.arena.stats[self.arena.geometry.ncpus], self.arena.stats[slot.index])
         ctl = self.arena.cpuctl[slot.index]
         ctl[A.C_PID] = 0
@@ -259,32 +295,51 @@ class Daemon:
             slot.log_reader = None
         slot.process = None
 
-    def recover(self, index: int, pid: int) -> recovery.Reclaimed:
-        """Take over the zone lock if needed, park the others, reclaim the slot's pages."""
-        header = self.arena.header
-        zone_lock = self.locks.zone
-        holder = int(header[A.H_LOCK_HOLDER_PID])
-        if holder == pid or not zone_lock.acquire(timeout=1.0):
-            # the dead process held zone->lock (recorded, or killed before it could record)
-            log.error("worker pid %d died holding zone->lock (op %s); repairing the zone",
-                      pid, int(header[A.H_LOCK_OP]))
-        recovery.rebuild_zone(self.arena)
-        header[A.H_LOCK_HOLDER_PID] = 0
-        header[A.H_LOCK_HOLDER_CPU] = -1
-        zone_lock.release()
-        if int(header[A.H_SLAB_HOLDER_PID]) == pid or not self.locks.slab.acquire(timeout=1.0):
-            log.error("worker pid %d died holding the slab lock; rebuilding the slab", pid)
-        header[A.H_SLAB_HOLDER_PID] = 0
-        self.locks.slab.release()
-        with self.parked():
-            zone = Zone(self.arena, ZoneLock(zone_lock, self.arena, self.counters, index), self.counters)
-            with self.locks.slab, zone.lock:
-                reclaimed = recovery.reclaim_slot(self.arena, zone, index)
-            self._audit_parked()
-        return reclaimed
+    def recover(self, dead: list[Slot], replaced: bool = True) -> dict[int, recovery.Reclaimed]:
+        """Take over locks the dead held, park the living, reclaim the dead slots' pages.
 
-    def parked(self) -> "_Parked":
-        return _Parked(self)
+        Pages queued for a dead slot wait for its replacement; with none coming
+        (``replaced`` False, at stop) they are reclaimed too.  A worker that
+        dies while the others are being parked joins ``dead``.
+        """
+        arena = self.arena
+        while True:
+            pids = {slot.process.pid for slot in dead}
+            self._take_over(self.locks.zone, A.H_LOCK_HOLDER_PID, pids, "zone->lock")
+            self._take_over(self.locks.slab, A.H_SLAB_HOLDER_PID, pids, "the slab lock")
+            with self.parked(expect_dead=dead) as parked:
+                if parked.died:
+                    dead += parked.died
+                    continue
+                if not parked.ok:
+                    raise WorkerLost("workers did not park for recovery; the zone cannot be repaired safely")
+                zone = Zone(arena, ZoneLock(self.locks.zone, arena, self.counters, dead[0].index),
+                            self.counters)
+                with self.locks.slab, zone.lock:
+                    out = {slot.index: recovery.reclaim_slot(arena, zone, slot.index, keep_inbox=replaced)
+                           for slot in dead}
+                for slot in dead:
+                    self._retire(slot)
+                self._audit_parked()
+                return out
+
+    def _take_over(self, lock, holder_word: int, dead_pids: set[int], what: str) -> None:
+        """Make sure no dead process holds a lock; repair what it protected if one did."""
+        header = self.arena.header
+        holder = int(header[holder_word])
+        if holder in dead_pids or (holder and not _alive(holder)) \
+                or not lock.acquire(timeout=LOCK_TAKEOVER_TIMEOUT):
+            # held by a dead worker (recorded, or killed before it could record itself)
+            log.error("%s was held by a dead worker (pid %s, op %s); repairing what it protects",
+                      what, holder or "unrecorded", int(header[A.H_LOCK_OP]))
+        if lock is self.locks.zone:
+            recovery.rebuild_zone(self.arena)         # lists a killed holder left half-linked
+            header[A.H_LOCK_HOLDER_CPU] = -1
+        header[holder_word] = 0
+        lock.release()
+
+    def parked(self, expect_dead: list[Slot] = ()) -> "_Parked":
+        return _Parked(self, expect_dead)
 
     def _serve_drain_requests(self) -> None:
         """drain_all_pages() when a worker ran short, or the zone fell below its low watermark."""
@@ -306,11 +361,11 @@ class Daemon:
     def audit_now(self) -> AU.AuditResult | None:
         """A periodic audit, with every worker parked; skipped if one died meanwhile."""
         with self.parked() as parked:
+            if parked.died:
+                return None                           # its recovery comes first, next tick
             if not parked.ok:
                 log.warning("audit skipped: workers did not park within %.0f s", PAUSE_TIMEOUT)
                 return None
-            if any(s.process is not None and s.process.exitcode is not None for s in self.slots):
-                return None                           # its recovery comes first, next tick
             return self._audit_parked()
 
     def _audit_parked(self) -> AU.AuditResult:
@@ -357,10 +412,10 @@ class Daemon:
             log.error("cpu%d: did not stop for the reload; killing it", slot.cpu)
             slot.process.kill()
             slot.process.join()
-            self._replace(slot, "killed during reload")
+            self._replace([slot])
             return
         if slot.process.exitcode != 0:
-            self._replace(slot, f"exit code {slot.process.exitcode} during reload")
+            self._replace([slot])
             return
         self._retire(slot)
         self._spawn(slot)
@@ -409,7 +464,7 @@ class Daemon:
                     slot.process.kill()
                     slot.process.join()
                 if slot.process.exitcode != 0:
-                    self._replace(slot, f"exit code {slot.process.exitcode} at stop", respawn=False)
+                    self._replace([slot], respawn=False)
                 else:
                     self._retire(slot)
         result = self._audit_parked()
@@ -424,9 +479,10 @@ class Daemon:
         return 0 if result.ok and drained_everything else 1
 
     def _reap_during_stop(self) -> None:
-        for slot in self.slots:
-            if slot.process is not None and slot.process.exitcode not in (None, 0):
-                self._replace(slot, f"exit code {slot.process.exitcode} while stopping", respawn=False)
+        dead = [s for s in self.slots
+                if s.process is not None and _exited(s.process) and s.process.exitcode != 0]
+        if dead:
+            self._replace(dead, respawn=False)
 
     def summary_text(self, result: AU.AuditResult, drained: bool) -> str:
         s = self.summary
@@ -439,12 +495,17 @@ class Daemon:
             f"  operations {s.ops:,} ({s.ops / max(s.seconds, 1e-9):,.0f}/s), PCP hit rate {hit:.1%}",
             f"  zone->lock acquisitions {snap.total('lock_acquisitions'):,}, "
             f"contended {snap.total('lock_contended'):,}",
-            f"  restarts {s.restarts}, audits {s.audits} ({s.audit_failures} failed)",
+            f"  restarts {s.restarts}, kills {s.kills} ({s.kills_holding_lock} holding zone->lock), "
+            f"audits {s.audits} ({s.audit_failures} failed)",
+            f"  daemon RSS start {s.rss_start / 2**20:.1f} MiB, peak {s.rss_peak / 2**20:.1f} MiB, "
+            f"end {s.rss_end / 2**20:.1f} MiB",
             f"  final {result.summary()}; every PCP drained: {'yes' if drained else 'NO'}; "
             f"pages lost {s.pages_lost}",
         ])
 
     def _teardown(self) -> None:
+        if getattr(self, "_heartbeat", None) is not None:
+            self._heartbeat.stop()
         for slot in self.slots:
             if slot.process is not None and slot.process.exitcode is None:
                 slot.process.kill()
@@ -458,14 +519,89 @@ class Daemon:
             self.arena.unlink()
 
 
+class _Heartbeat:
+    """The daemon's pulse in the header, from a thread: the main loop may block
+    (a reload joins workers, a recovery parks them) without workers deciding
+    the daemon died."""
+
+    def __init__(self, arena: A.Arena, interval: float = 0.25) -> None:
+        self.header = arena.header
+        self.interval = interval
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self.thread.start()
+
+    def _beat(self) -> None:
+        while not self.done.is_set():
+            self.header[A.H_DAEMON_HEARTBEAT] = time.monotonic_ns()
+            self.done.wait(self.interval)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+class _Chaos:
+    """Fault injection for soak runs: SIGKILL a worker every interval.
+
+    Every other kill waits (up to half a second) for a worker to hold
+    zone->lock and kills that one, so recovery is exercised mid-refill,
+    mid-drain and mid-merge.
+    """
+
+    def __init__(self, daemon: "Daemon", interval: float, seed: int) -> None:
+        self.daemon = daemon
+        self.interval = interval
+        self.rng = random.Random(seed)
+        self.next = time.monotonic() + interval
+
+    def tick(self, now: float) -> None:
+        if now < self.next:
+            return
+        self.next = now + self.interval
+        d = self.daemon
+        live = [s for s in d.slots if s.process is not None and s.process.exitcode is None]
+        if not live:
+            return
+        victim = None
+        if d.summary.kills % 2:
+            victim = self._lock_holder(live)
+        if victim is None:
+            victim = self.rng.choice(live).process.pid
+        else:
+            d.summary.kills_holding_lock += 1
+        try:
+            os.kill(victim, signal.SIGKILL)
+            d.summary.kills += 1
+        except ProcessLookupError:
+            pass
+
+    def _lock_holder(self, live: list[Slot]) -> int | None:
+        pids = {s.process.pid for s in live}
+        deadline = time.monotonic() + 0.5
+        header = self.daemon.arena.header
+        while time.monotonic() < deadline:
+            holder = int(header[A.H_LOCK_HOLDER_PID])
+            if holder in pids:
+                return holder
+            time.sleep(0.0002)
+        return None
+
+
 class _Parked:
-    """Context manager: every live worker parked between operations, then resumed."""
+    """Context manager: every live worker parked between operations, then resumed.
+
+    Waiting stops early when a worker dies (``died``): nobody else may be
+    able to park before its recovery (it may hold zone->lock).
+    """
 
     _seq = 0
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, expect_dead: list[Slot]) -> None:
         self.daemon = daemon
+        self.expect_dead = list(expect_dead)
         self.ok = False
+        self.died: list[Slot] = []
 
     def __enter__(self) -> "_Parked":
         arena = self.daemon.arena
@@ -474,19 +610,42 @@ class _Parked:
         arena.header[A.H_PAUSE_REQ] = seq
         deadline = time.monotonic() + PAUSE_TIMEOUT
         while time.monotonic() < deadline:
-            if all(self._parked(slot, seq) for slot in self.daemon.slots):
+            waiting = False
+            for slot in self.daemon.slots:
+                if slot.process is None or slot in self.expect_dead:
+                    continue
+                if _exited(slot.process):
+                    self.died.append(slot)
+                elif int(arena.cpuctl[slot.index, A.C_PAUSE_ACK]) != seq:
+                    waiting = True
+            if self.died:
+                return self
+            if not waiting:
                 self.ok = True
-                break
+                return self
             time.sleep(0.001)
         return self
 
-    def _parked(self, slot: Slot, seq: int) -> bool:
-        if slot.process is None or slot.process.exitcode is not None:
-            return True
-        return int(self.daemon.arena.cpuctl[slot.index, A.C_PAUSE_ACK]) == seq
-
     def __exit__(self, *exc: object) -> None:
         self.daemon.arena.header[A.H_PAUSE_REQ] = 0
+
+
+def _alive(pid: int) -> bool:
+    """A process that can still run: not gone, not a zombie waiting to be reaped."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _exited(proc: multiprocessing.process.BaseProcess) -> bool:
+    """Dead, even before the forkserver has reported the exit status."""
+    return proc.exitcode is not None or not _alive(proc.pid)
+
+
+def _exit_status(proc: multiprocessing.process.BaseProcess) -> str:
+    proc.join(0.5)
+    return f"exit code {proc.exitcode}" if proc.exitcode is not None else "exited"
 
 
 def _reload_problem(old: Settings, new: Settings, policy: str, forced_policy: str | None) -> str:
@@ -516,6 +675,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-interval", type=_seconds, default=10.0, metavar="SECONDS")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin workers to their CPUs")
+    parser.add_argument("--kill-interval", type=_seconds, default=0.0, metavar="SECONDS",
+                        help="soak with faults: SIGKILL a worker this often, every other one "
+                             "while it holds zone->lock, and report what recovery saved")
     parser.add_argument("--ops", type=_count, default=0, metavar="N",
                         help="each worker stops after N operations; decay follows the op count, "
                              "so one worker and one seed repeat their counts exactly")
@@ -545,7 +707,8 @@ def command(args: argparse.Namespace) -> int:
     settings = load_settings(args.config) if args.config else DEFAULT_SETTINGS
     options = RunOptions(config_path=args.config, duration=args.duration, policy=args.policy,
                          listen=args.listen, status_interval=args.status_interval,
-                         audit_interval=args.audit_interval, pin=args.pin, ops=args.ops)
+                         audit_interval=args.audit_interval, pin=args.pin, ops=args.ops,
+                         kill_interval=args.kill_interval)
     if options.policy in ("legacy", "compound") and settings.arena.record_bytes != 64:
         log.info("policy %s runs on 64-byte struct pages", options.policy)
     configure_daemon_logging()

@@ -39,7 +39,6 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from pcpd import __version__
 from pcpd import stats as S
 from pcpd import zone as Z
 from pcpd.arena import (
@@ -51,9 +50,9 @@ from pcpd.arena import (
     H_RESTARTS,
     Arena,
 )
-from pcpd.errors import PcpdError
+from pcpd.errors import PcpdError, UsageError
 
-__all__ = ["PcpdCollector", "MetricsServer", "info_from_settings", "parse_address",
+__all__ = ["PcpdCollector", "MetricsServer", "start_exporter", "parse_address", "unusable_free_index",
            "RETIRED_CPU", "NODE", "ZONE"]
 
 log = logging.getLogger(__name__)
@@ -67,6 +66,9 @@ ORDERS = tuple(str(o) for o in S.ORDERS)
 # ---------------------------------------------------------------------------
 # Metrics read from the stats blocks, declared once: describe() and collect()
 # both walk this table.
+
+_Series = tuple[tuple[tuple[str, ...], str], ...]     # (label values, stats name) pairs
+
 
 @dataclass(frozen=True)
 class _StatFamily:
@@ -82,16 +84,16 @@ class _StatFamily:
     kind: str                                   # "counter" or "gauge"
     doc: str
     labels: tuple[str, ...]
-    series: tuple[tuple[tuple[str, ...], str], ...]
+    series: _Series
     scale: float = 1.0
     combine: str = "total"
 
 
-def _one(stat: str) -> tuple[tuple[tuple[str, ...], str], ...]:
+def _one(stat: str) -> _Series:
     return (((), stat),)
 
 
-def _by(values: Iterable[str], stat: Callable[[str], str]) -> tuple[tuple[tuple[str, ...], str], ...]:
+def _by(values: Iterable[str], stat: Callable[[str], str]) -> _Series:
     return tuple(((v,), stat(v)) for v in values)
 
 
@@ -240,7 +242,7 @@ class _WorkerSlot:
 class PcpdCollector:
     """Metrics of one arena, read at scrape time; register it on a ``CollectorRegistry()``.
 
-    ``info`` becomes the labels of ``pcpd_info`` (see ``info_from_settings``).
+    ``info`` becomes the labels of ``pcpd_info`` (policy, era, record_bytes, config).
     ``per_cpu`` adds a ``cpu`` label to every per-CPU series: the CPU number
     from ``cpus`` (slot i runs ``cpus[i]``; default: the slot number), plus
     ``cpu="retired"`` for the counts of replaced workers, so that summing
@@ -457,25 +459,30 @@ def unusable_free_index(blocks: np.ndarray) -> list[float]:
     return out
 
 
-def info_from_settings(settings) -> dict[str, str]:
-    """The labels of ``pcpd_info`` for a run of ``settings`` (a pcpd.config.Settings)."""
-    return {
-        "policy": settings.policy.name,
-        "era": settings.kernel.era,
-        "record_bytes": str(settings.arena.record_bytes),
-        "config": settings.name,
-        "version": __version__,
-    }
-
-
 # ---------------------------------------------------------------------------
 # The HTTP server.
+
+def start_exporter(arena: Arena, address: str, info: Mapping[str, str], per_cpu: bool = False, *,
+                   ready: Callable[[], bool] = lambda: True,
+                   cpus: Sequence[int] | None = None) -> "MetricsServer":
+    """Serve the metrics of ``arena`` on ``address`` ("host:port") until ``stop()``.
+
+    A registry of its own holds one ``PcpdCollector(arena, info, per_cpu, cpus)``.
+    Stop the server before closing the arena.
+    """
+    registry = CollectorRegistry()
+    registry.register(PcpdCollector(arena, info, per_cpu=per_cpu, cpus=cpus))
+    host, port = parse_address(address)
+    server = MetricsServer(registry, host, port, ready)
+    server.start()
+    return server
+
 
 def parse_address(address: str) -> tuple[str, int]:
     """Split an exporter address ("127.0.0.1:9464", "[::1]:9464", "localhost:0")."""
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"exporter address {address!r} is not host:port")
+        raise UsageError(f"exporter address {address!r} is not host:port")
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
@@ -483,6 +490,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: "_Server"
     timeout = 10                            # a client that stalls mid-request loses its thread
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"    # so even a garbled request line gets a status line
+    error_message_format = "%(code)d %(message)s\n"
+    error_content_type = "text/plain; charset=utf-8"
 
     def do_GET(self) -> None:
         self._respond(head=False)
@@ -566,9 +576,16 @@ class MetricsServer:
             raise PcpdError(f"cannot serve metrics on {self.host}:{self.port}: "
                             f"{err.strerror or err}") from err
         self.port = self._server.server_address[1]
+        log.debug("exporter: serving on %s", self.address)
         self._thread = threading.Thread(target=self._server.serve_forever, name="pcpd-exporter",
                                         kwargs={"poll_interval": 0.1}, daemon=True)
         self._thread.start()
+
+    @property
+    def address(self) -> str:
+        """host:port as a URL writes it (the bound port once started)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     def stop(self) -> None:
         """Stop serving and close the socket; idempotent."""

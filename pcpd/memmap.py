@@ -176,7 +176,8 @@ class Memmap64(Memmap):
 
     def movable_pages(self, start: int, count: int) -> int:
         flags = self._flags(start, count)
-        heads = np.flatnonzero((flags & PG_ALLOC) & ((flags & PG_LRU) != 0))
+        # both bits set; (flags & PG_ALLOC) & bool would mask bit 6 with 1 and match nothing
+        heads = np.flatnonzero((flags & (PG_ALLOC | PG_LRU)) == PG_ALLOC | PG_LRU)
         orders = (flags[heads] >> FLAG_ORDER_SHIFT) & 0xF
         # a block headed here may reach past the range: clip to it
         ends = np.minimum(heads + (1 << orders), count)

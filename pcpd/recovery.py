@@ -6,9 +6,10 @@ are all recorded in page and descriptor state with its CPU slot.
 
 ``rebuild_zone`` throws the free lists away and relinks every PageBuddy head
 (a process killed inside a list operation leaves links half updated).
-``reclaim_slot`` returns to the buddy every block the slot owned (on its PCP,
-allocated, or marked in flight but never queued) and every orphan page (one
-that a half-finished operation left in no state), then gives its cached
+``reclaim_slot`` returns to the buddy every block the slot owned (on its PCP
+or allocated), every page marked in flight that no ring holds, and every
+orphan page (one that a half-finished operation left in no state); it drops
+ring entries the dead consumer had already freed, and gives its cached
 descriptors back to the slab.  Both need every writer quiescent and the zone
 lock held by the caller.
 """
@@ -33,10 +34,11 @@ class Reclaimed:
     pages: int = 0
     orphan_pages: int = 0
     descriptors: int = 0
+    ring_entries: int = 0
 
     def __str__(self) -> str:
         return (f"{self.pages} pages in {self.blocks} blocks, {self.orphan_pages} orphan pages, "
-                f"{self.descriptors} descriptors")
+                f"{self.descriptors} descriptors, {self.ring_entries} stale ring entries")
 
 
 def rebuild_zone(arena: Arena) -> int:
@@ -77,16 +79,25 @@ def _give_back(zone: Zone, pfn: int, order: int) -> None:
         zone._free_one_page(piece, PAGEBLOCK_ORDER, zone.pageblock_mt(piece))
 
 
-def reclaim_slot(arena: Arena, zone: Zone, slot: int) -> Reclaimed:
-    """Return everything a dead slot owned, and every orphan page, to the buddy."""
+def reclaim_slot(arena: Arena, zone: Zone, slot: int, keep_inbox: bool = True) -> Reclaimed:
+    """Return everything a dead slot owned, and every orphan page, to the buddy.
+
+    ``keep_inbox`` False also reclaims what other CPUs queued for the slot
+    (no replacement will take it).
+    """
     rebuild_zone(arena)
     result = AU.audit(arena)
-    queued = {rings.decode(int(e))[0] for e in rings.queued_entries(arena)}
     out = Reclaimed()
+    in_flight = set(result.blocks["inflight"].pfn.tolist()) if keep_inbox else set()
+    out.ring_entries = rings.drop_consumed(arena, slot, in_flight)
+    queued = {rings.decode(int(e))[0] for e in rings.queued_entries(arena)}
     for state in ("pcp", "allocated", "inflight"):
         b = result.blocks[state]
         for pfn, order, cpu in zip(b.pfn.tolist(), b.order.tolist(), b.cpu.tolist()):
-            if cpu != slot or (state == "inflight" and pfn in queued):
+            # with every writer parked, a page in flight but in no ring was
+            # orphaned by a sender or a consumer that died mid-hand-off
+            keep = pfn in queued if state == "inflight" else cpu != slot
+            if keep:
                 continue
             _reset_block(arena, pfn, order)
             _give_back(zone, pfn, order)

@@ -51,6 +51,17 @@ class Outbox:
         return True
 
 
+    def queued_pages(self) -> int:
+        """Pages this CPU handed over that their consumers have not taken yet."""
+        cap, pages = self.capacity, 0
+        for ring in self.rings:
+            head, tail = int(ring[_HEAD]), int(ring[_TAIL])
+            if tail > head:
+                idx = np.arange(head, tail) % cap + RING_HEADER
+                pages += int((np.int64(1) << (ring[idx] & 0xF)).sum())
+        return pages
+
+
 class Inbox:
     """The consumer side: every CPU's ring to dst."""
 
@@ -62,15 +73,20 @@ class Inbox:
         return int((self.rings[:, _TAIL] - self.rings[:, _HEAD]).sum())
 
     def take(self) -> Iterator[int]:
-        """Every entry queued now, oldest first per source; consumed as yielded."""
+        """Every entry queued now, oldest first per source.
+
+        An entry leaves its ring only after the consumer's loop body has run
+        for it (the head moves when the generator resumes), so a consumer
+        killed mid-way leaves the entry queued; recovery then drops entries
+        whose page is no longer in flight (``drop_consumed``).
+        """
         cap = self.capacity
         for ring in self.rings:
             head, tail = int(ring[_HEAD]), int(ring[_TAIL])
             while head < tail:
-                entry = int(ring[RING_HEADER + head % cap])
+                yield int(ring[RING_HEADER + head % cap])
                 head += 1
                 ring[_HEAD] = head
-                yield entry
 
 
 def queued_entries(arena: Arena) -> np.ndarray:
@@ -87,7 +103,18 @@ def queued_entries(arena: Arena) -> np.ndarray:
     return np.array(out, np.int64)
 
 
-def reset_inbox(arena: Arena, dst: int) -> None:
-    """Forget everything queued for dst (recovery has reclaimed those pages)."""
-    rings = arena.rings[:, dst]
-    rings[:, _HEAD] = rings[:, _TAIL]
+def drop_consumed(arena: Arena, dst: int, in_flight: set[int]) -> int:
+    """Drop entries at the heads of dst's rings whose page is no longer in flight.
+
+    A consumer killed between freeing a page and moving the head leaves that
+    entry behind; its replacement must not free the page again.
+    """
+    cap = arena.geometry.ring_slots
+    dropped = 0
+    for ring in arena.rings[:, dst]:
+        head, tail = int(ring[_HEAD]), int(ring[_TAIL])
+        while head < tail and decode(int(ring[RING_HEADER + head % cap]))[0] not in in_flight:
+            head += 1
+            dropped += 1
+        ring[_HEAD] = head
+    return dropped

@@ -113,7 +113,8 @@ class Zone:
         self.lock = lock
         self.v = counters.v
         # an 8-byte page keeps free-list links in the free memory, not the memmap
-        self._link = S.DATA_W if arena.record_bytes == 8 else _BW
+        self._links_in_free_memory = arena.record_bytes == 8
+        self._link = S.DATA_W if self._links_in_free_memory else _BW
 
     # -- accounting and watermarks ----------------------------------------
     @property
@@ -165,6 +166,8 @@ class Zone:
         z[Z_NR_FREE + i] += 1
         z[Z_FREE_PAGES] += 1 << order
         self.v[_BW] += 1
+        if self._links_in_free_memory:       # set_buddy() also wrote the block's own links
+            self.v[S.DATA_W] += 1
 
     def _del(self, pfn: int, order: int) -> None:
         """__del_page_from_free_list(): free pages sit on their pageblock's list."""

@@ -394,6 +394,9 @@ class _Page64Policy(Policy):
 
     def _enter(self, pcp, lst, blocks, order, t) -> None:
         mem, flags = self.mem, self._pcp_flags[order]
+        # each block's own line and the old tail's, except that a block added
+        # to an empty list links to the list head in per_cpu_pages
+        self.v[_LINK_W] += 2 * len(blocks) - 1 if blocks and not lst else 2 * len(blocks)
         for pfn in blocks:                             # list_add_tail() in rmqueue_bulk()
             tail = lst[0] if lst else NIL
             base = pfn * 8
@@ -403,7 +406,6 @@ class _Page64Policy(Policy):
             if tail != NIL:
                 mem[tail * 8 + M.W_LINK] = pfn
             lst.appendleft(pfn)
-        self.v[_LINK_W] += 2 * len(blocks)
 
     def _leave(self, pcp, entries):
         mem = self.mem
@@ -784,7 +786,7 @@ class MemdescPolicy(_MemdescPolicy):
                 links[pfn * 2], links[pfn * 2 + 1] = NIL, tail
                 if tail != NIL:
                     links[tail * 2] = pfn
-                self.v[_DATA_W] += 2
+                self.v[_DATA_W] += 1 + (tail != NIL)   # its own links, and the old tail's
                 lst.appendleft(pfn)
                 continue
             idx = self._new_desc(t, order, pfn, DS_PCP)

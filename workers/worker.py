@@ -15,6 +15,7 @@ single worker stops the same way when its C_STOP word is set (reload).
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -36,6 +37,7 @@ STATE_STARTING, STATE_RUNNING, STATE_PAUSED, STATE_STOPPING, STATE_EXITED, STATE
 CHUNK = 256                      # operations between cheap checks
 FOLD_NS = 100_000_000            # housekeeping (and stats fold) every 100 ms
 VIRTUAL_OPS_PER_S = 100_000      # the op clock of deterministic runs
+DAEMON_TIMEOUT_NS = 15_000_000_000   # a daemon silent this long is presumed dead
 PARK_SLEEP = 0.002
 
 _LOW_WMARK_EVENTS = S.ALLOC_FAIL["watermark"]
@@ -75,6 +77,7 @@ def worker_main(arena_name: str, plan: WorkerPlan, locks: SharedLocks, log_conn)
     """
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
+    faulthandler.register(signal.SIGUSR1)           # the daemon asks a stuck worker where it is
     configure_worker_logging(log_conn, f"cpu{plan.cpu}")
     log = logging.getLogger("pcpd.worker")
     if plan.pin:
@@ -124,6 +127,7 @@ class Worker:
         self.workload = Workload(plan.workload, plan.seed, plan.cpu, plan.workers, slot_of,
                                  self._send)
         self.ppid = os.getppid()
+        self.seen_daemon = time.monotonic_ns()
         self.log = logging.getLogger("pcpd.worker")
         self.ops = 0
 
@@ -209,7 +213,8 @@ class Worker:
 
     def housekeeping(self) -> bool:
         """Fold stats, heartbeat, drains, pauses; False when the daemon has died."""
-        if os.getppid() != self.ppid:
+        if not self.daemon_alive():
+            self.log.error("the daemon is gone; exiting")
             return False
         ctl, header = self.ctl, self.header
         if header[A.H_DRAIN_SEQ] != ctl[A.C_DRAIN_ACK]:     # drain_all_pages()
@@ -222,10 +227,25 @@ class Worker:
             self.park(pause)
         return True
 
+    def daemon_alive(self) -> bool:
+        """The daemon (through the forkserver) is our parent and still beats.
+
+        Either sign is enough to leave: a re-parented worker (the forkserver
+        exits with the daemon) or a heartbeat silent for DAEMON_TIMEOUT_NS.
+        """
+        if os.getppid() != self.ppid:
+            return False
+        beat = int(self.header[A.H_DAEMON_HEARTBEAT])
+        now = time.monotonic_ns()
+        if beat > self.seen_daemon:
+            self.seen_daemon = beat
+        return now - self.seen_daemon < DAEMON_TIMEOUT_NS
+
     def fold(self) -> None:
         v = self.v
         self.policy.publish_gauges()
         v[S.INDEX["held_pages"]] = self.workload.held_pages
+        v[S.INDEX["inflight_pages"]] = self.outbox.queued_pages()
         v[S.INDEX["pressure_waves"]] = self.workload.waves
         now = time.monotonic_ns()
         v[S.INDEX["heartbeat_ns"]] = now
@@ -239,7 +259,7 @@ class Worker:
         ctl[A.C_STATE] = STATE_PAUSED
         ctl[A.C_PAUSE_ACK] = pause
         while header[A.H_PAUSE_REQ] == pause and not header[A.H_SHUTDOWN]:
-            if os.getppid() != self.ppid:
+            if not self.daemon_alive():
                 break
             ctl[A.C_HEARTBEAT] = time.monotonic_ns()
             time.sleep(PARK_SLEEP)
@@ -252,7 +272,7 @@ class Worker:
         ctl[A.C_STATE] = STATE_STOPPING
         self.fold()
         if header[A.H_SHUTDOWN]:
-            while header[A.H_SHUTDOWN] == 1 and os.getppid() == self.ppid:
+            while header[A.H_SHUTDOWN] == 1 and self.daemon_alive():
                 ctl[A.C_HEARTBEAT] = time.monotonic_ns()
                 pause = int(header[A.H_PAUSE_REQ])
                 if pause and pause != ctl[A.C_PAUSE_ACK]:

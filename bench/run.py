@@ -1,0 +1,180 @@
+"""pcpd hot-path benchmark: one process, one CPU, medians of several runs.
+
+Figures, per policy unless stated:
+
+pcp_hit_pairs_per_s
+    order-0 anon alloc+free pairs per second with every allocation a PCP
+    hit (goal: at least 500,000 in one process).
+order9_us_per_pair, order9_legacy_compound_ratio
+    microseconds per order-9 anon (THP) alloc+free pair on a warm PCP, and
+    legacy's time over compound's: the cost of rebuilding and undoing 511
+    tails on every round trip.
+refill_drain_us_per_batch
+    microseconds to refill an empty order-0 list with one batch under
+    zone->lock (rmqueue_bulk) and drain that batch back to the buddy
+    (free_pcppages_bulk), including the one allocation and free between.
+
+Every model is the one ``pcpd costs`` measures (pcpd.costs.model_spec: era
+6.7, PCP sized as this machine's Normal zone, batch 63; memdesc policies on
+16-byte pages).  Each timed loop binds the policy's methods locally and runs
+with the garbage collector off, as timeit does; the counters are checked
+afterwards so a figure never silently measures another path.
+
+    python bench/run.py [--json] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from pcpd.costs import DEFAULT_MEMDESC_RECORD, model_spec
+from workers.cpu import CpuAllocator, SharedLocks, create_arena
+from workers.policies import POLICIES, T_ANON
+
+GOAL_PAIRS_PER_S = 500_000
+ERA = "6.7"
+
+# (runs, order-0 pairs, order-9 pairs, refill+drain batches) per run
+FULL = (5, 200_000, 4_000, 400)
+QUICK = (3, 50_000, 1_000, 100)
+
+
+@contextmanager
+def one_cpu(policy: str) -> Iterator[CpuAllocator]:
+    """A fresh zone and CPU 0 of the costs model; the arena is removed afterwards."""
+    spec = model_spec(policy, ERA, DEFAULT_MEMDESC_RECORD)
+    arena = create_arena(spec)
+    try:
+        cpu = CpuAllocator(arena, spec, SharedLocks.local(), 0)
+        yield cpu
+        del cpu
+    finally:
+        try:
+            arena.close()
+        finally:
+            arena.unlink()
+
+
+@contextmanager
+def no_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _check(cpu: CpuAllocator, name: str, expect: int) -> None:
+    if cpu.counters[name] != expect:
+        raise RuntimeError(f"{cpu.policy.name}: {name} is {cpu.counters[name]}, expected {expect}: "
+                           "the loop did not measure the path it names")
+
+
+def hit_pairs(cpu: CpuAllocator, order: int, n: int) -> float:
+    """Seconds for n alloc+free pairs of one order, every allocation a PCP hit."""
+    alloc, free = cpu.policy.alloc, cpu.policy.free
+    free(alloc(T_ANON, order), order, T_ANON)          # the list now holds blocks
+    hits = cpu.counters["alloc_hit"]
+    with no_gc():
+        t0 = time.perf_counter()
+        for _ in range(n):
+            pfn = alloc(T_ANON, order)
+            free(pfn, order, T_ANON)
+        elapsed = time.perf_counter() - t0
+    _check(cpu, "alloc_hit", hits + n)
+    return elapsed
+
+
+def refill_drain(cpu: CpuAllocator, n: int) -> tuple[float, int]:
+    """Seconds for n refill+drain cycles of an order-0 list, and pages per batch."""
+    alloc, free, drain_all = cpu.policy.alloc, cpu.policy.free, cpu.policy.drain_all
+    c = cpu.counters
+    refills, pages, drained = c["refills"], c["refill_pages"], c["drain_pages_drain_all"]
+    with no_gc():
+        t0 = time.perf_counter()
+        for _ in range(n):
+            pfn = alloc(T_ANON, 0)                      # empty list: rmqueue_bulk()
+            free(pfn, 0, T_ANON)
+            drain_all()                                 # free_pcppages_bulk() of the batch
+        elapsed = time.perf_counter() - t0
+    _check(cpu, "refills", refills + n)
+    batch, rest = divmod(c["refill_pages"] - pages, n)
+    if rest:
+        raise RuntimeError(f"{cpu.policy.name}: refills of different sizes")
+    _check(cpu, "drain_pages_drain_all", drained + batch * n)
+    return elapsed, batch
+
+
+def median_of(runs: int, measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(runs))
+
+
+def run(quick: bool) -> dict:
+    runs, pairs0, pairs9, batches = QUICK if quick else FULL
+    out: dict = {"pcp_hit_pairs_per_s": {}, "order9_us_per_pair": {},
+                 "refill_drain_us_per_batch": {}}
+    batch_pages = set()
+    for policy in POLICIES:
+        with one_cpu(policy) as cpu:
+            out["pcp_hit_pairs_per_s"][policy] = round(
+                pairs0 / median_of(runs, lambda: hit_pairs(cpu, 0, pairs0)))
+        with one_cpu(policy) as cpu:
+            out["order9_us_per_pair"][policy] = round(
+                median_of(runs, lambda: hit_pairs(cpu, 9, pairs9)) / pairs9 * 1e6, 3)
+        with one_cpu(policy) as cpu:
+            def cycle() -> float:
+                elapsed, pages = refill_drain(cpu, batches)
+                batch_pages.add(pages)
+                return elapsed
+            out["refill_drain_us_per_batch"][policy] = round(
+                median_of(runs, cycle) / batches * 1e6, 2)
+    nine = out["order9_us_per_pair"]
+    out["order9_legacy_compound_ratio"] = round(nine["legacy"] / nine["compound"], 2)
+    (out["batch_pages"],) = batch_pages
+    out.update(goal_pcp_hit_pairs_per_s=GOAL_PAIRS_PER_S, runs=runs, quick=quick, era=ERA,
+               memdesc_record_bytes=DEFAULT_MEMDESC_RECORD,
+               python=platform.python_version(), machine=platform.machine())
+    return out
+
+
+def format_report(r: dict) -> str:
+    lines = [f"pcpd bench: Python {r['python']}, medians of {r['runs']} runs; era {r['era']}, "
+             f"batch {r['batch_pages']}; memdesc policies on "
+             f"{r['memdesc_record_bytes']}-byte pages",
+             "",
+             f"order-0 PCP-hit alloc+free pairs/s (goal >= {r['goal_pcp_hit_pairs_per_s']:,}):"]
+    for policy, value in r["pcp_hit_pairs_per_s"].items():
+        mark = "" if value >= r["goal_pcp_hit_pairs_per_s"] else "  (below goal)"
+        lines.append(f"  {policy:<16} {value:>10,}{mark}")
+    lines.append("order-9 alloc+free on a warm PCP, us per pair:")
+    for policy, value in r["order9_us_per_pair"].items():
+        lines.append(f"  {policy:<16} {value:>10.2f}")
+    lines.append(f"  legacy / compound {r['order9_legacy_compound_ratio']:>9.2f}x")
+    lines.append(f"refill + drain of one {r['batch_pages']}-page batch, us:")
+    for policy, value in r["refill_drain_us_per_batch"].items():
+        lines.append(f"  {policy:<16} {value:>10.1f}  ({value / r['batch_pages']:.2f} per page)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs (under 30 s)")
+    args = parser.parse_args(argv)
+    result = run(args.quick)
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Tests for pcpd.compare: Welch's t-test, verdicts, which results may be compared, the command."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pcpd.cli import main
+from pcpd.compare import (Verdict, check_comparable, describe_change, flatten, judge,
+                          regularized_beta, welch_t_test, workload_differences)
+from pcpd.errors import UsageError
+from pcpd.results import FIGURE_BY_KEY, FIGURE_KEYS, Results, dump
+
+ROOT = Path(__file__).resolve().parent.parent
+THROUGHPUT = FIGURE_BY_KEY["throughput_ops_per_second"]
+LOCK = FIGURE_BY_KEY["zone_lock_acquisitions_per_1k_ops"]
+
+
+# --- statistics ------------------------------------------------------------
+
+# (a, b, t, p): scipy.stats.ttest_ind(b, a, equal_var=False), computed once
+WELCH = [
+    ([1, 2, 3], [4, 5, 6], 3.6742346142, 0.0213116411288),
+    ([10.1, 10.3, 9.9, 10.0], [10.2, 10.4, 10.6], 2.2630095274, 0.0865582454502),
+    ([1, 1.1], [1.05, 1.2], 0.8320502943, 0.503837863742),
+    ([100, 101, 102, 98, 99], [100.5, 101.5, 99], 0.3287979746, 0.755056059545),
+    ([5, 5, 5], [6, 7, 8], 3.4641016151, 0.0741799002274),
+    ([1e6, 1.1e6], [1.5e6, 1.6e6, 1.55e6], 8.6602540378, 0.0215222590052),
+]
+
+
+@pytest.mark.parametrize("a, b, t, p", WELCH)
+def test_welch_matches_scipy(a, b, t, p):
+    got_t, _, got_p = welch_t_test(a, b)
+    assert got_t == pytest.approx(t, rel=1e-9)
+    assert got_p == pytest.approx(p, rel=1e-9)
+
+
+@pytest.mark.parametrize("a, b, x, expected", [       # scipy.special.betainc
+    (0.5, 0.5, 0.3, 0.36901011956554536),
+    (2.5, 0.5, 0.9, 0.48958974456442755),
+    (50, 0.5, 0.99, 0.3173043978741973),
+    (0.7, 0.5, 0.0001, 0.0009035771992625275),
+])
+def test_regularized_beta(a, b, x, expected):
+    assert regularized_beta(a, b, x) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("a, b, why", [
+    ([1.0], [2.0, 3.0], "needs at least 2 runs on each side"),
+    ([2.0, 2.0], [3.0, 3.0], "no spread in either set of runs"),
+])
+def test_welch_refuses_what_it_cannot_test(a, b, why):
+    with pytest.raises(ValueError, match=why):
+        welch_t_test(a, b)
+
+
+def test_judge_never_turns_a_statistics_error_into_a_verdict():
+    assert judge([1.0], [2.0]) == Verdict(2.0, None, reason="needs at least 2 runs on each side")
+    assert judge([2.0, 2.0], [3.0, 3.0]).significant is None
+    assert judge([2.0, 2.0], [2.0, 2.0]) == Verdict(1.0, False, reason="identical runs")
+    assert judge([], [1.0]).significant is None
+
+
+def test_judge_follows_the_t_test():
+    clear = judge([100, 101, 99, 100], [150, 151, 149, 150])
+    assert clear.significant is True and clear.ratio == pytest.approx(1.5)
+    noisy = judge([100, 140, 60], [110, 150, 70])
+    assert noisy.significant is False and noisy.p_value > 0.05
+
+
+@pytest.mark.parametrize("figure, a, b, verdict, text", [
+    (THROUGHPUT, 100.0, 142.0, Verdict(1.42, True, 0.01), "1.42x faster"),
+    (THROUGHPUT, 142.0, 100.0, Verdict(0.7, False, 0.3), "1.42x slower, not significant"),
+    (LOCK, 30.0, 20.0, Verdict(0.67, True, 0.01), "1.50x lower (better)"),
+    (LOCK, 20.0, 30.0, Verdict(1.5, None, None, "needs at least 2 runs on each side"),
+     "1.50x higher (worse); no test: needs at least 2 runs on each side"),
+    (LOCK, 0.0, 5.0, Verdict(None, True, 0.01), "up from 0"),
+    (LOCK, 5.0, 5.0, Verdict(1.0, False, reason="identical runs"), "same"),
+    (LOCK, None, 5.0, Verdict(None, None, reason="no values on one side"), "only in B"),
+])
+def test_describe_change(figure, a, b, verdict, text):
+    assert describe_change(figure, a, b, verdict) == text
+
+
+# --- what may be compared -----------------------------------------------------
+
+def config(**changes) -> dict:
+    base = {"name": "t", "duration": 5.0, "policy": {"name": "legacy", "memdesc_high": "per-type"},
+            "pcp": {"batch": 63}, "workload": [{"name": "w", "types": {"anon": 1.0}}],
+            "experiment": {"repeat": 2}, "exporter": {"address": ""}}
+    for path, value in changes.items():
+        *tables, last = path.split("__")
+        target = base
+        for table in tables:
+            target = target[table]
+        target[last] = value
+    return base
+
+
+def meta(**changes) -> dict:
+    return {"kernel": "Linux 6.18", "cpu_model": "AMD EPYC", "cpu_count": 2, "python": "CPython 3.11.7",
+            "pcpd_version": "0.1.0", "config_hash": "h", "seed": 1, "warmup": 1.0, "ops": 0,
+            "policies": ["legacy", "memdesc"], "repeat": 3, "duration": 5.0, "sweep_key": None,
+            "sweep_values": [], "source": "t.toml", "command": "pcpd experiment t.toml",
+            "config": config(), **changes}
+
+
+def test_flatten():
+    assert flatten({"a": {"b": 1}, "w": [{"x": [1, 2]}], "e": []}) == {"a.b": 1, "w[0].x": [1, 2], "e": []}
+
+
+def test_workload_differences_ignore_how_the_experiment_was_run():
+    same = meta(config=config(name="renamed", policy__name="memdesc", experiment__repeat=5,
+                              exporter__address="127.0.0.1:1"), repeat=5, policies=["memdesc"])
+    assert workload_differences(meta(), same) == []
+    assert workload_differences(meta(), meta(config=config(pcp__batch=127), ops=1000)) == [
+        "pcp.batch: 63 -> 127", "ops: 0 -> 1000"]
+    assert workload_differences(meta(), meta(config=config(policy__memdesc_high="split"))) == [
+        'policy.memdesc_high: "per-type" -> "split"']
+
+
+def test_different_workloads_or_machines_are_refused_unless_forced():
+    a = Results(meta())
+    b = Results(meta(config=config(workload=[{"name": "w", "types": {"anon": 1.0, "file": 1.0}}]),
+                     cpu_model="Intel Xeon"))
+    with pytest.raises(UsageError) as err:
+        check_comparable(a, b, ("a.json", "b.json"), force=False)
+    assert str(err.value) == ('a.json and b.json differ in workload (workload[0].types.file: (none) -> 1.0) '
+                              'and machine (cpu_model: "AMD EPYC" -> "Intel Xeon"); '
+                              'pass --force to compare them anyway')
+    assert check_comparable(a, b, ("a.json", "b.json"), force=True) == [
+        "warning: the workloads differ: workload[0].types.file: (none) -> 1.0",
+        'warning: the machines differ: cpu_model: "AMD EPYC" -> "Intel Xeon"']
+    assert check_comparable(a, Results(meta()), ("a", "b"), force=False) == []
+
+
+# --- the command --------------------------------------------------------------
+
+def results_file(path: Path, throughput: dict[str, list[float]], **metadata) -> str:
+    runs = []
+    for policy, values in throughput.items():
+        for i, value in enumerate(values):
+            figures = dict.fromkeys(FIGURE_KEYS)
+            figures.update(throughput_ops_per_second=value, pcp_hit_ratio=0.9,
+                           zone_lock_acquisitions_per_1k_ops=30.0 + i)
+            runs.append({"policy": policy, "point": None, "repetition": i, "seed": 1 + i, "seconds": 1.0,
+                         "ops": 100, "exit_code": 0, "restarts": 0, "figures": figures, "counters": {}})
+    dump(Results(meta(**metadata), runs), str(path))
+    return str(path)
+
+
+def run_pcpd(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pcpd", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_compare_command_output(tmp_path):
+    a = results_file(tmp_path / "a.json", {"legacy": [100e3, 101e3, 99e3], "memdesc": [150e3, 190e3, 110e3]})
+    b = results_file(tmp_path / "b.json", {"legacy": [150e3, 151e3, 149e3], "memdesc": [140e3, 200e3, 100e3]})
+    done = run_pcpd("compare", a, b)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"""\
+A = {a}
+B = {b}
+mean ±stdev of the repetitions; changes tested with Welch's t-test at 95%
+
+legacy
+| figure                |          A |          B | change (B against A) |
+|-----------------------|-----------:|-----------:|----------------------|
+| throughput            | 100.0k ±1% | 150.0k ±1% | 1.50x faster         |
+| PCP hit rate          |  90.0% ±0% |  90.0% ±0% | same                 |
+| zone->lock per 1k ops |   31.0 ±3% |   31.0 ±3% | same                 |
+
+memdesc
+| figure                |           A |           B | change (B against A)          |
+|-----------------------|------------:|------------:|-------------------------------|
+| throughput            | 150.0k ±27% | 146.7k ±34% | 1.02x slower, not significant |
+| PCP hit rate          |   90.0% ±0% |   90.0% ±0% | same                          |
+| zone->lock per 1k ops |    31.0 ±3% |    31.0 ±3% | same                          |
+
+warning: {a}: memdesc: standard deviation >= 10% of the mean in throughput (27%)
+warning: {b}: memdesc: standard deviation >= 10% of the mean in throughput (34%)
+"""
+
+
+def test_compare_refuses_different_machines_with_one_line(tmp_path, capsys):
+    a = results_file(tmp_path / "a.json", {"legacy": [1.0, 2.0]})
+    b = results_file(tmp_path / "b.json", {"legacy": [1.0, 2.0]}, cpu_count=64)
+    assert main(["compare", a, b]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"pcpd compare: error: {a} and {b} differ in machine (cpu_count: 2 -> 64); "
+                            "pass --force to compare them anyway\n")
+    assert main(["compare", "--force", a, b]) == 0
+    assert capsys.readouterr().out.startswith("warning: the machines differ: cpu_count: 2 -> 64\n")
+
+
+def test_compare_accepts_a_results_directory(tmp_path, capsys):
+    a = results_file(tmp_path / "results.json", {"legacy": [1.0, 2.0]})
+    assert main(["compare", str(tmp_path), a]) == 0
+    assert "| throughput" in capsys.readouterr().out
+
+
+def test_compare_rejects_bad_files_with_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "pcpd-result", "version": 7}')
+    good = results_file(tmp_path / "a.json", {"legacy": [1.0]})
+    assert main(["compare", str(bad), good]) == 2
+    assert capsys.readouterr().err == (f"pcpd compare: error: {bad}: results format version 7 is not "
+                                       "supported (written by a newer pcpd?); this pcpd reads version 1\n")
+
+
+def test_one_run_a_side_gets_a_ratio_but_no_verdict(tmp_path, capsys):
+    a = results_file(tmp_path / "a.json", {"legacy": [100e3]})
+    b = results_file(tmp_path / "b.json", {"legacy": [200e3]})
+    assert main(["compare", a, b]) == 0
+    out = capsys.readouterr().out
+    assert "| 2.00x faster; no test: needs at least 2 runs on each side |" in out
+    assert "significant" not in out
+
+
+def test_a_checked_in_file_compared_with_itself_is_the_same(capsys):
+    old = str(ROOT / "tests" / "data" / "results" / "v1-tiny.json")
+    assert main(["compare", old, old]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "|  " in line]
+    assert rows and all(line.rstrip(" |").endswith("same") for line in rows if "figure" not in line)

@@ -1,0 +1,269 @@
+"""Tests for pcpd.experiment: plans for every preset, rejections, a real short experiment,
+identical counts from one seed, the progress display."""
+
+import csv
+import io
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pcpd import stats as S
+from pcpd.cli import main
+from pcpd.config import load_settings, parse_settings, settings_hash
+from pcpd.errors import ConfigError, UsageError
+from pcpd.experiment import Progress, plan_experiment, run_once
+from pcpd.results import FIGURE_KEYS, load
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESETS = sorted((ROOT / "configs").glob("*.toml"))
+TINY = ROOT / "tests" / "data" / "results" / "tiny.toml"
+TWO_CPUS = frozenset({0, 1})
+
+
+# --- plans ------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda path: path.stem)
+def test_every_preset_plans_an_experiment(path):
+    settings = load_settings(str(path), available_cpus=TWO_CPUS)
+    plan = plan_experiment(settings, duration=None if settings.duration else 5.0, available_cpus=TWO_CPUS)
+    points = len(settings.sweep.values) or 1
+    assert plan.runs == points * settings.experiment.repeat * len(settings.experiment.policies)
+    assert plan.warmup < plan.duration
+    for value, point in plan.points:
+        assert not point.sweep.key
+
+
+def test_overrides_reach_the_settings_as_run():
+    settings = load_settings(str(TINY), available_cpus=TWO_CPUS)
+    plan = plan_experiment(settings, policies=("memdesc",), repeat=5, duration=3.0, available_cpus=TWO_CPUS)
+    assert (plan.policies, plan.repeat, plan.duration, plan.warmup) == (("memdesc",), 5, 3.0, 0.25)
+    assert plan.settings.duration == 3.0 and plan.settings.experiment.repeat == 5
+    assert settings_hash(plan.settings) != settings_hash(settings)
+    bounded = plan_experiment(settings, ops=1000, available_cpus=TWO_CPUS)
+    assert (bounded.ops, bounded.warmup) == (1000, 0.0)
+
+
+# --- rejections: one line on stderr, exit 2 --------------------------------------
+
+TINY_TEXT = TINY.read_text()
+BAD_CONFIGS = [
+    ("unknown key", TINY_TEXT.replace("[arena]", "[arena]\nmemroy = 1"),
+     "arena.memroy: unknown key (did you mean \"memory\"?)"),
+    ("wrong type", TINY_TEXT.replace("duration = 1.0", 'duration = "1"'),
+     "duration: expected a number >= 0"),
+    ("unknown policy", TINY_TEXT.replace('"legacy", "memdesc"', '"legacy", "memdsc"'),
+     "experiment.policies[1]: expected one of"),
+    ("warm-up too long", TINY_TEXT.replace("warmup = 0.25", "warmup = 2.0"),
+     "experiment.warmup: must be shorter than duration"),
+    ("no duration", TINY_TEXT.replace("duration = 1.0", "duration = 0"),
+     "duration: an experiment needs runs of a fixed length"),
+    ("sweep without values", TINY_TEXT + '\n[sweep]\nkey = "pcp.batch"\n', "sweep.values: sweep.key is"),
+    ("not TOML", "name = \n", "Invalid value"),
+]
+
+
+@pytest.mark.parametrize("text, message", [case[1:] for case in BAD_CONFIGS],
+                         ids=[case[0] for case in BAD_CONFIGS])
+def test_bad_config_is_a_one_line_error(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    assert main(["experiment", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"pcpd experiment: error: {path}: ")
+    assert message in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--duration", "0.25"], f"--duration 0.25 must be longer than experiment.warmup (0.25 s in {TINY})"),
+    (["--duration", "-1"], "argument --duration: expected seconds > 0, got '-1'"),
+    (["--policies", "legacy,lgacy"], "argument --policies: unknown policy 'lgacy'; choose from legacy, "
+                                     "compound, memdesc-pcpdesc, memdesc"),
+    (["--policies", "legacy,legacy"], "argument --policies: policy 'legacy' is listed twice"),
+    (["--repeat", "0"], "argument --repeat: expected a number >= 1, got '0'"),
+])
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) if args[0] != "--duration" or args[1] == "-1" else _returns(2) as done:
+        done.code = main(["experiment", str(TINY), "--out", str(tmp_path), *args])
+    assert done.code == 2
+    assert capsys.readouterr().err == f"pcpd experiment: error: {message}\n"
+
+
+class _returns:
+    """A context that hands the test a place for main()'s return code."""
+
+    def __init__(self, expected: int) -> None:
+        self.code = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_missing_config_is_a_one_line_error(tmp_path, capsys):
+    assert main(["experiment", str(tmp_path / "none.toml")]) == 2
+    assert capsys.readouterr().err == (f"pcpd experiment: error: {tmp_path / 'none.toml'}: "
+                                       "cannot read: No such file or directory\n")
+
+
+def test_existing_results_are_kept_without_replace(tmp_path, capsys):
+    (tmp_path / "results.json").write_text("earlier results")
+    assert main(["experiment", str(TINY), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"pcpd experiment: error: {tmp_path / 'results.json'} exists; "
+                                       "pass --replace to overwrite it, or --out DIR\n")
+    assert (tmp_path / "results.json").read_text() == "earlier results"
+
+
+# --- a real short experiment ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    """`pcpd experiment` over two policies, two repetitions of 1 s, in a subprocess."""
+    out = tmp_path_factory.mktemp("experiment")
+    done = subprocess.run([sys.executable, "-m", "pcpd", "experiment", str(TINY), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return out, done
+
+
+def test_experiment_writes_every_file(experiment):
+    out, done = experiment
+    assert done.returncode == 0, done.stderr
+    for name in ("results.json", "results.csv", "report.md", "policies.png", "experiment.log"):
+        assert (out / name).stat().st_size > 0, name
+    progress = done.stderr.splitlines()
+    assert len(progress) == 4 and all(line.startswith("pcpd experiment: [") for line in progress)
+    assert progress[0].startswith("pcpd experiment: [1/4] legacy, repetition 1/2: ")
+    assert f"wrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'report.md'}" in done.stdout
+
+
+def test_results_record_every_run_and_how_it_ran(experiment):
+    out, _ = experiment
+    results = load(str(out / "results.json"))
+    assert [(r["policy"], r["repetition"], r["seed"]) for r in results.runs] == [
+        ("legacy", 0, 1), ("memdesc", 0, 1), ("legacy", 1, 2), ("memdesc", 1, 2)]
+    meta = results.metadata
+    assert meta["config"]["name"] == "tiny" and meta["seed"] == 1
+    assert (meta["duration"], meta["warmup"], meta["repeat"]) == (1.0, 0.25, 2)
+    assert meta["config_hash"] == settings_hash(load_settings(str(TINY)))
+    assert meta["command"] == f"pcpd experiment {TINY}"
+    for run in results.runs:
+        assert run["exit_code"] == 0 and run["restarts"] == 0
+        assert 0.5 < run["seconds"] < 1.0                   # the warm-up is not in the window
+        assert run["ops"] == run["counters"]["alloc_hit"] + run["counters"]["alloc_refill"] \
+            + run["counters"]["alloc_buddy"] + run["counters"]["alloc_fail_no_memory"] \
+            + sum(run["counters"][f"free_type_{t}"] for t in S.MEMDESC_TYPES)
+        assert run["figures"]["throughput_ops_per_second"] == pytest.approx(run["ops"] / run["seconds"])
+    memdesc = [run for run in results.runs if run["policy"] == "memdesc"]
+    assert all(run["figures"]["descriptor_lines_per_op"] > 0 for run in memdesc)
+    assert all(run["figures"]["stranded_pages"] is None for run in results.runs if run["policy"] == "legacy")
+
+
+def test_csv_matches_json(experiment):
+    out, _ = experiment
+    results = load(str(out / "results.json"))
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(results.runs)
+    for row, run in zip(rows, results.runs):
+        assert (row["policy"], int(row["repetition"]), int(row["ops"])) == \
+            (run["policy"], run["repetition"], run["ops"])
+        assert float(row["seconds"]) == run["seconds"]
+        for key in FIGURE_KEYS:
+            value = run["figures"][key]
+            assert row[key] == ("" if value is None else repr(value)), key
+
+
+def test_report_ratios_match_the_raw_figures(experiment):
+    out, done = experiment
+    results = load(str(out / "results.json"))
+    report = (out / "report.md").read_text()
+    for key, label in (("throughput_ops_per_second", "| throughput (ops/s) "),
+                       ("zone_lock_acquisitions_per_1k_ops", "| zone->lock per 1k ops "),
+                       ("struct_page_lines_per_op", "| struct page lines/op ")):
+        legacy = results.values(None, "legacy", key)
+        memdesc = results.values(None, "memdesc", key)
+        ratio = (sum(memdesc) / len(memdesc)) / (sum(legacy) / len(legacy))
+        line = next(line for line in report.splitlines() if line.startswith(label))
+        assert line.rstrip(" |").endswith(f"({ratio:.2f}x)"), line
+        assert line in done.stdout                          # the terminal shows the same table
+    assert "![policies](policies.png)" in report
+
+
+# --- one seed, one worker, bounded by operations: the same counts --------------------
+
+DETERMINISTIC = """
+name = "one-worker"
+cpus = [0]
+[arena]
+memory = "16MiB"
+[[workload]]
+name = "w"
+types = { anon = 2, slab = 1, kernel = 1 }
+orders = { 0 = 70, 1 = 20, 3 = 10 }
+type_orders = { kernel = { 1 = 1 } }
+working_set = 1024
+burst = 8
+pressure = { period = 5000, free_fraction = 0.5 }
+"""
+TIMED = ("_ns", "lock_wait_bucket_")                        # clock readings, not counts
+
+
+def test_the_same_seed_gives_the_same_counts():
+    settings = parse_settings(DETERMINISTIC, "one-worker.toml", available_cpus={0})
+    plan = plan_experiment(settings, ops=20_000, available_cpus={0})
+    handler = signal.getsignal(signal.SIGINT)
+    first, second = (run_once(settings, "memdesc", plan) for _ in range(2))
+    assert signal.getsignal(signal.SIGINT) is handler       # the daemon's handlers are gone
+    assert first["ops"] >= 20_000 and first["exit_code"] == 0
+    counts = {k: v for k, v in first["counters"].items() if not any(t in k for t in TIMED)}
+    assert counts == {k: v for k, v in second["counters"].items() if not any(t in k for t in TIMED)}
+    assert first["figures"]["struct_page_lines_per_op"] == second["figures"]["struct_page_lines_per_op"]
+    other = run_once(parse_settings(DETERMINISTIC.replace('name = "w"', 'name = "w"\n'), "x.toml",
+                                    available_cpus={0}).__class__(**{**settings.__dict__, "seed": 2}),
+                     "memdesc", plan)
+    assert other["counters"]["alloc_anon_order_0"] != first["counters"]["alloc_anon_order_0"]
+
+
+# --- progress ----------------------------------------------------------------------
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+RUN = {"figures": {"throughput_ops_per_second": 123456.0, "pcp_hit_ratio": 0.5}, "exit_code": 0}
+
+
+def test_progress_prints_one_line_per_run_when_not_a_terminal():
+    stream = io.StringIO()
+    progress = Progress(2, stream)
+    progress.start("legacy, repetition 1/1")
+    progress.finish("legacy, repetition 1/1", RUN)
+    progress.close()
+    assert stream.getvalue() == "pcpd experiment: [1/2] legacy, repetition 1/1: 123,456 ops/s, hit 50.0%\n"
+
+
+def test_progress_redraws_a_bar_on_a_terminal():
+    stream, clock = Terminal(), FakeClock()
+    progress = Progress(4, stream, clock)
+    progress.start("legacy")
+    clock.now = 10.0
+    progress.finish("legacy", RUN)
+    progress.close()
+    frames = stream.getvalue().split("\r")[1:]
+    assert frames[0] == "[........................] 0/4  running legacy"
+    assert frames[1] == "[######..................] 1/4 0:30 left  legacy: 123,456 ops/s, hit 50.0%\n"

@@ -1,0 +1,151 @@
+"""pcpd.memmap: the struct page layouts (reference section 6.1) and line arithmetic."""
+
+from contextlib import contextmanager
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pcpd import memmap as M
+from pcpd.arena import Arena, Geometry
+from pcpd.memmap import NIL, lines_spanned, memmap_for
+
+RECORD_SIZES = (64, 32, 16, 8)
+PAGES = 2048
+
+
+@contextmanager
+def arena_of(record_bytes: int):
+    arena = Arena.create(Geometry(PAGES, record_bytes, 1))
+    try:
+        yield arena
+    finally:
+        try:
+            arena.close()
+        finally:
+            arena.unlink()
+
+
+@pytest.fixture(params=RECORD_SIZES)
+def memmap(request):
+    with arena_of(request.param) as arena:
+        mm = memmap_for(arena)
+        yield mm
+        del mm
+
+
+# -- lines_spanned -------------------------------------------------------------------
+
+@pytest.mark.parametrize("record_bytes, lines", [(64, 512), (32, 256), (16, 128), (8, 64)])
+def test_order_9_block_memmap_lines(record_bytes, lines):
+    """Section 6.1: 32 KiB, 16 KiB, 8 KiB, 4 KiB of memmap per order-9 block."""
+    assert lines_spanned(0, 512, record_bytes) == lines
+    assert lines_spanned(512 * 7, 512, record_bytes) == lines
+
+
+def test_tails_of_an_order_9_block():
+    assert lines_spanned(1, 511, 64) == 511            # the 511 tails of prep_compound_page()
+    assert lines_spanned(1, 511, 8) == 64              # tails share the head's line at 8 B
+
+
+def test_nothing_spans_no_lines():
+    assert lines_spanned(5, 0, 64) == 0
+    assert lines_spanned(5, -1, 16) == 0
+
+
+@given(first=st.integers(0, 1 << 20), count=st.integers(1, 4096),
+       record_bytes=st.sampled_from(RECORD_SIZES))
+def test_lines_spanned_counts_distinct_lines(first, count, record_bytes):
+    lines = {pfn * record_bytes // 64 for pfn in range(first, first + count)}
+    assert lines_spanned(first, count, record_bytes) == len(lines)
+
+
+# -- buddy accessors, every layout ----------------------------------------------------
+
+def test_layout_matches_arena(memmap):
+    assert memmap.record_bytes == memmap.arena.record_bytes
+    assert memmap.words * 8 == memmap.record_bytes
+
+
+@pytest.mark.parametrize("order", [0, 1, 9, 10])
+def test_set_buddy_round_trip(memmap, order):
+    pfn = 1024
+    memmap.set_buddy(pfn, order, PAGES - 1, NIL)
+    assert memmap.buddy_order(pfn) == order
+    assert (memmap.next(pfn), memmap.prev(pfn)) == (PAGES - 1, NIL)
+    memmap.set_next(pfn, NIL)
+    memmap.set_prev(pfn, 0)
+    assert (memmap.next(pfn), memmap.prev(pfn)) == (NIL, 0)
+    assert memmap.buddy_order(pfn) == order           # links never disturb the order
+    memmap.clear_buddy(pfn)
+    assert memmap.buddy_order(pfn) == -1
+
+
+def test_page_is_buddy_only_for_heads(memmap):
+    memmap.set_buddy(512, 9, NIL, NIL)
+    assert memmap.buddy_order(512) == 9
+    assert memmap.buddy_order(513) == -1
+    assert memmap.buddy_order(0) == -1
+
+
+def test_buddy_heads_finds_every_head(memmap):
+    heads = {0: 3, 8: 0, 16: 4, 1536: 9}
+    for pfn, order in heads.items():
+        memmap.set_buddy(pfn, order, NIL, NIL)
+    pfns, orders = memmap.buddy_heads(0, PAGES)
+    assert dict(zip(pfns.tolist(), orders.tolist())) == heads
+    pfns, orders = memmap.buddy_heads(8, 16)          # a window
+    assert dict(zip(pfns.tolist(), orders.tolist())) == {8: 0, 16: 4}
+
+
+@given(pfn=st.integers(0, PAGES - 1), nxt=st.integers(-1, PAGES - 1),
+       prev=st.integers(-1, PAGES - 1), order=st.integers(0, 10))
+def test_16_byte_head_packs_links_and_order(pfn, nxt, prev, order):
+    with arena_of(16) as arena:
+        mm = memmap_for(arena)
+        mm.set_buddy(pfn, order, nxt, prev)
+        assert (mm.buddy_order(pfn), mm.next(pfn), mm.prev(pfn)) == (order, nxt, prev)
+        assert arena.mem[pfn * 2] & 0xF == M.MEMDESC_BUDDY   # word 0 reads as a buddy memdesc
+        del mm
+
+
+@pytest.mark.parametrize("memmap", [8], indirect=True)
+def test_8_byte_links_live_in_free_memory(memmap):
+    memmap.set_buddy(64, 6, 128, 0)
+    assert memmap.arena.mem[64] == M.BUDDY_HEAD8 | 6 << 4 | M.MEMDESC_BUDDY
+    assert list(memmap.arena.freelinks[128:130]) == [128, 0]
+
+
+# -- movable_pages: try_to_claim_block()'s "alike" pages ---------------------------------
+
+def test_movable_pages_flag_layout():
+    with arena_of(64) as arena:
+        mm = memmap_for(arena)
+        flags = arena.mem[0::8]
+        lru = M.PG_ALLOC | M.PG_LRU
+        flags[0] = lru | (2 << M.FLAG_ORDER_SHIFT)   # anon order 2: 4 pages
+        flags[4] = M.PG_ALLOC                       # kernel page: not movable
+        flags[8] = M.PG_PCP | M.PG_LRU              # not allocated
+        flags[510] = lru | (3 << M.FLAG_ORDER_SHIFT)  # reaches past the window: clipped
+        assert mm.movable_pages(0, 512) == 4 + 2
+        assert mm.movable_pages(0, 4) == 4
+        del mm, flags
+
+
+@pytest.mark.parametrize("record_bytes", [32, 16, 8])
+def test_movable_pages_memdesc_layouts(record_bytes):
+    with arena_of(record_bytes) as arena:
+        mm = memmap_for(arena)
+        w = record_bytes // 8
+        mw = 1 if record_bytes >= 32 else 0
+        words = arena.mem[mw::w]
+        words[:4] = (7 << 4) | M.MEMDESC_ANON
+        words[4:6] = (9 << 4) | M.MEMDESC_FILE
+        words[6:8] = (3 << 4) | M.MEMDESC_SLAB
+        assert mm.movable_pages(0, 512) == 6
+        del mm, words
+
+
+def test_layouts_cover_every_record_size():
+    assert set(M.LAYOUTS) == set(RECORD_SIZES)
+    assert all(M.LAYOUTS[rb].record_bytes == rb for rb in RECORD_SIZES)

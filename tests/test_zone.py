@@ -1,0 +1,382 @@
+"""pcpd.zone: the buddy free lists against the kernel reference, section 4.
+
+Splitting (4.4), merging and placement (4.3), migratetype fallback (4.5),
+the watermark check (4.7), one zone->lock acquisition per bulk operation,
+and property-based invariants of the free lists after random alloc/free
+sequences at the zone level.
+"""
+
+import random
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pcpd import stats as S
+from pcpd.audit import audit
+from pcpd.lock import ZoneLock
+from pcpd.memmap import NIL, memmap_for
+from pcpd.zone import (MAX_ORDER, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE,
+                       Z_CLAIMS, Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Z_STEALS, Z_WMARK_HIGH,
+                       Z_WMARK_LOW, Z_WMARK_MIN, Zone)
+from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
+from workers.policies import T_ANON
+
+RECORD_SIZES = (64, 32, 16, 8)
+
+
+class ZoneModel:
+    """An arena with a bare zone: no PCP, no page state beyond the buddy's."""
+
+    def __init__(self, pages: int, record_bytes: int = 64) -> None:
+        policy = "legacy" if record_bytes == 64 else "memdesc"
+        self.spec = ModelSpec(pages=pages, record_bytes=record_bytes, policy=policy)
+        self.arena = create_arena(self.spec)
+        self.counters = S.Counters()
+        lock = ZoneLock(threading.Lock(), self.arena, self.counters, 0)
+        self.zone = Zone(self.arena, lock, self.counters)
+        self.mm = memmap_for(self.arena)
+
+    def free_blocks(self) -> dict[int, int]:
+        """pfn -> order of every block on a free list, walking the lists."""
+        z, out = self.arena.zone, {}
+        for order in range(MAX_ORDER + 1):
+            for mt in range(3):
+                pfn = int(z[Z_HEAD + 3 * order + mt])
+                while pfn != NIL:
+                    out[pfn] = order
+                    pfn = self.mm.next(pfn)
+        return out
+
+    def list_of(self, order: int, mt: int) -> list[int]:
+        pfn, out = int(self.arena.zone[Z_HEAD + 3 * order + mt]), []
+        while pfn != NIL:
+            out.append(pfn)
+            pfn = self.mm.next(pfn)
+        return out
+
+    def close(self) -> None:
+        del self.zone, self.mm
+        try:
+            self.arena.close()
+        finally:
+            self.arena.unlink()
+
+
+@pytest.fixture
+def make_zone():
+    models = []
+
+    def make(pages: int = 2048, record_bytes: int = 64) -> ZoneModel:
+        models.append(ZoneModel(pages, record_bytes))
+        return models[-1]
+
+    yield make
+    for m in models:
+        m.close()
+
+
+def check_free_lists(m: ZoneModel) -> dict[int, int]:
+    """Every free block aligned, of one order, unmerged with no free buddy; counters agree."""
+    blocks = m.free_blocks()
+    z = m.arena.zone
+    assert sum(1 << o for o in blocks.values()) == int(z[Z_FREE_PAGES])
+    covered = set()
+    for pfn, order in blocks.items():
+        assert pfn % (1 << order) == 0, f"block {pfn} of order {order} misaligned"
+        assert m.mm.buddy_order(pfn) == order
+        pages = set(range(pfn, pfn + (1 << order)))
+        assert not covered & pages, f"block {pfn} overlaps another"
+        covered |= pages
+        buddy = pfn ^ (1 << order)
+        if order < MAX_ORDER and buddy < m.arena.pages:
+            assert blocks.get(buddy) != order, f"free buddies {pfn} and {buddy} of order {order}"
+    for order in range(MAX_ORDER + 1):
+        for mt in range(3):
+            assert len(m.list_of(order, mt)) == int(z[Z_NR_FREE + 3 * order + mt])
+    return blocks
+
+
+# -- format ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("record_bytes", RECORD_SIZES)
+def test_fresh_zone_is_order_10_blocks_then_smaller(make_zone, record_bytes):
+    m = make_zone(pages=2560, record_bytes=record_bytes)      # 2 x 1024 + 512
+    assert check_free_lists(m) == {0: 10, 1024: 10, 2048: 9}
+    assert m.list_of(10, MIGRATE_MOVABLE) == [0, 1024]
+    assert m.zone.free_pages == 2560
+    assert (m.arena.pageblock == MIGRATE_MOVABLE).all()
+    assert audit(m.arena).ok
+
+
+def test_watermarks_are_stored(make_zone):
+    m = make_zone(pages=16384)
+    w = m.spec.watermarks()
+    assert (m.zone.watermark(Z_WMARK_MIN), m.zone.watermark(Z_WMARK_LOW),
+            m.zone.watermark(Z_WMARK_HIGH)) == (w.min, w.low, w.high)
+
+
+# -- splitting: __rmqueue_smallest() + expand(), section 4.4 ------------------------
+
+@pytest.mark.parametrize("record_bytes", RECORD_SIZES)
+def test_order_0_split_of_order_3_block(make_zone, record_bytes):
+    """Section 9 vector: return P; heads become P+4 (o2), P+2 (o1), P+1 (o0)."""
+    m = make_zone(pages=512, record_bytes=record_bytes)
+    z = m.zone
+    for order in (8, 7, 6, 5, 4, 3):                  # leave exactly one order-3 block
+        z.rmqueue_buddy(order, MIGRATE_MOVABLE)
+    [(p, order)] = m.free_blocks().items()
+    assert order == 3
+    assert z.rmqueue_buddy(0, MIGRATE_MOVABLE) == p
+    assert m.free_blocks() == {p + 4: 2, p + 2: 1, p + 1: 0}
+    assert [m.list_of(o, MIGRATE_MOVABLE) for o in (2, 1, 0)] == [[p + 4], [p + 2], [p + 1]]
+
+
+def test_expand_puts_upper_halves_on_list_heads(make_zone):
+    m = make_zone(pages=1024)
+    assert m.zone.rmqueue_buddy(0, MIGRATE_MOVABLE) == 0
+    assert m.free_blocks() == {1 << o: o for o in range(10)}
+
+
+def test_refill_from_one_block_comes_out_in_ascending_pfn_order(make_zone):
+    """Section 2.6 [derived]: P, P+1, ..., under one zone->lock acquisition."""
+    m = make_zone(pages=1024)
+    got = m.zone.rmqueue_bulk(0, MIGRATE_MOVABLE, 63)
+    assert got == list(range(63))
+    assert m.counters["lock_acquisitions"] == 1
+    check_free_lists(m)
+
+
+def test_refill_stops_when_the_zone_is_empty(make_zone):
+    m = make_zone(pages=512)
+    got = m.zone.rmqueue_bulk(8, MIGRATE_MOVABLE, 5)
+    assert got == [0, 256]
+    assert m.zone.free_pages == 0
+    assert m.zone.rmqueue_buddy(0, MIGRATE_MOVABLE) == NIL
+
+
+# -- merging: __free_one_page(), section 4.3 ----------------------------------------
+
+def test_merge_worked_example(make_zone):
+    """Free 0x1003 while 0x1002 (o0) and 0x1000 (o1) are free: order 2 at 0x1000."""
+    m = make_zone(pages=8192)
+    z = m.zone
+    taken = z.rmqueue_bulk(0, MIGRATE_MOVABLE, 8)    # 0 .. 7 of the first order-10 block
+    assert taken == list(range(8))
+    for pfn in (0, 1, 2):                            # 0 and 1 merge to order 1, 2 stays alone
+        z.free_one_page(pfn, 0)
+    assert {p: o for p, o in m.free_blocks().items() if p < 8} == {0: 1, 2: 0}
+    z.free_one_page(3, 0)
+    assert {p: o for p, o in m.free_blocks().items() if p < 8} == {0: 2}
+    z.free_one_page(4, 0)
+    z.free_one_page(5, 0)
+    z.free_one_page(6, 0)
+    z.free_one_page(7, 0)
+    assert check_free_lists(m)[0] == 10              # everything merged back to order 10
+
+
+def test_merge_stops_at_max_order(make_zone):
+    m = make_zone(pages=4096)
+    z = m.zone
+    a = z.rmqueue_buddy(10, MIGRATE_MOVABLE)
+    b = z.rmqueue_buddy(10, MIGRATE_MOVABLE)
+    z.free_one_page(a, 10)
+    z.free_one_page(b, 10)
+    assert set(check_free_lists(m).values()) == {10}
+
+
+def test_order_10_free_splits_into_pageblocks_of_their_own_type(make_zone):
+    """split_large_buddy(): two pieces; the buddy's pageblock is retyped on merge."""
+    m = make_zone(pages=1024)
+    z = m.zone
+    pfn = z.rmqueue_buddy(10, MIGRATE_MOVABLE)
+    m.arena.pageblock[0] = MIGRATE_UNMOVABLE
+    z.free_one_page(pfn, 10)
+    assert m.free_blocks() == {0: 10}
+    assert m.list_of(10, MIGRATE_MOVABLE) == [0]      # merged under the second piece's type
+    assert (m.arena.pageblock == MIGRATE_MOVABLE).all()
+
+
+def test_buddy_merge_likely_puts_the_block_at_the_tail(make_zone):
+    """A block whose order+1 buddy is free goes to the tail (section 4.3 step 4)."""
+    m = make_zone(pages=1024)
+    z = m.zone
+    got = z.rmqueue_bulk(0, MIGRATE_MOVABLE, 16)     # 0..15; 16 (o4) .. 512 (o9) free
+    z.free_one_page(8, 0)                            # its buddy 9 is allocated: no merge
+    z.free_one_page(2, 0)                            # order-1 buddy of {2,3} is {0,1}: allocated
+    assert got == list(range(16))
+    # 8's higher buddy is {10, 11} (allocated): head; 12 is tested for 2 similarly.
+    assert m.list_of(0, MIGRATE_MOVABLE) == [2, 8]
+    z.free_one_page(5, 0)                            # 5's order-1 buddy {6,7} is allocated
+    z.free_one_page(6, 0)
+    z.free_one_page(7, 0)                            # 6+7 merge to o1 at 6; {4,5} not free
+    assert m.list_of(0, MIGRATE_MOVABLE)[:1] == [5]
+    z.free_one_page(14, 0)
+    z.free_one_page(15, 0)                           # {14,15} o1; its o2 buddy {12,13} allocated
+    z.free_one_page(12, 0)                           # 13 allocated; {14,15} free at order 1
+    assert m.list_of(0, MIGRATE_MOVABLE)[-1] == 12   # merge likely: tail
+    check_free_lists(m)
+
+
+@pytest.mark.parametrize("record_bytes, memmap_lines, free_memory_lines", [
+    (64, 11, 0), (16, 11, 0), (8, 11, 10)])
+def test_split_charges_each_head_written(make_zone, record_bytes, memmap_lines, free_memory_lines):
+    """One order-10 block off its list, ten halves onto empty lists; 8-byte pages keep
+    the links in the free blocks themselves."""
+    m = make_zone(pages=1024, record_bytes=record_bytes)
+    m.zone.rmqueue_buddy(0, MIGRATE_MOVABLE)
+    assert m.counters["lines_written_buddy"] == memmap_lines
+    assert m.counters["data_lines_written"] == free_memory_lines
+
+
+def test_merge_reads_each_buddy_it_checks(make_zone):
+    m = make_zone(pages=1024)
+    pfn = m.zone.rmqueue_buddy(0, MIGRATE_MOVABLE)
+    m.counters.v[:] = [0] * len(m.counters.v)
+    m.zone.free_one_page(pfn, 0)                     # merges 10 times, up to order 10
+    assert m.counters["lines_read_buddy"] == 10
+    assert m.counters["lines_written_buddy"] == 10 + 1   # each buddy taken off, the result added
+
+
+# -- fallback: section 4.5 ------------------------------------------------------------
+
+def test_whole_block_claim_retypes_the_pageblocks(make_zone):
+    m = make_zone(pages=1024)
+    z = m.zone
+    assert z.rmqueue_buddy(0, MIGRATE_UNMOVABLE) == 0  # claims the order-10 block
+    assert list(m.arena.pageblock) == [MIGRATE_UNMOVABLE] * 2
+    assert int(m.arena.zone[Z_CLAIMS]) == 1
+    assert m.list_of(9, MIGRATE_UNMOVABLE) == [512]
+    check_free_lists(m)
+
+
+def test_movable_order_below_4_never_claims_but_steals(make_zone):
+    m = make_zone(pages=512)
+    z = m.zone
+    z.rmqueue_buddy(0, MIGRATE_UNMOVABLE)             # pageblock 0 becomes unmovable
+    for order in (8, 7, 6, 5, 4):
+        z.rmqueue_buddy(order, MIGRATE_UNMOVABLE)
+    assert m.free_blocks() == {1: 0, 2: 1, 4: 2, 8: 3}
+    claims = int(m.arena.zone[Z_CLAIMS])
+    assert z.rmqueue_buddy(0, MIGRATE_MOVABLE) == 1   # __rmqueue_steal(): smallest first
+    assert int(m.arena.zone[Z_CLAIMS]) == claims
+    assert int(m.arena.zone[Z_STEALS]) == 1
+    assert m.arena.pageblock[0] == MIGRATE_UNMOVABLE  # the block keeps its type
+
+
+def _legacy_model(pages: int):
+    spec = ModelSpec(pages=pages, record_bytes=64, policy="legacy")
+    arena = create_arena(spec)
+    return arena, CpuAllocator(arena, spec, SharedLocks.local(), 0)
+
+
+@pytest.fixture
+def legacy_zone():
+    arena, cpu = _legacy_model(1024)
+    yield arena, cpu
+    del cpu
+    try:
+        arena.close()
+    finally:
+        arena.unlink()
+
+
+def test_partial_claim_needs_half_the_pageblock(legacy_zone):
+    """try_to_claim_block(): free + alike >= 256; LRU pages are not alike for UNMOVABLE."""
+    arena, cpu = legacy_zone
+    for order in (8, 8, 8, 7):                       # anon memory (orders 4-8 bypass the PCP)
+        cpu.policy.alloc(T_ANON, order)
+    zone = cpu.zone
+    assert {p: o for p, o in _free(arena).items()} == {896: 7}
+    assert zone.rmqueue_buddy(0, MIGRATE_UNMOVABLE) == 896   # 128 free + 0 alike < 256: steal
+    assert int(arena.zone[Z_CLAIMS]) == 0 and int(arena.zone[Z_STEALS]) == 1
+    assert arena.pageblock[1] == MIGRATE_MOVABLE
+
+
+def test_partial_claim_moves_every_free_block(legacy_zone):
+    arena, cpu = legacy_zone
+    for order in (8, 8, 8):
+        cpu.policy.alloc(T_ANON, order)
+    zone = cpu.zone
+    assert _free(arena) == {768: 8}
+    assert zone.rmqueue_buddy(0, MIGRATE_RECLAIMABLE) == 768  # 256 free: claim
+    assert int(arena.zone[Z_CLAIMS]) == 1
+    assert list(arena.pageblock) == [MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE]
+
+
+def _free(arena) -> dict[int, int]:
+    pfns, orders = memmap_for(arena).buddy_heads(0, arena.pages)
+    return dict(zip(pfns.tolist(), orders.tolist()))
+
+
+# -- watermarks: section 4.7 -----------------------------------------------------------
+
+def test_watermark_ok(make_zone):
+    m = make_zone(pages=1024)
+    z = m.zone
+    assert z.watermark_ok(0, 1023)
+    assert not z.watermark_ok(0, 1024)               # free <= mark fails
+    assert z.watermark_ok(10, 0)
+    assert not z.watermark_ok(10, 1)                 # free - (1024 - 1) = 1 <= 1
+    z.rmqueue_buddy(0, MIGRATE_MOVABLE)              # no order-10 block remains
+    assert not z.watermark_ok(10, 0)
+    assert z.watermark_ok(9, 0)
+
+
+# -- zone->lock -----------------------------------------------------------------------
+
+def test_one_lock_acquisition_per_bulk_operation(make_zone):
+    m = make_zone(pages=2048)
+    got = m.zone.rmqueue_bulk(0, MIGRATE_MOVABLE, 31)
+    m.zone.free_pcppages_bulk([(pfn, 0) for pfn in got])
+    assert m.counters["lock_acquisitions"] == 2
+    m.zone.free_one_page(m.zone.rmqueue_buddy(3, MIGRATE_MOVABLE), 3)
+    assert m.counters["lock_acquisitions"] == 4
+    assert m.counters["lock_uncontended"] == 4
+
+
+# -- properties ---------------------------------------------------------------------
+
+ops = st.lists(st.tuples(st.booleans(), st.integers(0, MAX_ORDER), st.integers(0, 2),
+                         st.integers(0, 1 << 30)), max_size=80)
+
+
+@settings(max_examples=40, deadline=None)
+@given(record_bytes=st.sampled_from(RECORD_SIZES), ops=ops)
+def test_random_alloc_free_keeps_buddy_invariants(record_bytes, ops):
+    """No overlap, aligned blocks of one order, no unmerged free buddies, conservation."""
+    m = ZoneModel(2048, record_bytes)
+    try:
+        held: list[tuple[int, int]] = []
+        for alloc, order, mt, pick in ops:
+            if alloc or not held:
+                pfn = m.zone.rmqueue_buddy(order, mt)
+                if pfn != NIL:
+                    assert pfn % (1 << order) == 0
+                    held.append((pfn, order))
+            else:
+                pfn, order = held.pop(pick % len(held))
+                m.zone.free_one_page(pfn, order)
+        blocks = check_free_lists(m)
+        free = set()
+        for pfn, order in blocks.items():
+            free.update(range(pfn, pfn + (1 << order)))
+        for pfn, order in held:
+            assert not free & set(range(pfn, pfn + (1 << order))), "allocated block on a free list"
+        assert m.zone.free_pages + sum(1 << o for _, o in held) == 2048
+        for pfn, order in held:
+            m.zone.free_one_page(pfn, order)
+        assert check_free_lists(m) == {0: 10, 1024: 10}
+    finally:
+        m.close()
+
+
+def test_merge_is_independent_of_free_order(make_zone):
+    """Freeing a split block's pieces in any order restores the order-10 blocks."""
+    m = make_zone(pages=2048)
+    got = m.zone.rmqueue_bulk(0, MIGRATE_MOVABLE, 1024)
+    random.Random(7).shuffle(got)
+    for pfn in got:
+        m.zone.free_one_page(pfn, 0)
+    assert check_free_lists(m) == {0: 10, 1024: 10}
