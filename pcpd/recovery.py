@@ -24,7 +24,7 @@ from pcpd import audit as AU
 from pcpd import rings
 from pcpd.arena import DESC_WORDS, H_MEMDESC, H_SLAB_TOP, Arena
 from pcpd.memmap import MEMDESC_BUDDY, NIL, memmap_for
-from pcpd.slab import D_PFN, D_STATE, DS_CACHED
+from pcpd.slab import D_PFN, D_STATE, DS_CACHED, DS_INFLIGHT, DS_INUSE, DS_PCP
 from pcpd.zone import PAGEBLOCK_ORDER, Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Zone, _link_tail
 
 
@@ -108,8 +108,29 @@ def reclaim_slot(arena: Arena, zone: Zone, slot: int, keep_inbox: bool = True) -
         _give_back(zone, pfn, 0)
         out.orphan_pages += 1
     out.descriptors = release_cached_descriptors(arena, slot)
+    if arena.header[H_MEMDESC]:
+        out.descriptors += release_unowned_descriptors(arena)
     rebuild_slab(arena)
     return out
+
+
+def release_unowned_descriptors(arena: Arena) -> int:
+    """Descriptors in use that their block's first page does not point to.
+
+    A worker killed between slab_alloc() and setting the memdesc words (or
+    between swapping the words and freeing the old descriptor) leaves one.
+    """
+    state = arena.descs[D_STATE::DESC_WORDS][:arena.geometry.desc_slots]
+    live = np.flatnonzero(np.isin((state >> 4) & 0xF, (DS_INUSE, DS_PCP, DS_INFLIGHT)))
+    if not len(live):
+        return 0
+    w = arena.record_bytes // 8
+    mw = 1 if arena.record_bytes >= 32 else 0
+    pfn = arena.descs[live * DESC_WORDS + D_PFN]
+    word = arena.mem[pfn * w + mw]
+    unowned = live[((word >> 4) != live) | ((word & 0xF) != (state[live] & 0xF))]
+    state[unowned] = 0
+    return len(unowned)
 
 
 def release_cached_descriptors(arena: Arena, slot: int) -> int:

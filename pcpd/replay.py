@@ -8,7 +8,7 @@ have done, and touched, on this machine's own allocation stream?
 Two passes, neither holding the trace:
 
 1. ``decode()`` parses the trace once and turns its events into model
-   operations, spooled to an anonymous temporary file (13 bytes an
+   operations, spooled to an anonymous temporary file (15 bytes an
    operation; parsing costs about ten times what replaying does, so the
    trace is parsed once whatever the number of policies).  It also counts
    what the trace itself recorded: events by name and order, and the PCP
@@ -17,8 +17,8 @@ Two passes, neither holding the trace:
    per policy: one arena, one ``CpuAllocator`` per trace CPU (slot = index
    of the CPU in the sorted list of CPUs that allocate or free).
 
-Memory grows with the live allocations of the trace (a dict of trace pfn to
-block in each pass), never with its length.
+Memory grows with the live allocations of the trace (a dict of live blocks
+in each pass), never with its length.
 
 Operations
 ----------
@@ -28,7 +28,8 @@ flags (the table in that module).  The model's types other than ``kernel``
 are compound, so a multi-page allocation without ``__GFP_COMP`` is replayed
 as ``kernel`` (memdesc Misc: non-compound ``alloc_pages()``) whatever its
 row; the migratetype follows the type (``workers.policies.MIGRATETYPE_OF``).
-A failed allocation (``pfn`` -1) is counted and not replayed.
+A failed allocation (``pfn`` -1) is counted and not replayed, and so is one
+above ``MAX_ORDER`` (10: x86 with 4 KiB pages), which the model cannot make.
 
 ``mm_page_free`` frees the block on the CPU of the event, which is the
 kernel's rule: a remote free lands on the freeing CPU's PCP
@@ -101,8 +102,8 @@ from pcpd.errors import InputError, UsageError
 from pcpd.memmap import NIL
 from pcpd.slab import format_slab
 from pcpd.trace import (EVENTS, MM_PAGE_ALLOC, MM_PAGE_ALLOC_EXTFRAG, MM_PAGE_ALLOC_ZONE_LOCKED,
-                        MM_PAGE_FREE, MM_PAGE_FREE_BATCHED, MM_PAGE_PCPU_DRAIN, Skipped,
-                        TraceEvent, classify_gfp, read_trace)
+                        MM_PAGE_FREE, MM_PAGE_PCPU_DRAIN, Skipped, TraceEvent, classify_gfp,
+                        read_trace)
 from pcpd.zone import format_zone
 from pcpd.zoneinfo import ZoneComparison, compare_zones, read_zoneinfo
 from workers.cpu import MEMDESC_POLICIES, CpuAllocator, ModelSpec, SharedLocks, format_arena
@@ -115,8 +116,10 @@ PAIR_WINDOW = 4096                 # frees remembered for mm_page_free_batched p
 MAX_DECAY_TICKS = 32               # 0.875**32: high is back at high_min long before
 DECAY_INTERVAL = 1.0               # sysctl_stat_interval (HZ)
 
+MAX_CPU_SLOTS = 255                # page flags hold cpu + 1 in 8 bits (pcpd.memmap)
+
 OP_ALLOC, OP_FREE, OP_DECAY = range(3)
-_OP = struct.Struct("<BHBBq")      # kind, cpu, order, memdesc type, trace pfn
+_OP = struct.Struct("<BIBBq")      # kind, cpu, order, memdesc type, block number
 _SPOOL_FLUSH = 1 << 16
 _READ_OPS = 1 << 16
 _REFILL_RUN, _DRAIN_RUN = 1, 2
@@ -138,8 +141,8 @@ class OpSpool:
         self._buf = bytearray()
         self.count = 0
 
-    def add(self, kind: int, cpu: int, order: int, t: int, pfn: int) -> None:
-        self._buf += _OP.pack(kind, cpu, order, t, pfn)
+    def add(self, kind: int, cpu: int, order: int, t: int, block: int) -> None:
+        self._buf += _OP.pack(kind, cpu, order, t, block)
         self.count += 1
         if len(self._buf) >= _SPOOL_FLUSH:
             self._file.write(self._buf)
@@ -187,6 +190,7 @@ class Decoded:
     allocs: int = 0
     failed_allocs: int = 0
     frees: int = 0
+    above_max_order: int = 0      # allocations the model cannot make (not x86 with 4 KiB pages)
     remote_frees: int = 0         # freed on another CPU than the allocating one
     batched_pairs: int = 0        # mm_page_free_batched and mm_page_free of one free
     unknown_frees: int = 0        # pages the trace never allocated
@@ -209,7 +213,7 @@ def decode(events: Iterable[TraceEvent], spool: OpSpool,
     """
     d = Decoded()
     pcp = d.pcp
-    live: dict[int, tuple[int, int, int]] = {}        # trace pfn -> (order, type, cpu)
+    live: dict[int, tuple[int, int, int, int]] = {}   # pfn -> (order, type, cpu, block no.)
     pending: OrderedDict[int, str] = OrderedDict()    # freed pfn -> event that freed it
     run: dict[int, int] = {}                          # cpu -> the run it is in
     cpus: set[int] = set()
@@ -254,15 +258,18 @@ def decode(events: Iterable[TraceEvent], spool: OpSpool,
             if pfn < 0:
                 d.failed_allocs += 1
                 continue
+            if order > sizing.MAX_ORDER:
+                d.above_max_order += 1
+                continue
             pending.pop(pfn, None)
             old = live.get(pfn)
             if old is not None:                       # its free never reached the trace
                 d.lost_frees += 1
-                add(OP_FREE, old[2], old[0], old[1], pfn)
+                add(OP_FREE, old[2], old[0], old[1], old[3])
                 d.live_pages -= 1 << old[0]
             t = replay_type(e.gfp_flags, order)
-            live[pfn] = (order, t, cpu)
-            add(OP_ALLOC, cpu, order, t, pfn)
+            live[pfn] = (order, t, cpu, d.allocs)
+            add(OP_ALLOC, cpu, order, t, d.allocs)
             cpus.add(cpu)
             d.allocs += 1
             d.types[t, order] += 1
@@ -280,10 +287,10 @@ def decode(events: Iterable[TraceEvent], spool: OpSpool,
         if block is None:
             d.unknown_frees += 1
         else:
-            a_order, t, a_cpu = block
+            a_order, t, a_cpu, number = block
             if ev == MM_PAGE_FREE and order != a_order:
                 d.order_mismatches += 1
-            add(OP_FREE, cpu, a_order, t, pfn)
+            add(OP_FREE, cpu, a_order, t, number)
             cpus.add(cpu)
             d.frees += 1
             d.remote_frees += a_cpu != cpu
@@ -404,13 +411,13 @@ def _run(arena: Arena, spec: ModelSpec, spool: OpSpool, cpus: list[int]) -> Poli
     allocs = {cpu: m.policy.alloc for cpu, m in zip(cpus, cpu_models)}
     frees = {cpu: m.policy.free for cpu, m in zip(cpus, cpu_models)}
     policies = [m.policy for m in cpu_models]
-    live: dict[int, int] = {}                          # trace pfn -> model pfn (NIL: failed)
+    live: dict[int, int] = {}                          # block number -> model pfn (NIL: failed)
     skipped = 0
-    for kind, cpu, order, t, tpfn in spool:
+    for kind, cpu, order, t, block in spool:
         if kind == OP_ALLOC:
-            live[tpfn] = allocs[cpu](t, order)
+            live[block] = allocs[cpu](t, order)
         elif kind == OP_FREE:
-            pfn = live.pop(tpfn)
+            pfn = live.pop(block)
             if pfn != NIL:
                 frees[cpu](pfn, order, t)
             else:
@@ -435,7 +442,8 @@ def policy_figures(run: PolicyRun) -> dict[str, Any]:
     """The per-policy figures of results.json (see docs/replay.md)."""
     snap = run.snapshot
     total = snap.total
-    allocs, frees, ops = _allocs_attempted(snap), snap.frees(), _allocs_attempted(snap) + snap.frees()
+    allocs, frees = _allocs_attempted(snap), snap.frees()
+    ops = allocs + frees
     written = sum(total(f"lines_written_{c}") for c in S.CAUSES)
     read = sum(total(f"lines_read_{c}") for c in S.CAUSES)
     desc = total("desc_lines_written") + total("desc_lines_read")
@@ -513,6 +521,9 @@ def replay(path: str | os.PathLike, policies: Iterable[str] = tuple(POLICIES),
         decoded = decode(read_trace(path, skipped), spool, decay_interval)
         if not decoded.events:
             raise InputError(f"{source}: no kmem page-allocator events ({skipped.summary()})")
+        if len(decoded.cpus) > MAX_CPU_SLOTS:
+            raise UsageError(f"{source}: {len(decoded.cpus)} CPUs allocate or free, the model "
+                             f"holds {MAX_CPU_SLOTS}; keep fewer (perf script --cpu LIST)")
         zone = (zoneinfo_zone(zoneinfo, decoded, era) if zoneinfo
                 else default_zone(decoded, era or "6.7"))
         runs = {}
@@ -555,7 +566,8 @@ def _replay_json(d: Decoded, ops: int) -> dict[str, Any]:
         types.setdefault(TYPES[t], {})[str(order)] = n
     return {
         "cpus": d.cpus, "nr_cpu_ids": d.nr_cpu_ids, "ops": ops,
-        "allocs": d.allocs, "failed_allocs": d.failed_allocs, "frees": d.frees,
+        "allocs": d.allocs, "failed_allocs": d.failed_allocs,
+        "above_max_order": d.above_max_order, "frees": d.frees,
         "remote_frees": d.remote_frees, "batched_pairs": d.batched_pairs,
         "unknown_frees": d.unknown_frees, "order_mismatches": d.order_mismatches,
         "lost_frees": d.lost_frees, "live_blocks_at_end": d.live_blocks,
@@ -590,10 +602,11 @@ def format_report(results: dict[str, Any]) -> str:
     r, m = results["replay"], results["model"]
     events = ", ".join(f"{name} {e['count']}" for name, e in results["events"].items()
                        if e["count"])
-    skipped = results["skipped"]
-    out = [f"{results['trace']}: {results['lines']} lines; {events}"
-           + (f"; skipped {sum(skipped.values())} ({', '.join(f'{n} {why}' for why, n in skipped.items())})"
-              if skipped else "")]
+    head = f"{results['trace']}: {results['lines']} lines; {events}"
+    if skipped := results["skipped"]:
+        reasons = ", ".join(f"{n} {why}" for why, n in skipped.items())
+        head += f"; skipped {sum(skipped.values())} ({reasons})"
+    out = [head]
     cpus = f"{len(r['cpus'])} CPUs ({_cpu_list(r['cpus'])})" if r["cpus"] else "no CPU"
     out.append(f"replayed on {cpus}: {r['allocs']} allocs ({r['failed_allocs']} failed in the "
                f"trace), {r['frees']} frees ({r['remote_frees']} remote), {r['batched_pairs']} "
@@ -672,7 +685,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="kmem tracepoint text from perf script, trace-cmd report or "
                              "/sys/kernel/tracing/trace (.gz and .xz read directly)")
     parser.add_argument("--policies", type=_policy_list, default=list(POLICIES),
-                        metavar="P[,P...]", help=f"policies to replay (default {','.join(POLICIES)})")
+                        metavar="P[,P...]",
+                        help=f"policies to replay (default {','.join(POLICIES)})")
     parser.add_argument("--zoneinfo", metavar="FILE",
                         help="a /proc/zoneinfo capture of the traced machine: model its Normal "
                              "zone, PCP limits and era")

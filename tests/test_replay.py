@@ -39,8 +39,7 @@ from pcpd import cli
 from pcpd import replay as R
 from pcpd.errors import InputError, UsageError
 from pcpd.sizing import PcpLimits
-from pcpd.trace import (MM_PAGE_ALLOC, MM_PAGE_FREE, MM_PAGE_FREE_BATCHED, Skipped, TraceEvent,
-                        parse_lines)
+from pcpd.trace import MM_PAGE_ALLOC, MM_PAGE_FREE, MM_PAGE_FREE_BATCHED, TraceEvent, parse_lines
 from pcpd.zoneinfo import compare_zones, read_zoneinfo
 from workers.cpu import ModelSpec
 from workers.policies import POLICIES, TYPES
@@ -88,7 +87,8 @@ def test_free_batched_pairs_in_either_order():
         alloc(0x400, 9, "GFP_TRANSHUGE"), free(0x400, 9), batched(0x400),   # order=0 printed
     ]
     d, ops = decode_lines(lines)
-    assert (d.allocs, d.frees, d.batched_pairs, d.unknown_frees, d.order_mismatches) == (4, 4, 3, 0, 0)
+    assert (d.allocs, d.frees, d.batched_pairs, d.unknown_frees) == (4, 4, 3, 0)
+    assert d.order_mismatches == 0
     assert [(kind, order) for kind, _, order, _, _ in ops] == [
         (R.OP_ALLOC, 0), (R.OP_FREE, 0), (R.OP_ALLOC, 0), (R.OP_FREE, 0),
         (R.OP_ALLOC, 0), (R.OP_FREE, 0), (R.OP_ALLOC, 9), (R.OP_FREE, 9)]
@@ -127,12 +127,20 @@ def test_failed_lost_remote_and_mismatched():
     ]
     d, ops = decode_lines(lines)
     assert (d.failed_allocs, d.lost_frees, d.remote_frees, d.order_mismatches) == (1, 1, 1, 1)
-    assert ops == [
-        (R.OP_ALLOC, 0, 0, 0, 0x10), (R.OP_FREE, 0, 0, 0, 0x10), (R.OP_ALLOC, 1, 0, 0, 0x10),
-        (R.OP_ALLOC, 0, 0, 0, 0x20), (R.OP_FREE, 1, 0, 0, 0x20),
-        (R.OP_ALLOC, 0, 2, TYPES.index("kernel"), 0x40),
-        (R.OP_FREE, 0, 2, TYPES.index("kernel"), 0x40)]
+    kernel = TYPES.index("kernel")
+    assert ops == [                                    # kind, cpu, order, type, block number
+        (R.OP_ALLOC, 0, 0, 0, 0), (R.OP_FREE, 0, 0, 0, 0), (R.OP_ALLOC, 1, 0, 0, 1),
+        (R.OP_ALLOC, 0, 0, 0, 2), (R.OP_FREE, 1, 0, 0, 2),
+        (R.OP_ALLOC, 0, 2, kernel, 3), (R.OP_FREE, 0, 2, kernel, 3)]
     assert d.cpus == [0, 1] and d.live_blocks == 1
+
+
+def test_orders_the_model_cannot_make_are_counted():
+    # arm64 with 64 KiB pages allocates up to order 13; pfns and CPUs beyond any real machine
+    d, ops = decode_lines([alloc(0x10, 13), free(0x10, 13), alloc(1 << 70, 0, cpu=70000),
+                           free(1 << 70, 0, cpu=70000)])
+    assert (d.above_max_order, d.unknown_frees, d.allocs, d.frees) == (1, 1, 1, 1)
+    assert ops == [(R.OP_ALLOC, 70000, 0, 0, 0), (R.OP_FREE, 70000, 0, 0, 0)]
 
 
 def test_trace_refills_and_drains_are_runs_per_cpu():
@@ -268,7 +276,7 @@ def test_small_pcp_trace_counts(small_pcp):
     }
     assert r["replay"] == {
         "cpus": [0, 1], "nr_cpu_ids": 2, "ops": 1441, "allocs": 922, "failed_allocs": 0,
-        "frees": 519, "remote_frees": 0, "batched_pairs": 514, "unknown_frees": 1,
+        "above_max_order": 0, "frees": 519, "remote_frees": 0, "batched_pairs": 514, "unknown_frees": 1,
         "order_mismatches": 0, "lost_frees": 0, "live_blocks_at_end": 403,
         "live_pages_at_end": 469, "peak_live_pages": 1492, "decay_ticks": 0,
         "types": {"anon": {"0": 889, "9": 2}, "file": {"0": 10, "1": 4, "2": 4, "3": 5, "4": 1},
@@ -304,7 +312,8 @@ def test_every_policy_replays_the_same_operations(fixture, request):
     for name, f in r["policies"].items():
         assert f["audit_ok"], (name, f["audit_problems"])
         assert f["ops"] == r["replay"]["ops"] - r["replay"]["decay_ticks"]
-        assert f["allocs"] == f["alloc_hit"] + f["alloc_refill"] + f["alloc_buddy"] + f["alloc_failures"]
+        served = f["alloc_hit"] + f["alloc_refill"] + f["alloc_buddy"]
+        assert f["allocs"] == served + f["alloc_failures"]
         # the page array agrees with the trace about what is still allocated
         assert f["pages_at_end"]["allocated"] == r["replay"]["live_pages_at_end"]
         assert f["cachelines_per_op"] == round(f["cachelines"] / f["ops"], 4)
@@ -401,8 +410,16 @@ def test_bad_arguments():
         R.replay(DEFAULT_PCP, era="3.10")
 
 
+def test_too_many_cpus(tmp_path):
+    lines = [alloc(0x10 + cpu, cpu=cpu) for cpu in range(R.MAX_CPU_SLOTS + 1)]
+    (tmp_path / "t").write_text("\n".join(lines) + "\n")
+    with pytest.raises(UsageError, match="256 CPUs allocate or free, the model holds 255"):
+        R.replay(tmp_path / "t")
+
+
 def test_lines_not_understood_are_counted(tmp_path):
-    lines = ["# tracer: nop", alloc(0x10), "garbage", free(0x10), free(0x10, 0).replace("order=0", "order=x")]
+    malformed = free(0x10).replace("order=0", "order=x")
+    lines = ["# tracer: nop", alloc(0x10), "garbage", free(0x10), malformed]
     (tmp_path / "t").write_text("\n".join(lines) + "\n")
     r = R.replay(tmp_path / "t", policies=["legacy"])
     assert r["skipped"] == {"header or comment": 1, "not a trace line": 1, "malformed fields": 1}
