@@ -510,8 +510,6 @@ class KernelSettings:
 class PcpSettings:
     """Per-CPU page list knobs; 0 means computed as the kernel does."""
 
-    enabled: bool = setting(Flag(), True, "false: the boot pageset (high 0, batch 1), so every "
-                                          "allocation and free goes to the buddy under zone->lock")
     batch: int = setting(Integer(0, 4095), 0, "pages per refill/drain chunk; 0 = zone_batchsize()")
     high: int = setting(Integer(0, 2**31 - 1), 0, "drain threshold for eras before 6.7; 0 = computed")
     high_min: int = setting(Integer(0, 2**31 - 1), 0, "6.7: lower bound of auto-tuned high; 0 = computed")
@@ -523,6 +521,8 @@ class PcpSettings:
                                     "seconds between decay_pcp_high() ticks (6.7+)")
     free_high_batch: bool = setting(Flag(), False,
                                     "PCPF_FREE_HIGH_BATCH: the CPU's LLC slice is larger than 3 * batch")
+    enabled: bool = setting(Flag(), True, "false: the boot pageset (high 0, batch 1), so every "
+                                          "allocation and free goes to the buddy under zone->lock")
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,7 @@ def run_once(settings: Settings, policy: str, plan: Plan, point: Any = None, rep
     return R.RunRecord(
         policy=policy, point=point, repetition=repetition, seed=settings.seed,
         seconds=m.seconds, ops=m.end.ops() - start.ops(), exit_code=exit_code,
-        restarts=daemon.summary.restarts, figures=R.figures(start, m.end, m.seconds, policy),
+        restarts=daemon.summary.restarts, load_average=os.getloadavg()[0], figures=R.figures(start, m.end, m.seconds, policy),
         counters=R.window_counters(start, m.end))
 
 

@@ -9,8 +9,8 @@ Two passes, neither holding the trace:
 
 1. ``decode()`` parses the trace once and turns its events into model
    operations, spooled to an anonymous temporary file (15 bytes an
-   operation; parsing costs about ten times what replaying does, so the
-   trace is parsed once whatever the number of policies).  It also counts
+   operation; parsing a line costs more than replaying it, so the trace is
+   parsed once whatever the number of policies).  It also counts
    what the trace itself recorded: events by name and order, and the PCP
    refills and drains (``TracePcp``).
 2. ``replay_policy()`` runs the spooled operations through one fresh model
@@ -38,8 +38,9 @@ freed at the order it was allocated at; a free whose order differs (the
 pieces of a ``split_page()``) is counted.
 
 ``mm_page_free_batched`` prints ``order=0`` even for large folios and
-follows (v4.15+: ``free_unref_folios()`` pass 2) or precedes (v3.3-v4.14:
-``free_hot_cold_page_list()``) the ``mm_page_free`` of the same page.  The
+follows the ``mm_page_free`` of the same page (v4.15+: the second pass of
+``free_unref_page_list()``, now ``free_unref_folios()``) or precedes it
+(v3.3-v4.14: ``free_hot_cold_page_list()`` traces before it frees).  The
 first of the two frees the block; the second is its partner and is only
 counted.  A batched free with no partner (v2.6.33 ``mm_pagevec_free``)
 frees the block itself.  Partners are looked for among the last
@@ -386,7 +387,7 @@ class PolicyRun:
     frees_skipped: int                 # frees of blocks the model failed to allocate
     audit_ok: bool
     audit_problems: list[str]
-    pcp: dict[str, int]                # pages in each state at the end, from the audit
+    pages_at_end: dict[str, int]       # buddy, pcp and allocated pages, from the audit
 
 
 def replay_policy(spool: OpSpool, cpus: list[int], spec: ModelSpec,
@@ -406,13 +407,14 @@ def replay_policy(spool: OpSpool, cpus: list[int], spec: ModelSpec,
 
 
 def _run(arena: Arena, spec: ModelSpec, spool: OpSpool, cpus: list[int]) -> PolicyRun:
+    """The replay loop; the CPU models die with this frame, before the arena is closed."""
     locks = SharedLocks.local()
     cpu_models = [CpuAllocator(arena, spec, locks, slot) for slot in range(len(cpus))]
     allocs = {cpu: m.policy.alloc for cpu, m in zip(cpus, cpu_models)}
     frees = {cpu: m.policy.free for cpu, m in zip(cpus, cpu_models)}
     policies = [m.policy for m in cpu_models]
     live: dict[int, int] = {}                          # block number -> model pfn (NIL: failed)
-    skipped = 0
+    frees_skipped = 0
     for kind, cpu, order, t, block in spool:
         if kind == OP_ALLOC:
             live[block] = allocs[cpu](t, order)
@@ -421,7 +423,7 @@ def _run(arena: Arena, spec: ModelSpec, spool: OpSpool, cpus: list[int]) -> Poli
             if pfn != NIL:
                 frees[cpu](pfn, order, t)
             else:
-                skipped += 1
+                frees_skipped += 1
         else:
             for policy in policies:
                 policy.decay()
@@ -431,7 +433,7 @@ def _run(arena: Arena, spec: ModelSpec, spool: OpSpool, cpus: list[int]) -> Poli
         len(cpu_models), S.NR_STATS)
     snapshot = S.Snapshot(per_cpu, np.zeros(S.NR_STATS, np.int64))
     result = audit(arena)
-    return PolicyRun(spec.policy, spec.record_bytes, snapshot, skipped, result.ok,
+    return PolicyRun(spec.policy, spec.record_bytes, snapshot, frees_skipped, result.ok,
                      result.describe_problems(),
                      {state: result.pages(state) for state in ("buddy", "pcp", "allocated")})
 
@@ -472,7 +474,7 @@ def policy_figures(run: PolicyRun) -> dict[str, Any]:
         "slab_shared": total("slab_shared"),
         "alloc_failures": sum(total(f"alloc_fail_{c}") for c in S.ALLOC_FAIL_CAUSES),
         "frees_skipped": run.frees_skipped,
-        "pages_at_end": run.pcp,
+        "pages_at_end": run.pages_at_end,
         "audit_ok": run.audit_ok,
         "audit_problems": run.audit_problems,
     }

@@ -26,6 +26,7 @@ from pcpd.results import FIGURE_BY_KEY, FIGURES, TYPED_PCP_POLICIES, Figure, Res
 BASELINE = "legacy"
 UNSTABLE_SPREAD = 0.10               # pyperf's rule: a stdev of 10% of the mean or more
 FEW_RUNS = 3
+BUSY_MARGIN = 1.0                    # load average above the CPU count + this: a busy machine
 PLOTTED = ("throughput_ops_per_second", "pcp_hit_ratio", "zone_lock_acquisitions_per_1k_ops",
            "zone_lock_contended_ratio", "zone_lock_wait_p99_seconds", "struct_page_lines_per_op",
            "descriptor_lines_per_op", "pcp_pages")
@@ -144,15 +145,18 @@ def comparison_rows(results: Results, point: Any) -> list[list[str]]:
 
 
 def type_rows(results: Results, point: Any) -> list[list[str]] | None:
-    """Pages held and stranded per memdesc type, for the policies with per-type PCPs."""
+    """Per memdesc type: pages held, stranded, and the refills beside them (policies with per-type PCPs)."""
     typed = [p for p in results.policies() if p in TYPED_PCP_POLICIES]
     if not typed:
         return None
-    rows = [["memdesc type", *(f"{p}: {what}" for p in typed for what in ("on PCPs", "stranded"))]]
+    columns = (("on PCPs", "pcp_pages_{}"), ("stranded", "stranded_pages_{}"),
+               ("other refills/1k ops there", "refills_beside_stranded_{}"))
+    rows = [["memdesc type", *(f"{p}: {what}" for p in typed for what, _ in columns)]]
     for t in _workload_types(results):
         row = [t]
         for policy in typed:
-            for key in (f"pcp_pages_{t}", f"stranded_pages_{t}"):
+            for _, pattern in columns:
+                key = pattern.format(t)
                 row.append(cell(FIGURE_BY_KEY[key], summarize(results.values(point, policy, key)), None))
         rows.append(row)
     return rows
@@ -197,6 +201,13 @@ def warnings(results: Results) -> list[str]:
                        "failed or a PCP was not drained); see experiment.log")
         if run["restarts"]:
             out.append(f"{where}: {run['restarts']} worker(s) died and were replaced during the run")
+    cpus = results.metadata["cpu_count"]
+    busy = [run["load_average"] for run in results.runs if run["load_average"] > cpus + BUSY_MARGIN]
+    if busy:
+        out.append(f"{len(busy)} of {len(results.runs)} runs ended with a 1-minute load average above "
+                   f"{cpus + BUSY_MARGIN:g} (up to {max(busy):.1f} on {cpus} CPUs): other processes "
+                   "competed for the CPUs, so throughput and zone->lock waits are pessimistic; "
+                   "the per-operation figures are not affected")
     runs = {len(results.select(point, policy)) for point in results.points() for policy in results.policies()}
     if min(runs, default=FEW_RUNS) < FEW_RUNS:
         out.append(f"{min(runs)} repetition(s) per policy: fewer than {FEW_RUNS}, so spreads are rough "
@@ -261,6 +272,10 @@ def render_report(results: Results, images: Sequence[str]) -> str:
         lines += ["## Plots", ""] + [f"![{os.path.splitext(name)[0]}]({name})" for name in images] + [""]
     lines += ["## Definitions", ""]
     lines += [f"- **{fig.label}** ({fig.better or 'neither'} is better): {fig.doc}." for fig in FIGURES]
+    lines += ["- **Per memdesc type** (memdesc): *on PCPs*, the pages on that type's lists; *stranded*, "
+              "those of them on CPUs that allocated no memory of the type in the window; *other refills "
+              "there*, buddy refills for the other types per 1,000 operations on those same CPUs: "
+              "zone->lock trips that happened while the stranded pages sat unused beside them."]
     lines += ["- **Measured window**: each run starts its workers, waits the warm-up, then reads every "
               "counter at the start and the end of the window; figures are the differences "
               "(pages on PCPs: as at the end).", ""]

@@ -49,14 +49,15 @@ FORMAT = "pcpd-result"
 # Format history (bump RESULT_VERSION for any change a version-1 reader would
 # misread, and add the loader of the new version to _LOADERS):
 #   1  pcpd 0.1: metadata (REQUIRED_METADATA), runs with policy, point,
-#      repetition, seed, seconds, ops, exit_code, restarts, figures, counters.
+#      repetition, seed, seconds, ops, exit_code, restarts, load_average,
+#      figures, counters.
 RESULT_VERSION = 1
 
 REQUIRED_METADATA = ("kernel", "cpu_model", "cpu_count", "python", "pcpd_version",
                      "config_hash", "seed", "config")
 MACHINE_METADATA = ("cpu_model", "cpu_count", "kernel", "python")
 RUN_KEYS = ("policy", "point", "repetition", "seed", "seconds", "ops", "exit_code", "restarts",
-            "figures", "counters")
+            "load_average", "figures", "counters")
 
 # The memdesc policy keeps one PCP per memdesc type; the others one per CPU
 # (split only by migratetype and order, as today), so they have no per-type
@@ -75,6 +76,7 @@ class RunRecord(TypedDict):
     ops: int                   # operations in the window
     exit_code: int             # 0: the final conservation audit passed and every PCP drained
     restarts: int              # workers replaced during the run
+    load_average: float        # the machine's 1-minute load average as the run ended
     figures: dict[str, float | None]
     counters: dict[str, int]
 
@@ -113,9 +115,9 @@ FIGURES: tuple[Figure, ...] = (
     Figure("pcp_pages", "pages on PCPs", "pages", "lower",
            "pages on every PCP list at the window's end: memory kept out of the buddy"),
     Figure("stranded_pages", "stranded pages", "pages", "lower",
-           "pages on a memdesc type's PCP of a CPU that allocated no memory of that type in the "
-           "window while it refilled another type's list from the buddy, at the window's end, "
-           "summed over CPUs and types; only for policies with one PCP per type (memdesc)"),
+           "pages on the PCP of a memdesc type on a CPU that allocated no memory of that type in "
+           "the window, at the window's end, summed over CPUs and types: only a drain or a decay "
+           "gives them back; only for policies with one PCP per type (memdesc)"),
 )
 
 TYPE_FIGURES: tuple[Figure, ...] = tuple(
@@ -123,7 +125,11 @@ TYPE_FIGURES: tuple[Figure, ...] = tuple(
         Figure(f"pcp_pages_{t}", f"{t}: pages on PCPs", "pages", "lower",
                f"pages on the {t} PCP lists at the window's end (memdesc)"),
         Figure(f"stranded_pages_{t}", f"{t}: stranded", "pages", "lower",
-               f"stranded pages of the {t} lists (see stranded pages)"),
+               f"{t} pages stranded (see stranded pages)"),
+        Figure(f"refills_beside_stranded_{t}", f"{t}: other refills there", "per 1k ops", "lower",
+               f"refills from the buddy for other memdesc types, per 1,000 operations, on the CPUs "
+               f"where {t} pages were stranded: zone->lock trips while {t} pages sat unused on the "
+               "same CPU"),
     ))
 
 FIGURE_KEYS = tuple(fig.key for fig in FIGURES + TYPE_FIGURES)
@@ -166,30 +172,35 @@ def figures(start: S.Snapshot, end: S.Snapshot, seconds: float, policy: str) -> 
         "pcp_pages": float(c["pcp_pages"]),
     }
     typed = policy in TYPED_PCP_POLICIES
-    stranded = stranded_by_type(start, end) if typed else None
-    out["stranded_pages"] = float(sum(stranded.values())) if typed else None
+    stranded = stranded_by_type(start, end) if typed else {}
+    out["stranded_pages"] = float(sum(pages for pages, _ in stranded.values())) if typed else None
     for t in S.MEMDESC_TYPES:
+        pages, refills = stranded.get(t, (None, None))
         out[f"pcp_pages_{t}"] = float(c[f"pcp_pages_type_{t}"]) if typed else None
-        out[f"stranded_pages_{t}"] = float(stranded[t]) if typed else None
+        out[f"stranded_pages_{t}"] = None if pages is None else float(pages)
+        out[f"refills_beside_stranded_{t}"] = None if refills is None else _ratio(1000 * refills, ops)
     return out
 
 
-def stranded_by_type(start: S.Snapshot, end: S.Snapshot) -> dict[str, int]:
-    """Stranded pages per memdesc type (the ``stranded_pages`` definition), from per-CPU counters.
+def stranded_by_type(start: S.Snapshot, end: S.Snapshot) -> dict[str, tuple[int, int]]:
+    """Per memdesc type t: (pages stranded, other types' refills on the CPUs stranding them).
 
-    A worker replaced during the window restarts its block from zero; where
-    a counter went backwards, its window count is the new worker's alone.
+    Stranded: on the t PCP, at the window's end, of a CPU that allocated no
+    type-t memory in the window.  The refills are the window's refills of
+    every other type on those CPUs.  A worker replaced during the window
+    restarts its block from zero; where a counter went backwards, its window
+    count is the new worker's alone.
     """
     window = np.where(end.per_cpu >= start.per_cpu, end.per_cpu - start.per_cpu, end.per_cpu)
     misses = window[:, S.ALLOC_MISS_TYPE:S.ALLOC_MISS_TYPE + len(S.MEMDESC_TYPES)]
-    stranded = {}
+    out = {}
     for t, name in enumerate(S.MEMDESC_TYPES):
         grid = S.alloc_index(t, 0)
-        allocated = window[:, grid:grid + len(S.ORDERS)].sum(axis=1)
-        missed_other = misses.sum(axis=1) - misses[:, t]
         held = end.per_cpu[:, S.PCP_PAGES_TYPE + t]
-        stranded[name] = int(held[(allocated == 0) & (missed_other > 0)].sum())
-    return stranded
+        stranding = (window[:, grid:grid + len(S.ORDERS)].sum(axis=1) == 0) & (held > 0)
+        refills = misses.sum(axis=1) - misses[:, t]
+        out[name] = (int(held[stranding].sum()), int(refills[stranding].sum()))
+    return out
 
 
 def wait_quantile(buckets: Sequence[int], q: float) -> float | None:
@@ -341,7 +352,7 @@ _LOADERS = {1: _load_v1}
 def csv_header(results: Results) -> list[str]:
     sweep_key = results.metadata.get("sweep_key") or "point"
     return ["policy", sweep_key, "repetition", "seed", "seconds", "ops", "exit_code", "restarts",
-            *FIGURE_KEYS]
+            "load_average", *FIGURE_KEYS]
 
 
 def csv_rows(results: Results) -> Iterable[list[Any]]:
@@ -350,7 +361,7 @@ def csv_rows(results: Results) -> Iterable[list[Any]]:
         figs = run["figures"]
         yield [run["policy"], "" if run["point"] is None else run["point"], run["repetition"],
                run["seed"], run["seconds"], run["ops"], run["exit_code"], run["restarts"],
-               *("" if figs.get(key) is None else figs[key] for key in FIGURE_KEYS)]
+               run["load_average"], *("" if figs.get(key) is None else figs[key] for key in FIGURE_KEYS)]
 
 
 def dump_csv(results: Results, path: str, *, replace: bool = False) -> None:

@@ -146,7 +146,8 @@ def results_file(path: Path, throughput: dict[str, list[float]], **metadata) -> 
             figures.update(throughput_ops_per_second=value, pcp_hit_ratio=0.9,
                            zone_lock_acquisitions_per_1k_ops=30.0 + i)
             runs.append({"policy": policy, "point": None, "repetition": i, "seed": 1 + i, "seconds": 1.0,
-                         "ops": 100, "exit_code": 0, "restarts": 0, "figures": figures, "counters": {}})
+                         "ops": 100, "exit_code": 0, "restarts": 0, "load_average": 0.5,
+                         "figures": figures, "counters": {}})
     dump(Results(meta(**metadata), runs), str(path))
     return str(path)
 

@@ -15,7 +15,7 @@ THROUGHPUT = FIGURE_BY_KEY["throughput_ops_per_second"]
 
 def run(policy: str, repetition: int, point=None, **figs) -> dict:
     return {"policy": policy, "point": point, "repetition": repetition, "seed": 1 + repetition,
-            "seconds": 1.0, "ops": 100, "exit_code": 0, "restarts": 0,
+            "seconds": 1.0, "ops": 100, "exit_code": 0, "restarts": 0, "load_average": 0.5,
             "figures": {key: figs.get(key) for key in FIGURE_KEYS}, "counters": {}}
 
 
@@ -37,9 +37,9 @@ TWO = results({
     "legacy": [{"throughput_ops_per_second": 100.0, "pcp_hit_ratio": 0.9},
                {"throughput_ops_per_second": 110.0, "pcp_hit_ratio": 0.9}],
     "memdesc": [{"throughput_ops_per_second": 150.0, "pcp_hit_ratio": 0.95, "stranded_pages": 7.0,
-                 "pcp_pages_netpool": 7.0, "stranded_pages_netpool": 7.0},
+                 "pcp_pages_netpool": 7.0, "stranded_pages_netpool": 7.0, "refills_beside_stranded_netpool": 1.0},
                 {"throughput_ops_per_second": 150.0, "pcp_hit_ratio": 0.97, "stranded_pages": 9.0,
-                 "pcp_pages_netpool": 9.0, "stranded_pages_netpool": 9.0}],
+                 "pcp_pages_netpool": 9.0, "stranded_pages_netpool": 9.0, "refills_beside_stranded_netpool": 2.0}],
 })
 
 
@@ -96,9 +96,10 @@ def test_baseline_is_legacy_or_the_first_policy():
 
 def test_type_rows_cover_the_workload_types_of_typed_policies():
     rows = type_rows(TWO, None)
-    assert rows[0] == ["memdesc type", "memdesc: on PCPs", "memdesc: stranded"]
+    assert rows[0] == ["memdesc type", "memdesc: on PCPs", "memdesc: stranded",
+                       "memdesc: other refills/1k ops there"]
     assert [r[0] for r in rows[1:]] == ["anon", "netpool"]
-    assert rows[2] == ["netpool", "8 ±18%", "8 ±18%"]
+    assert rows[2] == ["netpool", "8 ±18%", "8 ±18%", "1.50 ±47%"]
     assert type_rows(results({"legacy": [{}]}), None) is None
 
 
@@ -124,6 +125,11 @@ def test_warnings_name_wide_spreads_few_runs_failures_and_restarts():
                for w in found)
     steady = results({"legacy": [{"throughput_ops_per_second": 100.0}] * 3})
     assert warnings(steady) == []
+    steady.runs[2]["load_average"] = 6.75
+    assert warnings(steady) == [
+        "1 of 3 runs ended with a 1-minute load average above 3 (up to 6.8 on 2 CPUs): other processes "
+        "competed for the CPUs, so throughput and zone->lock waits are pessimistic; the per-operation "
+        "figures are not affected"]
 
 
 def test_render_tables_has_one_table_per_sweep_point():
@@ -140,7 +146,8 @@ def test_report_md_has_the_command_table_definitions_and_plots():
     assert format_table(comparison_rows(TWO, None)) in text
     assert format_table(type_rows(TWO, None)) in text
     assert "![policies](policies.png)" in text
-    assert "- **stranded pages** (lower is better): pages on a memdesc type's PCP" in text
+    assert "- **stranded pages** (lower is better): pages on the PCP of a memdesc type on a CPU" in text
+    assert "- **Per memdesc type** (memdesc): " in text
 
 
 def test_write_report_writes_markdown_and_a_png(tmp_path):

@@ -39,7 +39,7 @@ def metadata(**extra) -> dict:
 
 def run(policy: str = "legacy", repetition: int = 0, **figs) -> dict:
     return {"policy": policy, "point": None, "repetition": repetition, "seed": 1 + repetition,
-            "seconds": 1.0, "ops": 100, "exit_code": 0, "restarts": 0,
+            "seconds": 1.0, "ops": 100, "exit_code": 0, "restarts": 0, "load_average": 0.5,
             "figures": {key: figs.get(key) for key in FIGURE_KEYS}, "counters": {"alloc_hit": 1}}
 
 
@@ -104,25 +104,27 @@ def test_stranded_pages_sit_where_their_type_is_never_allocated():
     start = snapshot([{}, {}, {}])
     end = snapshot([
         # CPU 0 allocates netpool and holds netpool pages: not stranded
-        {"alloc_netpool_order_0": 10, "pcp_pages_type_netpool": 40, "alloc_miss_type_anon": 3},
-        # CPU 1 never allocates netpool, holds 70 and missed anon: stranded
+        {"alloc_netpool_order_0": 10, "pcp_pages_type_netpool": 40, "alloc_miss_type_netpool": 3,
+         "alloc_miss_type_anon": 5},
+        # CPU 1 never allocates netpool and holds 70 of them, while it refilled anon twice
         {"alloc_anon_order_0": 10, "pcp_pages_type_netpool": 70, "alloc_miss_type_anon": 2,
          "pcp_pages_type_anon": 5},
-        # CPU 2 holds 30 netpool pages but missed nothing else: they cost no buddy trip
-        {"alloc_anon_order_0": 10, "pcp_pages_type_netpool": 30, "alloc_miss_type_netpool": 4},
+        # CPU 2 holds 30 netpool pages it never allocates, and refilled nothing
+        {"alloc_anon_order_0": 10, "pcp_pages_type_netpool": 30},
     ])
     stranded = stranded_by_type(start, end)
-    assert stranded["netpool"] == 70
-    assert stranded["anon"] == 0                  # CPU 1 allocates anon itself
+    assert stranded["netpool"] == (100, 2)
+    assert stranded["anon"] == (0, 0)                     # CPU 1 allocates anon itself
     figs = figures(start, end, 1.0, "memdesc")
-    assert figs["stranded_pages"] == 70 and figs["stranded_pages_netpool"] == 70
+    assert figs["stranded_pages"] == 100 and figs["stranded_pages_netpool"] == 100
+    assert figs["refills_beside_stranded_netpool"] == 1000 * 2 / 30     # per 1k of the 30 ops
     assert figs["pcp_pages_netpool"] == 140
 
 
 def test_a_replaced_worker_counts_from_its_restart():
     start = snapshot([{"alloc_netpool_order_0": 500, "alloc_miss_type_anon": 9}])
     end = snapshot([{"alloc_netpool_order_0": 0, "alloc_miss_type_anon": 2, "pcp_pages_type_netpool": 8}])
-    assert stranded_by_type(start, end)["netpool"] == 8
+    assert stranded_by_type(start, end)["netpool"] == (8, 2)
 
 
 @pytest.mark.parametrize("buckets, q, expected_ns", [
