@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import time
 from dataclasses import dataclass
 import _posixshmem
@@ -134,6 +135,22 @@ def _untrack(shm: shared_memory.SharedMemory) -> None:
         pass
 
 
+def _attach_untracked(name: str) -> shared_memory.SharedMemory:
+    """Map an existing segment without telling the resource tracker.
+
+    Workers share their daemon's tracker; had each registered the name and
+    unregistered it again, the second unregister would fail in the tracker.
+    """
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name=name, track=False)
+    register = resource_tracker.register
+    resource_tracker.register = lambda *args: None   # attach-time only, single-threaded
+    try:
+        return shared_memory.SharedMemory(name=name)
+    finally:
+        resource_tracker.register = register
+
+
 class Arena:
     """A mapped pcpd segment and typed views of its regions.
 
@@ -210,10 +227,9 @@ class Arena:
     @classmethod
     def attach(cls, name: str) -> "Arena":
         try:
-            shm = shared_memory.SharedMemory(name=name)
+            shm = _attach_untracked(name)
         except OSError as err:
             raise ArenaError(f"cannot attach shared memory segment {name}: {err}") from err
-        _untrack(shm)
         head = np.ndarray((16,), np.int64, buffer=shm.buf)
         if head[H_MAGIC] != MAGIC or head[H_VERSION] != VERSION:
             del head

@@ -128,8 +128,8 @@ def run_once(settings: Settings, policy: str, plan: Plan, point: Any = None, rep
     return R.RunRecord(
         policy=policy, point=point, repetition=repetition, seed=settings.seed,
         seconds=m.seconds, ops=m.end.ops() - start.ops(), exit_code=exit_code,
-        restarts=daemon.summary.restarts, load_average=os.getloadavg()[0], figures=R.figures(start, m.end, m.seconds, policy),
-        counters=R.window_counters(start, m.end))
+        restarts=daemon.summary.restarts, load_average=os.getloadavg()[0],
+        figures=R.figures(start, m.end, m.seconds, policy), counters=R.window_counters(start, m.end))
 
 
 def _zero_snapshot(like: S.Snapshot) -> S.Snapshot:
@@ -323,7 +323,8 @@ def command(args: argparse.Namespace) -> int:
     print(f"\nwrote {', '.join(paths)}")
     failed = sum(1 for run in runs if run["exit_code"])
     if failed:
-        raise PcpdError(f"{failed} of {len(runs)} runs failed their final audit; see {os.path.join(out, LOG)}")
+        raise PcpdError(f"{failed} of {len(runs)} runs failed their final audit; "
+                        f"see {os.path.join(out, LOG)}")
     return 0
 
 

@@ -4,7 +4,6 @@ identical counts from one seed, the progress display."""
 import csv
 import dataclasses
 import io
-import json
 import signal
 import subprocess
 import sys

@@ -37,9 +37,11 @@ TWO = results({
     "legacy": [{"throughput_ops_per_second": 100.0, "pcp_hit_ratio": 0.9},
                {"throughput_ops_per_second": 110.0, "pcp_hit_ratio": 0.9}],
     "memdesc": [{"throughput_ops_per_second": 150.0, "pcp_hit_ratio": 0.95, "stranded_pages": 7.0,
-                 "pcp_pages_netpool": 7.0, "stranded_pages_netpool": 7.0, "refills_beside_stranded_netpool": 1.0},
+                 "pcp_pages_netpool": 7.0, "stranded_pages_netpool": 7.0,
+                 "refills_beside_stranded_netpool": 1.0},
                 {"throughput_ops_per_second": 150.0, "pcp_hit_ratio": 0.97, "stranded_pages": 9.0,
-                 "pcp_pages_netpool": 9.0, "stranded_pages_netpool": 9.0, "refills_beside_stranded_netpool": 2.0}],
+                 "pcp_pages_netpool": 9.0, "stranded_pages_netpool": 9.0,
+                 "refills_beside_stranded_netpool": 2.0}],
 })
 
 
