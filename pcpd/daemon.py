@@ -133,7 +133,7 @@ class Daemon:
         self.ready = False
         self._drain_reqs = [0] * len(self.cpus)
         self._last_drain_ns = 0
-        self._last_status = (0.0, 0)
+        self._last_status: tuple[float, S.Snapshot | None] = (0.0, None)
         self.measurement = Measurement()
 
     # -- lifecycle ------------------------------------------------------------------
@@ -201,7 +201,7 @@ class Daemon:
         duration = opts.duration if opts.duration is not None else self.settings.duration
         next_status = start + opts.status_interval
         next_audit = start + opts.audit_interval
-        self._last_status = (start, 0)
+        self._last_status = (start, None)
         m = self.measurement
         window_start = start
         if not opts.warmup:
@@ -427,21 +427,19 @@ class Daemon:
         return S.Snapshot(data[:n], data[n])
 
     def status_line(self, now: float) -> str:
+        """The last interval: throughput, hit rate, contention, lines per op, free pages."""
         snap = self.snapshot()
-        ops = snap.ops()
-        then, ops_then = self._last_status
-        self._last_status = (now, ops)
-        rate = (ops - ops_then) / max(now - then, 1e-9)
-        allocs = snap.allocs()
-        hit = snap.total("alloc_hit") / allocs if allocs else 0.0
-        acq = snap.total("lock_acquisitions")
-        contended = snap.total("lock_contended") / acq if acq else 0.0
-        wait_us = snap.total("lock_wait_ns") / max(snap.total("lock_contended"), 1) / 1e3
-        lines = sum(snap.total(f"lines_written_{c}") + snap.total(f"lines_read_{c}") for c in S.CAUSES)
-        per_op = lines / ops if ops else 0.0
-        free = int(self.arena.zone[Z_FREE_PAGES])
-        return (f"pcpd: {rate:,.0f} ops/s  hit {hit:.1%}  zone-lock contended {contended:.1%} "
-                f"(wait {wait_us:.1f} us)  {per_op:.2f} lines/op  free {free} pages  "
+        then, earlier = self._last_status
+        self._last_status = (now, snap)
+        d = snap.since(earlier) if earlier is not None else snap.totals()
+        allocs = d["alloc_hit"] + d["alloc_refill"] + d["alloc_buddy"]
+        ops = sum(d[n] for n in S.OPS_COUNTERS)
+        acq, contended = d["lock_acquisitions"], d["lock_contended"]
+        lines = sum(d[f"lines_written_{c}"] + d[f"lines_read_{c}"] for c in S.CAUSES)
+        return (f"pcpd: {ops / max(now - then, 1e-9):,.0f} ops/s  hit {_share(d['alloc_hit'], allocs)}  "
+                f"zone-lock contended {_share(contended, acq)} "
+                f"(wait {d['lock_wait_ns'] / max(contended, 1) / 1e3:.1f} us)  "
+                f"{lines / max(ops, 1):.2f} lines/op  free {int(self.arena.zone[Z_FREE_PAGES])} pages  "
                 f"restarts {self.summary.restarts}")
 
     def _stop(self) -> int:
@@ -628,6 +626,10 @@ class _Parked:
 
     def __exit__(self, *exc: object) -> None:
         self.daemon.arena.header[A.H_PAUSE_REQ] = 0
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "-"
 
 
 def _alive(pid: int) -> bool:

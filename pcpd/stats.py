@@ -78,6 +78,9 @@ GAUGES = frozenset(
     + [f"pcp_pages_type_{t}" for t in MEMDESC_TYPES]
 )
 MAXIMA = frozenset(["lock_wait_max_ns", "lock_hold_max_ns", "lock_waiters_max"])
+# operations: allocations attempted (failures included) plus frees
+OPS_COUNTERS = tuple([f"alloc_{t}_order_{o}" for t in MEMDESC_TYPES for o in ORDERS]
+                     + [f"free_type_{t}" for t in MEMDESC_TYPES])
 
 # Hot-path indices, imported by name where a lookup per operation would cost.
 ALLOC_HIT = INDEX["alloc_hit"]
@@ -144,6 +147,11 @@ class Snapshot:
     def totals(self) -> dict[str, int]:
         return {n: self.total(n) for n in NAMES}
 
+    def since(self, earlier: "Snapshot") -> dict[str, int]:
+        """Counter increments from ``earlier`` to this snapshot (gauges as they are now)."""
+        return {n: (self.total(n) if n in GAUGES or n in MAXIMA else self.total(n) - earlier.total(n))
+                for n in NAMES}
+
     def allocs(self) -> int:
         return sum(self.total(n) for n in ("alloc_hit", "alloc_refill", "alloc_buddy"))
 
@@ -152,8 +160,7 @@ class Snapshot:
 
     def ops(self) -> int:
         """Operations: allocations attempted (failures included) plus frees."""
-        return sum(self.total(f"alloc_{t}_order_{o}") for t in MEMDESC_TYPES for o in ORDERS) \
-            + self.frees()
+        return sum(self.total(n) for n in OPS_COUNTERS)
 
 
 def retire(retired: np.ndarray, block: np.ndarray) -> None:
