@@ -200,7 +200,9 @@ def comparison_rows(a: Results, b: Results, point: Any, policy: str) -> list[lis
         if sa is None and sb is None:
             continue
         change = describe_change(fig, sa and sa.mean, sb and sb.mean, judge(va, vb))
-        rows.append([fig.label, report.cell(fig, sa, None), report.cell(fig, sb, None), change])
+        cells = (report.cell(fig, sa, None, len(a.select(point, policy))),
+                 report.cell(fig, sb, None, len(b.select(point, policy))))
+        rows.append([fig.label, *cells, change])
     return rows
 
 
@@ -219,7 +221,9 @@ def render_comparison(a: Results, b: Results, names: tuple[str, str]) -> str:
         if only:
             parts.append(f"only in {name}: {', '.join(only)}")
     for name, res in zip(names, (a, b)):
-        for warning in report.warnings(res):
+        compared = Results(res.metadata, [run for run in res.runs if run["policy"] in policies
+                                          and run["point"] in points])
+        for warning in report.warnings(compared):
             parts.append(f"warning: {name}: {warning}")
     return "\n".join(parts).rstrip("\n")
 

@@ -110,17 +110,26 @@ def format_spread(figure: Figure, summary: Summary) -> str:
 
 
 def format_ratio(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}x"
+    if value is None:
+        return ""
+    if value >= 100:
+        return f"{value:,.0f}x"
+    if value >= 10:
+        return f"{value:.1f}x"
+    return f"{value:.2f}x" if value >= 0.1 or not value else f"{value:.2g}x"
 
 
-def cell(figure: Figure, summary: Summary | None, vs_base: float | None) -> str:
-    """A table cell: mean, spread, and the ratio to the baseline in brackets."""
+def cell(figure: Figure, summary: Summary | None, vs_base: float | None, runs: int = 0) -> str:
+    """A table cell: mean, spread, "[n=N]" when only N of the ``runs`` had the figure,
+    and the ratio to the baseline in brackets."""
     if summary is None:
         return "-"
     text = format_value(figure, summary.mean)
     spread = format_spread(figure, summary)
     if spread:
         text += f" {spread}"
+    if summary.n < runs:
+        text += f" [n={summary.n}]"
     if vs_base is not None:
         text += f" ({format_ratio(vs_base)})"
     return text
@@ -139,7 +148,8 @@ def comparison_rows(results: Results, point: Any) -> list[list[str]]:
         row = [_label(fig)]
         for policy in policies:
             summary = summarize(results.values(point, policy, fig.key))
-            row.append(cell(fig, summary, None if policy == base else ratio(summary, base_summary)))
+            vs_base = None if policy == base else ratio(summary, base_summary)
+            row.append(cell(fig, summary, vs_base, len(results.select(point, policy))))
         rows.append(row)
     return rows
 
@@ -235,7 +245,7 @@ def render_tables(results: Results) -> str:
     parts = []
     n = max((len(results.select(pt, p)) for pt in results.points() for p in results.policies()), default=0)
     parts.append(f"Mean of {n} repetition(s) ±standard deviation (% of the mean); "
-                 f"(0.00x) = ratio to {baseline(results)}.")
+                 f"(0.00x) = ratio to {baseline(results)}; [n=N]: only N runs had the figure.")
     for point in results.points():
         if point is not None:
             parts.append(f"\n{point_title(results, point)}")
@@ -258,7 +268,8 @@ def render_report(results: Results, images: Sequence[str]) -> str:
     base = baseline(results)
     lines += [f"Each cell is the mean over the repetitions, ±the standard deviation as a share of the "
               f"mean, and in brackets the ratio to {base} (higher or lower is better as the figure's "
-              "definition below says). `-`: the figure does not apply.", ""]
+              "definition below says). `-`: the figure does not apply; `[n=N]`: only N of the runs "
+              "had the figure (a wait quantile needs a contended acquisition).", ""]
     for point in results.points():
         lines += [f"## {point_title(results, point)}", "", format_table(comparison_rows(results, point)), ""]
         typed = type_rows(results, point)

@@ -69,7 +69,7 @@ class RunRecord(TypedDict):
     """One measured run, as stored in ``runs``."""
 
     policy: str
-    point: Any                 # the sweep value, or None without a sweep
+    point: int | float | str | None   # the sweep value, or None without a sweep
     repetition: int            # 0-based
     seed: int
     seconds: float             # the measured window
@@ -243,23 +243,18 @@ class Results:
 
     def points(self) -> list[Any]:
         """Sweep values in first-run order; [None] without a sweep."""
-        return list(dict.fromkeys(_hashable(run["point"]) for run in self.runs))
+        return list(dict.fromkeys(run["point"] for run in self.runs))
 
     def policies(self) -> list[str]:
         return list(dict.fromkeys(run["policy"] for run in self.runs))
 
     def select(self, point: Any, policy: str) -> list[RunRecord]:
-        return [run for run in self.runs
-                if _hashable(run["point"]) == point and run["policy"] == policy]
+        return [run for run in self.runs if run["point"] == point and run["policy"] == policy]
 
     def values(self, point: Any, policy: str, key: str) -> list[float]:
         """One figure of every repetition at (point, policy); runs without it left out."""
         return [run["figures"][key] for run in self.select(point, policy)
                 if run["figures"].get(key) is not None]
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
 
 
 # ---------------------------------------------------------------------------

@@ -172,6 +172,18 @@ def test_refill_links_each_block_to_the_previous_tail(table):
     assert r["free_memory_lines_written"] == 63 + 62 + 1   # Misc links live in the free pages
 
 
+def test_8_byte_pages_move_buddy_links_into_free_memory():
+    def miss(record_bytes):
+        [r] = [r for r in cost_table("6.7", record_bytes, ["memdesc"], ["anon"], [9])
+               if (r["op"], r["pcp"]) == ("alloc", "miss")]
+        return r
+    sixteen, eight = miss(16), miss(8)
+    assert sixteen["free_memory_lines_written"] == 0
+    assert eight["free_memory_lines_written"] > 0
+    assert eight["by_cause"]["written"]["memdesc_set"] == 2 * 512 * 8 // 64
+    assert sixteen["by_cause"]["written"]["memdesc_set"] == 2 * 512 * 16 // 64
+
+
 def test_old_era_thp_cannot_stay_on_the_pcp():
     rows = cost_table("5.13", 16, policies=["legacy"], types=["anon"], orders=[9])
     assert {(r["op"], r["pcp"]) for r in rows} == {("alloc", "miss"), ("alloc", "hit"),

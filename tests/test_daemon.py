@@ -41,7 +41,7 @@ SUMMARY_OK = [
     re.compile(r"pages lost 0\b"),
 ]
 AUDITS = re.compile(r"audits (\d+) \((\d+) failed\)")
-RESTARTS = re.compile(r"restarts (\d+)")
+RESTARTS = re.compile(r"^  restarts (\d+),", re.M)   # the summary line, not a status line
 
 
 class DaemonProcess:
@@ -116,7 +116,7 @@ class DaemonProcess:
 
 @pytest.fixture
 def run_daemon():
-    """Start ``pcpd run ARGS``; afterwards nothing of it may be left running or in /dev/shm."""
+    """Start ``pcpd run ARGS``; afterwards kill what is left of its group and check /dev/shm."""
     started: list[DaemonProcess] = []
 
     def start(*args: str) -> DaemonProcess:
@@ -125,19 +125,21 @@ def run_daemon():
 
     yield start
     for daemon in started:
-        exited = daemon.proc.poll() is not None
+        exited = daemon.proc.poll() is not None       # else the test failed before it stopped
         daemon.kill_group()                           # workers, forkserver, anything left
         left = glob.glob(f"/dev/shm/pcpd-{daemon.pid}-*")
         for path in left:
             os.unlink(path)
-        assert exited, f"pcpd was still running at the end of the test:\n{daemon.output()}"
-        assert not left, f"shared-memory segments left behind: {left}"
+        if exited:
+            assert not left, f"shared-memory segments left behind: {left}"
 
 
 def assert_clean_exit(daemon: DaemonProcess, code: int, workers: int) -> dict[str, int]:
-    """Exit 0, a clean final audit with every PCP drained, periodic audits that all passed."""
+    """Exit 0, a clean final audit with every PCP drained, periodic audits that all passed,
+    no segment left in /dev/shm."""
     text = daemon.output()
     assert code == 0, text
+    assert not glob.glob(f"/dev/shm/pcpd-{daemon.pid}-*"), text
     summary = "\n".join(daemon.lines["stdout"])
     for pattern in SUMMARY_OK:
         assert pattern.search(summary), f"{pattern.pattern!r} not in the summary:\n{text}"
@@ -148,12 +150,13 @@ def assert_clean_exit(daemon: DaemonProcess, code: int, workers: int) -> dict[st
     return {"audits": audits, "restarts": int(RESTARTS.search(summary).group(1))}
 
 
-def write_config(path: Path, source: Path, **replace: str) -> Path:
-    text = source.read_text()
-    for old, new in replace.items():
+def write_config(path: Path, edits: dict[str, str] | None = None, extra: str = "") -> Path:
+    """mixed.toml with ``edits`` (old -> new text) and ``extra`` appended, written to ``path``."""
+    text = MIXED.read_text()
+    for old, new in (edits or {}).items():
         assert old in text
         text = text.replace(old, new)
-    path.write_text(text)
+    path.write_text(text + extra)
     return path
 
 
@@ -182,12 +185,54 @@ def test_sigterm_stops_cleanly_with_every_pcp_drained(run_daemon):
     assert daemon.matching("stderr", "daemon INFO stopping")
 
 
+GROUP_SIGNALS = [
+    pytest.param(signal.SIGINT, id="SIGINT"),          # a terminal's ^C
+    pytest.param(signal.SIGTERM, id="SIGTERM", marks=pytest.mark.xfail(strict=True, reason=(
+        "the forkserver (pcpd/daemon.py) keeps SIGTERM's default action, so a signal to the "
+        "whole group kills it: workers, re-parented, decide the daemon is gone and leave "
+        "without draining (workers/worker.py daemon_alive), and the daemon reads exit code "
+        "255 for live workers and recovers under them"))),
+]
+
+
+@pytest.mark.parametrize("signum", GROUP_SIGNALS)
+def test_a_stop_signal_to_the_whole_process_group_stops_cleanly(run_daemon, signum):
+    # timeout(1), a service manager and a terminal signal every process of the group
+    daemon = run_daemon(str(MIXED), "--duration", "0", "--audit-interval", "0.5",
+                        "--status-interval", "0.3")
+    daemon.wait_for("stderr", r"cpu\d+ INFO started:", count=2)
+    daemon.wait_for("stdout", r"^pcpd: ")
+    os.killpg(daemon.pid, signum)
+    code = daemon.finish()
+    got = assert_clean_exit(daemon, code, workers=2)
+    assert got["restarts"] == 0
+    assert not daemon.matching("stderr", r"daemon is gone|died")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the forkserver (pcpd/daemon.py) keeps SIGHUP's default action: a hangup of the group kills "
+    "it and the workers leave as if the daemon had died (restarts instead of a reload)"))
+def test_a_hangup_of_the_whole_process_group_reloads(run_daemon, tmp_path):
+    config = write_config(tmp_path / "run.toml")
+    daemon = run_daemon(str(config), "--duration", "0", "--audit-interval", "0.5",
+                        "--status-interval", "0.3")
+    daemon.wait_for("stderr", r"cpu\d+ INFO started:", count=2)
+    daemon.wait_for("stdout", r"^pcpd: ")
+    os.killpg(daemon.pid, signal.SIGHUP)
+    daemon.wait_for("stderr", r"daemon INFO reloaded|worker pid \d+ died")
+    assert not daemon.matching("stderr", r"daemon is gone|died"), daemon.output()
+    daemon.signal(signal.SIGTERM)
+    code = daemon.finish()
+    got = assert_clean_exit(daemon, code, workers=4)
+    assert got["restarts"] == 0
+
+
 def test_sighup_with_a_valid_config_replaces_the_workers(run_daemon, tmp_path):
-    config = write_config(tmp_path / "run.toml", MIXED)
+    config = write_config(tmp_path / "run.toml")
     daemon = run_daemon(str(config), "--duration", "0", "--audit-interval", "0.5",
                         "--status-interval", "0.5")
     daemon.wait_for("stderr", r"cpu\d+ INFO started: policy legacy", count=2)
-    write_config(config, MIXED, **{'seed = 3': 'seed = 4\n[policy]\nname = "compound"'})
+    write_config(config, {"seed = 3": "seed = 4"}, extra='\n[policy]\nname = "compound"\n')
     daemon.signal(signal.SIGHUP)
     daemon.wait_for("stderr", r"daemon INFO reloaded .*run\.toml: policy compound")
     daemon.wait_for("stderr", r"cpu\d+ INFO started: policy compound, workload mix, seed 4", count=2)
@@ -200,15 +245,15 @@ def test_sighup_with_a_valid_config_replaces_the_workers(run_daemon, tmp_path):
 
 
 def test_sighup_with_an_invalid_config_keeps_the_running_one(run_daemon, tmp_path):
-    config = write_config(tmp_path / "run.toml", MIXED)
+    config = write_config(tmp_path / "run.toml")
     daemon = run_daemon(str(config), "--duration", "0", "--audit-interval", "0.5",
                         "--status-interval", "0.5")
     daemon.wait_for("stderr", r"cpu\d+ INFO started:", count=2)
-    config.write_text(MIXED.read_text() + "\n[pcp]\nbach = 4\n")          # a misspelt key
+    write_config(config, extra="\n[pcp]\nbach = 4\n")                  # a misspelt key
     daemon.signal(signal.SIGHUP)
     rejected = daemon.wait_for("stderr", r"reload rejected")
     assert "run.toml" in rejected[0] and "pcp.bach" in rejected[0]
-    write_config(config, MIXED, **{'memory = "16MiB"': 'memory = "32MiB"'})
+    write_config(config, {'memory = "16MiB"': 'memory = "32MiB"'})
     daemon.signal(signal.SIGHUP)
     rejected = daemon.wait_for("stderr", r"reload rejected", count=2)
     assert "needs a restart" in rejected[1]
@@ -313,7 +358,7 @@ def test_one_worker_one_seed_repeats_its_counts(in_process):
     first = counts(in_process(settings, ops=100_000))
     second = counts(in_process(settings, ops=100_000))
     assert first == second
-    assert first["alloc_refill"] > 0 and first["drains_decay"] > 0 and first["pressure_waves"] > 0
+    assert first["refills"] > 0 and first["drains_high"] > 0 and first["pressure_waves"] > 0
     other = counts(in_process(dataclasses.replace(settings, seed=8), ops=100_000))
     assert other != first
 
@@ -329,7 +374,7 @@ def test_reload_problems():
     assert "needs a restart" in _reload_problem(base, bigger, "legacy", None)
     one_cpu = parse_settings(MIXED.read_text().replace("cpus = [0, 1]", "cpus = [0]"), "x.toml")
     assert "cpus changed" in _reload_problem(base, one_cpu, "legacy", None)
-    memdesc = parse_settings(MIXED.read_text().replace("record_bytes = 64", "record_bytes = 16")
-                             + '\n[policy]\nname = "memdesc"\n', "x.toml")
+    memdesc = replace_path(base, "policy.name", "memdesc")
     assert "page array" in _reload_problem(base, memdesc, "legacy", None)
-    assert _reload_problem(base, replace_path(base, "policy.name", "memdesc"), "memdesc", "memdesc") == ""
+    # --policy memdesc on the command line outranks the file's policy
+    assert _reload_problem(base, replace_path(base, "policy.name", "compound"), "memdesc", "memdesc") == ""

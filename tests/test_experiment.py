@@ -15,6 +15,7 @@ from pcpd import stats as S
 from pcpd.cli import main
 from pcpd.config import load_settings, parse_settings, settings_hash
 from pcpd.experiment import Progress, plan_experiment, run_once
+from pcpd.report import format_ratio
 from pcpd.results import FIGURE_KEYS, load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,7 +182,7 @@ def test_report_ratios_match_the_raw_figures(experiment):
         memdesc = results.values(None, "memdesc", key)
         ratio = (sum(memdesc) / len(memdesc)) / (sum(legacy) / len(legacy))
         line = next(line for line in report.splitlines() if line.startswith(label))
-        assert line.rstrip(" |").endswith(f"({ratio:.2f}x)"), line
+        assert line.rstrip(" |").endswith(f"({format_ratio(ratio)})"), line
         assert line in done.stdout                          # the terminal shows the same table
     assert "![policies](policies.png)" in report
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pcpd.report import (POLICIES_PNG, REPORT, SWEEP_PNG, Summary, baseline, cell, comparison_rows,
+from pcpd.report import (POLICIES_PNG, REPORT, SWEEP_PNG, Summary, baseline, cell, comparison_rows, format_ratio,
                          format_table, format_value, render_report, render_tables, summarize,
                          type_rows, warnings, write_report)
 from pcpd.results import FIGURE_BY_KEY, FIGURE_KEYS, REQUIRED_METADATA, Results
@@ -78,6 +78,13 @@ def test_cell_shows_mean_spread_and_ratio():
     assert cell(THROUGHPUT, Summary(100_000.0, 2_000.0, 3), 1.5) == "100.0k ±2% (1.50x)"
     assert cell(THROUGHPUT, Summary(100_000.0, 0.0, 1), None) == "100.0k"
     assert cell(THROUGHPUT, None, None) == "-"
+    assert cell(THROUGHPUT, Summary(100_000.0, 0.0, 1), 2.0, runs=2) == "100.0k [n=1] (2.00x)"
+
+
+@pytest.mark.parametrize("value, text", [(0.5, "0.50x"), (12.345, "12.3x"), (16087.1, "16,087x"),
+                                         (0.0175, "0.018x"), (0.0, "0.00x"), (None, "")])
+def test_format_ratio(value, text):
+    assert format_ratio(value) == text
 
 
 def test_ratios_are_against_legacy_and_match_the_raw_figures():

@@ -231,7 +231,7 @@ class Policy:
         for t, pages in enumerate(self.pcp_pages_by_type()):
             v[S.PCP_PAGES_TYPE + t] = pages
 
-    def _count_fail(self, t: int, order: int) -> None:
+    def _count_fail(self) -> None:
         self.v[S.ALLOC_FAIL["no_memory"]] += 1
 
 
@@ -299,7 +299,7 @@ class _Page64Policy(Policy):
         """rmqueue_buddy() then prep_new_page(): orders the PCP does not keep."""
         pfn = self.zone.rmqueue_buddy(order, MIGRATETYPE_OF[t])
         if pfn == NIL:
-            self._count_fail(t, order)
+            self._count_fail()
             return NIL
         self.v[_BUDDY] += 1
         self._post_alloc_hook(pfn, t, order)
@@ -578,7 +578,7 @@ class _MemdescPolicy(Policy):
     def _alloc_buddy(self, t: int, order: int) -> int:
         pfn = self.zone.rmqueue_buddy(order, MIGRATETYPE_OF[t])
         if pfn == NIL:
-            self._count_fail(t, order)
+            self._count_fail()
             return NIL
         self.v[_BUDDY] += 1
         self._make_allocated(pfn, t, order)
