@@ -30,6 +30,7 @@ creator is dead, and only those the current user owns.
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 import sys
@@ -167,7 +168,9 @@ class Arena:
 
         def words(region: str, dtype=np.int64) -> np.ndarray:
             off, size = regions[region]
-            return np.ndarray((size // np.dtype(dtype).itemsize,), dtype, buffer=buf, offset=off)
+            # frombuffer holds a buffer export: close() refuses while a view lives,
+            # instead of unmapping memory under it
+            return np.frombuffer(buf, dtype, size // np.dtype(dtype).itemsize, off)
 
         self.header = words("header")
         self.zone = words("zone")
@@ -230,7 +233,7 @@ class Arena:
             shm = _attach_untracked(name)
         except OSError as err:
             raise ArenaError(f"cannot attach shared memory segment {name}: {err}") from err
-        head = np.ndarray((16,), np.int64, buffer=shm.buf)
+        head = np.frombuffer(shm.buf, np.int64, 16)
         if head[H_MAGIC] != MAGIC or head[H_VERSION] != VERSION:
             del head
             shm.close()
@@ -241,7 +244,12 @@ class Arena:
         return cls(shm, geometry, owner=False)
 
     def close(self) -> None:
-        """Drop this process's views and mapping (numpy views pin the buffer)."""
+        """Drop this arena's views and, once no view is left, the mapping.
+
+        Views handed out earlier (a Zone's, a policy's) pin the mapping (numpy
+        frombuffer holds a buffer export), so it is unmapped when the last of
+        them goes, never under a live view.
+        """
         for attr in ("memq", "descq", "pageblockq"):
             self.__dict__.pop(attr, None)
         for view in self._views:
@@ -252,8 +260,14 @@ class Arena:
             self.__dict__.pop(attr, None)
         try:
             self.shm.close()
-        except BufferError as err:
-            raise ArenaError(f"{self.name}: views still exported at close: {err}") from err
+        except BufferError:
+            gc.collect()                         # views kept only by reference cycles
+            try:
+                self.shm.close()
+            except BufferError:
+                # live views keep the mapping (through their buffer export) until they
+                # go; detach it so SharedMemory's own close-on-collect does not retry
+                self.shm._buf = self.shm._mmap = None  # noqa: SLF001
 
     def unlink(self) -> None:
         # not SharedMemory.unlink(): it would tell the resource tracker, which

@@ -36,7 +36,7 @@ from pcpd import audit as AU
 from pcpd import recovery
 from pcpd import stats as S
 from pcpd.config import (DEFAULT_SETTINGS, Settings, assign_workloads, load_settings, worker_cpus)
-from pcpd.errors import ConfigError, WorkerLost
+from pcpd.errors import ArenaError, ConfigError, WorkerLost
 from pcpd.lock import ZoneLock
 from pcpd.logs import LogReader, configure_daemon_logging
 from pcpd.zone import Z_FREE_PAGES, Z_WMARK_LOW, Zone
@@ -513,8 +513,12 @@ class Daemon:
         if self.exporter is not None:
             self.exporter.stop()
         if self.arena is not None:
-            self.arena.close()
             self.arena.unlink()
+            self._heartbeat = self.exporter = None
+            try:
+                self.arena.close()
+            except ArenaError as err:                 # the mapping goes when its last view does
+                log.debug("%s", err)
 
 
 class _Heartbeat:

@@ -203,7 +203,7 @@ def test_a_stop_signal_to_the_whole_process_group_stops_cleanly(run_daemon, sign
     daemon.wait_for("stderr", r"cpu\d+ INFO started:", count=2)
     daemon.wait_for("stdout", r"^pcpd: ")
     os.killpg(daemon.pid, signum)
-    code = daemon.finish()
+    code = daemon.finish(timeout=30.0)
     got = assert_clean_exit(daemon, code, workers=2)
     assert got["restarts"] == 0
     assert not daemon.matching("stderr", r"daemon is gone|died")

@@ -64,14 +64,14 @@ def test_reader_copies_every_line_and_ends_with_the_pipe(daemon_stream):
 
 def test_worker_logging_goes_down_its_pipe(daemon_stream):
     reader_end, writer_end = multiprocessing.Pipe(duplex=False)
-    reader = LogReader(reader_end, "cpu1")
     root = logging.getLogger()
     daemon_handlers = root.handlers[:]
     configure_worker_logging(writer_end, "cpu1")      # as in a worker process
     logging.getLogger("pcpd.worker").info("started: policy %s", "legacy")
     logging.getLogger("pcpd.worker").warning("short of memory")
-    root.handlers[:] = daemon_handlers
     writer_end.close()
+    root.handlers[:] = daemon_handlers                # back in the daemon: the pipe kept the lines
+    reader = LogReader(reader_end, "cpu1")
     reader.join(5.0)
     assert lines(daemon_stream) == [("cpu1", "INFO", "started: policy legacy"),
                                     ("cpu1", "WARNING", "short of memory")]
@@ -86,7 +86,7 @@ def _log_then_die(conn) -> None:
 
 
 def test_a_killed_worker_ends_its_reader(daemon_stream):
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     reader_end, writer_end = ctx.Pipe(duplex=False)
     worker = ctx.Process(target=_log_then_die, args=(writer_end,))
     worker.start()

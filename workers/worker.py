@@ -28,6 +28,7 @@ from pcpd import arena as A
 from pcpd import rings
 from pcpd import stats as S
 from pcpd.config import WorkloadSettings
+from pcpd.errors import ArenaError
 from pcpd.logs import configure_worker_logging
 from pcpd.zone import Z_WMARK_LOW
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks
@@ -89,7 +90,10 @@ def worker_main(arena_name: str, plan: WorkerPlan, locks: SharedLocks, log_conn)
         log.exception("worker failed")
         raise
     finally:
-        arena.close()
+        try:
+            arena.close()
+        except ArenaError:                          # a traceback still holds views: exit unmaps
+            pass
 
 
 class _DecayClock:
