@@ -20,8 +20,10 @@ starts a replacement.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import random
 import signal
@@ -122,7 +124,12 @@ class Daemon:
         # threads, with the model modules already imported
         self.ctx = multiprocessing.get_context("forkserver")
         self.ctx.set_forkserver_preload(["workers.worker"])
-        self.locks = SharedLocks(self.ctx.Lock(), self.ctx.Lock())
+        with _group_signals_ignored():
+            # the forkserver and the resource tracker start here and keep ignoring
+            # the group's SIGINT/SIGTERM/SIGHUP (as do workers they fork): those
+            # signals are the daemon's to act on
+            self.locks = SharedLocks(self.ctx.Lock(), self.ctx.Lock())
+            multiprocessing.forkserver.ensure_running()
         self.arena: A.Arena | None = None
         self.slots = [Slot(i, cpu) for i, cpu in enumerate(self.cpus)]
         self.counters = S.Counters()          # the daemon's own buddy work (recovery)
@@ -138,12 +145,12 @@ class Daemon:
 
     # -- lifecycle ------------------------------------------------------------------
     def run(self) -> int:
+        self._install_signals()
         removed = A.remove_stale()
         if removed:
             log.info("removed %d stale segment(s) of dead pcpd runs: %s", len(removed), ", ".join(removed))
         self.arena = create_arena(self.spec)
         try:
-            self._install_signals()
             self._start_exporter()
             for slot in self.slots:
                 self._spawn(slot)
@@ -645,8 +652,23 @@ def _alive(pid: int) -> bool:
 
 
 def _exited(proc: multiprocessing.process.BaseProcess) -> bool:
-    """Dead, even before the forkserver has reported the exit status."""
-    return proc.exitcode is not None or not _alive(proc.pid)
+    """Dead, even before the forkserver has reported the exit status.
+
+    The process itself decides, not ``exitcode``: with its forkserver gone a
+    running worker's exit code reads 255.
+    """
+    return not _alive(proc.pid)
+
+
+@contextlib.contextmanager
+def _group_signals_ignored():
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    saved = [signal.signal(sig, signal.SIG_IGN) for sig in signals]
+    try:
+        yield
+    finally:
+        for sig, handler in zip(signals, saved):
+            signal.signal(sig, handler)
 
 
 def _exit_status(proc: multiprocessing.process.BaseProcess) -> str:

@@ -187,11 +187,7 @@ def test_sigterm_stops_cleanly_with_every_pcp_drained(run_daemon):
 
 GROUP_SIGNALS = [
     pytest.param(signal.SIGINT, id="SIGINT"),          # a terminal's ^C
-    pytest.param(signal.SIGTERM, id="SIGTERM", marks=pytest.mark.xfail(strict=True, reason=(
-        "the forkserver (pcpd/daemon.py) keeps SIGTERM's default action, so a signal to the "
-        "whole group kills it: workers, re-parented, decide the daemon is gone and leave "
-        "without draining (workers/worker.py daemon_alive), and the daemon reads exit code "
-        "255 for live workers and recovers under them"))),
+    pytest.param(signal.SIGTERM, id="SIGTERM"),
 ]
 
 
@@ -209,9 +205,6 @@ def test_a_stop_signal_to_the_whole_process_group_stops_cleanly(run_daemon, sign
     assert not daemon.matching("stderr", r"daemon is gone|died")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the forkserver (pcpd/daemon.py) keeps SIGHUP's default action: a hangup of the group kills "
-    "it and the workers leave as if the daemon had died (restarts instead of a reload)"))
 def test_a_hangup_of_the_whole_process_group_reloads(run_daemon, tmp_path):
     config = write_config(tmp_path / "run.toml")
     daemon = run_daemon(str(config), "--duration", "0", "--audit-interval", "0.5",

@@ -130,7 +130,7 @@ class Worker:
         slot_of = {cpu: slot for slot, cpu in enumerate(plan.workers)}
         self.workload = Workload(plan.workload, plan.seed, plan.cpu, plan.workers, slot_of,
                                  self._send)
-        self.ppid = os.getppid()
+        self.daemon = psutil.Process(int(self.header[A.H_CREATOR]))
         self.seen_daemon = time.monotonic_ns()
         self.log = logging.getLogger("pcpd.worker")
         self.ops = 0
@@ -232,12 +232,15 @@ class Worker:
         return True
 
     def daemon_alive(self) -> bool:
-        """The daemon (through the forkserver) is our parent and still beats.
+        """The daemon process exists and its heartbeat thread still beats.
 
-        Either sign is enough to leave: a re-parented worker (the forkserver
-        exits with the daemon) or a heartbeat silent for DAEMON_TIMEOUT_NS.
+        Either sign is enough to leave: the daemon's pid gone (or a zombie),
+        or its heartbeat silent for DAEMON_TIMEOUT_NS.
         """
-        if os.getppid() != self.ppid:
+        try:
+            if self.daemon.status() == psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
             return False
         beat = int(self.header[A.H_DAEMON_HEARTBEAT])
         now = time.monotonic_ns()
