@@ -108,9 +108,12 @@ class PerCpuPages:
         says why ("free_high" or "high").
         """
         if self.tuned and (order == 0 or order == 9) and not zone_below_high:
-            # the common 6.7 case inlined; the kernel's steps, in its order
-            self.alloc_factor >>= 1
-            self.flags &= ~PCPF_PREV_FREE_HIGH_ORDER
+            # the common 6.7 case inlined; the kernel's steps, in its order (reads
+            # before writes: in a steady state the first two are already 0)
+            if self.alloc_factor:
+                self.alloc_factor >>= 1
+            if self.flags & PCPF_PREV_FREE_HIGH_ORDER:
+                self.flags &= ~PCPF_PREV_FREE_HIGH_ORDER
             if self.free_count < self.free_cap:
                 self.free_count += 1 << order
             if self.high_min <= self.high and self.count < self.high:
