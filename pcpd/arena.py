@@ -63,7 +63,6 @@ H_MAGIC, H_VERSION, H_PAGES, H_RECORD, H_NCPUS, H_RING_SLOTS, H_DESC_SLOTS, H_CR
 H_CREATED_NS = 8
 H_DRAIN_SEQ = 16         # bumped by the daemon to ask every PCP to drain (drain_all_pages)
 H_SHUTDOWN = 17          # 1: workers stop and free what they hold; 2: drain and exit
-H_CONFIG_GEN = 18        # bumped on a successful reload
 H_DAEMON_HEARTBEAT = 19  # monotonic ns, written by the daemon
 H_PAUSE_REQ = 20         # nonzero: workers park at their next check point and ack with this value
 H_LOCK_HOLDER_PID = 24   # zone lock bookkeeping (pcpd.lock)
@@ -79,8 +78,8 @@ H_RESTARTS = 43
 H_MEMDESC = 44           # 1: pages carry memdesc words (memdesc policies); 0: today's flags
 
 # cpuctl word indices, per CPU slot.
-(C_PID, C_STATE, C_HEARTBEAT, C_DRAIN_ACK, C_GENERATION, C_RESTARTS, C_WAITING, C_CPU,
- C_PAUSE_ACK, C_DRAIN_REQ, C_STOP) = range(11)
+(C_PID, C_STATE, C_HEARTBEAT, C_DRAIN_ACK, C_RESTARTS, C_WAITING, C_CPU, C_PAUSE_ACK,
+ C_DRAIN_REQ, C_STOP) = range(10)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pcpd import memmap as M
+from pcpd.memmap import memdesc_word
+from pcpd.sizing import MIGRATE_PCPTYPES
 from pcpd import zone as Z
 from pcpd.arena import DESC_WORDS, H_MEMDESC, Arena
 from pcpd.slab import D_PFN, D_STATE, DS_INFLIGHT, DS_INUSE, DS_PCP
@@ -102,7 +104,7 @@ def _memdesc_blocks(arena: Arena) -> tuple[dict[str, Blocks], list[str]]:
     """Memdesc pages: buddy state per layout, the rest through the memdesc word."""
     memmap = M.memmap_for(arena)
     w = arena.record_bytes // 8
-    mw = 1 if arena.record_bytes >= 32 else 0
+    mw = memdesc_word(arena.record_bytes)
     heads, orders = memmap.buddy_heads(0, arena.pages)
     out = {"buddy": Blocks(heads, orders, np.full(len(heads), -1))}
     word = arena.mem[mw::w].copy()
@@ -166,7 +168,7 @@ def _check_zone(arena: Arena, buddy: Blocks) -> list[str]:
         problems.append(f"NR_FREE_PAGES {int(z[Z.Z_FREE_PAGES])} but buddy pages {buddy.pages}")
     memmap = M.memmap_for(arena)
     for order in range(Z.MAX_ORDER + 1):
-        for mt in range(Z.MIGRATE_PCPTYPES):
+        for mt in range(MIGRATE_PCPTYPES):
             i = 3 * order + mt
             expect = int(z[Z.Z_NR_FREE + i])
             seen, pfn, prev = 0, int(z[Z.Z_HEAD + i]), M.NIL

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import logging
 import multiprocessing
 import multiprocessing.forkserver
@@ -38,11 +39,12 @@ from pcpd import audit as AU
 from pcpd import recovery
 from pcpd import stats as S
 from pcpd.config import (DEFAULT_SETTINGS, Settings, assign_workloads, load_settings, worker_cpus)
-from pcpd.errors import ArenaError, ConfigError, WorkerLost
-from pcpd.lock import ZoneLock
+from pcpd.errors import ConfigError, WorkerLost
+from pcpd.lock import OP_NAMES, ZoneLock
 from pcpd.logs import LogReader, configure_daemon_logging
 from pcpd.zone import Z_FREE_PAGES, Z_WMARK_LOW, Zone
 from workers.cpu import MEMDESC_POLICIES, ModelSpec, SharedLocks, create_arena
+from workers.policies import POLICIES
 from workers.worker import STATE_DONE, STATE_EXITED, STATE_STOPPING, WorkerPlan, worker_main
 
 TICK = 0.1
@@ -89,6 +91,7 @@ class Slot:
     index: int
     cpu: int
     process: multiprocessing.process.BaseProcess | None = None
+    handle: psutil.Process | None = None          # knows the process's start time: no pid reuse
     log_reader: LogReader | None = None
     restarts: int = 0
     started_ns: int = 0
@@ -142,6 +145,7 @@ class Daemon:
         self._last_drain_ns = 0
         self._last_status: tuple[float, S.Snapshot | None] = (0.0, None)
         self.measurement = Measurement()
+        self._heartbeat: _Heartbeat | None = None
 
     # -- lifecycle ------------------------------------------------------------------
     def run(self) -> int:
@@ -198,6 +202,7 @@ class Daemon:
         slot.process = self.ctx.Process(target=worker_main, name=f"pcpd-cpu{slot.cpu}",
                                         args=(self.arena.name, plan, self.locks, writer))
         slot.process.start()
+        slot.handle = psutil.Process(slot.process.pid)
         writer.close()                               # the worker holds the only write end
         slot.log_reader = LogReader(reader, f"cpu{slot.cpu}")
         slot.started_ns = time.monotonic_ns()
@@ -261,17 +266,18 @@ class Daemon:
             if proc is None:
                 continue
             silent = now - int(self.arena.cpuctl[slot.index, A.C_HEARTBEAT])
-            if proc.exitcode is None and silent > HEARTBEAT_TIMEOUT_NS \
+            if not _exited(slot) and silent > HEARTBEAT_TIMEOUT_NS \
                     and now - slot.started_ns > HEARTBEAT_TIMEOUT_NS:
                 ctl, h = self.arena.cpuctl[slot.index], self.arena.header
                 log.error("cpu%d: no heartbeat for %.1f s (state %d, waiting %d; zone->lock holder "
-                          "pid %d op %d); killing pid %d", slot.cpu, silent / 1e9, ctl[A.C_STATE],
-                          ctl[A.C_WAITING], h[A.H_LOCK_HOLDER_PID], h[A.H_LOCK_OP], proc.pid)
+                          "pid %d, %s); killing pid %d", slot.cpu, silent / 1e9, ctl[A.C_STATE],
+                          ctl[A.C_WAITING], h[A.H_LOCK_HOLDER_PID], OP_NAMES[int(h[A.H_LOCK_OP])],
+                          proc.pid)
                 os.kill(proc.pid, signal.SIGUSR1)      # its stack to stderr (faulthandler)
                 time.sleep(0.2)
                 proc.kill()
                 proc.join(1.0)
-        dead = [s for s in self.slots if s.process is not None and _exited(s.process)]
+        dead = [s for s in self.slots if s.process is not None and _exited(s)]
         if dead:
             self._replace(dead)
 
@@ -300,7 +306,7 @@ class Daemon:
         if slot.log_reader is not None:
             slot.log_reader.join(1.0)                 # ends at the pipe's end
             slot.log_reader = None
-        slot.process = None
+        slot.process = slot.handle = None
 
     def recover(self, dead: list[Slot], replaced: bool = True) -> dict[int, recovery.Reclaimed]:
         """Take over locks the dead held, park the living, reclaim the dead slots' pages.
@@ -320,7 +326,7 @@ class Daemon:
                     continue
                 if not parked.ok:
                     raise WorkerLost("workers did not park for recovery; the zone cannot be repaired safely")
-                zone = Zone(arena, ZoneLock(self.locks.zone, arena, self.counters, dead[0].index),
+                zone = Zone(arena, ZoneLock(self.locks.zone, arena, self.counters, cpu=-1),
                             self.counters)
                 with self.locks.slab, zone.lock:
                     out = {slot.index: recovery.reclaim_slot(arena, zone, slot.index, keep_inbox=replaced)
@@ -337,8 +343,8 @@ class Daemon:
         if holder in dead_pids or (holder and not _alive(holder)) \
                 or not lock.acquire(timeout=LOCK_TAKEOVER_TIMEOUT):
             # held by a dead worker (recorded, or killed before it could record itself)
-            log.error("%s was held by a dead worker (pid %s, op %s); repairing what it protects",
-                      what, holder or "unrecorded", int(header[A.H_LOCK_OP]))
+            log.error("%s was held by a dead worker (pid %s, %s); repairing what it protects",
+                      what, holder or "unrecorded", OP_NAMES[int(header[A.H_LOCK_OP])])
         if lock is self.locks.zone:
             recovery.rebuild_zone(self.arena)         # lists a killed holder left half-linked
             header[A.H_LOCK_HOLDER_CPU] = -1
@@ -461,17 +467,20 @@ class Daemon:
                 break
             time.sleep(0.01)
         arena.header[A.H_SHUTDOWN] = 2
-        for slot in self.slots:
-            if slot.process is not None:
-                slot.process.join(max(deadline - time.monotonic(), 1.0))
-                if slot.process.exitcode is None:
-                    log.error("cpu%d: did not exit; killing it", slot.cpu)
-                    slot.process.kill()
-                    slot.process.join()
-                if slot.process.exitcode != 0:
-                    self._replace([slot], respawn=False)
-                else:
-                    self._retire(slot)
+        # phase 2 parks nobody: let every worker finish before recovering any
+        live = [slot for slot in self.slots if slot.process is not None]
+        for slot in live:
+            slot.process.join(max(deadline - time.monotonic(), 1.0))
+            if slot.process.exitcode is None:
+                log.error("cpu%d: did not exit; killing it", slot.cpu)
+                slot.process.kill()
+                slot.process.join()
+        dead = [slot for slot in live if slot.process.exitcode != 0]
+        for slot in live:
+            if slot not in dead:
+                self._retire(slot)
+        if dead:
+            self._replace(dead, respawn=False)
         result = self._audit_parked()
         s = self.summary
         s.final_audit = result.summary()
@@ -485,7 +494,7 @@ class Daemon:
 
     def _reap_during_stop(self) -> None:
         dead = [s for s in self.slots
-                if s.process is not None and _exited(s.process) and s.process.exitcode != 0]
+                if s.process is not None and _exited(s) and s.process.exitcode != 0]
         if dead:
             self._replace(dead, respawn=False)
 
@@ -509,7 +518,7 @@ class Daemon:
         ])
 
     def _teardown(self) -> None:
-        if getattr(self, "_heartbeat", None) is not None:
+        if self._heartbeat is not None:
             self._heartbeat.stop()
         for slot in self.slots:
             if slot.process is not None and slot.process.exitcode is None:
@@ -522,10 +531,7 @@ class Daemon:
         if self.arena is not None:
             self.arena.unlink()
             self._heartbeat = self.exporter = None
-            try:
-                self.arena.close()
-            except ArenaError as err:                 # the mapping goes when its last view does
-                log.debug("%s", err)
+            self.arena.close()
 
 
 class _Heartbeat:
@@ -623,7 +629,7 @@ class _Parked:
             for slot in self.daemon.slots:
                 if slot.process is None or slot in self.expect_dead:
                     continue
-                if _exited(slot.process):
+                if _exited(slot):
                     self.died.append(slot)
                 elif int(arena.cpuctl[slot.index, A.C_PAUSE_ACK]) != seq:
                     waiting = True
@@ -651,13 +657,17 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _exited(proc: multiprocessing.process.BaseProcess) -> bool:
-    """Dead, even before the forkserver has reported the exit status.
+def _exited(slot: Slot) -> bool:
+    """The slot's worker is dead, even before the forkserver reported its status.
 
-    The process itself decides, not ``exitcode``: with its forkserver gone a
-    running worker's exit code reads 255.
+    The process itself decides, not ``exitcode`` (with its forkserver gone a
+    running worker's exit code reads 255); psutil's handle remembers the start
+    time, so a reused pid does not pass for the worker.
     """
-    return not _alive(proc.pid)
+    try:
+        return not slot.handle.is_running() or slot.handle.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 @contextlib.contextmanager
@@ -695,7 +705,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TOML config (default: the built-in soak mix)")
     parser.add_argument("--duration", type=_seconds, metavar="SECONDS",
                         help="stop after this long (default: the config's; 0 = until signalled)")
-    parser.add_argument("--policy", choices=("legacy", "compound", "memdesc-pcpdesc", "memdesc"),
+    parser.add_argument("--policy", choices=tuple(POLICIES),
                         help="override the config's policy")
     parser.add_argument("--listen", metavar="HOST:PORT",
                         help='metrics address (default: the config\'s exporter.address; "" disables)')
@@ -726,7 +736,7 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < 0:
+    if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
     return value
 
@@ -737,7 +747,5 @@ def command(args: argparse.Namespace) -> int:
                          listen=args.listen, status_interval=args.status_interval,
                          audit_interval=args.audit_interval, pin=args.pin, ops=args.ops,
                          kill_interval=args.kill_interval)
-    if options.policy in ("legacy", "compound") and settings.arena.record_bytes != 64:
-        log.info("policy %s runs on 64-byte struct pages", options.policy)
     configure_daemon_logging()
     return Daemon(settings, options).run()

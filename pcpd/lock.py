@@ -23,8 +23,8 @@ from typing import Protocol
 from pcpd import arena as A
 from pcpd import stats as S
 
-OP_NONE, OP_REFILL, OP_DRAIN, OP_BUDDY_ALLOC, OP_BUDDY_FREE, OP_RECOVERY = range(6)
-OP_NAMES = ("none", "refill", "drain", "buddy-alloc", "buddy-free", "recovery")
+OP_NONE, OP_REFILL, OP_DRAIN, OP_BUDDY_ALLOC, OP_BUDDY_FREE = range(5)
+OP_NAMES = ("no op recorded", "refill", "drain", "buddy alloc", "buddy free")
 
 
 class RawLock(Protocol):
@@ -44,7 +44,11 @@ _WAITERS_MAX = S.INDEX["lock_waiters_max"]
 
 
 class ZoneLock:
-    """zone->lock for one process: ``with zone_lock(op): ...``."""
+    """zone->lock for one process: ``with zone_lock(op): ...``.
+
+    ``cpu`` is the caller's CPU slot, or -1 for the daemon (no slot: its
+    waits raise no C_WAITING word).
+    """
 
     def __init__(self, raw: RawLock, arena: A.Arena, counters: S.Counters, cpu: int) -> None:
         self.raw, self.header, self.cpuctl = raw, arena.header, arena.cpuctl
@@ -85,14 +89,16 @@ class ZoneLock:
     def _wait(self) -> None:
         v = self.v
         ctl = self.cpuctl
-        ctl[self.cpu, A.C_WAITING] = 1
+        if self.cpu >= 0:
+            ctl[self.cpu, A.C_WAITING] = 1
         waiters = int(ctl[:, A.C_WAITING].sum())
         if waiters > v[_WAITERS_MAX]:
             v[_WAITERS_MAX] = waiters
         t0 = perf_counter_ns()
         self.raw.acquire()
         waited = perf_counter_ns() - t0
-        ctl[self.cpu, A.C_WAITING] = 0
+        if self.cpu >= 0:
+            ctl[self.cpu, A.C_WAITING] = 0
         v[_CONT] += 1
         v[_WAIT] += waited
         if waited > v[_WAIT_MAX]:

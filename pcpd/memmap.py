@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pcpd.arena import Arena
+from pcpd.arena import DESC_WORDS, H_MEMDESC, Arena
+from pcpd.slab import DS_INUSE
 
 NIL = -1
 
@@ -40,7 +41,6 @@ PG_BUDDY = 1 << 0
 PG_HEAD = 1 << 1
 PG_PCP = 1 << 2
 PG_INFLIGHT = 1 << 3
-PG_LARGE_RMAPPABLE = 1 << 4
 PG_LRU = 1 << 5
 PG_ALLOC = 1 << 6
 FLAG_CPU_SHIFT = 8       # cpu + 1, 8 bits
@@ -88,10 +88,11 @@ class Memmap:
     words: int
 
     def __init__(self, arena: Arena) -> None:
-        self.arena = arena
         self.mem = arena.mem
         self.links = arena.freelinks
+        self.descs = arena.descs
         self.w = self.words
+        self.described = bool(arena.header[H_MEMDESC])     # memdesc words, not flags
 
     # Subclass interface -------------------------------------------------
     def buddy_order(self, pfn: int) -> int:
@@ -121,7 +122,23 @@ class Memmap:
         raise NotImplementedError
 
     def movable_pages(self, start: int, count: int) -> int:
-        """Allocated pages in the range that belong to movable (LRU) memory."""
+        """Allocated pages in the range that belong to movable (LRU) memory.
+
+        The "alike" pages of try_to_claim_block(): pages of anon or file folios
+        in use (not cached on a PCP, not in flight).
+        """
+        if not self.described:
+            return self._movable_flagged(start, count)
+        w, mw = self.w, memdesc_word(self.record_bytes)
+        word = self.mem[start * w + mw:(start + count) * w:w].copy()
+        heads, _ = self.buddy_heads(start, count)
+        word[heads - start] = MEMDESC_BUDDY          # a free head's word may hold links
+        types = word & 0xF
+        idx = word[(types == MEMDESC_ANON) | (types == MEMDESC_FILE)] >> 4
+        state = (self.descs[idx * DESC_WORDS] >> 4) & 0xF
+        return int((state == DS_INUSE).sum())
+
+    def _movable_flagged(self, start: int, count: int) -> int:
         raise NotImplementedError
 
 
@@ -174,7 +191,7 @@ class Memmap64(Memmap):
         orders = self.mem[pfns * self.w + self.w_private]
         return pfns, orders
 
-    def movable_pages(self, start: int, count: int) -> int:
+    def _movable_flagged(self, start: int, count: int) -> int:
         flags = self._flags(start, count)
         # both bits set; (flags & PG_ALLOC) & bool would mask bit 6 with 1 and match nothing
         heads = np.flatnonzero((flags & (PG_ALLOC | PG_LRU)) == PG_ALLOC | PG_LRU)
@@ -210,10 +227,6 @@ class Memmap32(Memmap64):
         idx = np.flatnonzero(flags & PG_BUDDY)
         return idx + start, (flags[idx] >> FLAG_ORDER_SHIFT) & 0xF
 
-    def movable_pages(self, start: int, count: int) -> int:
-        memdesc = self.mem[start * self.w + W_LINK:(start + count) * self.w:self.w]
-        flags = self._flags(start, count)
-        return _movable_memdesc(memdesc, (flags & PG_BUDDY) == 0)
 
 
 class Memmap16(Memmap):
@@ -252,8 +265,6 @@ class Memmap16(Memmap):
         idx = np.flatnonzero(((w0 & 0xF) == MEMDESC_BUDDY) & ((w1 & BUDDY_HEAD) != 0))
         return idx + start, w1[idx] & 0xF
 
-    def movable_pages(self, start: int, count: int) -> int:
-        return _movable_memdesc(self.mem[start * 2:(start + count) * 2:2])
 
 
 class Memmap8(Memmap):
@@ -290,16 +301,12 @@ class Memmap8(Memmap):
         idx = np.flatnonzero(((w & 0xF) == MEMDESC_BUDDY) & ((w & BUDDY_HEAD8) != 0))
         return idx + start, (w[idx] >> 4) & 0xF
 
-    def movable_pages(self, start: int, count: int) -> int:
-        return _movable_memdesc(self.mem[start:start + count])
 
 
-def _movable_memdesc(memdesc: np.ndarray, mask: np.ndarray | None = None) -> int:
-    types = memdesc & 0xF
-    movable = (types == MEMDESC_ANON) | (types == MEMDESC_FILE)
-    if mask is not None:
-        movable &= mask
-    return int(movable.sum())
+def memdesc_word(record_bytes: int) -> int:
+    """Word offset of the memdesc word: word 1 in 64- and 32-byte pages (the old
+    compound_head slot, section 6.3), word 0 in 16- and 8-byte ones."""
+    return 1 if record_bytes >= 32 else 0
 
 
 LAYOUTS: dict[int, type[Memmap]] = {64: Memmap64, 32: Memmap32, 16: Memmap16, 8: Memmap8}

@@ -23,8 +23,8 @@ import numpy as np
 from pcpd import audit as AU
 from pcpd import rings
 from pcpd.arena import DESC_WORDS, H_MEMDESC, H_SLAB_TOP, Arena
-from pcpd.memmap import MEMDESC_BUDDY, NIL, memmap_for
-from pcpd.slab import D_PFN, D_STATE, DS_CACHED, DS_INFLIGHT, DS_INUSE, DS_PCP
+from pcpd.memmap import MEMDESC_BUDDY, NIL, memdesc_word, memmap_for
+from pcpd.slab import D_PFN, D_STATE, DS_CACHED, DS_FREE, DS_INFLIGHT, DS_INUSE, DS_PCP
 from pcpd.zone import PAGEBLOCK_ORDER, Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Zone, _link_tail
 
 
@@ -57,7 +57,7 @@ def _reset_block(arena: Arena, pfn: int, order: int) -> None:
     """Forget a block's owner state so the buddy can take it."""
     w = arena.record_bytes // 8
     if arena.header[H_MEMDESC]:
-        mw = 1 if arena.record_bytes >= 32 else 0
+        mw = memdesc_word(arena.record_bytes)
         word = int(arena.mem[pfn * w + mw])
         if word & 0xF and (word & 0xF) != MEMDESC_BUDDY:      # a described block
             idx = word >> 4
@@ -68,15 +68,6 @@ def _reset_block(arena: Arena, pfn: int, order: int) -> None:
             arena.mem[pfn * w] = 0
     else:
         arena.mem[pfn * w] = 0
-
-
-def _give_back(zone: Zone, pfn: int, order: int) -> None:
-    """free_one_page() without the lock (the caller holds it)."""
-    if order <= PAGEBLOCK_ORDER:
-        zone._free_one_page(pfn, order, zone.pageblock_mt(pfn))
-        return
-    for piece in range(pfn, pfn + (1 << order), 1 << PAGEBLOCK_ORDER):
-        zone._free_one_page(piece, PAGEBLOCK_ORDER, zone.pageblock_mt(piece))
 
 
 def reclaim_slot(arena: Arena, zone: Zone, slot: int, keep_inbox: bool = True) -> Reclaimed:
@@ -100,12 +91,12 @@ def reclaim_slot(arena: Arena, zone: Zone, slot: int, keep_inbox: bool = True) -
             if keep:
                 continue
             _reset_block(arena, pfn, order)
-            _give_back(zone, pfn, order)
+            zone._split_large_buddy(pfn, order)
             out.blocks += 1
             out.pages += 1 << order
     for pfn in result.orphans.tolist():
         _reset_block(arena, pfn, 0)
-        _give_back(zone, pfn, 0)
+        zone._split_large_buddy(pfn, 0)
         out.orphan_pages += 1
     out.descriptors = release_cached_descriptors(arena, slot)
     if arena.header[H_MEMDESC]:
@@ -125,11 +116,11 @@ def release_unowned_descriptors(arena: Arena) -> int:
     if not len(live):
         return 0
     w = arena.record_bytes // 8
-    mw = 1 if arena.record_bytes >= 32 else 0
+    mw = memdesc_word(arena.record_bytes)
     pfn = arena.descs[live * DESC_WORDS + D_PFN]
     word = arena.mem[pfn * w + mw]
     unowned = live[((word >> 4) != live) | ((word & 0xF) != (state[live] & 0xF))]
-    state[unowned] = 0
+    state[unowned] = DS_FREE
     return len(unowned)
 
 
@@ -137,14 +128,14 @@ def release_cached_descriptors(arena: Arena, slot: int) -> int:
     """Descriptors parked in a dead slot's per-CPU slab part become free."""
     state = arena.descs[D_STATE::DESC_WORDS]
     mine = np.flatnonzero((((state >> 4) & 0xF) == DS_CACHED) & (((state >> 16) & 0xFF) == slot + 1))
-    state[mine] = 0
+    state[mine] = DS_FREE
     return len(mine)
 
 
 def rebuild_slab(arena: Arena) -> int:
     """The slab's shared free stack from descriptor states (word 0 means free)."""
     state = arena.descs[D_STATE::DESC_WORDS][:arena.geometry.desc_slots]
-    free = np.flatnonzero(state == 0)
+    free = np.flatnonzero(state == DS_FREE)
     arena.descfree[:len(free)] = free
     arena.header[H_SLAB_TOP] = len(free)
     return len(free)

@@ -15,7 +15,7 @@ the audit counts them while they travel.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import numpy as np
 
@@ -72,21 +72,26 @@ class Inbox:
     def pending(self) -> int:
         return int((self.rings[:, _TAIL] - self.rings[:, _HEAD]).sum())
 
-    def take(self) -> Iterator[int]:
-        """Every entry queued now, oldest first per source.
+    def take(self, claim: Callable[[int, int, int], None]) -> list[tuple[int, int, int]]:
+        """Take every entry queued now, oldest first per source: (pfn, type, order).
 
-        An entry leaves its ring only after the consumer's loop body has run
-        for it (the head moves when the generator resumes), so a consumer
-        killed mid-way leaves the entry queued; recovery then drops entries
-        whose page is no longer in flight (``drop_consumed``).
+        ``claim`` makes each page this CPU's in the page array *before* the
+        head moves past its entry, and the caller frees the pages only after:
+        a consumer killed between the two leaves pages recovery reclaims as
+        its own, and entries at the head whose page is no longer in flight,
+        which ``drop_consumed`` removes.  No page is freed twice.
         """
         cap = self.capacity
+        taken = []
         for ring in self.rings:
             head, tail = int(ring[_HEAD]), int(ring[_TAIL])
             while head < tail:
-                yield int(ring[RING_HEADER + head % cap])
+                block = decode(int(ring[RING_HEADER + head % cap]))
+                claim(*block)
                 head += 1
                 ring[_HEAD] = head
+                taken.append(block)
+        return taken
 
 
 def queued_entries(arena: Arena) -> np.ndarray:

@@ -28,6 +28,7 @@ from pcpd import stats as S
 from pcpd.lock import RawLock
 
 D_STATE, D_PFN, D_REFCOUNT, D_MAPPING, D_NEXT, D_PREV, D_PRIVATE, D_MAPCOUNT = range(8)
+# DS_FREE is 0: a descriptor whose state word is 0 is free
 D_ENTIRE_MAPCOUNT, D_NR_PAGES_MAPPED, D_DEFERRED = 8, 9, 10
 DS_FREE, DS_CACHED, DS_INUSE, DS_PCP, DS_INFLIGHT = range(5)
 SLAB_BATCH = 32
@@ -91,7 +92,7 @@ class DescriptorSlab:
         give, self.local = self.local[:count], self.local[count:]
         d = self.d
         for idx in give:
-            d[idx * A.DESC_WORDS + D_STATE] = 0
+            d[idx * A.DESC_WORDS + D_STATE] = DS_FREE
         with self._shared():
             top = int(self.header[A.H_SLAB_TOP])
             self.free_stack[top:top + len(give)] = give

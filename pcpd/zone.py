@@ -21,12 +21,9 @@ from __future__ import annotations
 from pcpd import stats as S
 from pcpd.arena import H_MEMDESC, PAGEBLOCK_PAGES, Arena
 from pcpd.lock import OP_BUDDY_ALLOC, OP_BUDDY_FREE, OP_DRAIN, OP_REFILL, ZoneLock
-from pcpd.memmap import MEMDESC_BUDDY, NIL, memmap_for
-
-MAX_ORDER = 10
-PAGEBLOCK_ORDER = 9
-MIGRATE_UNMOVABLE, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE = 0, 1, 2
-MIGRATE_PCPTYPES = 3
+from pcpd.memmap import MEMDESC_BUDDY, NIL, memdesc_word, memmap_for
+from pcpd.sizing import (MAX_ORDER, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE,
+                         PAGEBLOCK_ORDER)
 
 # fallbacks[]: where each migratetype looks when its own lists are empty.
 FALLBACKS = {
@@ -72,8 +69,7 @@ def format_zone(arena: Arena, wmark_min: int, wmark_low: int, wmark_high: int,
     arena.mem[:] = 0
     arena.header[H_MEMDESC] = int(memdesc)
     if memdesc:                            # every page starts as free memory
-        memdesc_word = 1 if arena.record_bytes >= 32 else 0
-        arena.mem[memdesc_word::arena.record_bytes // 8] = MEMDESC_BUDDY
+        arena.mem[memdesc_word(arena.record_bytes)::arena.record_bytes // 8] = MEMDESC_BUDDY
     memmap = memmap_for(arena)
     pfn = 0
     while pfn < arena.pages:
@@ -346,14 +342,17 @@ class Zone:
                 self._free_one_page(pfn, order, int(pb[pfn >> PAGEBLOCK_ORDER]))
 
     def free_one_page(self, pfn: int, order: int) -> None:
-        """free_one_page() + split_large_buddy(): pageblock-sized pieces above order 9."""
-        pb = self.pb
+        """free_one_page(): one block straight to the buddy."""
         with self.lock(OP_BUDDY_FREE):
-            if order <= PAGEBLOCK_ORDER:
-                self._free_one_page(pfn, order, int(pb[pfn >> PAGEBLOCK_ORDER]))
-                return
-            for piece in range(pfn, pfn + (1 << order), PAGEBLOCK_PAGES):
-                self._free_one_page(piece, PAGEBLOCK_ORDER, int(pb[piece >> PAGEBLOCK_ORDER]))
+            self._split_large_buddy(pfn, order)
+
+    def _split_large_buddy(self, pfn: int, order: int) -> None:
+        """split_large_buddy(): pageblock-sized pieces above order 9, each with its type."""
+        if order <= PAGEBLOCK_ORDER:
+            self._free_one_page(pfn, order, self.pageblock_mt(pfn))
+            return
+        for piece in range(pfn, pfn + (1 << order), PAGEBLOCK_PAGES):
+            self._free_one_page(piece, PAGEBLOCK_ORDER, self.pageblock_mt(piece))
 
 
 def _should_try_claim_block(order: int, mt: int) -> bool:

@@ -1,6 +1,5 @@
 """Tests for pcpd.config: presets, round trips, one-line rejections, sweeps, `pcpd check`."""
 
-import dataclasses
 import json
 import os
 import pickle

@@ -18,7 +18,6 @@ import urllib.request
 from pathlib import Path
 
 import psutil
-import pytest
 
 from pcpd.arena import SHM_DIR
 
@@ -135,7 +134,7 @@ def test_killed_daemon_takes_its_workers_and_next_start_cleans_up(tmp_path):
     finally:
         _kill_group(second)
     assert second.returncode == 0, err2
-    assert f"removed 1 stale segment(s)" in err2 and stale[0] in err2
+    assert "removed 1 stale segment(s)" in err2 and stale[0] in err2
     assert not _segments(proc.pid) and not _segments(second.pid)
 
 

@@ -7,6 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pcpd import memmap as M
+from pcpd import arena as A
+from pcpd.slab import D_STATE, DS_INUSE, DS_PCP
 from pcpd.arena import Arena, Geometry
 from pcpd.memmap import NIL, lines_spanned, memmap_for
 
@@ -63,8 +65,8 @@ def test_lines_spanned_counts_distinct_lines(first, count, record_bytes):
 # -- buddy accessors, every layout ----------------------------------------------------
 
 def test_layout_matches_arena(memmap):
-    assert memmap.record_bytes == memmap.arena.record_bytes
     assert memmap.words * 8 == memmap.record_bytes
+    assert memmap.mem.size * 8 == len(memmap.links) // 2 * memmap.record_bytes
 
 
 @pytest.mark.parametrize("order", [0, 1, 9, 10])
@@ -112,8 +114,8 @@ def test_16_byte_head_packs_links_and_order(pfn, nxt, prev, order):
 @pytest.mark.parametrize("memmap", [8], indirect=True)
 def test_8_byte_links_live_in_free_memory(memmap):
     memmap.set_buddy(64, 6, 128, 0)
-    assert memmap.arena.mem[64] == M.BUDDY_HEAD8 | 6 << 4 | M.MEMDESC_BUDDY
-    assert list(memmap.arena.freelinks[128:130]) == [128, 0]
+    assert memmap.mem[64] == M.BUDDY_HEAD8 | 6 << 4 | M.MEMDESC_BUDDY
+    assert list(memmap.links[128:130]) == [128, 0]
 
 
 # -- movable_pages: try_to_claim_block()'s "alike" pages ---------------------------------
@@ -132,18 +134,23 @@ def test_movable_pages_flag_layout():
         del mm, flags
 
 
-@pytest.mark.parametrize("record_bytes", [32, 16, 8])
+@pytest.mark.parametrize("record_bytes", [64, 32, 16, 8])
 def test_movable_pages_memdesc_layouts(record_bytes):
+    """try_to_claim_block()'s alike pages: anon/file folios in use, not cached on a PCP."""
     with arena_of(record_bytes) as arena:
+        arena.header[A.H_MEMDESC] = 1
         mm = memmap_for(arena)
         w = record_bytes // 8
-        mw = 1 if record_bytes >= 32 else 0
-        words = arena.mem[mw::w]
+        words = arena.mem[M.memdesc_word(record_bytes)::w]
         words[:4] = (7 << 4) | M.MEMDESC_ANON
         words[4:6] = (9 << 4) | M.MEMDESC_FILE
         words[6:8] = (3 << 4) | M.MEMDESC_SLAB
-        assert mm.movable_pages(0, 512) == 6
-        del mm, words
+        words[8:10] = (5 << 4) | M.MEMDESC_ANON
+        descs = arena.descs
+        for idx, state in ((7, DS_INUSE), (9, DS_INUSE), (3, DS_INUSE), (5, DS_PCP)):
+            descs[idx * A.DESC_WORDS + D_STATE] = state << 4
+        assert mm.movable_pages(0, 512) == 6          # the PCP-cached folio is not alike
+        del mm, words, descs
 
 
 def test_layouts_cover_every_record_size():

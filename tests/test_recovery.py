@@ -14,7 +14,7 @@ import pytest
 
 from pcpd import rings
 from pcpd import stats as S
-from pcpd.arena import DESC_WORDS, H_SLAB_TOP
+from pcpd.arena import RING_HEADER, DESC_WORDS, H_SLAB_TOP
 from pcpd.audit import audit
 from pcpd.errors import ArenaError
 from pcpd.lock import ZoneLock
@@ -68,13 +68,11 @@ class Machine:
 
     def receive(self, dst: int) -> int:
         """What Worker.receive does."""
-        n = 0
-        for entry in rings.Inbox(self.arena, dst).take():
-            pfn, t, order = rings.decode(entry)
-            self.policy(dst).receive(pfn, order, t)
-            self.policy(dst).free(pfn, order, t)
-            n += 1
-        return n
+        policy = self.policy(dst)
+        taken = rings.Inbox(self.arena, dst).take(lambda pfn, t, order: policy.receive(pfn, order, t))
+        for pfn, t, order in taken:
+            policy.free(pfn, order, t)
+        return len(taken)
 
     def kill(self, slot: int) -> None:
         """The process is gone; only the arena remembers what it had."""
@@ -277,14 +275,15 @@ def test_a_descriptor_nobody_points_to_is_freed(make_machine):
     assert audit(m.arena).ok
 
 
-def test_a_consumer_killed_after_freeing_an_entry_does_not_free_it_twice(make_machine):
+def test_a_consumer_killed_after_claiming_an_entry_does_not_free_it_twice(make_machine):
     m = make_machine("legacy")
     sent = busy_slot_1(m)                            # four blocks queued for slot 0
-    first = rings.Inbox(m.arena, 0).take()
-    pfn, t, order = rings.decode(next(first))
-    m.policy(0).receive(pfn, order, t)
-    m.policy(0).free(pfn, order, t)                  # freed onto slot 0's PCP ...
-    first.close()                                    # ... killed before the head moved
+    ring = m.arena.rings[1, 0]                       # slot 1's ring to slot 0: its head entry
+    head = int(ring[0])
+    pfn, t, order = rings.decode(int(ring[RING_HEADER + head % m.arena.geometry.ring_slots]))
+    m.policy(0).receive(pfn, order, t)               # claimed by slot 0 ...
+    # ... which is killed before the head moved: recovery reclaims the page as
+    # slot 0's and drops the entry, so the replacement does not free it again
     assert rings.Inbox(m.arena, 0).pending() == len(sent["to_0"])
     m.kill(0)
     got = m.recover(0)

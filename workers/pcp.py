@@ -5,6 +5,11 @@ mm/page_alloc.c (nr_pcp_alloc, nr_pcp_high, nr_pcp_free, free_high,
 decay_pcp_high, the free_pcppages_bulk selection).  It never touches the
 page array: policies write page and descriptor state around it.
 
+Simplifications, all eras: 14 lists (the two THP lists of 6.11+, so the
+round-robin order of a drain differs slightly before 6.11); the quota-based
+free_pcppages_bulk() of kernels before ~5.18 is not modelled; decay drains in
+batch-sized chunks (2025-10+), other drains in one call (6.7-6.18).
+
 Lists are deques with the head on the right (LIFO: ``append``/``pop``) and
 the tail on the left (refills append there; drains take from there).  They
 are a per-process cache: which pages are on this CPU's PCP is recorded in the

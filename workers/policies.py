@@ -90,7 +90,9 @@ class PcpTuning:
         limits = self.limits
         if divide > 1:
             def part(x: int) -> int:
-                return max(x // divide, limits.batch)
+                # the zone_highsize() floor of 4 * batch keeps drains possible
+                # (nr_pcp_free() leaves batch pages); 0 (PCP off) stays 0
+                return max(x // divide, 4 * limits.batch) if x else 0
             limits = PcpLimits(limits.batch, part(limits.high), part(limits.high_min),
                                part(limits.high_max))
         return PerCpuPages(limits, self.era, self.scale_max, self.free_high_batch)
@@ -109,7 +111,6 @@ class Policy:
             raise ValueError(f"policy {self.name} needs a struct page of "
                              f"{' or '.join(map(str, self.record_sizes))} bytes")
         self.arena, self.zone, self.slab = arena, zone, slab
-        self.counters = counters
         self.v = counters.v
         self.cpu = cpu
         self.tuning = tuning
@@ -159,18 +160,24 @@ class Policy:
         return [self.pcps[0]] * len(TYPES)
 
     # -- shared machinery ----------------------------------------------------
-    def _update_below_high(self) -> None:
-        """ZONE_BELOW_HIGH: set on the allocation side, cleared after a drain.
-
-        Re-read only where the kernel consults the zone (refill and drain), so
-        the free fast path does not read zone state.
-        """
+    # ZONE_BELOW_HIGH is a zone flag; each CPU keeps its own copy, refreshed only
+    # where the kernel sets or clears the flag, so the free fast path reads no
+    # zone state.  Another CPU's change shows at this CPU's next refill or drain.
+    def _set_below_high(self) -> None:
+        """ZONE_BELOW_HIGH is set on the allocation side (get_page_from_freelist)."""
         zone = self.zone
-        self.below_high = zone.free_pages < zone.watermark(Z_WMARK_HIGH)
+        if not self.below_high and not zone.watermark_ok(0, zone.watermark(Z_WMARK_HIGH)):
+            self.below_high = True
+
+    def _clear_below_high(self) -> None:
+        """... and cleared on the free side after a drain (free_frozen_page_commit)."""
+        zone = self.zone
+        if self.below_high and zone.watermark_ok(0, zone.watermark(Z_WMARK_HIGH)):
+            self.below_high = False
 
     def _refill(self, pcp: PerCpuPages, lst, order: int, t: int) -> bool:
         """rmqueue_pcplist() with an empty list: rmqueue_bulk() then _enter()."""
-        self._update_below_high()
+        self._set_below_high()
         n = pcp.nr_pcp_alloc(order, self.below_high)
         blocks = self.zone.rmqueue_bulk(order, MIGRATETYPE_OF[t], n)
         if not blocks:
@@ -191,7 +198,7 @@ class Policy:
             return 0
         blocks = self._leave(pcp, entries)
         self.zone.free_pcppages_bulk(blocks)
-        self._update_below_high()
+        self._clear_below_high()
         pages = sum(1 << order for _, order in blocks)
         self.v[S.DRAINS[cause]] += 1
         self.v[S.DRAIN_PAGES[cause]] += pages
@@ -328,14 +335,16 @@ class _Page64Policy(Policy):
         v = self.v
         v[self._alloc_ctr[t][order]] += 1
         lst = self._lists[t][order]
+        if lst is None:                                # an order the PCP does not keep
+            return self._alloc_buddy(t, order)
         pcp = self.pcp
-        if not lst:
-            if lst is None or not self._refill(pcp, lst, order, t):
-                return self._alloc_buddy(t, order)
+        pcp.free_count >>= 1                           # __rmqueue_pcplist()
+        if lst:
+            v[_HIT] += 1
+        elif self._refill(pcp, lst, order, t):
             v[_REFILL] += 1
         else:
-            v[_HIT] += 1
-        pcp.free_count >>= 1                           # __rmqueue_pcplist()
+            return self._alloc_buddy(t, order)
         mem = self.mem
         pfn = lst.pop()
         if lst:                                        # list_del(): the new head's prev
@@ -503,7 +512,7 @@ class _MemdescPolicy(Policy):
         super().__init__(*args, **kwargs)
         if self.slab is None:
             raise ValueError(f"policy {self.name} needs a descriptor slab")
-        self.mw = 1 if self.rb >= 32 else 0            # the memdesc word's offset
+        self.mw = M.memdesc_word(self.rb)
         self.d = self.arena.descq
         self._dstate_inuse = [[desc_state(MEMDESC_OF[t], DS_INUSE, o, self.cpu) for o in range(11)]
                               for t in range(len(TYPES))]
@@ -633,14 +642,16 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
         v = self.v
         v[self._alloc_ctr[t][order]] += 1
         lst = self._lists[t][order]
+        if lst is None:                                # an order the PCP does not keep
+            return self._alloc_buddy(t, order)
         pcp = self.pcp
-        if not lst:
-            if lst is None or not self._refill(pcp, lst, order, t):
-                return self._alloc_buddy(t, order)
+        pcp.free_count >>= 1                           # __rmqueue_pcplist()
+        if lst:
+            v[_HIT] += 1
+        elif self._refill(pcp, lst, order, t):
             v[_REFILL] += 1
         else:
-            v[_HIT] += 1
-        pcp.free_count >>= 1                           # __rmqueue_pcplist()
+            return self._alloc_buddy(t, order)
         pidx = self._desc_pop(lst)
         pcp.count -= 1 << order
         pfn = self.d[pidx * DESC_WORDS + D_PFN]
@@ -700,14 +711,16 @@ class MemdescPolicy(_MemdescPolicy):
         v = self.v
         v[self._alloc_ctr[t][order]] += 1
         lst = self._lists[t][order]
+        if lst is None:                                # an order the PCP does not keep
+            return self._alloc_buddy(t, order)
         pcp = self.pcps[t]
-        if not lst:
-            if lst is None or not self._refill(pcp, lst, order, t):
-                return self._alloc_buddy(t, order)
+        pcp.free_count >>= 1                           # __rmqueue_pcplist()
+        if lst:
+            v[_HIT] += 1
+        elif self._refill(pcp, lst, order, t):
             v[_REFILL] += 1
         else:
-            v[_HIT] += 1
-        pcp.free_count >>= 1                           # __rmqueue_pcplist()
+            return self._alloc_buddy(t, order)
         pcp.count -= 1 << order
         if t == T_KERNEL:
             pfn = self._misc_pop(lst)

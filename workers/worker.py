@@ -28,13 +28,13 @@ from pcpd import arena as A
 from pcpd import rings
 from pcpd import stats as S
 from pcpd.config import WorkloadSettings
-from pcpd.errors import ArenaError
 from pcpd.logs import configure_worker_logging
 from pcpd.zone import Z_WMARK_LOW
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks
 from workers.workloads import BACKOFF_FRACTION, Workload
 
-STATE_STARTING, STATE_RUNNING, STATE_PAUSED, STATE_STOPPING, STATE_EXITED, STATE_DONE = range(1, 7)
+# C_STATE values (0: not started yet)
+STATE_RUNNING, STATE_PAUSED, STATE_STOPPING, STATE_EXITED, STATE_DONE = range(2, 7)
 CHUNK = 256                      # operations between cheap checks
 FOLD_NS = 100_000_000            # housekeeping (and stats fold) every 100 ms
 VIRTUAL_OPS_PER_S = 100_000      # the op clock of deterministic runs
@@ -90,10 +90,7 @@ def worker_main(arena_name: str, plan: WorkerPlan, locks: SharedLocks, log_conn)
         log.exception("worker failed")
         raise
     finally:
-        try:
-            arena.close()
-        except ArenaError:                          # a traceback still holds views: exit unmaps
-            pass
+        arena.close()
 
 
 class _DecayClock:
@@ -130,7 +127,10 @@ class Worker:
         slot_of = {cpu: slot for slot, cpu in enumerate(plan.workers)}
         self.workload = Workload(plan.workload, plan.seed, plan.cpu, plan.workers, slot_of,
                                  self._send)
-        self.daemon = psutil.Process(int(self.header[A.H_CREATOR]))
+        try:
+            self.daemon: psutil.Process | None = psutil.Process(int(self.header[A.H_CREATOR]))
+        except psutil.NoSuchProcess:
+            self.daemon = None                      # gone already: the first check leaves
         self.seen_daemon = time.monotonic_ns()
         self.log = logging.getLogger("pcpd.worker")
         self.ops = 0
@@ -173,11 +173,21 @@ class Worker:
             if plan.max_ops and self.ops >= plan.max_ops:
                 self.park_until_stop()
                 break
-            if rate:                                # open loop: hold the schedule
-                ahead = self.ops / rate - (time.monotonic() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
+            if rate and not self.pace(rate, start):
+                return
         self.stop()
+
+    def pace(self, rate: float, start: float) -> bool:
+        """Open loop: hold the schedule, in slices short enough to keep housekeeping
+        (heartbeat, pauses) on time however low the rate; False if the daemon died."""
+        while not (self.header[A.H_SHUTDOWN] or self.ctl[A.C_STOP]):
+            ahead = self.ops / rate - (time.monotonic() - start)
+            if ahead <= 0:
+                break
+            time.sleep(min(ahead, FOLD_NS / 1e9))
+            if not self.housekeeping():
+                return False
+        return True
 
     def check_watermark(self) -> None:
         """Short of memory (below the low watermark): back off as reclaim would."""
@@ -196,7 +206,6 @@ class Worker:
     def park_until_stop(self) -> None:
         """A bounded run is done: publish, then wait (parkable) for the daemon's stop."""
         header, ctl = self.header, self.ctl
-        self.policy.publish_gauges()
         self.fold()
         ctl[A.C_STATE] = STATE_DONE
         while not (header[A.H_SHUTDOWN] or ctl[A.C_STOP]):
@@ -207,13 +216,10 @@ class Worker:
     def receive(self) -> None:
         """Free what other CPUs handed over: onto this CPU's PCP, as the kernel does."""
         policy = self.policy
-        n = 0
-        for entry in self.inbox.take():
-            pfn, t, order = rings.decode(entry)
-            policy.receive(pfn, order, t)
+        taken = self.inbox.take(lambda pfn, t, order: policy.receive(pfn, order, t))
+        for pfn, t, order in taken:
             policy.free(pfn, order, t)
-            n += 1
-        self.v[S.INDEX["free_remote_in"]] += n
+        self.v[S.INDEX["free_remote_in"]] += len(taken)
 
     def housekeeping(self) -> bool:
         """Fold stats, heartbeat, drains, pauses; False when the daemon has died."""
@@ -238,7 +244,8 @@ class Worker:
         or its heartbeat silent for DAEMON_TIMEOUT_NS.
         """
         try:
-            if self.daemon.status() == psutil.STATUS_ZOMBIE:
+            if self.daemon is None or not self.daemon.is_running() \
+                    or self.daemon.status() == psutil.STATUS_ZOMBIE:
                 return False
         except psutil.NoSuchProcess:
             return False
@@ -265,7 +272,7 @@ class Worker:
         was = int(ctl[A.C_STATE])
         ctl[A.C_STATE] = STATE_PAUSED
         ctl[A.C_PAUSE_ACK] = pause
-        while header[A.H_PAUSE_REQ] == pause and not header[A.H_SHUTDOWN]:
+        while header[A.H_PAUSE_REQ] == pause:
             if not self.daemon_alive():
                 break
             ctl[A.C_HEARTBEAT] = time.monotonic_ns()
