@@ -26,7 +26,6 @@ import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
-import random
 import signal
 import threading
 import time
@@ -40,6 +39,7 @@ from pcpd import recovery
 from pcpd import stats as S
 from pcpd.config import (DEFAULT_SETTINGS, Settings, assign_workloads, load_settings, worker_cpus)
 from pcpd.errors import ConfigError, WorkerLost
+from pcpd.faults import FaultInjector
 from pcpd.lock import OP_NAMES, ZoneLock
 from pcpd.logs import LogReader, configure_daemon_logging
 from pcpd.zone import Z_FREE_PAGES, Z_WMARK_LOW, Zone
@@ -145,6 +145,7 @@ class Daemon:
         self._last_drain_ns = 0
         self._last_status: tuple[float, S.Snapshot | None] = (0.0, None)
         self.measurement = Measurement()
+        self.info_labels: dict[str, str] = {}
         self._heartbeat: _Heartbeat | None = None
 
     # -- lifecycle ------------------------------------------------------------------
@@ -181,7 +182,9 @@ class Daemon:
         if not address:
             return
         from pcpd.exporter import start_exporter     # only runs that serve metrics pay for it
-        self.exporter = start_exporter(self.arena, address, self.info(), self.settings.exporter.per_cpu,
+        self.info_labels = self.info()                # updated in place by a reload
+        self.exporter = start_exporter(self.arena, address, self.info_labels,
+                                       self.settings.exporter.per_cpu,
                                        ready=lambda: self.ready, cpus=self.cpus)
         log.info("metrics on http://%s/metrics", self.exporter.address)
 
@@ -218,14 +221,15 @@ class Daemon:
         window_start = start
         if not opts.warmup:
             m.start = self.snapshot()
-        chaos = _Chaos(self, opts.kill_interval, self.settings.seed) if opts.kill_interval else None
+        chaos = (FaultInjector(self.arena, self.slots, opts.kill_interval, self.settings.seed)
+                 if opts.kill_interval else None)
         self._sample_rss()
         while not self.stop_requested:
             time.sleep(TICK)
             now = time.monotonic()
             self._reap()
             if chaos is not None:
-                chaos.tick(now)
+                chaos.tick(now, self.summary)
             self._serve_drain_requests()
             if self.reload_requested:
                 self.reload_requested = False
@@ -413,6 +417,7 @@ class Daemon:
         if not self.options.policy:
             self.policy = new.policy.name
         self.spec = ModelSpec.from_settings(new, len(self.cpus), self.policy)
+        self.info_labels.update(self.info())
         for slot in self.slots:
             self._restart_gracefully(slot)
         log.info("reloaded %s: policy %s, %d workload(s)", path, self.policy, len(new.workloads))
@@ -554,53 +559,6 @@ class _Heartbeat:
     def stop(self) -> None:
         self.done.set()
         self.thread.join()
-
-
-class _Chaos:
-    """Fault injection for soak runs: SIGKILL a worker every interval.
-
-    Every other kill waits (up to half a second) for a worker to hold
-    zone->lock and kills that one, so recovery is exercised mid-refill,
-    mid-drain and mid-merge.
-    """
-
-    def __init__(self, daemon: "Daemon", interval: float, seed: int) -> None:
-        self.daemon = daemon
-        self.interval = interval
-        self.rng = random.Random(seed)
-        self.next = time.monotonic() + interval
-
-    def tick(self, now: float) -> None:
-        if now < self.next:
-            return
-        self.next = now + self.interval
-        d = self.daemon
-        live = [s for s in d.slots if s.process is not None and s.process.exitcode is None]
-        if not live:
-            return
-        victim = None
-        if d.summary.kills % 2:
-            victim = self._lock_holder(live)
-        if victim is None:
-            victim = self.rng.choice(live).process.pid
-        else:
-            d.summary.kills_holding_lock += 1
-        try:
-            os.kill(victim, signal.SIGKILL)
-            d.summary.kills += 1
-        except ProcessLookupError:
-            pass
-
-    def _lock_holder(self, live: list[Slot]) -> int | None:
-        pids = {s.process.pid for s in live}
-        deadline = time.monotonic() + 0.5
-        header = self.daemon.arena.header
-        while time.monotonic() < deadline:
-            holder = int(header[A.H_LOCK_HOLDER_PID])
-            if holder in pids:
-                return holder
-            time.sleep(0.0002)
-        return None
 
 
 class _Parked:

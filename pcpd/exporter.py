@@ -259,7 +259,7 @@ class PcpdCollector:
         if cpus is not None and len(cpus) != ncpus:
             raise ValueError(f"cpus names {len(cpus)} CPUs for an arena of {ncpus} slots")
         self.arena = arena
-        self.info = {str(k): str(v) for k, v in info.items()}
+        self.info = info                    # read at every scrape: a reload may change it
         self.per_cpu = per_cpu
         self.cpu_labels = [str(c) for c in (cpus if cpus is not None else range(ncpus))]
         self._slots = [_WorkerSlot() for _ in range(ncpus)]
@@ -284,7 +284,7 @@ class PcpdCollector:
         yield from self._zone_families(families, zone, snap)
         yield from self._audit_families(families, header)
         yield from self._worker_families(families, cpuctl, header)
-        families["pcpd"].add_metric([], self.info)
+        families["pcpd"].add_metric([], {str(k): str(v) for k, v in self.info.items()})
         yield families["pcpd"]
 
     # -- families -----------------------------------------------------------
