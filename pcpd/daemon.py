@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import logging
 import multiprocessing
 import multiprocessing.forkserver
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from pcpd import arena as A
+from pcpd import argtypes
 from pcpd import audit as AU
 from pcpd import recovery
 from pcpd import stats as S
@@ -661,42 +661,22 @@ def _reload_problem(old: Settings, new: Settings, policy: str, forced_policy: st
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG", nargs="?",
                         help="TOML config (default: the built-in soak mix)")
-    parser.add_argument("--duration", type=_seconds, metavar="SECONDS",
+    parser.add_argument("--duration", type=argtypes.seconds, metavar="SECONDS",
                         help="stop after this long (default: the config's; 0 = until signalled)")
     parser.add_argument("--policy", choices=tuple(POLICIES),
                         help="override the config's policy")
     parser.add_argument("--listen", metavar="HOST:PORT",
                         help='metrics address (default: the config\'s exporter.address; "" disables)')
-    parser.add_argument("--status-interval", type=_seconds, default=5.0, metavar="SECONDS")
-    parser.add_argument("--audit-interval", type=_seconds, default=10.0, metavar="SECONDS")
+    parser.add_argument("--status-interval", type=argtypes.seconds, default=5.0, metavar="SECONDS")
+    parser.add_argument("--audit-interval", type=argtypes.seconds, default=10.0, metavar="SECONDS")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin workers to their CPUs")
-    parser.add_argument("--kill-interval", type=_seconds, default=0.0, metavar="SECONDS",
+    parser.add_argument("--kill-interval", type=argtypes.seconds, default=0.0, metavar="SECONDS",
                         help="soak with faults: SIGKILL a worker this often, every other one "
                              "while it holds zone->lock, and report what recovery saved")
-    parser.add_argument("--ops", type=_count, default=0, metavar="N",
+    parser.add_argument("--ops", type=argtypes.count, default=0, metavar="N",
                         help="each worker stops after N operations; decay follows the op count, "
                              "so one worker and one seed repeat their counts exactly")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
-    return value
 
 
 def command(args: argparse.Namespace) -> int:

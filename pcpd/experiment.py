@@ -37,10 +37,10 @@ from typing import Any, Collection, TextIO
 
 import numpy as np
 
-from pcpd import report
+from pcpd import argtypes, report
 from pcpd import results as R
 from pcpd import stats as S
-from pcpd.config import (POLICIES, Settings, load_settings, settings_hash, settings_to_dict,
+from pcpd.config import (Settings, load_settings, settings_hash, settings_to_dict,
                          sweep_points)
 from pcpd.daemon import Daemon, RunOptions
 from pcpd.errors import ConfigError, PcpdError, UsageError
@@ -235,49 +235,19 @@ def experiment_metadata(plan: Plan, command: str = "") -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG", help="TOML config to run")
-    parser.add_argument("--policies", type=_policies, metavar="LIST",
+    parser.add_argument("--policies", type=argtypes.policy_list, metavar="LIST",
                         help="comma-separated policies to run (default: the config's "
                              "experiment.policies), e.g. legacy,memdesc")
-    parser.add_argument("--duration", type=_positive_seconds, metavar="SECONDS",
+    parser.add_argument("--duration", type=argtypes.positive_seconds, metavar="SECONDS",
                         help="seconds per run, warm-up included (default: the config's duration)")
-    parser.add_argument("--repeat", type=_positive_count, metavar="N",
+    parser.add_argument("--repeat", type=argtypes.positive_count, metavar="N",
                         help="repetitions per policy and sweep point (default: experiment.repeat)")
-    parser.add_argument("--ops", type=_positive_count, default=0, metavar="N",
+    parser.add_argument("--ops", type=argtypes.positive_count, default=0, metavar="N",
                         help="bound each worker by N operations instead of time, with no warm-up; "
                              "one worker and one seed then repeat their counts exactly")
     parser.add_argument("--out", metavar="DIR",
                         help="directory for the results (default: results/<config name>)")
     parser.add_argument("--replace", action="store_true", help="overwrite results already in DIR")
-
-
-def _policies(text: str) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in text.split(","))
-    for i, name in enumerate(names):
-        if name not in POLICIES:
-            raise argparse.ArgumentTypeError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
-        if name in names[:i]:
-            raise argparse.ArgumentTypeError(f"policy {name!r} is listed twice")
-    return names
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
-    return value
-
-
-def _positive_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
-    return value
 
 
 def command_line(args: argparse.Namespace) -> str:

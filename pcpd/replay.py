@@ -95,6 +95,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from pcpd import argtypes
 from pcpd import sizing
 from pcpd import stats as S
 from pcpd.arena import RECORD_SIZES, Arena
@@ -662,31 +663,11 @@ def _cpu_list(cpus: list[int]) -> str:
 
 # --- the command -----------------------------------------------------------------------
 
-def _policy_list(text: str) -> list[str]:
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    bad = [p for p in names if p not in POLICIES]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown policy {bad[0] if bad else text!r}; expected a comma-separated list of "
-            f"{', '.join(POLICIES)}")
-    return names
-
-
-def _interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"need seconds >= 0, got {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("trace", metavar="TRACE",
                         help="kmem tracepoint text from perf script, trace-cmd report or "
                              "/sys/kernel/tracing/trace (.gz and .xz read directly)")
-    parser.add_argument("--policies", type=_policy_list, default=list(POLICIES),
+    parser.add_argument("--policies", type=argtypes.policy_list, default=list(POLICIES),
                         metavar="P[,P...]",
                         help=f"policies to replay (default {','.join(POLICIES)})")
     parser.add_argument("--zoneinfo", metavar="FILE",
@@ -698,7 +679,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=DEFAULT_MEMDESC_RECORD,
                         help="struct page size for the memdesc policies (default 16); "
                              "legacy and compound always use 64")
-    parser.add_argument("--decay-interval", type=_interval, default=DECAY_INTERVAL,
+    parser.add_argument("--decay-interval", type=argtypes.seconds, default=DECAY_INTERVAL,
                         metavar="SECONDS",
                         help="trace seconds between decay_pcp_high() passes (default 1; 0: none)")
     parser.add_argument("--out", metavar="DIR", help="write DIR/results.json")

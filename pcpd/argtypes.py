@@ -1,0 +1,57 @@
+"""argparse ``type=`` callables shared by the subcommands.
+
+Each one turns a command-line word into a value or raises
+``argparse.ArgumentTypeError`` with the message the user sees (argparse
+prints it on one line and exits 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from workers.policies import POLICIES
+
+
+def seconds(text: str) -> float:
+    """A finite number of seconds >= 0."""
+    return _number(text, float, "seconds", "seconds", 0, inclusive=True)
+
+
+def positive_seconds(text: str) -> float:
+    """A finite number of seconds > 0."""
+    return _number(text, float, "seconds", "seconds", 0, inclusive=False)
+
+
+def count(text: str) -> int:
+    """A whole number >= 0."""
+    return _number(text, int, "a whole number", "a number", 0, inclusive=True)
+
+
+def positive_count(text: str) -> int:
+    """A whole number >= 1."""
+    return _number(text, int, "a whole number", "a number", 1, inclusive=True)
+
+
+def policy_list(text: str) -> tuple[str, ...]:
+    """Comma-separated policy names, each known and listed once."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected policies from {', '.join(POLICIES)}, got {text!r}")
+    for i, name in enumerate(names):
+        if name not in POLICIES:
+            raise argparse.ArgumentTypeError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
+        if name in names[:i]:
+            raise argparse.ArgumentTypeError(f"policy {name!r} is listed twice")
+    return names
+
+
+def _number(text: str, kind: type, what: str, noun: str, bound: float, inclusive: bool):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(value) or value < bound or (value == bound and not inclusive):
+        relation = ">=" if inclusive else ">"
+        raise argparse.ArgumentTypeError(f"expected {noun} {relation} {bound}, got {text!r}")
+    return value
