@@ -507,3 +507,13 @@ def test_parse_address(text, expected):
 def test_parse_address_rejects(text):
     with pytest.raises(UsageError, match="is not host:port"):
         parse_address(text)
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_no_control_by_http(server, method):
+    """Drains, reloads and stops are signals or local commands, never HTTP."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(f"{method} /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+        status = s.recv(64).split(b" ")[1]
+    assert status in (b"404", b"405", b"501")
+    assert get(server, "/-/healthy")[0] == 200
