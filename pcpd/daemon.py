@@ -86,7 +86,7 @@ class Measurement:
 
 @dataclass
 class Slot:
-    """A worker slot: its CPU, the current process and its log queue."""
+    """A worker slot: its CPU, the current process and the reader of its log pipe."""
 
     index: int
     cpu: int
