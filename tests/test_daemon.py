@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from groups import end_group
 
 from pcpd import arena as A
 from pcpd.config import load_settings, parse_settings, replace_path
@@ -107,11 +108,10 @@ class DaemonProcess:
         return "\n".join(["--- stdout"] + self.lines["stdout"] + ["--- stderr"] + self.lines["stderr"])
 
     def kill_group(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if self.proc.poll() is None:
+            self.proc.kill()                 # a test that failed half-way: the daemon first
         self.proc.wait(10.0)
+        end_group(self.proc.pid)
 
 
 @pytest.fixture

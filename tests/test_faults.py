@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+from groups import end_group
 
 from pcpd.arena import SHM_DIR
 
@@ -44,11 +45,10 @@ def _start(args: list[str]) -> subprocess.Popen:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    if proc.poll() is None:
+        proc.kill()                          # a test that failed half-way: the daemon first
     proc.wait()
+    end_group(proc.pid)
 
 
 def _segments(pid: int) -> list[str]:
