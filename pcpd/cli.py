@@ -34,7 +34,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """The parser; only the selected subcommand's module is imported (start-up cost)."""
-    parser = _Parser(prog="pcpd", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="pcpd", description="Measure Linux per-CPU page (PCP) allocator designs "
+                                              "under load: see the README.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
