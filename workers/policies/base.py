@@ -1,0 +1,210 @@
+"""The policy interface and what every policy shares: memdesc type tables,
+counter indices, PCP tuning, and the refill/drain/decay machinery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pcpd import memmap as M
+from pcpd import stats as S
+from pcpd.arena import Arena
+from pcpd.sizing import PcpLimits
+from pcpd.slab import DescriptorSlab
+from pcpd.zone import (MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE,
+                       Z_WMARK_HIGH, Zone)
+from workers.pcp import PerCpuPages
+
+TYPES = S.MEMDESC_TYPES
+T_ANON, T_FILE, T_SLAB, T_PAGETABLE, T_NETPOOL, T_KERNEL = range(len(TYPES))
+MEMDESC_OF = (M.MEMDESC_ANON, M.MEMDESC_FILE, M.MEMDESC_SLAB, M.MEMDESC_PAGETABLE,
+              M.MEMDESC_NETPOOL, M.MEMDESC_MISC)
+# Reclaimable slab (SLAB_RECLAIM_ACCOUNT caches) stands for the RECLAIMABLE type.
+MIGRATETYPE_OF = (MIGRATE_MOVABLE, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE,
+                  MIGRATE_UNMOVABLE, MIGRATE_UNMOVABLE)
+COMPOUND_OF = (True, True, True, True, True, False)     # __GFP_COMP
+FOLIO_OF = (True, True, False, False, False, False)     # needs large-rmappable prep
+
+_HIT, _REFILL, _BUDDY = S.ALLOC_HIT, S.ALLOC_REFILL, S.ALLOC_BUDDY
+_FREE_PCP, _FREE_BUDDY = S.FREE_PCP, S.FREE_BUDDY
+_W = S.LINES_W
+_R = S.LINES_R
+_PAGE_W = _W["page_state"]
+_LINK_W = _W["list_link"]
+_PREP_W = _W["compound_prep"]
+_UNDO_W, _UNDO_R = _W["tail_undo"], _R["tail_undo"]
+_MD_W = _W["memdesc_set"]
+_RMAP_W, _RMAP_R = _W["rmappable"], _R["rmappable"]
+_DESC_W, _DESC_R, _DATA_W = S.DESC_W, S.DESC_R, S.DATA_W
+_FREE_TYPE = S.FREE_TYPE
+_W_LINK, _W_PREV, _W_REFCOUNT = M.W_LINK, M.W_PREV, M.W_REFCOUNT64
+
+
+@dataclass(frozen=True)
+class PolicyOptions:
+    noncompound_free: str = "buddy"    # compound: "buddy" | "convert"
+    noncompound_alloc: str = "buddy"   # compound: "buddy" | "pcp"
+    memdesc_high: str = "per-type"     # memdesc: "per-type" | "split"
+
+
+@dataclass(frozen=True)
+class PcpTuning:
+    limits: PcpLimits
+    era: str = "6.7"
+    scale_max: int = 5
+    free_high_batch: bool = False
+
+    def new_pcp(self, divide: int = 1) -> PerCpuPages:
+        limits = self.limits
+        if divide > 1:
+            def part(x: int) -> int:
+                # the zone_highsize() floor of 4 * batch keeps drains possible
+                # (nr_pcp_free() leaves batch pages); 0 (PCP off) stays 0
+                return max(x // divide, 4 * limits.batch) if x else 0
+            limits = PcpLimits(limits.batch, part(limits.high), part(limits.high_min),
+                               part(limits.high_max))
+        return PerCpuPages(limits, self.era, self.scale_max, self.free_high_batch)
+
+
+class Policy:
+    """One CPU's allocator front end: PCP lists over the shared zone."""
+
+    name: ClassVar[str]
+    record_sizes: ClassVar[tuple[int, ...]]
+
+    def __init__(self, arena: Arena, zone: Zone, slab: DescriptorSlab | None,
+                 counters: S.Counters, cpu: int, tuning: PcpTuning,
+                 options: PolicyOptions = PolicyOptions()) -> None:
+        if arena.record_bytes not in self.record_sizes:
+            raise ValueError(f"policy {self.name} needs a struct page of "
+                             f"{' or '.join(map(str, self.record_sizes))} bytes")
+        self.arena, self.zone, self.slab = arena, zone, slab
+        self.v = counters.v
+        self.cpu = cpu
+        self.tuning = tuning
+        self.options = options
+        self.mem = arena.memq
+        self.np_mem = arena.mem
+        self.rb = arena.record_bytes
+        self.w = arena.record_bytes // 8
+        self.pbq = arena.pageblockq
+        self.below_high = False
+        self.pcps = self._make_pcps()
+        self.pcp = self.pcps[0]
+        # (type, order) -> the list an allocation pops, and its counter
+        self._lists = [[pcp.lists[pcp.pindex[o][MIGRATETYPE_OF[t]]] if pcp.allowed[o] else None
+                        for o in range(11)] for t, pcp in zip(range(len(TYPES)), self._pcp_of_type())]
+        self._alloc_ctr = [[S.alloc_index(t, o) for o in range(11)] for t in range(len(TYPES))]
+
+    # -- interface ---------------------------------------------------------
+    def alloc(self, t: int, order: int) -> int:
+        """Allocate a block of 2**order pages of memdesc type t; NIL on failure."""
+        raise NotImplementedError
+
+    def free(self, pfn: int, order: int, t: int) -> None:
+        """Free a block this CPU holds (allocated here, or received from another CPU)."""
+        raise NotImplementedError
+
+    def send(self, pfn: int, order: int, t: int, dst: int) -> None:
+        """Mark an allocated block as in flight to CPU dst (cross-CPU free)."""
+        raise NotImplementedError
+
+    def receive(self, pfn: int, order: int, t: int) -> None:
+        """Take ownership of a block another CPU sent here; free() follows."""
+        raise NotImplementedError
+
+    def _enter(self, pcp: PerCpuPages, lst, blocks: list[int], order: int, t: int) -> None:
+        """Buddy blocks become PCP entries: set their state, append at the tail."""
+        raise NotImplementedError
+
+    def _leave(self, pcp: PerCpuPages, entries: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """PCP entries go back to the buddy: undo their state, return (pfn, order)."""
+        raise NotImplementedError
+
+    def _make_pcps(self) -> list[PerCpuPages]:
+        return [self.tuning.new_pcp()]
+
+    def _pcp_of_type(self) -> list[PerCpuPages]:
+        return [self.pcps[0]] * len(TYPES)
+
+    # -- shared machinery ----------------------------------------------------
+    # ZONE_BELOW_HIGH is a zone flag; each CPU keeps its own copy, refreshed only
+    # where the kernel sets or clears the flag, so the free fast path reads no
+    # zone state.  Another CPU's change shows at this CPU's next refill or drain.
+    def _set_below_high(self) -> None:
+        """ZONE_BELOW_HIGH is set on the allocation side (get_page_from_freelist)."""
+        zone = self.zone
+        if not self.below_high and not zone.watermark_ok(0, zone.watermark(Z_WMARK_HIGH)):
+            self.below_high = True
+
+    def _clear_below_high(self) -> None:
+        """... and cleared on the free side after a drain (free_frozen_page_commit)."""
+        zone = self.zone
+        if self.below_high and zone.watermark_ok(0, zone.watermark(Z_WMARK_HIGH)):
+            self.below_high = False
+
+    def _refill(self, pcp: PerCpuPages, lst, order: int, t: int) -> bool:
+        """rmqueue_pcplist() with an empty list: rmqueue_bulk() then _enter()."""
+        self._set_below_high()
+        n = pcp.nr_pcp_alloc(order, self.below_high)
+        blocks = self.zone.rmqueue_bulk(order, MIGRATETYPE_OF[t], n)
+        if not blocks:
+            return False
+        self._enter(pcp, lst, blocks, order, t)
+        pages = len(blocks) << order
+        pcp.count += pages
+        v = self.v
+        v[S.REFILLS] += 1
+        v[S.REFILL_PAGES] += pages
+        v[S.ALLOC_MISS_TYPE + t] += 1
+        return True
+
+    def _drain(self, pcp: PerCpuPages, count: int, start_pindex: int, cause: str) -> int:
+        """free_pcppages_bulk(): one zone->lock acquisition for the whole batch."""
+        entries = pcp.take_for_drain(count, start_pindex)
+        if not entries:
+            return 0
+        blocks = self._leave(pcp, entries)
+        self.zone.free_pcppages_bulk(blocks)
+        self._clear_below_high()
+        pages = sum(1 << order for _, order in blocks)
+        self.v[S.DRAINS[cause]] += 1
+        self.v[S.DRAIN_PAGES[cause]] += pages
+        return pages
+
+    def drain_all(self, cause: str = "drain_all") -> int:
+        """drain_pages_zone() on every PCP: at most batch << SCALE_MAX a pass."""
+        pages = 0
+        for pcp in self.pcps:
+            while pcp.count:
+                pages += self._drain(pcp, min(pcp.count, pcp.batch << pcp.scale_max), 0, cause)
+        return pages
+
+    def decay(self) -> int:
+        """decay_pcp_high() on every PCP, draining the excess in batch chunks."""
+        pages = 0
+        for pcp in self.pcps:
+            excess = pcp.decay_excess()
+            while excess > 0:
+                chunk = min(excess, pcp.batch)
+                pages += self._drain(pcp, chunk, 0, "decay")
+                excess -= chunk
+        return pages
+
+    def pcp_pages(self) -> int:
+        return sum(p.count for p in self.pcps)
+
+    def pcp_pages_by_type(self) -> list[int]:
+        """Pages on PCP lists per memdesc type; all zero where PCPs are not typed."""
+        return [0] * len(TYPES)
+
+    def publish_gauges(self) -> None:
+        v = self.v
+        v[S.INDEX["pcp_pages"]] = self.pcp_pages()
+        v[S.INDEX["pcp_high"]] = sum(p.high for p in self.pcps)
+        v[S.INDEX["pcp_batch"]] = self.pcps[0].batch
+        for t, pages in enumerate(self.pcp_pages_by_type()):
+            v[S.PCP_PAGES_TYPE + t] = pages
+
+    def _count_fail(self) -> None:
+        self.v[S.ALLOC_FAIL["no_memory"]] += 1

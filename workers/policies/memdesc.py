@@ -1,0 +1,336 @@
+"""Policies of the memdesc stages: ``memdesc-pcpdesc`` and ``memdesc``.
+
+Pages carry a memdesc word; descriptors come from the slab (pcpd.slab).
+"""
+
+from __future__ import annotations
+
+from pcpd import memmap as M
+from pcpd.arena import DESC_WORDS
+from pcpd.memmap import NIL, lines_spanned
+from pcpd.slab import (D_DEFERRED, D_ENTIRE_MAPCOUNT, D_MAPCOUNT, D_MAPPING, D_NEXT,
+                       D_NR_PAGES_MAPPED, D_PFN, D_PREV, D_REFCOUNT, D_STATE, DS_INFLIGHT,
+                       DS_INUSE, DS_PCP, desc_state)
+from workers.policies.base import (TYPES, T_KERNEL, MEMDESC_OF, MIGRATETYPE_OF, FOLIO_OF, Policy,
+                                   _HIT, _REFILL, _BUDDY, _FREE_PCP, _FREE_BUDDY, _MD_W,
+                                   _DESC_W, _DESC_R, _DATA_W, _FREE_TYPE)
+from workers.pcp import PerCpuPages
+
+
+class _MemdescPolicy(Policy):
+    """Pages carry a memdesc word; descriptors come from the slab.
+
+    Any record size works: in 64- and 32-byte pages the memdesc word is word
+    1, where the plan points the old compound_head (section 6.3).
+    """
+
+    record_sizes = (64, 32, 16, 8)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.slab is None:
+            raise ValueError(f"policy {self.name} needs a descriptor slab")
+        self.mw = M.memdesc_word(self.rb)
+        self.d = self.arena.descq
+        self._dstate_inuse = [[desc_state(MEMDESC_OF[t], DS_INUSE, o, self.cpu) for o in range(11)]
+                              for t in range(len(TYPES))]
+        self._dstate_pcp = [[desc_state(MEMDESC_OF[t], DS_PCP, o, self.cpu) for o in range(11)]
+                            for t in range(len(TYPES))]
+
+    def _set_memdesc(self, pfn: int, order: int, value: int) -> None:
+        """Store the memdesc word into every page of the block."""
+        n = 1 << order
+        w = self.w
+        if n == 1:
+            self.mem[pfn * w + self.mw] = value
+        else:
+            self.np_mem[pfn * w + self.mw:(pfn + n) * w:w] = value
+        self.v[_MD_W] += lines_spanned(pfn, n, self.rb)
+
+    def _misc_word(self, state: int, order: int) -> int:
+        return M.MEMDESC_MISC | (state << 4) | (order << 8) | ((self.cpu + 1) << 16)
+
+    def _new_desc(self, t: int, order: int, pfn: int, state: int) -> int:
+        """slab_alloc() a descriptor and fill it in (section 6.4)."""
+        idx = self.slab.alloc()
+        d, base = self.d, idx * DESC_WORDS
+        d[base + D_STATE] = desc_state(MEMDESC_OF[t], state, order, self.cpu)
+        d[base + D_PFN] = pfn
+        d[base + D_REFCOUNT] = 1 if state == DS_INUSE else 0
+        d[base + D_MAPPING] = 0
+        d[base + D_MAPCOUNT] = -1
+        lines = 1
+        if order and FOLIO_OF[t]:                      # large folios use the second line
+            d[base + D_ENTIRE_MAPCOUNT] = -1
+            d[base + D_NR_PAGES_MAPPED] = 0
+            d[base + D_DEFERRED] = NIL
+            lines = 2
+        self.v[_DESC_W] += lines
+        return idx
+
+    def _desc_of(self, pfn: int) -> int:
+        """page->memdesc -> descriptor index (the caller holds the folio already)."""
+        return self.mem[pfn * self.w + self.mw] >> 4
+
+    def _desc_pfn(self, idx: int) -> int:
+        return self.d[idx * DESC_WORDS + D_PFN]
+
+    def _desc_push(self, lst, idx: int) -> None:
+        d, base = self.d, idx * DESC_WORDS
+        old = lst[-1] if lst else NIL
+        d[base + D_NEXT] = old
+        d[base + D_PREV] = NIL
+        if old != NIL:
+            d[old * DESC_WORDS + D_PREV] = idx
+            self.v[_DESC_W] += 1
+        lst.append(idx)
+
+    def _desc_pop(self, lst) -> int:
+        idx = lst.pop()
+        if lst:
+            self.d[lst[-1] * DESC_WORDS + D_PREV] = NIL
+            self.v[_DESC_W] += 1
+        return idx
+
+    def _desc_append_tail(self, lst, idx: int) -> None:
+        tail = lst[0] if lst else NIL
+        d, base = self.d, idx * DESC_WORDS
+        d[base + D_NEXT] = NIL
+        d[base + D_PREV] = tail
+        if tail != NIL:
+            d[tail * DESC_WORDS + D_NEXT] = idx
+            self.v[_DESC_W] += 1
+        lst.appendleft(idx)
+
+    def _alloc_buddy(self, t: int, order: int) -> int:
+        pfn = self.zone.rmqueue_buddy(order, MIGRATETYPE_OF[t])
+        if pfn == NIL:
+            self._count_fail()
+            return NIL
+        self.v[_BUDDY] += 1
+        self._make_allocated(pfn, t, order)
+        return pfn
+
+    def _make_allocated(self, pfn: int, t: int, order: int) -> None:
+        """Buddy memory becomes type t: a descriptor (unless Misc) in every page."""
+        if t == T_KERNEL:
+            self._set_memdesc(pfn, order, self._misc_word(DS_INUSE, order))
+            return
+        idx = self._new_desc(t, order, pfn, DS_INUSE)
+        self._set_memdesc(pfn, order, (idx << 4) | MEMDESC_OF[t])
+
+    def _free_to_buddy(self, pfn: int, order: int, t: int) -> None:
+        if t != T_KERNEL:
+            self.slab.free(self._desc_of(pfn))
+        self._set_memdesc(pfn, order, M.MEMDESC_BUDDY)
+        self.zone.free_one_page(pfn, order)
+        self.v[_FREE_BUDDY] += 1
+
+    def send(self, pfn, order, t, dst) -> None:
+        self._set_owner_state(pfn, order, t, DS_INFLIGHT)
+
+    def receive(self, pfn, order, t) -> None:
+        self._set_owner_state(pfn, order, t, DS_INUSE)
+
+    def _set_owner_state(self, pfn: int, order: int, t: int, state: int) -> None:
+        if t == T_KERNEL:
+            self.mem[pfn * self.w + self.mw] = self._misc_word(state, order)
+            self.v[_MD_W] += 1
+            return
+        idx = self._desc_of(pfn)
+        self.d[idx * DESC_WORDS + D_STATE] = desc_state(MEMDESC_OF[t], state, order, self.cpu)
+        self.v[_DESC_W] += 1
+
+
+class MemdescPcpdescPolicy(_MemdescPolicy):
+    """Memdescs without descriptor caching: swap to a struct pcpdesc on free."""
+
+    name = "memdesc-pcpdesc"
+
+    def _new_pcpdesc(self, pfn: int, order: int) -> int:
+        idx = self.slab.alloc()
+        d, base = self.d, idx * DESC_WORDS
+        d[base + D_STATE] = desc_state(M.MEMDESC_PCPDESC, DS_PCP, order, self.cpu)
+        d[base + D_PFN] = pfn
+        self.v[_DESC_W] += 1
+        self._set_memdesc(pfn, order, (idx << 4) | M.MEMDESC_PCPDESC)
+        return idx
+
+    def alloc(self, t: int, order: int) -> int:
+        v = self.v
+        v[self._alloc_ctr[t][order]] += 1
+        lst = self._lists[t][order]
+        if lst is None:                                # an order the PCP does not keep
+            return self._alloc_buddy(t, order)
+        pcp = self.pcp
+        pcp.free_count >>= 1                           # __rmqueue_pcplist()
+        if lst:
+            v[_HIT] += 1
+        elif self._refill(pcp, lst, order, t):
+            v[_REFILL] += 1
+        else:
+            return self._alloc_buddy(t, order)
+        pidx = self._desc_pop(lst)
+        pcp.count -= 1 << order
+        pfn = self.d[pidx * DESC_WORDS + D_PFN]
+        v[_DESC_R] += 1
+        self._make_allocated(pfn, t, order)            # new descriptor, every memdesc word
+        self.slab.free(pidx)
+        return pfn
+
+    def free(self, pfn: int, order: int, t: int) -> None:
+        v = self.v
+        v[_FREE_TYPE + t] += 1
+        pcp = self.pcp
+        if not pcp.allowed[order]:
+            self._free_to_buddy(pfn, order, t)
+            return
+        if t != T_KERNEL:
+            self.slab.free(self._desc_of(pfn))
+        pidx = self._new_pcpdesc(pfn, order)           # swap every memdesc word
+        pindex = pcp.pindex[order][self.pbq[pfn >> 9]]
+        self._desc_push(pcp.lists[pindex], pidx)
+        pcp.count += 1 << order
+        v[_FREE_PCP] += 1
+        drain = pcp.free_check(order, self.below_high)
+        if drain:
+            self._drain(pcp, drain, pindex, pcp.drain_cause)
+
+    def _enter(self, pcp, lst, blocks, order, t) -> None:
+        for pfn in blocks:
+            self._desc_append_tail(lst, self._new_pcpdesc(pfn, order))
+
+    def _leave(self, pcp, entries):
+        out = []
+        for pidx, order in entries:
+            pfn = self._desc_pfn(pidx)
+            self._set_memdesc(pfn, order, M.MEMDESC_BUDDY)
+            self.slab.free(pidx)
+            out.append((pfn, order))
+        return out
+
+
+class MemdescPolicy(_MemdescPolicy):
+    """One PCP per memdesc type, keeping descriptor and memory together."""
+
+    name = "memdesc"
+
+    def _make_pcps(self) -> list[PerCpuPages]:
+        divide = len(TYPES) if self.options.memdesc_high == "split" else 1
+        return [self.tuning.new_pcp(divide) for _ in TYPES]
+
+    def pcp_pages_by_type(self) -> list[int]:
+        return [p.count for p in self.pcps]
+
+    def _pcp_of_type(self) -> list[PerCpuPages]:
+        return self.pcps
+
+    def alloc(self, t: int, order: int) -> int:
+        v = self.v
+        v[self._alloc_ctr[t][order]] += 1
+        lst = self._lists[t][order]
+        if lst is None:                                # an order the PCP does not keep
+            return self._alloc_buddy(t, order)
+        pcp = self.pcps[t]
+        pcp.free_count >>= 1                           # __rmqueue_pcplist()
+        if lst:
+            v[_HIT] += 1
+        elif self._refill(pcp, lst, order, t):
+            v[_REFILL] += 1
+        else:
+            return self._alloc_buddy(t, order)
+        pcp.count -= 1 << order
+        if t == T_KERNEL:
+            pfn = self._misc_pop(lst)
+            self.mem[pfn * self.w + self.mw] = self._misc_word(DS_INUSE, order)
+            v[_MD_W] += 1
+            return pfn
+        d = self.d
+        idx = lst.pop()
+        if lst:                                        # the new head's prev link
+            d[lst[-1] * DESC_WORDS + D_PREV] = NIL
+        base = idx * DESC_WORDS                        # the folio comes back ready
+        d[base + D_STATE] = self._dstate_inuse[t][order]
+        d[base + D_REFCOUNT] = 1
+        v[_DESC_W] += 2 if lst else 1
+        return d[base + D_PFN]
+
+    def free(self, pfn: int, order: int, t: int) -> None:
+        v = self.v
+        v[_FREE_TYPE + t] += 1
+        pcp = self.pcps[t]
+        if not pcp.allowed[order]:
+            self._free_to_buddy(pfn, order, t)
+            return
+        pindex = pcp.pindex[order][self.pbq[pfn >> 9]]
+        lst = pcp.lists[pindex]
+        if t == T_KERNEL:
+            self.mem[pfn * self.w + self.mw] = self._misc_word(DS_PCP, order)
+            v[_MD_W] += 1
+            self._misc_push(lst, pfn)
+        else:
+            d = self.d
+            idx = self.mem[pfn * self.w + self.mw] >> 4   # the folio the caller holds
+            base = idx * DESC_WORDS
+            old = lst[-1] if lst else NIL
+            d[base + D_STATE] = self._dstate_pcp[t][order]
+            d[base + D_REFCOUNT] = 0
+            d[base + D_NEXT] = old
+            d[base + D_PREV] = NIL
+            if old != NIL:
+                d[old * DESC_WORDS + D_PREV] = idx
+                v[_DESC_W] += 2
+            else:
+                v[_DESC_W] += 1
+            lst.append(idx)
+        pcp.count += 1 << order
+        v[_FREE_PCP] += 1
+        drain = pcp.free_check(order, self.below_high)
+        if drain:
+            self._drain(pcp, drain, pindex, pcp.drain_cause)
+
+    # Misc memory has no descriptor: its PCP links live in the free memory.
+    def _misc_push(self, lst, pfn: int) -> None:
+        links = self.arena.freelinks
+        old = lst[-1] if lst else NIL
+        links[pfn * 2] = old
+        links[pfn * 2 + 1] = NIL
+        self.v[_DATA_W] += 1
+        if old != NIL:
+            links[old * 2 + 1] = pfn
+            self.v[_DATA_W] += 1
+        lst.append(pfn)
+
+    def _misc_pop(self, lst) -> int:
+        pfn = lst.pop()
+        if lst:
+            self.arena.freelinks[lst[-1] * 2 + 1] = NIL
+            self.v[_DATA_W] += 1
+        return pfn
+
+    def _enter(self, pcp, lst, blocks, order, t) -> None:
+        for pfn in blocks:
+            if t == T_KERNEL:
+                self._set_memdesc(pfn, order, self._misc_word(DS_PCP, order))
+                links = self.arena.freelinks
+                tail = lst[0] if lst else NIL
+                links[pfn * 2], links[pfn * 2 + 1] = NIL, tail
+                if tail != NIL:
+                    links[tail * 2] = pfn
+                self.v[_DATA_W] += 1 + (tail != NIL)   # its own links, and the old tail's
+                lst.appendleft(pfn)
+                continue
+            idx = self._new_desc(t, order, pfn, DS_PCP)
+            self._set_memdesc(pfn, order, (idx << 4) | MEMDESC_OF[t])
+            self._desc_append_tail(lst, idx)
+
+    def _leave(self, pcp, entries):
+        misc = pcp is self.pcps[T_KERNEL]          # Misc entries are pfns, others descriptors
+        out = []
+        for entry, order in entries:
+            pfn = entry if misc else self._desc_pfn(entry)
+            if not misc:
+                self.slab.free(entry)
+            self._set_memdesc(pfn, order, M.MEMDESC_BUDDY)
+            out.append((pfn, order))
+        return out
