@@ -106,9 +106,9 @@ class Summary:
     audit_failures: int = 0
     kills: int = 0
     kills_holding_lock: int = 0
-    rss_start: int = 0
-    rss_peak: int = 0
-    rss_end: int = 0
+    private_start: int = 0       # daemon RSS less resident shared pages (the arena)
+    private_peak: int = 0
+    private_end: int = 0
     final_audit: str = ""
     pages_lost: int = 0
     totals: dict = field(default_factory=dict)
@@ -223,7 +223,7 @@ class Daemon:
             m.start = self.snapshot()
         chaos = (FaultInjector(self.arena, self.slots, opts.kill_interval, self.settings.seed)
                  if opts.kill_interval else None)
-        self._sample_rss()
+        self._sample_memory()
         while not self.stop_requested:
             time.sleep(TICK)
             now = time.monotonic()
@@ -241,7 +241,7 @@ class Daemon:
                 self.audit_now()
             if now >= next_status:
                 next_status = now + opts.status_interval
-                self._sample_rss()
+                self._sample_memory()
                 if not opts.quiet:
                     print(self.status_line(now), flush=True)
             if duration and now - start >= duration:
@@ -252,12 +252,15 @@ class Daemon:
         m.seconds = time.monotonic() - window_start
         self.summary.seconds = time.monotonic() - start
 
-    def _sample_rss(self) -> None:
-        rss = psutil.Process().memory_info().rss
+    def _sample_memory(self) -> None:
+        """The daemon's own memory: RSS less the shared pages it maps (the arena,
+        whose residency grows as audits touch more of it, and is no leak)."""
+        info = psutil.Process().memory_info()
+        private = info.rss - info.shared
         s = self.summary
-        s.rss_start = s.rss_start or rss
-        s.rss_peak = max(s.rss_peak, rss)
-        s.rss_end = rss
+        s.private_start = s.private_start or private
+        s.private_peak = max(s.private_peak, private)
+        s.private_end = private
 
     def _all_done(self) -> bool:
         return all(int(self.arena.cpuctl[s.index, A.C_STATE]) == STATE_DONE for s in self.slots)
@@ -516,8 +519,8 @@ class Daemon:
             f"contended {snap.total('lock_contended'):,}",
             f"  restarts {s.restarts}, kills {s.kills} ({s.kills_holding_lock} holding zone->lock), "
             f"audits {s.audits} ({s.audit_failures} failed)",
-            f"  daemon RSS start {s.rss_start / 2**20:.1f} MiB, peak {s.rss_peak / 2**20:.1f} MiB, "
-            f"end {s.rss_end / 2**20:.1f} MiB",
+            f"  daemon memory (RSS less the shared arena) start {s.private_start / 2**20:.1f} MiB, "
+            f"peak {s.private_peak / 2**20:.1f} MiB, end {s.private_end / 2**20:.1f} MiB",
             f"  final {result.summary()}; every PCP drained: {'yes' if drained else 'NO'}; "
             f"pages lost {s.pages_lost}",
         ])
