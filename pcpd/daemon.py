@@ -460,8 +460,9 @@ class Daemon:
         return (f"pcpd: {ops / max(now - then, 1e-9):,.0f} ops/s  hit {_share(d['alloc_hit'], allocs)}  "
                 f"zone-lock contended {_share(contended, acq)} "
                 f"(wait {d['lock_wait_ns'] / max(contended, 1) / 1e3:.1f} us)  "
-                f"{lines / max(ops, 1):.2f} lines/op  free {int(self.arena.zone[Z_FREE_PAGES])} pages  "
-                f"restarts {self.summary.restarts}")
+                f"{lines / max(ops, 1):.2f} lines/op  "
+                f"free {int(self.arena.zone[Z_FREE_PAGES])} pages  restarts {self.summary.restarts}  "
+                f"daemon {self.summary.private_end / 2**20:.1f} MiB")
 
     def _stop(self) -> int:
         arena = self.arena
