@@ -461,8 +461,8 @@ class Daemon:
                 f"zone-lock contended {_share(contended, acq)} "
                 f"(wait {d['lock_wait_ns'] / max(contended, 1) / 1e3:.1f} us)  "
                 f"{lines / max(ops, 1):.2f} lines/op  "
-                f"free {int(self.arena.zone[Z_FREE_PAGES])} pages  restarts {self.summary.restarts}  "
-                f"daemon {self.summary.private_end / 2**20:.1f} MiB")
+                f"free {int(self.arena.zone[Z_FREE_PAGES])} pages  "
+                f"daemon {self.summary.private_end / 2**20:.1f} MiB  restarts {self.summary.restarts}")
 
     def _stop(self) -> int:
         arena = self.arena
