@@ -75,11 +75,6 @@ class AuditResult:
         return out
 
 
-def _empty() -> Blocks:
-    e = np.zeros(0, np.int64)
-    return Blocks(e, e, e)
-
-
 def _flag_blocks(arena: Arena) -> dict[str, Blocks]:
     """64-byte pages: state in the flags word (pcpd bookkeeping bits)."""
     mem = arena.mem

@@ -68,7 +68,6 @@ W_PREV = 2
 W_MAPPING = 3
 W_PRIVATE64 = 5
 W_REFCOUNT64 = 6
-W_REFCOUNT32 = 3
 
 
 def lines_spanned(first_pfn: int, count: int, record_bytes: int) -> int:

@@ -52,7 +52,7 @@ class PerCpuPages:
         self.era = era
         self.scale_max = scale_max
         self.tuned = era == "6.7" and limits.high_min != limits.high_max
-        self.free_cap = self.batch << scale_max
+        self.free_cap = self.batch << scale_max     # batch << CONFIG_PCP_BATCH_SCALE_MAX
         self.drain_cause = "high"
         self.allowed = [pcp_allowed_order(o, era) for o in range(11)]
         self.pindex = [[order_to_pindex(o, mt) if self.allowed[o] else -1 for mt in range(3)]
@@ -98,7 +98,7 @@ class PerCpuPages:
                 self.flags |= PCPF_PREV_FREE_HIGH_ORDER
             else:
                 self.flags &= ~PCPF_PREV_FREE_HIGH_ORDER
-            if self.free_count < self.batch << self.scale_max:
+            if self.free_count < self.free_cap:
                 self.free_count += 1 << order
             return free_high
         if self.era == "5.14":
@@ -140,7 +140,7 @@ class PerCpuPages:
         if high == 0:
             return 0
         if free_high:
-            self.high = max(high - (self.batch << self.scale_max), self.high_min)
+            self.high = max(high - self.free_cap, self.high_min)
             return 0
         if not self.tuned:
             return high
@@ -158,7 +158,7 @@ class PerCpuPages:
         batch = self.batch
         if self.era == "6.7":
             if free_high:
-                return min(self.count, batch << self.scale_max)
+                return min(self.count, self.free_cap)
             if high < batch:
                 return 1
             return min(max(self.free_count, batch), high - batch)
@@ -203,6 +203,6 @@ class PerCpuPages:
         if self.era != "6.7":
             return 0
         if self.high > self.high_min:
-            self.high = max(self.count - (self.batch << self.scale_max),
+            self.high = max(self.count - self.free_cap,
                             self.high - (self.high >> 3), self.high_min)
         return max(self.count - self.high, 0)

@@ -177,7 +177,7 @@ class Policy:
         pages = 0
         for pcp in self.pcps:
             while pcp.count:
-                pages += self._drain(pcp, min(pcp.count, pcp.batch << pcp.scale_max), 0, cause)
+                pages += self._drain(pcp, min(pcp.count, pcp.free_cap), 0, cause)
         return pages
 
     def decay(self) -> int:
