@@ -1,10 +1,10 @@
 """grafana/: dashboards valid for Grafana's schemas, queries that parse as PromQL
 and name only metrics pcpd.exporter emits, provisioning files, and (with
-Prometheus installed and ``pcpd run`` landed) every query answered by a real
+Prometheus installed) every query answered by a real
 Prometheus scraping a real run.
 
-The Grafana schemas are read from ../shared/schemas/grafana (next to the
-repository), as the schemas' README asks.
+The Grafana schemas are vendored in grafana/schemas/ (see its README for their
+origin and licence).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pcpd.exporter import PcpdCollector
 
 REPO = Path(__file__).parents[1]
 GRAFANA = REPO / "grafana"
-SCHEMAS = Path(__file__).parents[2] / "shared" / "schemas" / "grafana"
+SCHEMAS = GRAFANA / "schemas"
 DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
 DASHBOARD_IDS = [p.name for p in DASHBOARD_FILES]
 # What Grafana puts in place of its variables before a query leaves for Prometheus.
@@ -288,8 +288,6 @@ def wait_for(what: str, check, procs: dict[Path, subprocess.Popen]):
 
 @pytest.mark.skipif(shutil.which("prometheus") is None,
                     reason="prometheus not installed (Debian package prometheus; .ci/run installs it)")
-@pytest.mark.skipif(importlib.util.find_spec("pcpd.daemon") is None,
-                    reason="pcpd run (pcpd/daemon.py) has not landed yet")
 def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path):
     exporter_port, prometheus_port = free_port(), free_port()
     cpus = sorted(os.sched_getaffinity(0))[:2]
