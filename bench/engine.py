@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pcpd.config import parse_settings  # noqa: E402
-from pcpd.daemon import Daemon, RunOptions  # noqa: E402
+from pcpd.config.settings import parse_settings  # noqa: E402
+from pcpd.daemon.supervisor import Daemon, RunOptions  # noqa: E402
 
 WORKLOAD = """
 name = "bench-engine"

@@ -14,7 +14,7 @@ refill_drain_us_per_batch
     zone->lock (rmqueue_bulk) and drain that batch back to the buddy
     (free_pcppages_bulk), including the one allocation and free between.
 
-Every model is the one ``pcpd costs`` measures (pcpd.costs.model_spec: era
+Every model is the one ``pcpd costs`` measures (pcpd.analysis.costs.model_spec: era
 6.7, PCP sized as this machine's Normal zone, batch 63; memdesc policies on
 16-byte pages).  Each timed loop binds the policy's methods locally and runs
 with the garbage collector off, as timeit does; the counters are checked
@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from pcpd.costs import DEFAULT_MEMDESC_RECORD, model_spec
+from pcpd.analysis.costs import DEFAULT_MEMDESC_RECORD, model_spec
 from workers.cpu import CpuAllocator, SharedLocks, create_arena
 from workers.policies import POLICIES, T_ANON
 

@@ -16,14 +16,14 @@ from pcpd.errors import PcpdError, UsageError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("pcpd.daemon", "run per-CPU workers against one shared zone (the main job)"),
-    "check": ("pcpd.config", "validate a config file without running it"),
-    "config-schema": ("pcpd.schema", "print the JSON Schema of config files"),
-    "costs": ("pcpd.costs", "per-operation cacheline cost table for every policy"),
+    "run": ("pcpd.daemon.supervisor", "run per-CPU workers against one shared zone (the main job)"),
+    "check": ("pcpd.config.settings", "validate a config file without running it"),
+    "config-schema": ("pcpd.config.schema", "print the JSON Schema of config files"),
+    "costs": ("pcpd.analysis.costs", "per-operation cacheline cost table for every policy"),
     "zoneinfo": ("pcpd.zoneinfo", "compare a /proc/zoneinfo capture with the PCP sizing model"),
-    "experiment": ("pcpd.experiment", "run one workload under several policies and report"),
-    "compare": ("pcpd.compare", "compare two results files"),
-    "replay": ("pcpd.replay", "replay a kernel kmem allocation trace under each policy"),
+    "experiment": ("pcpd.analysis.experiment", "run one workload under several policies and report"),
+    "compare": ("pcpd.analysis.compare", "compare two results files"),
+    "replay": ("pcpd.replay.run", "replay a kernel kmem allocation trace under each policy"),
 }
 
 

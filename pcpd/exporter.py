@@ -2,7 +2,7 @@
 
 ``PcpdCollector`` reads the arena at scrape time, the way node_exporter reads
 /proc: workers only fold their plain counters into their stats blocks
-(pcpd.stats) and never call a metrics library.  One scrape copies the stats
+(pcpd.model.stats) and never call a metrics library.  One scrape copies the stats
 region once, reads the zone words without zone->lock (a racy read is fine for
 gauges; every word is whole), and asks psutil about each worker pid.
 
@@ -11,7 +11,7 @@ for supervisors, from a thread of its own.
 
 Series are summed over CPU slots by default; ``per_cpu`` adds a ``cpu`` label
 (see docs/metrics.md for every metric, its labels and its unit).  This module
-reads pcpd.arena, pcpd.stats and pcpd.zone; nothing in pcpd imports it but the
+reads pcpd.model.arena, pcpd.model.stats and pcpd.model.zone; nothing in pcpd imports it but the
 daemon.
 """
 
@@ -39,9 +39,9 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from pcpd import stats as S
-from pcpd import zone as Z
-from pcpd.arena import (
+from pcpd.model import stats as S
+from pcpd.model import zone as Z
+from pcpd.model.arena import (
     C_PID,
     C_RESTARTS,
     H_AUDIT_FAILURES,
@@ -76,7 +76,7 @@ class _StatFamily:
 
     ``series`` maps label values to the stats name that holds the value.
     ``combine`` is how CPU slots sum up without a cpu label: "total" follows
-    pcpd.stats (counters add the retired block, GAUGES sum the live blocks,
+    pcpd.model.stats (counters add the retired block, GAUGES sum the live blocks,
     MAXIMA take the max); "max" takes the largest live value.
     """
 

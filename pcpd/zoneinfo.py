@@ -1,4 +1,4 @@
-"""Read a /proc/zoneinfo capture and check its PCP values against pcpd.sizing.
+"""Read a /proc/zoneinfo capture and check its PCP values against pcpd.model.sizing.
 
 ``parse_zoneinfo()`` accepts the layouts ``zoneinfo_show_print()`` has
 printed from 4.x to 6.18: with or without ``boost``, ``promo``, ``cma`` and
@@ -6,7 +6,7 @@ the 4.x ``scanned`` line, and with the ``high_min``/``high_max`` pageset
 lines of 6.7+ or without them.  Anything else is an InputError
 naming the file and line.
 
-``compare_zones()`` asks each kernel era in ``pcpd.sizing.ERAS`` what it
+``compare_zones()`` asks each kernel era in ``pcpd.model.sizing.ERAS`` what it
 would set for a populated zone, given the zone's ``managed`` pages, its
 captured low watermark and the number of CPUs on its node, and reports
 which eras reproduce the capture.
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pcpd.errors import InputError
-from pcpd.sizing import ERAS, PcpLimits, pcp_limits
+from pcpd.model.sizing import ERAS, PcpLimits, pcp_limits
 
 _NUM = r"(-?[0-9]{1,20})"  # %lu / %ld / %d; the bound keeps int() away from huge digit runs
 _NODE_ZONE = re.compile(r"Node ([0-9]{1,6}), zone +(\S+)")

@@ -1,4 +1,4 @@
-"""pcpd.arena: segment layout, create/attach, lifetime and stale-segment cleanup."""
+"""pcpd.model.arena: segment layout, create/attach, lifetime and stale-segment cleanup."""
 
 import gc
 import os
@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from pcpd import arena as A
-from pcpd import stats
-from pcpd.arena import Arena, Geometry
+from pcpd.model import arena as A
+from pcpd.model import stats
+from pcpd.model.arena import Arena, Geometry
 from pcpd.errors import ArenaError
 
 

@@ -1,12 +1,12 @@
-"""pcpd.audit: classifying every page from the page array, and catching corruption."""
+"""pcpd.daemon.audit: classifying every page from the page array, and catching corruption."""
 
 import pytest
 
-from pcpd import arena as A
-from pcpd import memmap as M
-from pcpd.audit import STATES, audit
-from pcpd.slab import D_PFN
-from pcpd.zone import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE
+from pcpd.model import arena as A
+from pcpd.model import memmap as M
+from pcpd.daemon.audit import STATES, audit
+from pcpd.model.slab import D_PFN
+from pcpd.model.zone import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import T_ANON, T_FILE, T_KERNEL
 

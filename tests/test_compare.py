@@ -1,4 +1,4 @@
-"""Tests for pcpd.compare: Welch's t-test, verdicts, which results may be compared, the command."""
+"""Tests for pcpd.analysis.compare: Welch's t-test, verdicts, which results may be compared, the command."""
 
 import subprocess
 import sys
@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from pcpd.cli import main
-from pcpd.compare import (Verdict, check_comparable, describe_change, flatten, judge,
+from pcpd.analysis.compare import (Verdict, check_comparable, describe_change, flatten, judge,
                           regularized_beta, welch_t_test, workload_differences)
 from pcpd.errors import UsageError
-from pcpd.results import FIGURE_BY_KEY, FIGURE_KEYS, Results, dump
+from pcpd.analysis.results import FIGURE_BY_KEY, FIGURE_KEYS, Results, dump
 
 ROOT = Path(__file__).resolve().parent.parent
 THROUGHPUT = FIGURE_BY_KEY["throughput_ops_per_second"]

@@ -1,4 +1,4 @@
-"""Tests for pcpd.config: presets, round trips, one-line rejections, sweeps, `pcpd check`."""
+"""Tests for pcpd.config.settings: presets, round trips, one-line rejections, sweeps, `pcpd check`."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcpd.config import (DEFAULT_SETTINGS, SOAK_WORKLOAD, CrossCpu, FrozenMap, assign_workloads,
+from pcpd.config.settings import (DEFAULT_SETTINGS, SOAK_WORKLOAD, CrossCpu, FrozenMap, assign_workloads,
                          load_settings, parse_settings, replace_path, settings_from_dict,
                          settings_hash, settings_to_dict, sweep_points, worker_cpus)
 from pcpd.errors import ConfigError, UsageError

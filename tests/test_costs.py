@@ -1,4 +1,4 @@
-"""pcpd.costs: the measured per-operation cost table and the ``pcpd costs`` command.
+"""pcpd.analysis.costs: the measured per-operation cost table and the ``pcpd costs`` command.
 
 The figures the proposal states (linux-mm, January 2024; reference 5.6):
 a legacy order-9 folio allocation writes all 511 tails (at least 512
@@ -11,7 +11,7 @@ import json
 import pytest
 
 from pcpd import cli
-from pcpd.costs import COST_PAGES, cost_table, format_table, model_spec
+from pcpd.analysis.costs import COST_PAGES, cost_table, format_table, model_spec
 from workers.policies import TYPES
 
 KEYS = {"policy", "memdesc", "order", "pcp", "op", "struct_page_lines_written",

@@ -1,4 +1,4 @@
-"""pcpd.daemon: multi-process runs, end to end.
+"""pcpd.daemon.supervisor: multi-process runs, end to end.
 
 ``pcpd run`` runs as a subprocess in its own session; the tests synchronise
 on its output (workers' "started:" lines, "pcpd:" status lines, reload
@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from groups import end_group
 
-from pcpd import arena as A
-from pcpd.config import load_settings, parse_settings, replace_path
-from pcpd.daemon import Daemon, RunOptions, _reload_problem
+from pcpd.model import arena as A
+from pcpd.config.settings import load_settings, parse_settings, replace_path
+from pcpd.daemon.supervisor import Daemon, RunOptions, _reload_problem
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
 MIXED = CONFIGS / "mixed.toml"

@@ -28,7 +28,7 @@ import pytest
 from jsonschema import Draft7Validator
 from prometheus_client import CollectorRegistry
 
-from pcpd.arena import Arena, Geometry
+from pcpd.model.arena import Arena, Geometry
 from pcpd.exporter import PcpdCollector
 
 REPO = Path(__file__).parents[1]

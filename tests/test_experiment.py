@@ -1,4 +1,4 @@
-"""Tests for pcpd.experiment: plans for every preset, rejections, a real short experiment,
+"""Tests for pcpd.analysis.experiment: plans for every preset, rejections, a real short experiment,
 identical counts from one seed, the progress display."""
 
 import csv
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from pcpd import stats as S
+from pcpd.model import stats as S
 from pcpd.cli import main
-from pcpd.config import load_settings, parse_settings, settings_hash
-from pcpd.experiment import Progress, plan_experiment, run_once
-from pcpd.report import format_ratio
-from pcpd.results import FIGURE_KEYS, load
+from pcpd.config.settings import load_settings, parse_settings, settings_hash
+from pcpd.analysis.experiment import Progress, plan_experiment, run_once
+from pcpd.analysis.report import format_ratio
+from pcpd.analysis.results import FIGURE_KEYS, load
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted((ROOT / "configs").glob("*.toml"))

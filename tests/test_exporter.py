@@ -25,9 +25,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pcpd import stats as S
-from pcpd import zone as Z
-from pcpd.arena import C_PID, C_RESTARTS, H_AUDIT_FAILURES, H_AUDIT_OK, H_AUDIT_RUNS, H_RESTARTS, Arena, Geometry
+from pcpd.model import stats as S
+from pcpd.model import zone as Z
+from pcpd.model.arena import C_PID, C_RESTARTS, H_AUDIT_FAILURES, H_AUDIT_OK, H_AUDIT_RUNS, H_RESTARTS, Arena, Geometry
 from pcpd.errors import PcpdError, UsageError
 from pcpd.exporter import (
     STAT_FAMILIES,

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 from groups import end_group
 
-from pcpd.arena import SHM_DIR
+from pcpd.model.arena import SHM_DIR
 
 CONFIG = """
 name = "faults"

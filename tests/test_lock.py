@@ -1,14 +1,14 @@
-"""pcpd.lock: zone->lock bookkeeping and its profile (uncontended and contended)."""
+"""pcpd.model.lock: zone->lock bookkeeping and its profile (uncontended and contended)."""
 
 import threading
 import time
 
 import pytest
 
-from pcpd import arena as A
-from pcpd import stats as S
-from pcpd.arena import Arena, Geometry
-from pcpd.lock import OP_DRAIN, OP_NONE, OP_REFILL, ZoneLock
+from pcpd.model import arena as A
+from pcpd.model import stats as S
+from pcpd.model.arena import Arena, Geometry
+from pcpd.model.lock import OP_DRAIN, OP_NONE, OP_REFILL, ZoneLock
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""pcpd.memmap: the struct page layouts (reference section 6.1) and line arithmetic."""
+"""pcpd.model.memmap: the struct page layouts (reference section 6.1) and line arithmetic."""
 
 from contextlib import contextmanager
 
@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcpd import memmap as M
-from pcpd import arena as A
-from pcpd.slab import D_STATE, DS_INUSE, DS_PCP
-from pcpd.arena import Arena, Geometry
-from pcpd.memmap import NIL, lines_spanned, memmap_for
+from pcpd.model import memmap as M
+from pcpd.model import arena as A
+from pcpd.model.slab import D_STATE, DS_INUSE, DS_PCP
+from pcpd.model.arena import Arena, Geometry
+from pcpd.model.memmap import NIL, lines_spanned, memmap_for
 
 RECORD_SIZES = (64, 32, 16, 8)
 PAGES = 2048

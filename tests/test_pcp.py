@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcpd.sizing import NR_PCP_LISTS, PcpLimits, order_to_pindex, pcp_limits
+from pcpd.model.sizing import NR_PCP_LISTS, PcpLimits, order_to_pindex, pcp_limits
 from workers.pcp import PCPF_FREE_HIGH_BATCH, PCPF_PREV_FREE_HIGH_ORDER, PerCpuPages
 
 MOVABLE = 1

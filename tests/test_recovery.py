@@ -1,4 +1,4 @@
-"""pcpd.recovery: a dead worker's pages come back from the page array alone.
+"""pcpd.daemon.recovery: a dead worker's pages come back from the page array alone.
 
 A dead slot is simulated in one process: slot 1's CpuAllocator allocates,
 frees onto its PCP, hands blocks to slot 0 (one hand-off half done), and is
@@ -12,17 +12,17 @@ moved the ring head) are repaired the same way.
 
 import pytest
 
-from pcpd import rings
-from pcpd import stats as S
-from pcpd.arena import RING_HEADER, DESC_WORDS, H_SLAB_TOP
-from pcpd.audit import audit
+from pcpd.model import rings
+from pcpd.model import stats as S
+from pcpd.model.arena import RING_HEADER, DESC_WORDS, H_SLAB_TOP
+from pcpd.daemon.audit import audit
 from pcpd.errors import ArenaError
-from pcpd.lock import ZoneLock
-from pcpd.memmap import MEMDESC_SLAB, NIL
-from pcpd.recovery import (Reclaimed, rebuild_slab, rebuild_zone, reclaim_slot,
+from pcpd.model.lock import ZoneLock
+from pcpd.model.memmap import MEMDESC_SLAB, NIL
+from pcpd.daemon.recovery import (Reclaimed, rebuild_slab, rebuild_zone, reclaim_slot,
                            release_cached_descriptors)
-from pcpd.slab import D_PFN, D_STATE, DS_INUSE, desc_state
-from pcpd.zone import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Zone
+from pcpd.model.slab import D_PFN, D_STATE, DS_INUSE, desc_state
+from pcpd.model.zone import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Zone
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import T_ANON, T_FILE, T_KERNEL, T_NETPOOL, T_SLAB
 

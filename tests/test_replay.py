@@ -1,4 +1,4 @@
-"""pcpd.replay: kmem trace replay under each policy.
+"""pcpd.replay.run: kmem trace replay under each policy.
 
 The replay-* fixtures in tests/data/traces/ are real captures on the
 project's machine (x86-64, 2 CPUs, kernel 6.18.44, perf 6.1, as root), of
@@ -36,10 +36,10 @@ from pathlib import Path
 import pytest
 
 from pcpd import cli
-from pcpd import replay as R
+from pcpd.replay import run as R
 from pcpd.errors import InputError, UsageError
-from pcpd.sizing import PcpLimits
-from pcpd.trace import MM_PAGE_ALLOC, MM_PAGE_FREE, MM_PAGE_FREE_BATCHED, TraceEvent, parse_lines
+from pcpd.model.sizing import PcpLimits
+from pcpd.replay.trace import MM_PAGE_ALLOC, MM_PAGE_FREE, MM_PAGE_FREE_BATCHED, TraceEvent, parse_lines
 from pcpd.zoneinfo import compare_zones, read_zoneinfo
 from workers.cpu import ModelSpec
 from workers.policies import POLICIES, TYPES

@@ -1,13 +1,13 @@
-"""Tests for pcpd.report: summaries, cells, the comparison table, warnings, report.md, plots."""
+"""Tests for pcpd.analysis.report: summaries, cells, the comparison table, warnings, report.md, plots."""
 
 from pathlib import Path
 
 import pytest
 
-from pcpd.report import (POLICIES_PNG, REPORT, SWEEP_PNG, Summary, baseline, cell, comparison_rows, format_ratio,
+from pcpd.analysis.report import (POLICIES_PNG, REPORT, SWEEP_PNG, Summary, baseline, cell, comparison_rows, format_ratio,
                          format_table, format_value, render_report, render_tables, summarize,
                          type_rows, warnings, write_report)
-from pcpd.results import FIGURE_BY_KEY, FIGURE_KEYS, REQUIRED_METADATA, Results
+from pcpd.analysis.results import FIGURE_BY_KEY, FIGURE_KEYS, REQUIRED_METADATA, Results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 THROUGHPUT = FIGURE_BY_KEY["throughput_ops_per_second"]

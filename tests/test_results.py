@@ -1,4 +1,4 @@
-"""Tests for pcpd.results: figures from two snapshots, the file format, CSV, old files."""
+"""Tests for pcpd.analysis.results: figures from two snapshots, the file format, CSV, old files."""
 
 import csv
 import json
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pcpd import stats as S
+from pcpd.model import stats as S
 from pcpd.errors import InputError, UsageError
-from pcpd.results import (FIGURE_KEYS, FORMAT, REQUIRED_METADATA, RESULT_VERSION, Results, cpu_model,
+from pcpd.analysis.results import (FIGURE_KEYS, FORMAT, REQUIRED_METADATA, RESULT_VERSION, Results, cpu_model,
                           csv_header, csv_rows, dump, dump_csv, dumps, environment, figures, load,
                           stranded_by_type, wait_quantile, window_counters)
 

@@ -1,4 +1,4 @@
-"""pcpd.rings: the single-producer single-consumer rings that carry cross-CPU frees.
+"""pcpd.model.rings: the single-producer single-consumer rings that carry cross-CPU frees.
 
 Entries are taken oldest first per source, a full ring refuses a push, the
 counters wrap around the slots, and recovery can list every queued entry
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcpd import rings
+from pcpd.model import rings
 from pcpd.errors import ArenaError
 from workers.cpu import ModelSpec, create_arena
 

@@ -1,11 +1,11 @@
-"""pcpd.sizing against the conformance vectors and worked examples of the
+"""pcpd.model.sizing against the conformance vectors and worked examples of the
 kernel reference (sections 1.4-1.7 and 9), plus properties of the formulas."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcpd.sizing import (
+from pcpd.model.sizing import (
     ERAS,
     MAX_ORDER,
     NR_PCP_LISTS,

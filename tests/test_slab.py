@@ -1,13 +1,13 @@
-"""pcpd.slab: the descriptor cache's per-CPU and shared parts."""
+"""pcpd.model.slab: the descriptor cache's per-CPU and shared parts."""
 
 import threading
 
 import pytest
 
-from pcpd import arena as A
-from pcpd import stats as S
-from pcpd.arena import Arena, Geometry
-from pcpd.slab import (D_STATE, DS_CACHED, SLAB_BATCH, SLAB_LOCAL_MAX, DescriptorSlab, desc_state,
+from pcpd.model import arena as A
+from pcpd.model import stats as S
+from pcpd.model.arena import Arena, Geometry
+from pcpd.model.slab import (D_STATE, DS_CACHED, SLAB_BATCH, SLAB_LOCAL_MAX, DescriptorSlab, desc_state,
                        format_slab)
 
 PAGES = 512

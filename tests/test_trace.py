@@ -1,4 +1,4 @@
-"""pcpd.trace: kmem page-allocator tracepoint parsing and GFP classification.
+"""pcpd.replay.trace: kmem page-allocator tracepoint parsing and GFP classification.
 
 Fixtures in tests/data/traces/.  The 6.18 ones are real captures on the
 project's machine (x86-64, 2 CPUs, kernel 6.18.44, perf 6.1, as root):
@@ -47,7 +47,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcpd.errors import InputError
-from pcpd.trace import (
+from pcpd.replay.trace import (
     MM_PAGE_ALLOC,
     MM_PAGE_ALLOC_EXTFRAG,
     MM_PAGE_ALLOC_ZONE_LOCKED,

@@ -11,13 +11,13 @@ import time
 
 import pytest
 
-from pcpd import arena as A
-from pcpd import rings
-from pcpd import stats as S
-from pcpd.audit import audit
-from pcpd.config import assign_workloads, parse_settings
+from pcpd.model import arena as A
+from pcpd.model import rings
+from pcpd.model import stats as S
+from pcpd.daemon.audit import audit
+from pcpd.config.settings import assign_workloads, parse_settings
 from pcpd.errors import ArenaError
-from pcpd.zone import Z_WMARK_LOW
+from pcpd.model.zone import Z_WMARK_LOW
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.worker import (CHUNK, DAEMON_TIMEOUT_NS, STATE_DONE, STATE_EXITED, STATE_PAUSED,
                             STATE_RUNNING, STATE_STOPPING, VIRTUAL_OPS_PER_S, Worker, WorkerPlan,

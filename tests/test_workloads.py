@@ -7,11 +7,11 @@ handed to other CPUs (through a real ring); a failed allocation backs off.
 
 import pytest
 
-from pcpd import rings
-from pcpd.audit import audit
-from pcpd.config import parse_settings
+from pcpd.model import rings
+from pcpd.daemon.audit import audit
+from pcpd.config.settings import parse_settings
 from pcpd.errors import ArenaError
-from pcpd.stats import MEMDESC_TYPES, NAMES
+from pcpd.model.stats import MEMDESC_TYPES, NAMES
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.workloads import BACKOFF_FRACTION, Workload, _Choice
 

@@ -1,4 +1,4 @@
-"""pcpd.zone: the buddy free lists against the kernel reference, section 4.
+"""pcpd.model.zone: the buddy free lists against the kernel reference, section 4.
 
 Splitting (4.4), merging and placement (4.3), migratetype fallback (4.5),
 the watermark check (4.7), one zone->lock acquisition per bulk operation,
@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcpd import stats as S
-from pcpd.audit import audit
-from pcpd.lock import ZoneLock
-from pcpd.memmap import NIL, memmap_for
-from pcpd.zone import (MAX_ORDER, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE,
+from pcpd.model import stats as S
+from pcpd.daemon.audit import audit
+from pcpd.model.lock import ZoneLock
+from pcpd.model.memmap import NIL, memmap_for
+from pcpd.model.zone import (MAX_ORDER, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE,
                        Z_CLAIMS, Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Z_STEALS, Z_WMARK_HIGH,
                        Z_WMARK_LOW, Z_WMARK_MIN, Zone)
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena

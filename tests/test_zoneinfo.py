@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcpd.errors import InputError
-from pcpd.sizing import zone_watermarks
+from pcpd.model.sizing import zone_watermarks
 from pcpd.zoneinfo import (
     ZoneWatermarks,
     command,

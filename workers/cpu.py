@@ -12,12 +12,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from pcpd import sizing
-from pcpd import stats as S
-from pcpd.arena import Arena, Geometry
-from pcpd.lock import RawLock, ZoneLock
-from pcpd.slab import DescriptorSlab, format_slab
-from pcpd.zone import Zone, format_zone
+from pcpd.model import sizing
+from pcpd.model import stats as S
+from pcpd.model.arena import Arena, Geometry
+from pcpd.model.lock import RawLock, ZoneLock
+from pcpd.model.slab import DescriptorSlab, format_slab
+from pcpd.model.zone import Zone, format_zone
 from workers.policies import POLICIES, PcpTuning, PolicyOptions, Policy
 
 MEMDESC_POLICIES = ("memdesc-pcpdesc", "memdesc")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from pcpd.sizing import NR_PCP_LISTS, PcpLimits, order_to_pindex, pcp_allowed_order, pindex_to_order
+from pcpd.model.sizing import NR_PCP_LISTS, PcpLimits, order_to_pindex, pcp_allowed_order, pindex_to_order
 
 PCPF_PREV_FREE_HIGH_ORDER = 1 << 0
 PCPF_FREE_HIGH_BATCH = 1 << 1

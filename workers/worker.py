@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import psutil
 
-from pcpd import arena as A
-from pcpd import rings
-from pcpd import stats as S
-from pcpd.config import WorkloadSettings
+from pcpd.model import arena as A
+from pcpd.model import rings
+from pcpd.model import stats as S
+from pcpd.config.settings import WorkloadSettings
 from pcpd.logs import configure_worker_logging
-from pcpd.zone import Z_WMARK_LOW
+from pcpd.model.zone import Z_WMARK_LOW
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks
 from workers.workloads import BACKOFF_FRACTION, Workload
 

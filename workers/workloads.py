@@ -27,9 +27,9 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from pcpd.config import WorkloadSettings
-from pcpd.memmap import NIL
-from pcpd.stats import MEMDESC_TYPES
+from pcpd.config.settings import WorkloadSettings
+from pcpd.model.memmap import NIL
+from pcpd.model.stats import MEMDESC_TYPES
 from workers.policies import Policy
 
 BACKOFF_FRACTION = 4             # a failed allocation frees 1/4 of what is held

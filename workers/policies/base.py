@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pcpd import memmap as M
-from pcpd import stats as S
-from pcpd.arena import Arena
-from pcpd.sizing import PcpLimits
-from pcpd.slab import DescriptorSlab
-from pcpd.zone import (MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE,
+from pcpd.model import memmap as M
+from pcpd.model import stats as S
+from pcpd.model.arena import Arena
+from pcpd.model.sizing import PcpLimits
+from pcpd.model.slab import DescriptorSlab
+from pcpd.model.zone import (MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE,
                        Z_WMARK_HIGH, Zone)
 from workers.pcp import PerCpuPages
 

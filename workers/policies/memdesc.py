@@ -1,14 +1,14 @@
 """Policies of the memdesc stages: ``memdesc-pcpdesc`` and ``memdesc``.
 
-Pages carry a memdesc word; descriptors come from the slab (pcpd.slab).
+Pages carry a memdesc word; descriptors come from the slab (pcpd.model.slab).
 """
 
 from __future__ import annotations
 
-from pcpd import memmap as M
-from pcpd.arena import DESC_WORDS
-from pcpd.memmap import NIL, lines_spanned
-from pcpd.slab import (D_DEFERRED, D_ENTIRE_MAPCOUNT, D_MAPCOUNT, D_MAPPING, D_NEXT,
+from pcpd.model import memmap as M
+from pcpd.model.arena import DESC_WORDS
+from pcpd.model.memmap import NIL, lines_spanned
+from pcpd.model.slab import (D_DEFERRED, D_ENTIRE_MAPCOUNT, D_MAPCOUNT, D_MAPPING, D_NEXT,
                        D_NR_PAGES_MAPPED, D_PFN, D_PREV, D_REFCOUNT, D_STATE, DS_INFLIGHT,
                        DS_INUSE, DS_PCP, desc_state)
 from workers.policies.base import (TYPES, T_KERNEL, MEMDESC_OF, MIGRATETYPE_OF, FOLIO_OF, Policy,

@@ -6,8 +6,8 @@ tail pages (compound_head), which is what the two policies treat differently.
 
 from __future__ import annotations
 
-from pcpd import memmap as M
-from pcpd.memmap import NIL, lines_spanned
+from pcpd.model import memmap as M
+from pcpd.model.memmap import NIL, lines_spanned
 from workers.policies.base import (TYPES, T_KERNEL, MIGRATETYPE_OF, COMPOUND_OF, FOLIO_OF, Policy,
                                    _HIT, _REFILL, _BUDDY, _FREE_PCP, _FREE_BUDDY, _PAGE_W,
                                    _LINK_W, _PREP_W, _UNDO_W, _UNDO_R, _RMAP_W, _RMAP_R,

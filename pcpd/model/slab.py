@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import os
 
-from pcpd import arena as A
-from pcpd import stats as S
-from pcpd.lock import RawLock
+from pcpd.model import arena as A
+from pcpd.model import stats as S
+from pcpd.model.lock import RawLock
 
 D_STATE, D_PFN, D_REFCOUNT, D_MAPPING, D_NEXT, D_PREV, D_PRIVATE, D_MAPCOUNT = range(8)
 # DS_FREE is 0: a descriptor whose state word is 0 is free

@@ -23,7 +23,7 @@ Files are written through a temporary file and ``os.replace`` (or ``os.link``
 when an existing file must not be overwritten), so a reader never sees half
 a file.
 
-Imports: the standard library, numpy, ``pcpd`` (its version), ``pcpd.stats``, ``pcpd.errors``.
+Imports: the standard library, numpy, ``pcpd`` (its version), ``pcpd.model.stats``, ``pcpd.errors``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from pcpd import __version__
-from pcpd import stats as S
+from pcpd.model import stats as S
 from pcpd.errors import InputError, UsageError
 
 FORMAT = "pcpd-result"

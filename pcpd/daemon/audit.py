@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pcpd import memmap as M
-from pcpd.memmap import memdesc_word
-from pcpd.sizing import MIGRATE_PCPTYPES
-from pcpd import zone as Z
-from pcpd.arena import DESC_WORDS, H_MEMDESC, Arena
-from pcpd.slab import D_PFN, D_STATE, DS_INFLIGHT, DS_INUSE, DS_PCP
+from pcpd.model import memmap as M
+from pcpd.model.memmap import memdesc_word
+from pcpd.model.sizing import MIGRATE_PCPTYPES
+from pcpd.model import zone as Z
+from pcpd.model.arena import DESC_WORDS, H_MEMDESC, Arena
+from pcpd.model.slab import D_PFN, D_STATE, DS_INFLIGHT, DS_INUSE, DS_PCP
 
 STATES = ("buddy", "pcp", "allocated", "inflight")
 

@@ -1,12 +1,12 @@
-"""JSON Schema of pcpd config files, translated from pcpd.config's declarations.
+"""JSON Schema of pcpd config files, translated from pcpd.config.settings's declarations.
 
-Each setting's kind (``pcpd.config.Integer``, ``Choice``, ``Table``, ...) maps to
+Each setting's kind (``pcpd.config.settings.Integer``, ``Choice``, ``Table``, ...) maps to
 one JSON Schema fragment, so editors and CI linters check the same per-key rules
 as ``pcpd check``.  Rules between keys (CPUs that exist, knobs of one kernel
 era, which worker runs which workload) are not expressed here: a file the
 schema accepts can still fail ``pcpd check``.
 
-Imports: pcpd.config.
+Imports: pcpd.config.settings.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 import json
 from typing import Any
 
-from pcpd.config import (SIZE_PATTERN, ByteSize, Choice, Flag, Integer, Items, Keyed, Real, Scalar,
+from pcpd.config.settings import (SIZE_PATTERN, ByteSize, Choice, Flag, Integer, Items, Keyed, Real, Scalar,
                          Settings, SettingPath, Table, Tables, Text, setting_fields, sweepable_paths)
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"

@@ -10,16 +10,16 @@ Layout (every region starts on a 64-byte line; words are int64 unless noted):
 
     header     HEADER_WORDS words: magic, version, geometry, creator pid,
                daemon control words and the zone-lock bookkeeping (H_* below)
-    zone       ZONE_WORDS words, owned by pcpd.zone
+    zone       ZONE_WORDS words, owned by pcpd.model.zone
     pageblock  int8 per 512-page pageblock: its migratetype
-    memmap     pages * record_bytes: the struct page array (pcpd.memmap)
+    memmap     pages * record_bytes: the struct page array (pcpd.model.memmap)
     freelinks  2 words per page: list links kept in a free block's own memory
                (8-byte struct page stage, and memdesc Misc PCP lists)
     descs      desc_slots * 16 words: memdesc descriptors (folio, slab, ptdesc,
-               netmem, pcpdesc), 128 B each (pcpd.slab)
-    descfree   desc_slots words: the slab's shared free stack (pcpd.slab)
+               netmem, pcpdesc), 128 B each (pcpd.model.slab)
+    descfree   desc_slots words: the slab's shared free stack (pcpd.model.slab)
     cpuctl     CPUCTL_WORDS words per CPU slot: pid, state, heartbeat
-    stats      (ncpus + 1) stats blocks (pcpd.stats); the last is "retired"
+    stats      (ncpus + 1) stats blocks (pcpd.model.stats); the last is "retired"
     rings      ncpus * ncpus rings of RING_HEADER + ring_slots words
                (ring (src, dst) carries pages freed by src for dst)
 
@@ -41,7 +41,7 @@ from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
-from pcpd import stats
+from pcpd.model import stats
 from pcpd.errors import ArenaError
 
 PAGE_SIZE = 4096
@@ -65,10 +65,10 @@ H_DRAIN_SEQ = 16         # bumped by the daemon to ask every PCP to drain (drain
 H_SHUTDOWN = 17          # 1: workers stop and free what they hold; 2: drain and exit
 H_DAEMON_HEARTBEAT = 19  # monotonic ns, written by the daemon
 H_PAUSE_REQ = 20         # nonzero: workers park at their next check point and ack with this value
-H_LOCK_HOLDER_PID = 24   # zone lock bookkeeping (pcpd.lock)
+H_LOCK_HOLDER_PID = 24   # zone lock bookkeeping (pcpd.model.lock)
 H_LOCK_HOLDER_CPU = 25
 H_LOCK_LAST_CPU = 26
-H_LOCK_OP = 27           # what the holder is doing (pcpd.lock.OP_*), for recovery logs
+H_LOCK_OP = 27           # what the holder is doing (pcpd.model.lock.OP_*), for recovery logs
 H_SLAB_TOP = 32          # top of the shared descriptor free stack
 H_SLAB_HOLDER_PID = 33
 H_AUDIT_OK = 40          # last conservation audit: 1 ok, 0 violated, -1 never run

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pcpd.arena import RING_HEADER, Arena
+from pcpd.model.arena import RING_HEADER, Arena
 
 _HEAD, _TAIL = 0, 1
 

@@ -6,7 +6,7 @@ one fresh daemon over the config with only the policy changed.  Repetition r
 runs seed + r under every policy, so policies are compared on the same
 workload streams.  Each run's first ``experiment.warmup`` seconds are left out:
 the figures come from the counters at the start and the end of the measured
-window (``pcpd.results.figures``).  With ``--ops N`` each worker instead stops
+window (``pcpd.analysis.results.figures``).  With ``--ops N`` each worker instead stops
 after N operations and the whole run is measured; one worker and one seed
 then repeat their counts exactly.
 
@@ -16,7 +16,7 @@ workers' logs and run summaries).  Existing results are kept unless
 ``--replace``.  The terminal shows progress on stderr and the comparison
 table on stdout.
 
-Imports: ``pcpd.config``, ``pcpd.daemon``, ``pcpd.results``, ``pcpd.report``.
+Imports: ``pcpd.config.settings``, ``pcpd.daemon.supervisor``, ``pcpd.analysis.results``, ``pcpd.analysis.report``.
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ from typing import Any, Collection, TextIO
 
 import numpy as np
 
-from pcpd import argtypes, report
-from pcpd import results as R
-from pcpd import stats as S
-from pcpd.config import (Settings, load_settings, settings_hash, settings_to_dict,
+from pcpd import argtypes
+from pcpd.analysis import report
+from pcpd.analysis import results as R
+from pcpd.model import stats as S
+from pcpd.config.settings import (Settings, load_settings, settings_hash, settings_to_dict,
                          sweep_points)
-from pcpd.daemon import Daemon, RunOptions
+from pcpd.daemon.supervisor import Daemon, RunOptions
 from pcpd.errors import ConfigError, PcpdError, UsageError
 from pcpd.logs import configure_daemon_logging
 

@@ -2,7 +2,7 @@
 
 Given the text of the kmem page-allocator tracepoints (``perf script``,
 ``trace-cmd report`` or the ftrace ``trace`` file, any era that
-``pcpd.trace`` reads, plain, gzip or xz), answer: what would each policy
+``pcpd.replay.trace`` reads, plain, gzip or xz), answer: what would each policy
 have done, and touched, on this machine's own allocation stream?
 
 Two passes, neither holding the trace:
@@ -23,7 +23,7 @@ in each pass), never with its length.
 Operations
 ----------
 ``mm_page_alloc`` allocates on the CPU of the event with the memdesc type
-and compoundness that ``pcpd.trace.classify_gfp()`` infers from the GFP
+and compoundness that ``pcpd.replay.trace.classify_gfp()`` infers from the GFP
 flags (the table in that module).  The model's types other than ``kernel``
 are compound, so a multi-page allocation without ``__GFP_COMP`` is replayed
 as ``kernel`` (memdesc Misc: non-compound ``alloc_pages()``) whatever its
@@ -96,17 +96,17 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from pcpd import argtypes
-from pcpd import sizing
-from pcpd import stats as S
-from pcpd.arena import RECORD_SIZES, Arena
-from pcpd.audit import audit
+from pcpd.model import sizing
+from pcpd.model import stats as S
+from pcpd.model.arena import RECORD_SIZES, Arena
+from pcpd.daemon.audit import audit
 from pcpd.errors import InputError, UsageError
-from pcpd.memmap import NIL
-from pcpd.slab import format_slab
-from pcpd.trace import (EVENTS, MM_PAGE_ALLOC, MM_PAGE_ALLOC_EXTFRAG, MM_PAGE_ALLOC_ZONE_LOCKED,
+from pcpd.model.memmap import NIL
+from pcpd.model.slab import format_slab
+from pcpd.replay.trace import (EVENTS, MM_PAGE_ALLOC, MM_PAGE_ALLOC_EXTFRAG, MM_PAGE_ALLOC_ZONE_LOCKED,
                         MM_PAGE_FREE, MM_PAGE_PCPU_DRAIN, Skipped, TraceEvent, classify_gfp,
                         read_trace)
-from pcpd.zone import format_zone
+from pcpd.model.zone import format_zone
 from pcpd.zoneinfo import ZoneComparison, compare_zones, read_zoneinfo
 from workers.cpu import MEMDESC_POLICIES, CpuAllocator, ModelSpec, SharedLocks, format_arena
 from workers.policies import POLICIES, T_KERNEL, TYPES
@@ -118,7 +118,7 @@ PAIR_WINDOW = 4096                 # frees remembered for mm_page_free_batched p
 MAX_DECAY_TICKS = 32               # 0.875**32: high is back at high_min long before
 DECAY_INTERVAL = 1.0               # sysctl_stat_interval (HZ)
 
-MAX_CPU_SLOTS = 255                # page flags hold cpu + 1 in 8 bits (pcpd.memmap)
+MAX_CPU_SLOTS = 255                # page flags hold cpu + 1 in 8 bits (pcpd.model.memmap)
 
 OP_ALLOC, OP_FREE, OP_DECAY = range(3)
 _OP = struct.Struct("<BIBBq")      # kind, cpu, order, memdesc type, block number

@@ -3,7 +3,7 @@
 Every setting is declared once, as a dataclass field made by ``setting()``: its
 TOML key, its *kind* (the rule its value follows: ``Integer``, ``Choice``,
 ``Table``, ...), its default and a one-line doc.  The validator here and the
-JSON Schema in ``pcpd.schema`` both read that declaration, so they cannot
+JSON Schema in ``pcpd.config.schema`` both read that declaration, so they cannot
 drift apart.  Rules that tie several settings together (CPUs that exist, knobs
 of one kernel era, which worker runs which workload) are the ``_check_*``
 functions, run once every key has passed its own rule.
@@ -91,7 +91,7 @@ class FrozenMap(Mapping):
 # ---------------------------------------------------------------------------
 # Kinds: the rule one key's value follows.  Each kind loads a TOML value into
 # the settings value (raising _Invalid with a one-line problem), dumps it back
-# to a JSON/TOML value, and describes itself for messages.  pcpd.schema
+# to a JSON/TOML value, and describes itself for messages.  pcpd.config.schema
 # translates each kind into JSON Schema.
 
 class _Invalid(Exception):
@@ -452,7 +452,7 @@ class Tables:
 
 
 def setting(kind: Any, default: Any, doc: str, *, key: str | None = None, sweepable: bool = True) -> Any:
-    """Declare one config key: its kind, default and doc, read by the validator and pcpd.schema.
+    """Declare one config key: its kind, default and doc, read by the validator and pcpd.config.schema.
 
     ``key`` is the TOML key when it differs from the field name; ``sweepable=False``
     keeps a table's keys out of ``sweepable_paths()``.

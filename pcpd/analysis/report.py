@@ -6,7 +6,7 @@ to the baseline policy (``legacy``, or the first policy run when legacy was
 not).  The same table goes to the terminal and into report.md.  Plots use
 matplotlib's Agg canvas directly, so no GUI backend or pyplot state is involved.
 
-Imports: the standard library, ``pcpd.results``, ``pcpd.stats``; matplotlib
+Imports: the standard library, ``pcpd.analysis.results``, ``pcpd.model.stats``; matplotlib
 only when a plot is drawn.
 """
 
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pcpd import stats as S
-from pcpd.results import FIGURE_BY_KEY, FIGURES, TYPED_PCP_POLICIES, Figure, Results, write_atomic
+from pcpd.model import stats as S
+from pcpd.analysis.results import FIGURE_BY_KEY, FIGURES, TYPED_PCP_POLICIES, Figure, Results, write_atomic
 
 BASELINE = "legacy"
 UNSTABLE_SPREAD = 0.10               # pyperf's rule: a stdev of 10% of the mean or more

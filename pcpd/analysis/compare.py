@@ -9,10 +9,10 @@ with "no test" and the reason, never a verdict.
 
 Results from different workloads (the config as run, outside the
 ``[experiment]`` and ``[exporter]`` tables) or different machines
-(``pcpd.results.MACHINE_METADATA``) are refused unless ``--force``; forced,
+(``pcpd.analysis.results.MACHINE_METADATA``) are refused unless ``--force``; forced,
 the differences are printed first.
 
-Imports: the standard library, ``pcpd.results``, ``pcpd.report``.
+Imports: the standard library, ``pcpd.analysis.results``, ``pcpd.analysis.report``.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pcpd import report
+from pcpd.analysis import report
 from pcpd.errors import UsageError
-from pcpd.results import FIGURES, MACHINE_METADATA, Figure, Results, load
+from pcpd.analysis.results import FIGURES, MACHINE_METADATA, Figure, Results, load
 
 ALPHA = 0.05                      # two-sided: a 95% test
 # keys of the config as run that do not change what a run measures

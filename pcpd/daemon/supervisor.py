@@ -32,17 +32,17 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from pcpd import arena as A
+from pcpd.model import arena as A
 from pcpd import argtypes
-from pcpd import audit as AU
-from pcpd import recovery
-from pcpd import stats as S
-from pcpd.config import (DEFAULT_SETTINGS, Settings, assign_workloads, load_settings, worker_cpus)
+from pcpd.daemon import audit as AU
+from pcpd.daemon import recovery
+from pcpd.model import stats as S
+from pcpd.config.settings import (DEFAULT_SETTINGS, Settings, assign_workloads, load_settings, worker_cpus)
 from pcpd.errors import ConfigError, WorkerLost
-from pcpd.faults import FaultInjector
-from pcpd.lock import OP_NAMES, ZoneLock
+from pcpd.daemon.faults import FaultInjector
+from pcpd.model.lock import OP_NAMES, ZoneLock
 from pcpd.logs import LogReader, configure_daemon_logging
-from pcpd.zone import Z_FREE_PAGES, Z_WMARK_LOW, Zone
+from pcpd.model.zone import Z_FREE_PAGES, Z_WMARK_LOW, Zone
 from workers.cpu import MEMDESC_POLICIES, ModelSpec, SharedLocks, create_arena
 from workers.policies import POLICIES
 from workers.worker import STATE_DONE, STATE_EXITED, STATE_STOPPING, WorkerPlan, worker_main

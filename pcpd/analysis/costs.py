@@ -57,11 +57,11 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from pcpd import sizing
-from pcpd import stats as S
-from pcpd.arena import RECORD_SIZES, Arena
+from pcpd.model import sizing
+from pcpd.model import stats as S
+from pcpd.model.arena import RECORD_SIZES, Arena
 from pcpd.errors import PcpdError
-from pcpd.memmap import NIL
+from pcpd.model.memmap import NIL
 from workers.cpu import (MEMDESC_POLICIES, CpuAllocator, ModelSpec, SharedLocks, create_arena,
                          format_arena)
 from workers.policies import POLICIES, TYPES

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pcpd import audit as AU
-from pcpd import rings
-from pcpd.arena import DESC_WORDS, H_MEMDESC, H_SLAB_TOP, Arena
-from pcpd.memmap import MEMDESC_BUDDY, NIL, memdesc_word, memmap_for
-from pcpd.slab import D_PFN, D_STATE, DS_CACHED, DS_FREE, DS_INFLIGHT, DS_INUSE, DS_PCP
-from pcpd.zone import PAGEBLOCK_ORDER, Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Zone, _link_tail
+from pcpd.daemon import audit as AU
+from pcpd.model import rings
+from pcpd.model.arena import DESC_WORDS, H_MEMDESC, H_SLAB_TOP, Arena
+from pcpd.model.memmap import MEMDESC_BUDDY, NIL, memdesc_word, memmap_for
+from pcpd.model.slab import D_PFN, D_STATE, DS_CACHED, DS_FREE, DS_INFLIGHT, DS_INUSE, DS_PCP
+from pcpd.model.zone import PAGEBLOCK_ORDER, Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Zone, _link_tail
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The buddy zone: free_area[0..10] x migratetype, linked through the page array.
 
 Every process maps the same zone: list heads, tails and counters live in the
-arena's ``zone`` words, the links in the page records (``pcpd.memmap``), the
+arena's ``zone`` words, the links in the page records (``pcpd.model.memmap``), the
 pageblock migratetypes in ``arena.pageblock``.  Methods whose name starts
 with an underscore expect zone->lock held; the public ones take it once
 (``rmqueue_bulk``: one acquisition for a whole PCP refill, as the kernel
@@ -18,11 +18,11 @@ Zone words (int64):
 
 from __future__ import annotations
 
-from pcpd import stats as S
-from pcpd.arena import H_MEMDESC, PAGEBLOCK_PAGES, Arena
-from pcpd.lock import OP_BUDDY_ALLOC, OP_BUDDY_FREE, OP_DRAIN, OP_REFILL, ZoneLock
-from pcpd.memmap import MEMDESC_BUDDY, NIL, memdesc_word, memmap_for
-from pcpd.sizing import (MAX_ORDER, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE,
+from pcpd.model import stats as S
+from pcpd.model.arena import H_MEMDESC, PAGEBLOCK_PAGES, Arena
+from pcpd.model.lock import OP_BUDDY_ALLOC, OP_BUDDY_FREE, OP_DRAIN, OP_REFILL, ZoneLock
+from pcpd.model.memmap import MEMDESC_BUDDY, NIL, memdesc_word, memmap_for
+from pcpd.model.sizing import (MAX_ORDER, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE,
                          PAGEBLOCK_ORDER)
 
 # fallbacks[]: where each migratetype looks when its own lists are empty.

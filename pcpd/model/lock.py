@@ -20,8 +20,8 @@ import os
 from time import perf_counter_ns
 from typing import Protocol
 
-from pcpd import arena as A
-from pcpd import stats as S
+from pcpd.model import arena as A
+from pcpd.model import stats as S
 
 OP_NONE, OP_REFILL, OP_DRAIN, OP_BUDDY_ALLOC, OP_BUDDY_FREE = range(5)
 OP_NAMES = ("no op recorded", "refill", "drain", "buddy alloc", "buddy free")

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from pcpd.arena import H_LOCK_HOLDER_PID, Arena
+from pcpd.model.arena import H_LOCK_HOLDER_PID, Arena
 
 HOLDER_WAIT = 0.5
 

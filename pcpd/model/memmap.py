@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pcpd.arena import DESC_WORDS, H_MEMDESC, Arena
-from pcpd.slab import DS_INUSE
+from pcpd.model.arena import DESC_WORDS, H_MEMDESC, Arena
+from pcpd.model.slab import DS_INUSE
 
 NIL = -1
 

@@ -1,0 +1,1 @@
+"""What runs produce: results files, reports, comparisons, experiments and cost tables."""

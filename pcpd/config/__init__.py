@@ -1,0 +1,1 @@
+"""Config files: the settings they describe, how they are loaded and checked."""

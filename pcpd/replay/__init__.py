@@ -1,0 +1,1 @@
+"""``pcpd replay``: a real kernel allocation trace run under each policy."""
