@@ -39,6 +39,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from pcpd.errors import PcpdError, UsageError
 from pcpd.model import stats as S
 from pcpd.model import zone as Z
 from pcpd.model.arena import (
@@ -50,7 +51,6 @@ from pcpd.model.arena import (
     H_RESTARTS,
     Arena,
 )
-from pcpd.errors import PcpdError, UsageError
 
 __all__ = ["PcpdCollector", "MetricsServer", "start_exporter", "parse_address", "unusable_free_index",
            "RETIRED_CPU", "NODE", "ZONE"]
@@ -464,7 +464,7 @@ def unusable_free_index(blocks: np.ndarray) -> list[float]:
 
 def start_exporter(arena: Arena, address: str, info: Mapping[str, str], per_cpu: bool = False, *,
                    ready: Callable[[], bool] = lambda: True,
-                   cpus: Sequence[int] | None = None) -> "MetricsServer":
+                   cpus: Sequence[int] | None = None) -> MetricsServer:
     """Serve the metrics of ``arena`` on ``address`` ("host:port") until ``stop()``.
 
     A registry of its own holds one ``PcpdCollector(arena, info, per_cpu, cpus)``.
@@ -487,7 +487,7 @@ def parse_address(address: str) -> tuple[str, int]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
+    server: _Server
     timeout = 10                            # a client that stalls mid-request loses its thread
     protocol_version = "HTTP/1.1"
     default_request_version = "HTTP/1.0"    # so even a garbled request line gets a status line
@@ -596,7 +596,7 @@ class MetricsServer:
         self._thread.join()
         self._server = self._thread = None
 
-    def __enter__(self) -> "MetricsServer":
+    def __enter__(self) -> MetricsServer:
         self.start()
         return self
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pcpd.errors import InputError
 from pcpd.model.sizing import ERAS, PcpLimits, pcp_limits

@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
+from pcpd.errors import ArenaError
 from pcpd.model import arena as A
 from pcpd.model import stats
 from pcpd.model.arena import Arena, Geometry
-from pcpd.errors import ArenaError
 
 
 @pytest.fixture

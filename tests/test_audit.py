@@ -2,9 +2,9 @@
 
 import pytest
 
+from pcpd.daemon.audit import STATES, audit
 from pcpd.model import arena as A
 from pcpd.model import memmap as M
-from pcpd.daemon.audit import STATES, audit
 from pcpd.model.slab import D_PFN
 from pcpd.model.zone import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena

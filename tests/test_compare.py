@@ -6,11 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from pcpd.cli import main
-from pcpd.analysis.compare import (Verdict, check_comparable, describe_change, flatten, judge,
-                          regularized_beta, welch_t_test, workload_differences)
-from pcpd.errors import UsageError
+from pcpd.analysis.compare import (
+    Verdict,
+    check_comparable,
+    describe_change,
+    flatten,
+    judge,
+    regularized_beta,
+    welch_t_test,
+    workload_differences,
+)
 from pcpd.analysis.results import FIGURE_BY_KEY, FIGURE_KEYS, Results, dump
+from pcpd.cli import main
+from pcpd.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 THROUGHPUT = FIGURE_BY_KEY["throughput_ops_per_second"]

@@ -11,9 +11,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcpd.config.settings import (DEFAULT_SETTINGS, SOAK_WORKLOAD, CrossCpu, FrozenMap, assign_workloads,
-                         load_settings, parse_settings, replace_path, settings_from_dict,
-                         settings_hash, settings_to_dict, sweep_points, worker_cpus)
+from pcpd.config.settings import (
+    DEFAULT_SETTINGS,
+    SOAK_WORKLOAD,
+    CrossCpu,
+    FrozenMap,
+    assign_workloads,
+    load_settings,
+    parse_settings,
+    replace_path,
+    settings_from_dict,
+    settings_hash,
+    settings_to_dict,
+    sweep_points,
+    worker_cpus,
+)
 from pcpd.errors import ConfigError, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from groups import end_group
 
-from pcpd.model import arena as A
 from pcpd.config.settings import load_settings, parse_settings, replace_path
 from pcpd.daemon.supervisor import Daemon, RunOptions, _reload_problem
+from pcpd.model import arena as A
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
 MIXED = CONFIGS / "mixed.toml"

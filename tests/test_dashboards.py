@@ -28,8 +28,8 @@ import pytest
 from jsonschema import Draft7Validator
 from prometheus_client import CollectorRegistry
 
-from pcpd.model.arena import Arena, Geometry
 from pcpd.exporter import PcpdCollector
+from pcpd.model.arena import Arena, Geometry
 
 REPO = Path(__file__).parents[1]
 GRAFANA = REPO / "grafana"

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from pcpd.model import stats as S
-from pcpd.cli import main
-from pcpd.config.settings import load_settings, parse_settings, settings_hash
 from pcpd.analysis.experiment import Progress, plan_experiment, run_once
 from pcpd.analysis.report import format_ratio
 from pcpd.analysis.results import FIGURE_KEYS, load
+from pcpd.cli import main
+from pcpd.config.settings import load_settings, parse_settings, settings_hash
+from pcpd.model import stats as S
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted((ROOT / "configs").glob("*.toml"))

@@ -25,9 +25,6 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pcpd.model import stats as S
-from pcpd.model import zone as Z
-from pcpd.model.arena import C_PID, C_RESTARTS, H_AUDIT_FAILURES, H_AUDIT_OK, H_AUDIT_RUNS, H_RESTARTS, Arena, Geometry
 from pcpd.errors import PcpdError, UsageError
 from pcpd.exporter import (
     STAT_FAMILIES,
@@ -38,6 +35,9 @@ from pcpd.exporter import (
     start_exporter,
     unusable_free_index,
 )
+from pcpd.model import stats as S
+from pcpd.model import zone as Z
+from pcpd.model.arena import C_PID, C_RESTARTS, H_AUDIT_FAILURES, H_AUDIT_OK, H_AUDIT_RUNS, H_RESTARTS, Arena, Geometry
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 
 DOCS = Path(__file__).parents[1] / "docs" / "metrics.md"

@@ -13,17 +13,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pcpd.daemon.audit import audit
 from pcpd.model import arena as A
 from pcpd.model import memmap as M
 from pcpd.model import stats as S
-from pcpd.daemon.audit import audit
 from pcpd.model.memmap import NIL
 from pcpd.model.sizing import ERAS
 from pcpd.model.slab import D_PFN, D_STATE, DS_INUSE, DS_PCP
 from pcpd.model.zone import MAX_ORDER
 from workers.cpu import MEMDESC_POLICIES, CpuAllocator, ModelSpec, SharedLocks, create_arena
-from workers.policies import (POLICIES, T_ANON, T_FILE, T_KERNEL, T_PAGETABLE, T_SLAB, TYPES,
-                              PolicyOptions)
+from workers.policies import POLICIES, T_ANON, T_FILE, T_KERNEL, T_PAGETABLE, T_SLAB, TYPES, PolicyOptions
 
 PAGES = 2048
 

@@ -12,15 +12,14 @@ moved the ring head) are repaired the same way.
 
 import pytest
 
+from pcpd.daemon.audit import audit
+from pcpd.daemon.recovery import Reclaimed, rebuild_slab, rebuild_zone, reclaim_slot, release_cached_descriptors
+from pcpd.errors import ArenaError
 from pcpd.model import rings
 from pcpd.model import stats as S
-from pcpd.model.arena import RING_HEADER, DESC_WORDS, H_SLAB_TOP
-from pcpd.daemon.audit import audit
-from pcpd.errors import ArenaError
+from pcpd.model.arena import DESC_WORDS, H_SLAB_TOP, RING_HEADER
 from pcpd.model.lock import ZoneLock
 from pcpd.model.memmap import MEMDESC_SLAB, NIL
-from pcpd.daemon.recovery import (Reclaimed, rebuild_slab, rebuild_zone, reclaim_slot,
-                           release_cached_descriptors)
 from pcpd.model.slab import D_PFN, D_STATE, DS_INUSE, desc_state
 from pcpd.model.zone import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Zone
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena

@@ -36,9 +36,9 @@ from pathlib import Path
 import pytest
 
 from pcpd import cli
-from pcpd.replay import run as R
 from pcpd.errors import InputError, UsageError
 from pcpd.model.sizing import PcpLimits
+from pcpd.replay import run as R
 from pcpd.replay.trace import MM_PAGE_ALLOC, MM_PAGE_FREE, MM_PAGE_FREE_BATCHED, TraceEvent, parse_lines
 from pcpd.zoneinfo import compare_zones, read_zoneinfo
 from workers.cpu import ModelSpec

@@ -4,9 +4,24 @@ from pathlib import Path
 
 import pytest
 
-from pcpd.analysis.report import (POLICIES_PNG, REPORT, SWEEP_PNG, Summary, baseline, cell, comparison_rows, format_ratio,
-                         format_table, format_value, render_report, render_tables, summarize,
-                         type_rows, warnings, write_report)
+from pcpd.analysis.report import (
+    POLICIES_PNG,
+    REPORT,
+    SWEEP_PNG,
+    Summary,
+    baseline,
+    cell,
+    comparison_rows,
+    format_ratio,
+    format_table,
+    format_value,
+    render_report,
+    render_tables,
+    summarize,
+    type_rows,
+    warnings,
+    write_report,
+)
 from pcpd.analysis.results import FIGURE_BY_KEY, FIGURE_KEYS, REQUIRED_METADATA, Results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

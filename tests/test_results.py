@@ -8,11 +8,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pcpd.model import stats as S
+from pcpd.analysis.results import (
+    FIGURE_KEYS,
+    FORMAT,
+    REQUIRED_METADATA,
+    RESULT_VERSION,
+    Results,
+    cpu_model,
+    csv_header,
+    csv_rows,
+    dump,
+    dump_csv,
+    dumps,
+    environment,
+    figures,
+    load,
+    stranded_by_type,
+    wait_quantile,
+    window_counters,
+)
 from pcpd.errors import InputError, UsageError
-from pcpd.analysis.results import (FIGURE_KEYS, FORMAT, REQUIRED_METADATA, RESULT_VERSION, Results, cpu_model,
-                          csv_header, csv_rows, dump, dump_csv, dumps, environment, figures, load,
-                          stranded_by_type, wait_quantile, window_counters)
+from pcpd.model import stats as S
 
 DATA = Path(__file__).resolve().parent / "data" / "results"
 TYPE = {name: i for i, name in enumerate(S.MEMDESC_TYPES)}

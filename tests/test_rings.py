@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcpd.model import rings
 from pcpd.errors import ArenaError
+from pcpd.model import rings
 from workers.cpu import ModelSpec, create_arena
 
 

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pcpd.config.schema import config_schema
 from pcpd.config.settings import DEFAULT_SETTINGS, Settings, settings_from_dict, settings_to_dict, sweepable_paths
 from pcpd.errors import ConfigError
-from pcpd.config.schema import config_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted((ROOT / "configs").glob("*.toml"))

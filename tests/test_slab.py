@@ -7,8 +7,7 @@ import pytest
 from pcpd.model import arena as A
 from pcpd.model import stats as S
 from pcpd.model.arena import Arena, Geometry
-from pcpd.model.slab import (D_STATE, DS_CACHED, SLAB_BATCH, SLAB_LOCAL_MAX, DescriptorSlab, desc_state,
-                       format_slab)
+from pcpd.model.slab import D_STATE, DS_CACHED, SLAB_BATCH, SLAB_LOCAL_MAX, DescriptorSlab, desc_state, format_slab
 
 PAGES = 512
 

@@ -11,17 +11,27 @@ import time
 
 import pytest
 
+from pcpd.config.settings import assign_workloads, parse_settings
+from pcpd.daemon.audit import audit
+from pcpd.errors import ArenaError
 from pcpd.model import arena as A
 from pcpd.model import rings
 from pcpd.model import stats as S
-from pcpd.daemon.audit import audit
-from pcpd.config.settings import assign_workloads, parse_settings
-from pcpd.errors import ArenaError
 from pcpd.model.zone import Z_WMARK_LOW
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
-from workers.worker import (CHUNK, DAEMON_TIMEOUT_NS, STATE_DONE, STATE_EXITED, STATE_PAUSED,
-                            STATE_RUNNING, STATE_STOPPING, VIRTUAL_OPS_PER_S, Worker, WorkerPlan,
-                            _DecayClock)
+from workers.worker import (
+    CHUNK,
+    DAEMON_TIMEOUT_NS,
+    STATE_DONE,
+    STATE_EXITED,
+    STATE_PAUSED,
+    STATE_RUNNING,
+    STATE_STOPPING,
+    VIRTUAL_OPS_PER_S,
+    Worker,
+    WorkerPlan,
+    _DecayClock,
+)
 from workers.workloads import BACKOFF_FRACTION
 
 TIMED = ("lock_wait", "lock_hold", "heartbeat_ns", "drain_all_requests_seen")

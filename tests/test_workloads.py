@@ -7,10 +7,10 @@ handed to other CPUs (through a real ring); a failed allocation backs off.
 
 import pytest
 
-from pcpd.model import rings
-from pcpd.daemon.audit import audit
 from pcpd.config.settings import parse_settings
+from pcpd.daemon.audit import audit
 from pcpd.errors import ArenaError
+from pcpd.model import rings
 from pcpd.model.stats import MEMDESC_TYPES, NAMES
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.workloads import BACKOFF_FRACTION, Workload, _Choice

@@ -13,13 +13,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcpd.model import stats as S
 from pcpd.daemon.audit import audit
+from pcpd.model import stats as S
 from pcpd.model.lock import ZoneLock
 from pcpd.model.memmap import NIL, memmap_for
-from pcpd.model.zone import (MAX_ORDER, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE,
-                       Z_CLAIMS, Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Z_STEALS, Z_WMARK_HIGH,
-                       Z_WMARK_LOW, Z_WMARK_MIN, Zone)
+from pcpd.model.zone import (
+    MAX_ORDER,
+    MIGRATE_MOVABLE,
+    MIGRATE_RECLAIMABLE,
+    MIGRATE_UNMOVABLE,
+    Z_CLAIMS,
+    Z_FREE_PAGES,
+    Z_HEAD,
+    Z_NR_FREE,
+    Z_STEALS,
+    Z_WMARK_HIGH,
+    Z_WMARK_LOW,
+    Z_WMARK_MIN,
+    Zone,
+)
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import T_ANON
 

@@ -18,7 +18,7 @@ from pcpd.model.arena import Arena, Geometry
 from pcpd.model.lock import RawLock, ZoneLock
 from pcpd.model.slab import DescriptorSlab, format_slab
 from pcpd.model.zone import Zone, format_zone
-from workers.policies import POLICIES, PcpTuning, PolicyOptions, Policy
+from workers.policies import POLICIES, PcpTuning, Policy, PolicyOptions
 
 MEMDESC_POLICIES = ("memdesc-pcpdesc", "memdesc")
 
@@ -63,7 +63,7 @@ class ModelSpec:
         return PcpTuning(self.limits(), self.era, self.scale_max, self.free_high_batch)
 
     @classmethod
-    def from_settings(cls, settings, ncpus: int, policy: str | None = None) -> "ModelSpec":
+    def from_settings(cls, settings, ncpus: int, policy: str | None = None) -> ModelSpec:
         """The model a config describes (``policy`` overrides the config's).
 
         legacy and compound always model today's 64-byte struct page.
@@ -105,7 +105,7 @@ class SharedLocks:
     slab: RawLock
 
     @classmethod
-    def local(cls) -> "SharedLocks":
+    def local(cls) -> SharedLocks:
         """Locks for a single-process model (costs, benchmarks, replay, tests)."""
         return cls(threading.Lock(), threading.Lock())
 

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import psutil
 
+from pcpd.config.settings import WorkloadSettings
+from pcpd.logs import configure_worker_logging
 from pcpd.model import arena as A
 from pcpd.model import rings
 from pcpd.model import stats as S
-from pcpd.config.settings import WorkloadSettings
-from pcpd.logs import configure_worker_logging
 from pcpd.model.zone import Z_WMARK_LOW
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks
 from workers.workloads import BACKOFF_FRACTION, Workload

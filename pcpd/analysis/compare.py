@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pcpd.analysis import report
-from pcpd.errors import UsageError
 from pcpd.analysis.results import FIGURES, MACHINE_METADATA, Figure, Results, load
+from pcpd.errors import UsageError
 
 ALPHA = 0.05                      # two-sided: a 95% test
 # keys of the config as run that do not change what a run measures

@@ -57,13 +57,12 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from pcpd.errors import PcpdError
 from pcpd.model import sizing
 from pcpd.model import stats as S
 from pcpd.model.arena import RECORD_SIZES, Arena
-from pcpd.errors import PcpdError
 from pcpd.model.memmap import NIL
-from workers.cpu import (MEMDESC_POLICIES, CpuAllocator, ModelSpec, SharedLocks, create_arena,
-                         format_arena)
+from workers.cpu import MEMDESC_POLICIES, CpuAllocator, ModelSpec, SharedLocks, create_arena, format_arena
 from workers.policies import POLICIES, TYPES
 
 COST_PAGES = 16384                 # 64 MiB: room for the deepest drain (8 THPs) and a refill

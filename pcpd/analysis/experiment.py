@@ -31,21 +31,21 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Collection, TextIO
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
 import numpy as np
 
 from pcpd import argtypes
 from pcpd.analysis import report
 from pcpd.analysis import results as R
-from pcpd.model import stats as S
-from pcpd.config.settings import (Settings, load_settings, settings_hash, settings_to_dict,
-                         sweep_points)
+from pcpd.config.settings import Settings, load_settings, settings_hash, settings_to_dict, sweep_points
 from pcpd.daemon.supervisor import Daemon, RunOptions
 from pcpd.errors import ConfigError, PcpdError, UsageError
 from pcpd.logs import configure_daemon_logging
+from pcpd.model import stats as S
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -137,7 +137,7 @@ def _zero_snapshot(like: S.Snapshot) -> S.Snapshot:
     return S.Snapshot(np.zeros_like(like.per_cpu), np.zeros_like(like.retired))
 
 
-def run_experiment(plan: Plan, progress: "Progress | None" = None,
+def run_experiment(plan: Plan, progress: Progress | None = None,
                    log_stream: TextIO | None = None) -> list[R.RunRecord]:
     """Every run of the plan, in the order they ran."""
     runs = []
@@ -215,7 +215,7 @@ def experiment_metadata(plan: Plan, command: str = "") -> dict[str, Any]:
     settings = plan.settings
     return {
         **R.environment(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,
         "source": settings.source,
         "config_hash": settings_hash(settings),

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pcpd.model import stats as S
 from pcpd.analysis.results import FIGURE_BY_KEY, FIGURES, TYPED_PCP_POLICIES, Figure, Results, write_atomic
+from pcpd.model import stats as S
 
 BASELINE = "legacy"
 UNSTABLE_SPREAD = 0.10               # pyperf's rule: a stdev of 10% of the mean or more

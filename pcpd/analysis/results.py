@@ -41,8 +41,8 @@ from typing import Any, TypedDict
 import numpy as np
 
 from pcpd import __version__
-from pcpd.model import stats as S
 from pcpd.errors import InputError, UsageError
+from pcpd.model import stats as S
 
 FORMAT = "pcpd-result"
 

@@ -15,8 +15,24 @@ import argparse
 import json
 from typing import Any
 
-from pcpd.config.settings import (SIZE_PATTERN, ByteSize, Choice, Flag, Integer, Items, Keyed, Real, Scalar,
-                         Settings, SettingPath, Table, Tables, Text, setting_fields, sweepable_paths)
+from pcpd.config.settings import (
+    SIZE_PATTERN,
+    ByteSize,
+    Choice,
+    Flag,
+    Integer,
+    Items,
+    Keyed,
+    Real,
+    Scalar,
+    SettingPath,
+    Settings,
+    Table,
+    Tables,
+    Text,
+    setting_fields,
+    sweepable_paths,
+)
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 

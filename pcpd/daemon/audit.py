@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pcpd.model import memmap as M
-from pcpd.model.memmap import memdesc_word
-from pcpd.model.sizing import MIGRATE_PCPTYPES
 from pcpd.model import zone as Z
 from pcpd.model.arena import DESC_WORDS, H_MEMDESC, Arena
+from pcpd.model.memmap import memdesc_word
+from pcpd.model.sizing import MIGRATE_PCPTYPES
 from pcpd.model.slab import D_PFN, D_STATE, DS_INFLIGHT, DS_INUSE, DS_PCP
 
 STATES = ("buddy", "pcp", "allocated", "inflight")

@@ -32,16 +32,16 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from pcpd.model import arena as A
 from pcpd import argtypes
+from pcpd.config.settings import DEFAULT_SETTINGS, Settings, assign_workloads, load_settings, worker_cpus
 from pcpd.daemon import audit as AU
 from pcpd.daemon import recovery
-from pcpd.model import stats as S
-from pcpd.config.settings import (DEFAULT_SETTINGS, Settings, assign_workloads, load_settings, worker_cpus)
-from pcpd.errors import ConfigError, WorkerLost
 from pcpd.daemon.faults import FaultInjector
-from pcpd.model.lock import OP_NAMES, ZoneLock
+from pcpd.errors import ConfigError, WorkerLost
 from pcpd.logs import LogReader, configure_daemon_logging
+from pcpd.model import arena as A
+from pcpd.model import stats as S
+from pcpd.model.lock import OP_NAMES, ZoneLock
 from pcpd.model.zone import Z_FREE_PAGES, Z_WMARK_LOW, Zone
 from workers.cpu import MEMDESC_POLICIES, ModelSpec, SharedLocks, create_arena
 from workers.policies import POLICIES
@@ -181,7 +181,7 @@ class Daemon:
         address = self.options.listen if self.options.listen is not None else self.settings.exporter.address
         if not address:
             return
-        from pcpd.exporter import start_exporter     # only runs that serve metrics pay for it
+        from pcpd.exporter import start_exporter  # only runs that serve metrics pay for it
         self.info_labels = self.info()                # updated in place by a reload
         self.exporter = start_exporter(self.arena, address, self.info_labels,
                                        self.settings.exporter.per_cpu,
@@ -358,7 +358,7 @@ class Daemon:
         header[holder_word] = 0
         lock.release()
 
-    def parked(self, expect_dead: list[Slot] = ()) -> "_Parked":
+    def parked(self, expect_dead: list[Slot] = ()) -> _Parked:
         return _Parked(self, expect_dead)
 
     def _serve_drain_requests(self) -> None:
@@ -580,7 +580,7 @@ class _Parked:
         self.ok = False
         self.died: list[Slot] = []
 
-    def __enter__(self) -> "_Parked":
+    def __enter__(self) -> _Parked:
         arena = self.daemon.arena
         _Parked._seq += 1
         seq = _Parked._seq

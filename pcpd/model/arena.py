@@ -30,19 +30,19 @@ creator is dead, and only those the current user owns.
 
 from __future__ import annotations
 
+import _posixshmem
 import gc
 import os
 import secrets
 import sys
 import time
 from dataclasses import dataclass
-import _posixshmem
 from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
-from pcpd.model import stats
 from pcpd.errors import ArenaError
+from pcpd.model import stats
 
 PAGE_SIZE = 4096
 PAGEBLOCK_PAGES = 512
@@ -206,7 +206,7 @@ class Arena:
         return self.geometry.record_bytes
 
     @classmethod
-    def create(cls, geometry: Geometry) -> "Arena":
+    def create(cls, geometry: Geometry) -> Arena:
         geometry.validate()
         size = geometry.regions()["_end"][0]
         name = f"{SEGMENT_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
@@ -227,7 +227,7 @@ class Arena:
         return arena
 
     @classmethod
-    def attach(cls, name: str) -> "Arena":
+    def attach(cls, name: str) -> Arena:
         try:
             shm = _attach_untracked(name)
         except OSError as err:

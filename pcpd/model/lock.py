@@ -58,11 +58,11 @@ class ZoneLock:
         self._op = OP_NONE
         self._since = 0
 
-    def __call__(self, op: int) -> "ZoneLock":
+    def __call__(self, op: int) -> ZoneLock:
         self._op = op
         return self
 
-    def __enter__(self) -> "ZoneLock":
+    def __enter__(self) -> ZoneLock:
         self.acquire(self._op)
         return self
 

@@ -103,7 +103,7 @@ class DescriptorSlab:
         if self.local:
             self._flush(len(self.local))
 
-    def _shared(self) -> "_SharedPart":
+    def _shared(self) -> _SharedPart:
         self.v[S.SLAB_SHARED] += 1
         return _SharedPart(self.lock, self.header)
 

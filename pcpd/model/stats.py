@@ -147,7 +147,7 @@ class Snapshot:
     def totals(self) -> dict[str, int]:
         return {n: self.total(n) for n in NAMES}
 
-    def since(self, earlier: "Snapshot") -> dict[str, int]:
+    def since(self, earlier: Snapshot) -> dict[str, int]:
         """Counter increments from ``earlier`` to this snapshot (gauges as they are now)."""
         return {n: (self.total(n) if n in GAUGES or n in MAXIMA else self.total(n) - earlier.total(n))
                 for n in NAMES}

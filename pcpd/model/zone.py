@@ -22,8 +22,7 @@ from pcpd.model import stats as S
 from pcpd.model.arena import H_MEMDESC, PAGEBLOCK_PAGES, Arena
 from pcpd.model.lock import OP_BUDDY_ALLOC, OP_BUDDY_FREE, OP_DRAIN, OP_REFILL, ZoneLock
 from pcpd.model.memmap import MEMDESC_BUDDY, NIL, memdesc_word, memmap_for
-from pcpd.model.sizing import (MAX_ORDER, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE,
-                         PAGEBLOCK_ORDER)
+from pcpd.model.sizing import MAX_ORDER, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE, PAGEBLOCK_ORDER
 
 # fallbacks[]: where each migratetype looks when its own lists are empty.
 FALLBACKS = {

@@ -96,17 +96,26 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from pcpd import argtypes
+from pcpd.daemon.audit import audit
+from pcpd.errors import InputError, UsageError
 from pcpd.model import sizing
 from pcpd.model import stats as S
 from pcpd.model.arena import RECORD_SIZES, Arena
-from pcpd.daemon.audit import audit
-from pcpd.errors import InputError, UsageError
 from pcpd.model.memmap import NIL
 from pcpd.model.slab import format_slab
-from pcpd.replay.trace import (EVENTS, MM_PAGE_ALLOC, MM_PAGE_ALLOC_EXTFRAG, MM_PAGE_ALLOC_ZONE_LOCKED,
-                        MM_PAGE_FREE, MM_PAGE_PCPU_DRAIN, Skipped, TraceEvent, classify_gfp,
-                        read_trace)
 from pcpd.model.zone import format_zone
+from pcpd.replay.trace import (
+    EVENTS,
+    MM_PAGE_ALLOC,
+    MM_PAGE_ALLOC_EXTFRAG,
+    MM_PAGE_ALLOC_ZONE_LOCKED,
+    MM_PAGE_FREE,
+    MM_PAGE_PCPU_DRAIN,
+    Skipped,
+    TraceEvent,
+    classify_gfp,
+    read_trace,
+)
 from pcpd.zoneinfo import ZoneComparison, compare_zones, read_zoneinfo
 from workers.cpu import MEMDESC_POLICIES, CpuAllocator, ModelSpec, SharedLocks, format_arena
 from workers.policies import POLICIES, T_KERNEL, TYPES
@@ -162,7 +171,7 @@ class OpSpool:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "OpSpool":
+    def __enter__(self) -> OpSpool:
         return self
 
     def __exit__(self, *exc: object) -> None:

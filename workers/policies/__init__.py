@@ -30,9 +30,22 @@ policy subclasses ``Policy``, implements ``alloc``, ``free``, ``_enter``
 and registers in ``POLICIES``.
 """
 
-from workers.policies.base import (COMPOUND_OF, FOLIO_OF, MEMDESC_OF, MIGRATETYPE_OF, T_ANON,
-                                   T_FILE, T_KERNEL, T_NETPOOL, T_PAGETABLE, T_SLAB, TYPES,
-                                   PcpTuning, Policy, PolicyOptions)
+from workers.policies.base import (
+                                   COMPOUND_OF,
+                                   FOLIO_OF,
+                                   MEMDESC_OF,
+                                   MIGRATETYPE_OF,
+                                   T_ANON,
+                                   T_FILE,
+                                   T_KERNEL,
+                                   T_NETPOOL,
+                                   T_PAGETABLE,
+                                   T_SLAB,
+                                   TYPES,
+                                   PcpTuning,
+                                   Policy,
+                                   PolicyOptions,
+)
 from workers.policies.memdesc import MemdescPcpdescPolicy, MemdescPolicy
 from workers.policies.struct_page import CompoundPolicy, LegacyPolicy
 

@@ -11,8 +11,7 @@ from pcpd.model import stats as S
 from pcpd.model.arena import Arena
 from pcpd.model.sizing import PcpLimits
 from pcpd.model.slab import DescriptorSlab
-from pcpd.model.zone import (MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE,
-                       Z_WMARK_HIGH, Zone)
+from pcpd.model.zone import MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE, Z_WMARK_HIGH, Zone
 from workers.pcp import PerCpuPages
 
 TYPES = S.MEMDESC_TYPES

@@ -8,13 +8,41 @@ from __future__ import annotations
 from pcpd.model import memmap as M
 from pcpd.model.arena import DESC_WORDS
 from pcpd.model.memmap import NIL, lines_spanned
-from pcpd.model.slab import (D_DEFERRED, D_ENTIRE_MAPCOUNT, D_MAPCOUNT, D_MAPPING, D_NEXT,
-                       D_NR_PAGES_MAPPED, D_PFN, D_PREV, D_REFCOUNT, D_STATE, DS_INFLIGHT,
-                       DS_INUSE, DS_PCP, desc_state)
-from workers.policies.base import (TYPES, T_KERNEL, MEMDESC_OF, MIGRATETYPE_OF, FOLIO_OF, Policy,
-                                   _HIT, _REFILL, _BUDDY, _FREE_PCP, _FREE_BUDDY, _MD_W,
-                                   _DESC_W, _DESC_R, _DATA_W, _FREE_TYPE)
+from pcpd.model.slab import (
+    D_DEFERRED,
+    D_ENTIRE_MAPCOUNT,
+    D_MAPCOUNT,
+    D_MAPPING,
+    D_NEXT,
+    D_NR_PAGES_MAPPED,
+    D_PFN,
+    D_PREV,
+    D_REFCOUNT,
+    D_STATE,
+    DS_INFLIGHT,
+    DS_INUSE,
+    DS_PCP,
+    desc_state,
+)
 from workers.pcp import PerCpuPages
+from workers.policies.base import (
+    _BUDDY,
+    _DATA_W,
+    _DESC_R,
+    _DESC_W,
+    _FREE_BUDDY,
+    _FREE_PCP,
+    _FREE_TYPE,
+    _HIT,
+    _MD_W,
+    _REFILL,
+    FOLIO_OF,
+    MEMDESC_OF,
+    MIGRATETYPE_OF,
+    T_KERNEL,
+    TYPES,
+    Policy,
+)
 
 
 class _MemdescPolicy(Policy):

@@ -8,10 +8,30 @@ from __future__ import annotations
 
 from pcpd.model import memmap as M
 from pcpd.model.memmap import NIL, lines_spanned
-from workers.policies.base import (TYPES, T_KERNEL, MIGRATETYPE_OF, COMPOUND_OF, FOLIO_OF, Policy,
-                                   _HIT, _REFILL, _BUDDY, _FREE_PCP, _FREE_BUDDY, _PAGE_W,
-                                   _LINK_W, _PREP_W, _UNDO_W, _UNDO_R, _RMAP_W, _RMAP_R,
-                                   _FREE_TYPE, _W_LINK, _W_PREV, _W_REFCOUNT)
+from workers.policies.base import (
+    _BUDDY,
+    _FREE_BUDDY,
+    _FREE_PCP,
+    _FREE_TYPE,
+    _HIT,
+    _LINK_W,
+    _PAGE_W,
+    _PREP_W,
+    _REFILL,
+    _RMAP_R,
+    _RMAP_W,
+    _UNDO_R,
+    _UNDO_W,
+    _W_LINK,
+    _W_PREV,
+    _W_REFCOUNT,
+    COMPOUND_OF,
+    FOLIO_OF,
+    MIGRATETYPE_OF,
+    T_KERNEL,
+    TYPES,
+    Policy,
+)
 
 
 class _Page64Policy(Policy):
