@@ -20,8 +20,6 @@ invocation only.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import logging
 import os
@@ -31,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pcpd.config.settings import parse_settings  # noqa: E402
+from pcpd.config.load import parse_settings  # noqa: E402
 from pcpd.daemon.supervisor import Daemon, RunOptions  # noqa: E402
 
 WORKLOAD = """
@@ -57,12 +55,12 @@ def measure(cpus: list[int], pcp: bool, duration: float) -> dict:
     settings = parse_settings(WORKLOAD.format(cpus=cpus, pcp=str(pcp).lower()), "<bench>")
     options = RunOptions(duration=duration + 1.0, listen="", warmup=1.0, quiet=True,
                          status_interval=1e9, audit_interval=1e9)
-    daemon = Daemon(settings, options)
-    with contextlib.redirect_stdout(io.StringIO()):
-        rc = daemon.run()
-    if rc != 0:
-        raise SystemExit(f"benchmark run failed (exit {rc})")
-    m = daemon.measurement
+    outcome = Daemon(settings, options).run()
+    if outcome.exit_code != 0:
+        raise SystemExit(f"benchmark run failed (exit {outcome.exit_code})")
+    m = outcome.measurement
+    if m.start is None or m.end is None:
+        raise SystemExit("benchmark run ended before its measured window opened")
     ops = m.end.ops() - m.start.ops()
     locks = m.end.total("lock_acquisitions") - m.start.total("lock_acquisitions")
     return {"ops_per_s": ops / m.seconds, "lock_acquisitions_per_op": locks / max(ops, 1)}

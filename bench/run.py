@@ -36,11 +36,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from pcpd.analysis.costs import DEFAULT_MEMDESC_RECORD, model_spec
+from pcpd.kernel import DEFAULT_ERA, HPAGE_PMD_ORDER
+from pcpd.policies import POLICIES
 from workers.cpu import CpuAllocator, SharedLocks, create_arena
-from workers.policies import POLICIES, T_ANON
+from workers.policies import T_ANON
 
 GOAL_PAIRS_PER_S = 500_000
-ERA = "6.7"
+ERA = DEFAULT_ERA
 
 # (runs, order-0 pairs, order-9 pairs, refill+drain batches) per run
 FULL = (5, 200_000, 4_000, 400)
@@ -130,7 +132,7 @@ def run(quick: bool) -> dict:
                 pairs0 / median_of(runs, lambda: hit_pairs(cpu, 0, pairs0)))
         with one_cpu(policy) as cpu:
             out["order9_us_per_pair"][policy] = round(
-                median_of(runs, lambda: hit_pairs(cpu, 9, pairs9)) / pairs9 * 1e6, 3)
+                median_of(runs, lambda: hit_pairs(cpu, HPAGE_PMD_ORDER, pairs9)) / pairs9 * 1e6, 3)
         with one_cpu(policy) as cpu:
             def cycle() -> float:
                 elapsed, pages = refill_drain(cpu, batches)

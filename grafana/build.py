@@ -21,6 +21,7 @@ OUT = Path(__file__).parent / "dashboards"
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'job=~"$job", instance=~"$instance"'
+KERNEL_SEL = '{job=~"$kernel_job", instance=~"$kernel_instance", zone="Normal"}'
 POLICY = 'policy=~"$policy"'
 RATE = "$__rate_interval"
 
@@ -163,7 +164,7 @@ def row(title: str) -> dict:
 # ---------------------------------------------------------------------------
 # Dashboards.
 
-def variables(policy: bool = False) -> list[dict]:
+def variables(policy: bool = False, kernel: bool = False) -> list[dict]:
     def query(name: str, label: str, expr: str, multi: bool) -> dict:
         return {"type": "query", "name": name, "label": label, "datasource": DATASOURCE,
                 "query": expr,
@@ -176,6 +177,10 @@ def variables(policy: bool = False) -> list[dict]:
            query("instance", "Instance", 'label_values(pcpd_info{job=~"$job"}, instance)', True)]
     if policy:
         out.append(query("policy", "Policy", 'label_values(pcpd_info{job=~"$job"}, policy)', True))
+    if kernel:      # pcpd kernel-exporter: its own job and port, so its own selector
+        out.append(query("kernel_job", "Kernel job", "label_values(pcpd_kernel_pcp_high_pages, job)", False))
+        out.append(query("kernel_instance", "Kernel instance",
+                         'label_values(pcpd_kernel_pcp_high_pages{job=~"$kernel_job"}, instance)', True))
     return out
 
 
@@ -193,13 +198,14 @@ def layout(panels: list[dict]) -> list[dict]:
     return panels
 
 
-def dashboard(uid: str, title: str, description: str, panels: list[dict], policy: bool = False) -> dict:
+def dashboard(uid: str, title: str, description: str, panels: list[dict], policy: bool = False,
+              kernel: bool = False) -> dict:
     return {
         "uid": uid, "title": title, "description": description, "tags": ["pcpd"],
         "timezone": "browser", "editable": True, "graphTooltip": 1, "schemaVersion": SCHEMA_VERSION,
         "version": 1, "refresh": "10s", "time": {"from": "now-30m", "to": "now"},
         "timepicker": {"refresh_intervals": ["5s", "10s", "30s", "1m", "5m"]},
-        "templating": {"list": variables(policy)},
+        "templating": {"list": variables(policy, kernel)},
         "annotations": {"list": [{"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
                                   "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
                                   "name": "Annotations & Alerts", "type": "dashboard"}]},
@@ -269,7 +275,8 @@ def overview() -> dict:
 def pcp_detail() -> dict:
     return dashboard("pcpd-pcp", "pcpd / PCP detail",
                      "Per-CPU page lists: traffic by memdesc type and order, refills and drains, pages held.", [
-        timeseries("Allocations by memdesc type", "", targets((rate("pcpd_allocations_total", "memdesc"), "{{memdesc}}")),
+        timeseries("Allocations by memdesc type", "",
+                   targets((rate("pcpd_allocations_total", "memdesc"), "{{memdesc}}")),
                    unit="ops", stack=True),
         timeseries("Allocations by order", "", targets((rate("pcpd_allocations_total", "order"), "order {{order}}")),
                    unit="ops", stack=True),
@@ -306,7 +313,17 @@ def pcp_detail() -> dict:
         timeseries("Pages held by the workload", "Pages allocated and not yet freed, and pages in flight between CPUs.",
                    targets((f"sum by (cpu) (pcpd_held_pages{sel()})", "held {{cpu}}"),
                            (f"sum by (cpu) (pcpd_inflight_pages{sel()})", "in flight {{cpu}}")), axis=PAGES),
-    ])
+        row("The real kernel beside the model (pcpd kernel-exporter)"),
+        timeseries("PCP high: kernel and model", "The model's pcp->high per CPU beside this machine's "
+                   "Normal-zone pageset high, auto-tuned from 6.7 (kernel-exporter's job and instance).",
+                   targets((f"max by (cpu) (pcpd_pcp_high_pages{sel()})", "model {{cpu}}"),
+                           (f"max by (cpu) (pcpd_kernel_pcp_high_pages{KERNEL_SEL})", "kernel {{cpu}}")),
+                   axis=PAGES, w=12),
+        timeseries("Pages on PCP lists: kernel and model", "",
+                   targets((f"sum by (cpu) (pcpd_pcp_pages{sel()})", "model {{cpu}}"),
+                           (f"max by (cpu) (pcpd_kernel_pcp_pages{KERNEL_SEL})", "kernel {{cpu}}")),
+                   axis=PAGES, w=12),
+    ], kernel=True)
 
 
 def buddy() -> dict:

@@ -1,5 +1,10 @@
+"""``python -m pcpd``: the ``pcpd`` command."""
+
 import sys
 
-from pcpd.cli import main
-
-sys.exit(main())
+try:
+    from pcpd.cli import main
+    status = main()
+except KeyboardInterrupt:          # ^C before the command line could even load: no traceback
+    status = 130
+sys.exit(status)

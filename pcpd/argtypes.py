@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from workers.policies import POLICIES
+from pcpd.policies import POLICIES
 
 
 def seconds(text: str) -> float:

@@ -11,24 +11,28 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
+from pcpd import __version__
 from pcpd.errors import PcpdError, UsageError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("pcpd.daemon.supervisor", "run per-CPU workers against one shared zone (the main job)"),
-    "check": ("pcpd.config.settings", "validate a config file without running it"),
+    "run": ("pcpd.daemon.command", "run per-CPU workers against one shared zone (the main job)"),
+    "check": ("pcpd.config.load", "validate a config file without running it"),
     "config-schema": ("pcpd.config.schema", "print the JSON Schema of config files"),
     "costs": ("pcpd.analysis.costs", "per-operation cacheline cost table for every policy"),
+    "policies": ("pcpd.policies", "list the PCP policies and their traits"),
     "zoneinfo": ("pcpd.zoneinfo", "compare a /proc/zoneinfo capture with the PCP sizing model"),
     "experiment": ("pcpd.analysis.experiment", "run one workload under several policies and report"),
+    "kernel-exporter": ("pcpd.kernel_exporter", "serve this machine's real PCP state as Prometheus metrics"),
     "compare": ("pcpd.analysis.compare", "compare two results files"),
-    "replay": ("pcpd.replay.run", "replay a kernel kmem allocation trace under each policy"),
+    "replay": ("pcpd.replay.command", "replay a kernel kmem allocation trace under each policy"),
 }
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 itself; keep it one line
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 itself; keep it one line
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -36,6 +40,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """The parser; only the selected subcommand's module is imported (start-up cost)."""
     parser = _Parser(prog="pcpd", description="Measure Linux per-CPU page (PCP) allocator designs "
                                               "under load: see the README.")
+    parser.add_argument("--version", action="version", version=f"pcpd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -46,10 +51,14 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    selected = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(selected if selected in COMMANDS else None)
-    args = parser.parse_args(argv)
+    try:
+        argv = sys.argv[1:] if argv is None else argv
+        selected = next((a for a in argv if not a.startswith("-")), None)
+        # imports the subcommand's modules: the slowest part of a start, where ^C lands most
+        parser = build_parser(selected if selected in COMMANDS else None)
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        return 130
     if not args.command:
         parser.print_help()
         return 2

@@ -2,9 +2,12 @@
 
 ``PcpdCollector`` reads the arena at scrape time, the way node_exporter reads
 /proc: workers only fold their plain counters into their stats blocks
-(pcpd.model.stats) and never call a metrics library.  One scrape copies the stats
-region once, reads the zone words without zone->lock (a racy read is fine for
-gauges; every word is whole), and asks psutil about each worker pid.
+(pcpd.model.stats) and never call a metrics library.  One scrape copies the
+stats region once (``stats.read_snapshot``), reads the zone words without
+zone->lock (a racy read is fine for gauges; every word is whole), and asks
+psutil about each worker pid.  The exporter exposes raw counters only:
+rates and ratios are Prometheus' to derive, from the same counters that
+``stats.derive`` reads.
 
 ``MetricsServer`` serves a registry on /metrics, with /-/healthy and /-/ready
 for supervisors, from a thread of its own.
@@ -24,6 +27,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import accumulate
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -40,8 +45,8 @@ from prometheus_client.metrics_core import (
 from prometheus_client.utils import floatToGoString
 
 from pcpd.errors import PcpdError, UsageError
-from pcpd.model import stats as S
-from pcpd.model import zone as Z
+from pcpd.kernel import MIGRATE_PCPTYPES, NR_PAGE_ORDERS
+from pcpd.model import stats
 from pcpd.model.arena import (
     C_PID,
     C_RESTARTS,
@@ -50,6 +55,17 @@ from pcpd.model.arena import (
     H_AUDIT_RUNS,
     H_RESTARTS,
     Arena,
+)
+from pcpd.model.zone import (
+    FREE_LISTS,
+    Z_CLAIMS,
+    Z_FREE_PAGES,
+    Z_MANAGED,
+    Z_NR_FREE,
+    Z_STEALS,
+    Z_WMARK_HIGH,
+    Z_WMARK_LOW,
+    Z_WMARK_MIN,
 )
 
 __all__ = ["PcpdCollector", "MetricsServer", "start_exporter", "parse_address", "unusable_free_index",
@@ -60,7 +76,11 @@ log = logging.getLogger(__name__)
 NS = 1e-9
 NODE, ZONE = "0", "Normal"      # the one zone pcpd simulates, named as /proc/buddyinfo does
 RETIRED_CPU = "retired"         # per-CPU mode: the counts of workers that were replaced
-ORDERS = tuple(str(o) for o in S.ORDERS)
+ORDERS = tuple(str(o) for o in stats.ORDERS)
+# Families by name.  Each family class's add_metric takes its own arguments (a
+# value, histogram buckets, an info dict), which Metric does not declare, so
+# the table is typed loosely and each use site knows its family.
+Families = dict[str, Any]
 
 
 # ---------------------------------------------------------------------------
@@ -104,15 +124,15 @@ STAT_FAMILIES: tuple[_StatFamily, ...] = (
     _StatFamily("pcpd_allocations", "counter",
                 "Allocations attempted (failures included), by memdesc type and order.",
                 ("memdesc", "order"),
-                tuple(((t, o), f"alloc_{t}_order_{o}") for t in S.MEMDESC_TYPES for o in ORDERS)),
+                tuple(((t, o), f"alloc_{t}_order_{o}") for t in stats.MEMDESC_TYPES for o in ORDERS)),
     _StatFamily("pcpd_frees", "counter", "Frees, by memdesc type.",
-                ("memdesc",), _by(S.MEMDESC_TYPES, lambda t: f"free_type_{t}")),
+                ("memdesc",), _by(stats.MEMDESC_TYPES, lambda t: f"free_type_{t}")),
     _StatFamily("pcpd_pcp_allocations", "counter",
                 "Allocations by how they were served: hit (from a PCP list), refill (the PCP "
                 "list was refilled from the buddy first), buddy (an order the PCP does not keep).",
                 ("result",), _by(("hit", "refill", "buddy"), lambda r: f"alloc_{r}")),
     _StatFamily("pcpd_allocation_failures", "counter", "Allocations that failed, by cause.",
-                ("cause",), _by(S.ALLOC_FAIL_CAUSES, lambda c: f"alloc_fail_{c}")),
+                ("cause",), _by(stats.ALLOC_FAIL_CAUSES, lambda c: f"alloc_fail_{c}")),
     _StatFamily("pcpd_pcp_frees", "counter",
                 "Frees by where the block went: pcp (onto this CPU's PCP list) or buddy "
                 "(bypassing the PCP, straight to the zone).",
@@ -123,14 +143,14 @@ STAT_FAMILIES: tuple[_StatFamily, ...] = (
                 ("direction",), ((("out",), "free_remote_out"), (("in",), "free_remote_in"))),
     _StatFamily("pcpd_pcp_refills", "counter",
                 "PCP refills from the buddy (rmqueue_bulk calls), by the memdesc type that missed.",
-                ("memdesc",), _by(S.MEMDESC_TYPES, lambda t: f"alloc_miss_type_{t}")),
+                ("memdesc",), _by(stats.MEMDESC_TYPES, lambda t: f"alloc_miss_type_{t}")),
     _StatFamily("pcpd_pcp_refill_pages", "counter", "Pages moved from the buddy to PCP lists by refills.",
                 (), _one("refill_pages")),
     _StatFamily("pcpd_pcp_drains", "counter",
                 "PCP drains to the buddy (free_pcppages_bulk calls), by cause.",
-                ("cause",), _by(S.DRAIN_CAUSES, lambda c: f"drains_{c}")),
+                ("cause",), _by(stats.DRAIN_CAUSES, lambda c: f"drains_{c}")),
     _StatFamily("pcpd_pcp_drain_pages", "counter", "Pages moved from PCP lists to the buddy, by drain cause.",
-                ("cause",), _by(S.DRAIN_CAUSES, lambda c: f"drain_pages_{c}")),
+                ("cause",), _by(stats.DRAIN_CAUSES, lambda c: f"drain_pages_{c}")),
     _StatFamily("pcpd_pcp_drain_all_seen", "counter",
                 "drain_all_pages() requests acted on, counted once per CPU.", (),
                 _one("drain_all_requests_seen")),
@@ -141,7 +161,7 @@ STAT_FAMILIES: tuple[_StatFamily, ...] = (
     _StatFamily("pcpd_pcp_typed_pages", "gauge",
                 "Pages on the per-memdesc-type PCP lists of the memdesc policy "
                 "(zero under policies whose PCP lists are not typed).",
-                ("memdesc",), _by(S.MEMDESC_TYPES, lambda t: f"pcp_pages_type_{t}")),
+                ("memdesc",), _by(stats.MEMDESC_TYPES, lambda t: f"pcp_pages_type_{t}")),
     _StatFamily("pcpd_pcp_high_pages", "gauge", "PCP high: pages a PCP may hold before it drains.",
                 (), _one("pcp_high")),
     _StatFamily("pcpd_pcp_batch_pages", "gauge",
@@ -172,7 +192,7 @@ STAT_FAMILIES: tuple[_StatFamily, ...] = (
                 "64-byte cachelines touched: struct page lines by cause, descriptor lines, "
                 "and list links kept in free memory; by access.",
                 ("memory", "cause", "access"),
-                tuple((("struct_page", c, a), f"lines_{w}_{c}") for c in S.CAUSES for a, w in _ACCESS)
+                tuple((("struct_page", c, a), f"lines_{w}_{c}") for c in stats.CAUSES for a, w in _ACCESS)
                 + tuple((("descriptor", "descriptor", a), f"desc_lines_{w}") for a, w in _ACCESS)
                 + ((("free_memory", "list_link", "write"), "data_lines_written"),)),
     _StatFamily("pcpd_descriptor_slab_objects", "counter",
@@ -190,12 +210,12 @@ UNEXPORTED_STATS: Mapping[str, str] = {
     "lock_wait_ns": "the _sum of the pcpd_zone_lock_wait_seconds histogram",
     "heartbeat_ns": "worker liveness, the daemon's business",
     **{f"lock_wait_bucket_{i}": "buckets of pcpd_zone_lock_wait_seconds"
-       for i in range(len(S.LOCK_WAIT_BUCKETS) + 1)},
+       for i in range(len(stats.LOCK_WAIT_BUCKETS) + 1)},
 }
 
 _LOCK_WAIT = "pcpd_zone_lock_wait_seconds"
 _LOCK_WAIT_DOC = "Time spent waiting for zone->lock, per contended acquisition."
-_LE = tuple(floatToGoString(ns * NS) for ns in S.LOCK_WAIT_BUCKETS) + ("+Inf",)
+_LE = tuple(floatToGoString(ns * NS) for ns in stats.LOCK_WAIT_BUCKETS) + ("+Inf",)
 
 
 # ---------------------------------------------------------------------------
@@ -272,10 +292,8 @@ class PcpdCollector:
 
     def collect(self) -> Iterator[Metric]:
         arena = self.arena
-        ncpus = arena.geometry.ncpus
-        blocks = np.array(arena.stats[:, :S.NR_STATS])          # one copy per scrape
-        snap = S.Snapshot(per_cpu=blocks[:ncpus], retired=blocks[ncpus])
-        zone = np.array(arena.zone[:Z.Z_STEALS + 1])
+        snap = stats.read_snapshot(arena)                            # one copy per scrape
+        zone = np.array(arena.zone[:Z_STEALS + 1])
         header = np.array(arena.header[:H_RESTARTS + 1])
         cpuctl = np.array(arena.cpuctl[:, :C_RESTARTS + 1])
         families = self._families()
@@ -288,10 +306,10 @@ class PcpdCollector:
         yield families["pcpd"]
 
     # -- families -----------------------------------------------------------
-    def _families(self) -> dict[str, Metric]:
+    def _families(self) -> Families:
         """Fresh, empty families by name, in exposition order."""
         cpu = ("cpu",) if self.per_cpu else ()
-        out: dict[str, Metric] = {}
+        out: Families = {}
 
         def add(metric: Metric) -> None:
             out[metric.name] = metric
@@ -338,7 +356,7 @@ class PcpdCollector:
         add(InfoMetricFamily("pcpd", "What this pcpd run simulates."))
         return out
 
-    def _stat_families(self, families: dict[str, Metric], snap: S.Snapshot) -> Iterator[Metric]:
+    def _stat_families(self, families: Families, snap: stats.Snapshot) -> Iterator[Metric]:
         if self.per_cpu:
             rows = snap.per_cpu.tolist()
             retired = snap.retired.tolist()
@@ -347,7 +365,7 @@ class PcpdCollector:
         for spec in STAT_FAMILIES:
             family = families[spec.name]
             for values, stat in spec.series:
-                i = S.INDEX[stat]
+                i = stats.INDEX[stat]
                 if not self.per_cpu:
                     total = (int(snap.per_cpu[:, i].max(initial=0)) if spec.combine == "max"
                              else totals[stat])
@@ -355,34 +373,33 @@ class PcpdCollector:
                     continue
                 for label, row in zip(self.cpu_labels, rows):
                     family.add_metric((label, *values), row[i] * spec.scale)
-                if stat not in S.GAUGES:
+                if stat not in stats.GAUGES:
                     family.add_metric((RETIRED_CPU, *values), retired[i] * spec.scale)
             yield family
 
-    def _lock_wait(self, family: Metric, snap: S.Snapshot) -> Metric:
-        lo, hi = S.LOCK_WAIT_BUCKET, S.LOCK_WAIT_BUCKET + len(_LE)
-        wait = S.INDEX["lock_wait_ns"]
+    def _lock_wait(self, family: HistogramMetricFamily, snap: stats.Snapshot) -> HistogramMetricFamily:
+        buckets = [f"lock_wait_bucket_{i}" for i in range(len(_LE))]
 
-        def add(labels: list[str], row: np.ndarray) -> None:
-            cumulative = np.cumsum(row[lo:hi]).tolist()
-            family.add_metric(labels, list(zip(_LE, cumulative)), int(row[wait]) * NS)
+        def add(labels: list[str], counts: Iterable[int], wait_ns: int) -> None:
+            family.add_metric(labels, list(zip(_LE, accumulate(counts))), wait_ns * NS)
 
         if not self.per_cpu:
-            add([], snap.per_cpu.sum(axis=0) + snap.retired)
+            add([], (snap.total(name) for name in buckets), snap.total("lock_wait_ns"))
             return family
-        for label, row in zip(self.cpu_labels, snap.per_cpu):
-            add([label], row)
-        add([RETIRED_CPU], snap.retired)
+        lo, hi, wait = stats.INDEX[buckets[0]], stats.INDEX[buckets[-1]] + 1, stats.INDEX["lock_wait_ns"]
+        for label, row in zip(self.cpu_labels, snap.per_cpu.tolist()):
+            add([label], row[lo:hi], row[wait])
+        add([RETIRED_CPU], snap.retired[lo:hi].tolist(), int(snap.retired[wait]))
         return family
 
-    def _zone_families(self, families: dict[str, Metric], zone: np.ndarray,
-                       snap: S.Snapshot) -> Iterator[Metric]:
-        nr_free = zone[Z.Z_NR_FREE:Z.Z_NR_FREE + 3 * len(ORDERS)].reshape(len(ORDERS), 3)
+    def _zone_families(self, families: Families, zone: np.ndarray,
+                       snap: stats.Snapshot) -> Iterator[Metric]:
+        nr_free = zone[Z_NR_FREE:Z_NR_FREE + FREE_LISTS].reshape(NR_PAGE_ORDERS, MIGRATE_PCPTYPES)
         blocks = nr_free.sum(axis=1)
         buddyinfo, pagetypeinfo = families["pcpd_buddyinfo_blocks"], families["pcpd_pagetypeinfo_blocks"]
         for order, size in enumerate(ORDERS):
             buddyinfo.add_metric((NODE, ZONE, size), int(blocks[order]))
-            for mt, name in enumerate(S.MIGRATETYPES):
+            for mt, name in enumerate(stats.MIGRATETYPES):
                 pagetypeinfo.add_metric((NODE, ZONE, name, size), int(nr_free[order, mt]))
         yield buddyinfo
         yield pagetypeinfo
@@ -391,14 +408,14 @@ class PcpdCollector:
             unusable.add_metric((NODE, ZONE, ORDERS[order]), index)
         yield unusable
         fallbacks = families["pcpd_zone_fallbacks"]
-        fallbacks.add_metric(("claim",), int(zone[Z.Z_CLAIMS]))
-        fallbacks.add_metric(("steal",), int(zone[Z.Z_STEALS]))
+        fallbacks.add_metric(("claim",), int(zone[Z_CLAIMS]))
+        fallbacks.add_metric(("steal",), int(zone[Z_STEALS]))
         yield fallbacks
-        managed, free = int(zone[Z.Z_MANAGED]), int(zone[Z.Z_FREE_PAGES])
+        managed, free = int(zone[Z_MANAGED]), int(zone[Z_FREE_PAGES])
         families["pcpd_zone_managed_pages"].add_metric((), managed)
         families["pcpd_zone_free_pages"].add_metric((), free)
         watermarks = families["pcpd_zone_watermark_pages"]
-        for level, word in (("min", Z.Z_WMARK_MIN), ("low", Z.Z_WMARK_LOW), ("high", Z.Z_WMARK_HIGH)):
+        for level, word in (("min", Z_WMARK_MIN), ("low", Z_WMARK_LOW), ("high", Z_WMARK_HIGH)):
             watermarks.add_metric((level,), int(zone[word]))
         # The remainder, so the four states add up to managed at every scrape;
         # the PCP and in-flight gauges may be one fold (<= 100 ms) old.
@@ -408,13 +425,13 @@ class PcpdCollector:
                      "pcpd_allocated_pages"):
             yield families[name]
 
-    def _audit_families(self, families: dict[str, Metric], header: np.ndarray) -> Iterator[Metric]:
+    def _audit_families(self, families: Families, header: np.ndarray) -> Iterator[Metric]:
         for name, word in (("pcpd_audit_ok", H_AUDIT_OK), ("pcpd_audit_runs", H_AUDIT_RUNS),
                            ("pcpd_audit_failures", H_AUDIT_FAILURES)):
             families[name].add_metric((), int(header[word]))
             yield families[name]
 
-    def _worker_families(self, families: dict[str, Metric], cpuctl: np.ndarray,
+    def _worker_families(self, families: Families, cpuctl: np.ndarray,
                          header: np.ndarray) -> Iterator[Metric]:
         with self._slots_lock:              # the slots' bookkeeping is shared by concurrent scrapes
             samples = [slot.sample(int(pid)) for slot, pid in zip(self._slots, cpuctl[:, C_PID])]
@@ -432,7 +449,8 @@ class PcpdCollector:
         yield from (workers, cpu_s, switches, rss, restarts)
 
     @staticmethod
-    def _add_worker(workers: Metric, cpu_s: Metric, switches: Metric, rss: Metric,
+    def _add_worker(workers: GaugeMetricFamily, cpu_s: CounterMetricFamily, switches: CounterMetricFamily,
+                    rss: GaugeMetricFamily,
                     labels: tuple[str, ...], samples: list[tuple[np.ndarray, int | None]]) -> None:
         counts = sum((c for c, _ in samples), np.zeros(4))
         running = [r for _, r in samples if r is not None]
@@ -593,7 +611,8 @@ class MetricsServer:
             return
         self._server.shutdown()
         self._server.server_close()
-        self._thread.join()
+        if self._thread is not None:           # set whenever _server is; checked for the type
+            self._thread.join()
         self._server = self._thread = None
 
     def __enter__(self) -> MetricsServer:

@@ -7,17 +7,42 @@ has no lock, so a worker killed while logging cannot wedge anyone else's
 logging (a shared multiprocessing queue can: its writer lock dies with the
 holder).  The worst a kill does is cut its own last line; the reader then
 sees the pipe end and stops.
+
+Under systemd, when stderr is the journal (``$JOURNAL_STREAM`` names its
+device and inode), each line starts with its syslog priority (``<3>`` for an
+error, sd-daemon(3)) and no time, which journald adds; elsewhere each line
+starts with the local date and time.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from multiprocessing.connection import Connection
 
 FORMAT = "%(asctime)s %(worker)s %(levelname)s %(message)s"
-DATEFMT = "%H:%M:%S"
+DATEFMT = "%Y-%m-%d %H:%M:%S"
+JOURNAL_FORMAT = "<%(priority)d>%(worker)s %(levelname)s %(message)s"
+PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+def to_journal(fd: int = 2) -> bool:
+    """Whether ``fd`` is the stream systemd connected to the journal."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return stream == f"{st.st_dev}:{st.st_ino}"
+
+
+def formatter(fd: int = 2) -> logging.Formatter:
+    """Lines for the journal (priority, no time) or for a terminal or file (date and time)."""
+    if to_journal(fd):
+        return logging.Formatter(JOURNAL_FORMAT)
+    return logging.Formatter(FORMAT, DATEFMT)
 
 
 class _Tag(logging.Filter):
@@ -30,13 +55,18 @@ class _Tag(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "worker"):
             record.worker = self.tag
+        record.priority = PRIORITIES.get(record.levelno, 6)
         return True
 
 
 def configure_daemon_logging(stream=None) -> logging.Handler:
     """The daemon's root handler: one formatted line per record on stderr."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
+    try:
+        fd = handler.stream.fileno()
+    except (AttributeError, OSError, ValueError):   # an in-memory stream is never the journal
+        fd = -1
+    handler.setFormatter(formatter(fd))
     handler.addFilter(_Tag("daemon"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -48,7 +78,7 @@ class _PipeHandler(logging.Handler):
     def __init__(self, conn: Connection, tag: str) -> None:
         super().__init__()
         self.conn = conn
-        self.setFormatter(logging.Formatter(FORMAT, DATEFMT))
+        self.setFormatter(formatter())     # the worker's fd 2 is the daemon's: same answer
         self.addFilter(_Tag(tag))
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -6,7 +6,7 @@ the 4.x ``scanned`` line, and with the ``high_min``/``high_max`` pageset
 lines of 6.7+ or without them.  Anything else is an InputError
 naming the file and line.
 
-``compare_zones()`` asks each kernel era in ``pcpd.model.sizing.ERAS`` what it
+``compare_zones()`` asks each kernel era in ``pcpd.kernel.ERAS`` what it
 would set for a populated zone, given the zone's ``managed`` pages, its
 captured low watermark and the number of CPUs on its node, and reports
 which eras reproduce the capture.
@@ -22,15 +22,26 @@ assumption (its zones split over all CPUs) and shows up as a mismatch.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pcpd.errors import InputError
-from pcpd.model.sizing import ERAS, PcpLimits, pcp_limits
+from pcpd.inputs import (
+    MAX_FILE_BYTES,
+    MAX_LINE,
+    bounded_lines,
+    display_name,
+    open_input,
+    reason,
+    too_big,
+    too_long,
+)
+from pcpd.kernel import ERAS, HIGH_BOUNDS_ERAS
+from pcpd.model.sizing import PcpLimits, pcp_limits
 
 _NUM = r"(-?[0-9]{1,20})"  # %lu / %ld / %d; the bound keeps int() away from huge digit runs
 _NODE_ZONE = re.compile(r"Node ([0-9]{1,6}), zone +(\S+)")
@@ -197,6 +208,16 @@ class _ZoneBuilder:
     def finish(self, n: int) -> ZoneInfo:
         """Build the zone; *n* is the line that ended it (next header or end of file)."""
         self._close_pageset()
+        self._check_complete(n)
+        pagesets = tuple(Pageset(**fields) for _, fields in self.pagesets)
+        self._check_pagesets(n, pagesets)
+        f = self.fields
+        watermarks = ZoneWatermarks(f["min"], f["low"], f["high"], f.get("promo"), f.get("boost"))
+        return ZoneInfo(self.node, self.zone, f["pages free"], f["spanned"],
+                        f["present"], f["managed"], watermarks, pagesets)
+
+    def _check_complete(self, n: int) -> None:
+        """A zone cut short (a truncated capture) lacks one of these."""
         where = f"Node {self.node}, zone {self.zone}"
         if missing := [k for k in _REQUIRED_FIELDS if k not in self.fields]:
             raise self.error(n, f"{where} has no {', '.join(repr(k) for k in missing)} "
@@ -206,15 +227,13 @@ class _ZoneBuilder:
                                 f"pagesets (truncated?)")
         if self.pagesets and "start_pfn" not in self.tail:
             raise self.error(n, f"{where} has no 'start_pfn:' line (truncated?)")
-        pagesets = tuple(Pageset(**fields) for _, fields in self.pagesets)
+
+    def _check_pagesets(self, n: int, pagesets: tuple[Pageset, ...]) -> None:
+        where = f"Node {self.node}, zone {self.zone}"
         if len({p.cpu for p in pagesets}) != len(pagesets):
             raise self.error(n, f"{where} lists a CPU twice")
         if len({p.high_min is None for p in pagesets}) > 1:
             raise self.error(n, f"{where} mixes pagesets with and without high_min/high_max")
-        f = self.fields
-        watermarks = ZoneWatermarks(f["min"], f["low"], f["high"], f.get("promo"), f.get("boost"))
-        return ZoneInfo(self.node, self.zone, f["pages free"], f["spanned"],
-                        f["present"], f["managed"], watermarks, pagesets)
 
 
 def parse_zoneinfo(text: str, source: str) -> list[ZoneInfo]:
@@ -223,10 +242,22 @@ def parse_zoneinfo(text: str, source: str) -> list[ZoneInfo]:
     Returns every zone, populated or not, in file order.  Raises InputError
     ``source:LINE: problem`` for binary, garbled or truncated input.
     """
+    return parse_zoneinfo_lines(text.split("\n"), source)
+
+
+def parse_zoneinfo_lines(lines: Iterable[str], source: str) -> list[ZoneInfo]:
+    """``parse_zoneinfo`` of the lines that ``text.split("\\n")`` gives, one at a time.
+
+    A line of more than ``pcpd.inputs.MAX_LINE`` characters is refused
+    before it is looked at: no zoneinfo line comes near it.
+    """
     zones: list[ZoneInfo] = []
     current: _ZoneBuilder | None = None
-    lines = text.split("\n")
+    n = 0
     for n, raw in enumerate(lines, 1):
+        if too_long(raw):
+            raise InputError(f"{source}:{n}: a line of more than {MAX_LINE} characters, "
+                             f"not a /proc/zoneinfo text")
         line = raw.rstrip("\r")
         if _BINARY.search(line):
             raise InputError(f"{source}:{n}: binary data, not a /proc/zoneinfo text")
@@ -243,18 +274,39 @@ def parse_zoneinfo(text: str, source: str) -> list[ZoneInfo]:
             current.feed(n, stripped)
     if current is None:
         raise InputError(f"{source}:1: empty, expected 'Node N, zone NAME'")
-    zones.append(current.finish(len(lines)))
+    zones.append(current.finish(n))
     return zones
 
 
 def read_zoneinfo(path: str) -> list[ZoneInfo]:
-    """Read and parse a zoneinfo file; an unreadable file is an InputError."""
+    """Read and parse a zoneinfo file (``-``: standard input); an unreadable file is an InputError.
+
+    The file is opened and read as ``pcpd.inputs`` reads files: a regular
+    file or ``-``, a line at a time, at most ``MAX_FILE_BYTES`` of it.
+    """
+    name = display_name(path)
+    # Undecodable bytes become U+FFFD, which the parser reports with its line;
+    # newline="\n": lines end at "\n" only, as text.split("\n") ends them.
+    f = io.TextIOWrapper(open_input(path), encoding="utf-8", errors="replace", newline="\n")
     try:
-        data = Path(path).read_bytes()
+        with f:
+            return parse_zoneinfo_lines(_split_lines(f, name), name)
     except OSError as err:
-        raise InputError(f"{path}: cannot read: {err.strerror or err}") from None
-    # Undecodable bytes become U+FFFD, which the parser reports with its line.
-    return parse_zoneinfo(data.decode("utf-8", errors="replace"), path)
+        raise InputError(f"{name}: cannot read: {reason(err)}") from None
+
+
+def _split_lines(f: TextIO, source: str) -> Iterator[str]:
+    """The lines of ``f`` as ``f.read().split("\\n")`` would give them, within MAX_FILE_BYTES."""
+    size = 0
+    for line in bounded_lines(f):
+        size += len(line)
+        if size > MAX_FILE_BYTES:
+            raise too_big(source, MAX_FILE_BYTES)
+        if line[-1] != "\n":          # the last line, or one cut at MAX_LINE (refused)
+            yield line
+            return
+        yield line[:-1]
+    yield ""
 
 
 @dataclass(frozen=True)
@@ -289,52 +341,68 @@ def compare_zones(zones: Sequence[ZoneInfo]) -> list[ZoneComparison]:
     """Compare every populated zone with each era's sizing (see the module docstring)."""
     populated = [z for z in zones if z.populated]
     nodes = len({z.node for z in populated})
-    checked = []
-    for zone in populated:
-        nsplit = max(1, zone.cpus // nodes)
-        models = {era: pcp_limits(era, zone.managed, zone.watermarks.low, nsplit) for era in ERAS}
-        problems = {era: _mismatches(zone, era, models[era]) for era in ERAS}
-        checked.append((zone, nsplit, models, problems))
-
+    checked = [_check_zone(zone, max(1, zone.cpus // nodes)) for zone in populated]
+    # the newest era that reproduces every populated zone of the file
     common = set(ERAS)
-    for *_, problems in checked:
+    for _, _, _, problems in checked:
         common &= {era for era in ERAS if not problems[era]}
     file_era = max(common, key=ERAS.index, default=None)
-
     comparisons = []
     for zone, nsplit, models, problems in checked:
         eras = tuple(era for era in ERAS if not problems[era])
-        if file_era in eras:
-            era = file_era
-        elif eras:
-            era = eras[-1]
-        else:
-            layout = ("6.7",) if zone.has_high_bounds else ("5.14", "5.13", "4.18")
-            era = min(layout, key=lambda e: (len(problems[e]), _distance(zone, e, models[e])))
+        era = _reported_era(zone, eras, file_era, models, problems)
         comparisons.append(ZoneComparison(zone, nsplit, tuple(models.items()), eras, era,
                                           tuple(problems[era])))
     return comparisons
 
 
+_Checked = tuple[ZoneInfo, int, dict[str, PcpLimits], dict[str, list[str]]]
+
+
+def _check_zone(zone: ZoneInfo, nsplit: int) -> _Checked:
+    """Each era's model of ``zone``, and how the capture differs from it."""
+    models = {era: pcp_limits(era, zone.managed, zone.watermarks.low, nsplit) for era in ERAS}
+    problems = {era: _mismatches(zone, era, models[era]) for era in ERAS}
+    return zone, nsplit, models, problems
+
+
+def _reported_era(zone: ZoneInfo, eras: tuple[str, ...], file_era: str | None,
+                  models: dict[str, PcpLimits], problems: dict[str, list[str]]) -> str:
+    """The file's era if it matches this zone, else the zone's newest match, else the closest."""
+    if file_era in eras:
+        return file_era
+    if eras:
+        return eras[-1]
+    # the eras whose layout the file has, newest first
+    layout = [e for e in reversed(ERAS) if (e in HIGH_BOUNDS_ERAS) == zone.has_high_bounds]
+    return min(layout, key=lambda e: (len(problems[e]), _distance(zone, e, models[e])))
+
+
 def _mismatches(zone: ZoneInfo, era: str, model: PcpLimits) -> list[str]:
-    if zone.has_high_bounds != (era == "6.7"):
+    if zone.has_high_bounds != (era in HIGH_BOUNDS_ERAS):
         return ["high_min/high_max lines: a 6.7+ layout" if zone.has_high_bounds
                 else "no high_min/high_max lines: a pre-6.7 layout"]
     problems = [_differs(zone, f, getattr(model, f)) for f in _fields(era)]
-    if era == "6.7":
-        # pcp->high is state: 0 until first use, then kept in [high_min, high_max].
-        outside = [p for p in zone.pagesets
-                   if p.high and not model.high_min <= p.high <= model.high_max]
-        if outside:
-            problems.append(f"high {_values_on(zone, outside, 'high')} outside the model's "
-                            f"[{model.high_min}, {model.high_max}]")
-        if any(problems) and zone.high_min is not None and zone.high_min == zone.high_max:
-            problems.append("high_min == high_max: vm.percpu_pagelist_high_fraction is set")
+    if era in HIGH_BOUNDS_ERAS:
+        problems += _auto_tuning_mismatches(zone, model, any(problems))
     return [p for p in problems if p]
 
 
+def _auto_tuning_mismatches(zone: ZoneInfo, model: PcpLimits, differs: bool) -> list[str]:
+    """6.7+: pcp->high is state, 0 until first use, then kept in [high_min, high_max]."""
+    problems = []
+    outside = [p for p in zone.pagesets
+               if p.high and not model.high_min <= p.high <= model.high_max]
+    if outside:
+        problems.append(f"high {_values_on(zone, outside, 'high')} outside the model's "
+                        f"[{model.high_min}, {model.high_max}]")
+    if (differs or problems) and zone.high_min is not None and zone.high_min == zone.high_max:
+        problems.append("high_min == high_max: vm.percpu_pagelist_high_fraction is set")
+    return problems
+
+
 def _fields(era: str) -> tuple[str, ...]:
-    return ("batch", "high_min", "high_max") if era == "6.7" else ("batch", "high")
+    return ("batch", "high_min", "high_max") if era in HIGH_BOUNDS_ERAS else ("batch", "high")
 
 
 def _distance(zone: ZoneInfo, era: str, model: PcpLimits) -> float:
@@ -385,7 +453,7 @@ def comparison_to_json(c: ZoneComparison) -> dict[str, Any]:
     if z.has_high_bounds:
         captured.update(high_min=z.high_min, high_max=z.high_max)
     model_json: dict[str, Any] = {"batch": model.batch, "high": model.high}
-    if c.era == "6.7":
+    if c.era in HIGH_BOUNDS_ERAS:
         model_json.update(high_min=model.high_min, high_max=model.high_max)
     wm = {k: v for k, v in asdict(z.watermarks).items() if v is not None}
     return {
@@ -436,7 +504,7 @@ def _zone_table(c: ZoneComparison) -> list[str]:
     lines.append(row.format("captured", spread("batch"), spread("high"), spread("high_min"),
                             spread("high_max"), "").rstrip())
     for era, m in c.models:
-        bounds = (m.high_min, m.high_max) if era == "6.7" else ("-", "-")
+        bounds = (m.high_min, m.high_max) if era in HIGH_BOUNDS_ERAS else ("-", "-")
         if era == c.era:
             tag = "<- match" if c.match else "<- closest"
         else:
@@ -451,7 +519,8 @@ def _zone_table(c: ZoneComparison) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="a /proc/zoneinfo capture (or /proc/zoneinfo)")
+    parser.add_argument("file", metavar="FILE",
+                        help="a /proc/zoneinfo capture (or /proc/zoneinfo; - for standard input)")
     parser.add_argument("--json", action="store_true", help="print a JSON list of populated zones")
 
 
@@ -461,5 +530,5 @@ def command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([comparison_to_json(c) for c in comparisons], indent=2))
     else:
-        print(format_report(args.file, zones, comparisons))
+        print(format_report(display_name(args.file), zones, comparisons))
     return 0

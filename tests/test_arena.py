@@ -10,9 +10,30 @@ import numpy as np
 import pytest
 
 from pcpd.errors import ArenaError
-from pcpd.model import arena as A
 from pcpd.model import stats
-from pcpd.model.arena import Arena, Geometry
+from pcpd.model.arena import (
+    CPUCTL_WORDS,
+    DESC_WORDS,
+    H_AUDIT_OK,
+    H_CREATOR,
+    H_LOCK_HOLDER_CPU,
+    H_LOCK_LAST_CPU,
+    H_MAGIC,
+    H_NCPUS,
+    H_PAGES,
+    H_RECORD,
+    H_VERSION,
+    MAGIC,
+    PID_MAX_LIMIT,
+    RING_HEADER,
+    SEGMENT_PREFIX,
+    SHM_DIR,
+    VERSION,
+    Arena,
+    Geometry,
+    remove_stale,
+    segment_creator,
+)
 
 
 @pytest.fixture
@@ -34,9 +55,9 @@ def test_regions_are_line_aligned_and_disjoint():
         assert offset >= end, name
         end = offset + size
     assert regions["memmap"][1] == 4096 * 16
-    assert regions["descs"][1] == g.desc_slots * A.DESC_WORDS * 8
+    assert regions["descs"][1] == g.desc_slots * DESC_WORDS * 8
     assert regions["stats"][1] == 4 * stats.BLOCK_WORDS * 8
-    assert regions["rings"][1] == 3 * 3 * (A.RING_HEADER + 64) * 8
+    assert regions["rings"][1] == 3 * 3 * (RING_HEADER + 64) * 8
 
 
 @pytest.mark.parametrize("geometry, problem", [
@@ -52,24 +73,24 @@ def test_impossible_geometry_is_refused(geometry, problem):
 
 def test_create_writes_the_header(arena):
     h = arena.header
-    assert h[A.H_MAGIC] == A.MAGIC and h[A.H_VERSION] == A.VERSION
-    assert (h[A.H_PAGES], h[A.H_RECORD], h[A.H_NCPUS]) == (1024, 64, 2)
-    assert h[A.H_CREATOR] == os.getpid()
-    assert h[A.H_AUDIT_OK] == -1
-    assert h[A.H_LOCK_HOLDER_CPU] == h[A.H_LOCK_LAST_CPU] == -1
-    assert arena.name.startswith(f"{A.SEGMENT_PREFIX}{os.getpid()}-")
+    assert h[H_MAGIC] == MAGIC and h[H_VERSION] == VERSION
+    assert (h[H_PAGES], h[H_RECORD], h[H_NCPUS]) == (1024, 64, 2)
+    assert h[H_CREATOR] == os.getpid()
+    assert h[H_AUDIT_OK] == -1
+    assert h[H_LOCK_HOLDER_CPU] == h[H_LOCK_LAST_CPU] == -1
+    assert arena.name.startswith(f"{SEGMENT_PREFIX}{os.getpid()}-")
 
 
 def test_segment_is_owner_only(arena):
-    mode = os.stat(os.path.join(A.SHM_DIR, arena.name)).st_mode
+    mode = os.stat(os.path.join(SHM_DIR, arena.name)).st_mode
     assert stat.S_IMODE(mode) == 0o600
 
 
 def test_views_have_the_layout_shapes(arena):
     assert arena.mem.shape == (1024 * 64 // 8,)
-    assert arena.cpuctl.shape == (2, A.CPUCTL_WORDS)
+    assert arena.cpuctl.shape == (2, CPUCTL_WORDS)
     assert arena.stats.shape == (3, stats.BLOCK_WORDS)
-    assert arena.rings.shape == (2, 2, A.RING_HEADER + 16)
+    assert arena.rings.shape == (2, 2, RING_HEADER + 16)
     assert arena.pageblock.shape == (2,)
     assert len(arena.memq) == len(arena.mem)
 
@@ -90,7 +111,7 @@ def test_attach_sees_the_same_memory(arena):
 
 def test_attach_refuses_a_segment_that_is_not_an_arena():
     from multiprocessing import shared_memory
-    name = f"{A.SEGMENT_PREFIX}{os.getpid()}-notarena"
+    name = f"{SEGMENT_PREFIX}{os.getpid()}-notarena"
     shm = shared_memory.SharedMemory(name=name, create=True, size=4096)
     try:
         with pytest.raises(ArenaError, match="not a pcpd arena"):
@@ -102,7 +123,7 @@ def test_attach_refuses_a_segment_that_is_not_an_arena():
 
 def test_attach_missing_segment():
     with pytest.raises(ArenaError, match="cannot attach"):
-        Arena.attach(f"{A.SEGMENT_PREFIX}0-missing")
+        Arena.attach(f"{SEGMENT_PREFIX}0-missing")
 
 
 def test_close_keeps_the_mapping_for_live_views():
@@ -132,7 +153,7 @@ def test_close_unmaps_once_the_last_view_goes():
 
 def test_unlink_removes_the_segment_and_is_idempotent():
     a = Arena.create(Geometry(512, 32, 1))
-    path = os.path.join(A.SHM_DIR, a.name)
+    path = os.path.join(SHM_DIR, a.name)
     a.close()
     assert os.path.exists(path)
     a.unlink()
@@ -147,7 +168,7 @@ def test_unlink_removes_the_segment_and_is_idempotent():
     ("pcpd-", None),
 ])
 def test_segment_creator(name, pid):
-    assert A.segment_creator(name) == pid
+    assert segment_creator(name) == pid
 
 
 def _dead_pid() -> int:
@@ -161,7 +182,7 @@ def test_remove_stale_only_removes_segments_of_dead_creators(tmp_path):
     names = [f"pcpd-{dead}-aaaa", f"pcpd-{os.getpid()}-bbbb", "pcpd-junk", "unrelated"]
     for name in names:
         (tmp_path / name).write_bytes(b"x")
-    assert A.remove_stale(str(tmp_path)) == [f"pcpd-{dead}-aaaa"]
+    assert remove_stale(str(tmp_path)) == [f"pcpd-{dead}-aaaa"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
 
 
@@ -170,3 +191,63 @@ def test_scalar_views_agree_with_numpy_views(arena):
     assert [arena.memq[i] for i in (0, 5, len(arena.mem) - 1)] == [0, 5, len(arena.mem) - 1]
     arena.pageblock[1] = 2
     assert arena.pageblockq[1] == 2
+
+
+# -- the stale-segment sweep against what any local user can put in /dev/shm -----------
+
+def test_segment_names_are_parsed_strictly():
+    assert segment_creator("pcpd-99999999999999999999-aaaa") is None     # no OverflowError later
+    assert segment_creator(f"pcpd-{PID_MAX_LIMIT + 1}-aaaa") is None
+    assert segment_creator(f"pcpd-{PID_MAX_LIMIT}-aaaa") == PID_MAX_LIMIT
+    assert segment_creator("pcpd-0-aaaa") is None                        # kill(0) is the group
+    assert segment_creator("pcpd-\u00b2-aaaa") is None                    # int('²') raises
+    assert segment_creator("pcpd-\u0661\u0662-aaaa") is None              # Arabic-Indic digits
+    assert segment_creator("pcpd-12-aaaa\n") is None
+    assert segment_creator("pcpd-12") is None
+    assert segment_creator("pcpd-12-zz") is None
+
+
+def test_remove_stale_leaves_hostile_entries_alone(tmp_path, caplog):
+    dead = _dead_pid()
+    stale = f"pcpd-{dead}-aaaa"
+    (tmp_path / stale).write_bytes(b"x")
+    hostile = {
+        "pcpd-99999999999999999999-aaaa": "file",     # OverflowError in os.kill before
+        "pcpd-\u00b2-aaaa": "file",                   # ValueError in int() before
+        f"pcpd-{dead}-bbbb": "dir",                   # IsADirectoryError in unlink before
+        f"pcpd-{dead}-cccc": "symlink",               # to a file that must survive
+        f"pcpd-{dead}-dddd": "fifo",
+    }
+    target = tmp_path / "target"
+    target.write_bytes(b"keep")
+    for name, kind in hostile.items():
+        path = tmp_path / name
+        if kind == "file":
+            path.write_bytes(b"x")
+        elif kind == "dir":
+            path.mkdir()
+        elif kind == "symlink":
+            path.symlink_to(target)
+        else:
+            os.mkfifo(path)
+    with caplog.at_level("DEBUG", logger="pcpd.arena"):
+        assert remove_stale(str(tmp_path)) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*hostile, "target"])
+    assert target.read_bytes() == b"keep"
+    # one line for the lot; the names are logged escaped
+    assert "5 entries" in caplog.text and "left alone" in caplog.text
+    assert "'pcpd-\\xb2-aaaa'" in caplog.text
+
+
+def test_remove_stale_leaves_other_users_segments_alone(tmp_path, monkeypatch):
+    dead = _dead_pid()
+    (tmp_path / f"pcpd-{dead}-aaaa").write_bytes(b"x")
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(tmp_path).st_uid + 1)
+    assert remove_stale(str(tmp_path)) == []
+    assert (tmp_path / f"pcpd-{dead}-aaaa").exists()
+
+
+def test_remove_stale_never_fails_on_an_unreadable_directory(tmp_path):
+    assert remove_stale(str(tmp_path / "missing")) == []
+    (tmp_path / "file").write_bytes(b"")
+    assert remove_stale(str(tmp_path / "file")) == []

@@ -1,6 +1,7 @@
 """pcpd.daemon.audit: classifying every page from the page array, and catching corruption."""
 
 import pytest
+from audit_blocks import pages_by_cpu
 
 from pcpd.daemon.audit import STATES, audit
 from pcpd.model import arena as A
@@ -63,8 +64,8 @@ def test_every_state_is_classified(make_model, policy, record_bytes):
     assert sorted(zip(allocated.pfn.tolist(), allocated.order.tolist(), allocated.cpu.tolist())) \
         == sorted([(kept, 2, 0), (kernel, 0, 0)])
     assert result.blocks["inflight"].pfn.tolist() == [sent]
-    assert result.blocks["pcp"].pages_by_cpu() == {0: cpu0.policy.pcp_pages(),
-                                                   1: cpu1.policy.pcp_pages()}
+    assert pages_by_cpu(result.blocks["pcp"]) == {0: cpu0.policy.pcp_pages(),
+                                                  1: cpu1.policy.pcp_pages()}
     assert sum(result.pages(s) for s in STATES) == PAGES
 
 

@@ -16,7 +16,7 @@ from pcpd.analysis.compare import (
     welch_t_test,
     workload_differences,
 )
-from pcpd.analysis.results import FIGURE_BY_KEY, FIGURE_KEYS, Results, dump
+from pcpd.analysis.results import FIGURE_BY_KEY, FIGURE_KEYS, Results, dump, machine_metadata
 from pcpd.cli import main
 from pcpd.errors import UsageError
 
@@ -112,7 +112,9 @@ def meta(**changes) -> dict:
             "pcpd_version": "0.1.0", "config_hash": "h", "seed": 1, "warmup": 1.0, "ops": 0,
             "policies": ["legacy", "memdesc"], "repeat": 3, "duration": 5.0, "sweep_key": None,
             "sweep_values": [], "source": "t.toml", "command": "pcpd experiment t.toml",
-            "config": config(), **changes}
+            "config": config(), "hosts": {"vm": {"kernel": "Linux 6.18", "cpu_model": "AMD EPYC", "cpu_count": 2,
+                                                 "python": "CPython 3.11.7", "pcpd_version": "0.1.0"}},
+            **changes}
 
 
 def test_flatten():
@@ -144,6 +146,21 @@ def test_different_workloads_or_machines_are_refused_unless_forced():
     assert check_comparable(a, Results(meta()), ("a", "b"), force=False) == []
 
 
+def test_a_file_that_ran_on_different_machines_is_refused_even_against_its_like():
+    hosts = {"n1": meta()["hosts"]["vm"], "n2": {**meta()["hosts"]["vm"], "cpu_count": 64}}
+    mixed = Results(meta(hosts=hosts, **machine_metadata(hosts)))
+    assert mixed.metadata["cpu_count"] == [2, 64] and mixed.metadata["cpu_model"] == "AMD EPYC"
+    with pytest.raises(UsageError) as err:
+        check_comparable(mixed, Results(dict(mixed.metadata)), ("a.json", "b.json"), force=False)
+    assert str(err.value) == ("a.json and b.json differ in machine (A ran on different machines: cpu_count: "
+                              "2 on n1; 64 on n2; B ran on different machines: cpu_count: 2 on n1; 64 on n2); "
+                              "pass --force to compare them anyway")
+    with pytest.raises(UsageError, match=r"cpu_count: \[2, 64\] -> 2"):
+        check_comparable(mixed, Results(meta()), ("a.json", "b.json"), force=False)
+    assert check_comparable(Results(meta()), mixed, ("a", "b"), force=True)[0] == \
+        "warning: the machines differ: B ran on different machines: cpu_count: 2 on n1; 64 on n2"
+
+
 # --- the command --------------------------------------------------------------
 
 def results_file(path: Path, throughput: dict[str, list[float]], **metadata) -> str:
@@ -155,7 +172,7 @@ def results_file(path: Path, throughput: dict[str, list[float]], **metadata) -> 
                            zone_lock_acquisitions_per_1k_ops=30.0 + i)
             runs.append({"policy": policy, "point": None, "repetition": i, "seed": 1 + i, "seconds": 1.0,
                          "ops": 100, "exit_code": 0, "restarts": 0, "load_average": 0.5,
-                         "figures": figures, "counters": {}})
+                         "figures": figures, "counters": {}, "host": "vm"})
     dump(Results(meta(**metadata), runs), str(path))
     return str(path)
 
@@ -217,7 +234,7 @@ def test_compare_rejects_bad_files_with_exit_2(tmp_path, capsys):
     good = results_file(tmp_path / "a.json", {"legacy": [1.0]})
     assert main(["compare", str(bad), good]) == 2
     assert capsys.readouterr().err == (f"pcpd compare: error: {bad}: results format version 7 is not "
-                                       "supported (written by a newer pcpd?); this pcpd reads version 1\n")
+                                       "supported (written by a newer pcpd?); this pcpd reads versions 1, 2\n")
 
 
 def test_one_run_a_side_gets_a_ratio_but_no_verdict(tmp_path, capsys):

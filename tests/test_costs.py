@@ -199,7 +199,13 @@ def test_4_18_keeps_only_order_0():
 
 def test_identical_arguments_give_identical_rows():
     args = ("6.7", 32, ["compound", "memdesc-pcpdesc"], ["slab", "kernel"], [1, 9])
-    assert cost_table(*args) == cost_table(*args)
+    rows = cost_table(*args)
+    groups = dict.fromkeys((r["policy"], r["memdesc"], r["order"]) for r in rows)
+    assert list(groups) == [(p, t, o) for p in args[2] for t in args[3] for o in args[4]]
+    assert cost_table(*args) == rows
+    # each policy is measured on an arena of its own: the others do not change its rows
+    alone = cost_table(args[0], args[1], ["memdesc-pcpdesc"], *args[3:])
+    assert alone == [r for r in rows if r["policy"] == "memdesc-pcpdesc"]
 
 
 def test_bad_arguments():

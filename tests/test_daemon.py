@@ -24,9 +24,10 @@ from pathlib import Path
 import pytest
 from groups import end_group
 
-from pcpd.config.settings import load_settings, parse_settings, replace_path
-from pcpd.daemon.supervisor import Daemon, RunOptions, _reload_problem
-from pcpd.model import arena as A
+from pcpd.config.load import load_settings, replace_path
+from pcpd.daemon.report import RunReport
+from pcpd.daemon.supervisor import Daemon, RunOptions
+from pcpd.model.arena import C_PID, Arena
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
 MIXED = CONFIGS / "mixed.toml"
@@ -263,9 +264,9 @@ def test_sighup_with_an_invalid_config_keeps_the_running_one(run_daemon, tmp_pat
 def worker_pids(daemon_pid: int) -> list[int]:
     """The pids the daemon's workers recorded in their control words."""
     (segment,) = glob.glob(f"/dev/shm/pcpd-{daemon_pid}-*")
-    arena = A.Arena.attach(os.path.basename(segment))
+    arena = Arena.attach(os.path.basename(segment))
     try:
-        return [int(pid) for pid in arena.cpuctl[:, A.C_PID]]
+        return [int(pid) for pid in arena.cpuctl[:, C_PID]]
     finally:
         arena.close()
 
@@ -301,25 +302,23 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path):
 
 @pytest.fixture
 def in_process():
-    """Run a Daemon in this process; put pytest's signal handlers back afterwards."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    daemons = []
+    """Run a Daemon in this process: its report, once it has stopped cleanly."""
 
-    def run(settings, **options) -> Daemon:
+    def run(settings, **options) -> RunReport:
         options = {"audit_interval": 0.5, "status_interval": 60.0, "quiet": True, "listen": "",
                    **options}
-        daemon = Daemon(settings, RunOptions(**options))
-        daemons.append(daemon)
-        code = daemon.run()
-        assert code == 0, daemon.summary
-        assert daemon.summary.final_audit.startswith("audit ok")
-        assert daemon.summary.audit_failures == 0
+        handlers = [signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
+        report = Daemon(settings, RunOptions(**options)).run()
+        assert report.exit_code == 0, report
+        assert report.final_audit.startswith("audit ok")
+        assert report.audit_failures == 0
+        assert report.drained and report.pages_lost == 0 and not report.interrupted
         assert not glob.glob(f"/dev/shm/pcpd-{os.getpid()}-*")
-        return daemon
+        # the run's signal handlers went with it
+        assert [signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == handlers
+        return report
 
-    yield run
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
+    return run
 
 
 def test_cross_cpu_frees_land_on_the_consumers_pcp(in_process):
@@ -342,8 +341,8 @@ def test_cross_cpu_frees_land_on_the_consumers_pcp(in_process):
     assert per_op_far > per_op_near
 
 
-def counts(daemon: Daemon) -> dict[str, int]:
-    return {k: v for k, v in daemon.summary.totals.items() if not k.startswith(TIMED)}
+def counts(report: RunReport) -> dict[str, int]:
+    return {k: v for k, v in report.totals.items() if not k.startswith(TIMED)}
 
 
 def test_one_worker_one_seed_repeats_its_counts(in_process):
@@ -354,20 +353,3 @@ def test_one_worker_one_seed_repeats_its_counts(in_process):
     assert first["refills"] > 0 and first["drains_high"] > 0 and first["pressure_waves"] > 0
     other = counts(in_process(dataclasses.replace(settings, seed=8), ops=100_000))
     assert other != first
-
-
-# -- reload rules ------------------------------------------------------------------
-
-def test_reload_problems():
-    base = load_settings(str(MIXED))
-    same = dataclasses.replace(base, seed=99)
-    assert _reload_problem(base, same, "legacy", None) == ""
-    assert _reload_problem(base, replace_path(base, "policy.name", "compound"), "legacy", None) == ""
-    bigger = replace_path(base, "arena.memory", "32MiB")
-    assert "needs a restart" in _reload_problem(base, bigger, "legacy", None)
-    one_cpu = parse_settings(MIXED.read_text().replace("cpus = [0, 1]", "cpus = [0]"), "x.toml")
-    assert "cpus changed" in _reload_problem(base, one_cpu, "legacy", None)
-    memdesc = replace_path(base, "policy.name", "memdesc")
-    assert "page array" in _reload_problem(base, memdesc, "legacy", None)
-    # --policy memdesc on the command line outranks the file's policy
-    assert _reload_problem(base, replace_path(base, "policy.name", "compound"), "memdesc", "memdesc") == ""

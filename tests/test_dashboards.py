@@ -29,6 +29,7 @@ from jsonschema import Draft7Validator
 from prometheus_client import CollectorRegistry
 
 from pcpd.exporter import PcpdCollector
+from pcpd.kernel_exporter import KernelCollector
 from pcpd.model.arena import Arena, Geometry
 
 REPO = Path(__file__).parents[1]
@@ -38,7 +39,7 @@ DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
 DASHBOARD_IDS = [p.name for p in DASHBOARD_FILES]
 # What Grafana puts in place of its variables before a query leaves for Prometheus.
 GRAFANA_VARS = {"__rate_interval": "15s", "__interval": "5s", "__range": "1m",
-                "job": ".*", "instance": ".*", "policy": ".*"}
+                "job": ".*", "instance": ".*", "policy": ".*", "kernel_job": ".*", "kernel_instance": ".*"}
 PANEL_SCHEMAS = ("timeseries", "stat", "bargauge", "heatmap", "table")
 
 
@@ -75,7 +76,8 @@ def errors(validator: Draft7Validator, instance: object) -> list[str]:
 
 @pytest.fixture(scope="module")
 def emitted() -> tuple[set[str], set[str]]:
-    """Sample names and label names a real collector emits, both label modes."""
+    """Sample names and label names the real collectors emit: pcpd run's, in both label modes,
+    and pcpd kernel-exporter's over this machine's /proc."""
     arena = Arena.create(Geometry(pages=512, record_bytes=64, ncpus=2, ring_slots=8))
     try:
         names, labels = set(), {"job", "instance", "le"}
@@ -87,6 +89,10 @@ def emitted() -> tuple[set[str], set[str]]:
                 for sample in family.samples:
                     names.add(sample.name)
                     labels.update(sample.labels)
+        for family in KernelCollector().collect():
+            for sample in family.samples:
+                names.add(sample.name)
+                labels.update(sample.labels)
         return names, labels
     finally:
         arena.close()
@@ -185,9 +191,10 @@ def test_queries_parse_and_name_only_emitted_metrics_and_labels(path, emitted):
             ast = promql_parser.parse(expand(expr))
         except ValueError as err:
             pytest.fail(f"{path.name}: {title}: {expr}: {err}")
-        used_names, used_labels = [], []
+        used_names: list[str] = []
+        used_labels: list[str] = []
 
-        def visit(node):
+        def visit(node, used_names=used_names, used_labels=used_labels):
             if isinstance(node, promql_parser.VectorSelector):
                 used_names.append(node.name)
                 used_labels.extend(m.name for m in node.matchers.matchers)
@@ -242,10 +249,25 @@ def test_provisioning_points_grafana_at_the_dashboards_and_prometheus():
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (.ci/run installs prometheus)")
-def test_prometheus_yml_passes_promtool():
-    done = subprocess.run(["promtool", "check", "config", str(GRAFANA / "prometheus.yml")],
+@pytest.mark.parametrize("name", ["prometheus.yml", "prometheus-fleet.yml"])
+def test_prometheus_configs_pass_promtool(name):
+    done = subprocess.run(["promtool", "check", "config", str(GRAFANA / name)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_fleet_targets_files_match_their_jobs_globs():
+    yaml = pytest.importorskip("yaml")
+    config = yaml.safe_load((GRAFANA / "prometheus-fleet.yml").read_text())
+    ports = {"pcpd": "9464", "pcpd-kernel": "9465"}     # run's and kernel-exporter's defaults
+    for job in config["scrape_configs"]:
+        (sd,) = job["file_sd_configs"]
+        files = [p for pattern in sd["files"] for p in GRAFANA.glob(pattern)]
+        assert files, f"{job['job_name']}: no example targets file matches {sd['files']}"
+        for path in files:
+            for group in json.loads(path.read_text()):
+                assert set(group) <= {"targets", "labels"} and group["targets"]
+                assert all(t.rpartition(":")[2] == ports[job["job_name"]] for t in group["targets"])
 
 
 # ---------------------------------------------------------------------------
@@ -289,7 +311,7 @@ def wait_for(what: str, check, procs: dict[Path, subprocess.Popen]):
 @pytest.mark.skipif(shutil.which("prometheus") is None,
                     reason="prometheus not installed (Debian package prometheus; .ci/run installs it)")
 def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path):
-    exporter_port, prometheus_port = free_port(), free_port()
+    exporter_port, kernel_port, prometheus_port = free_port(), free_port(), free_port()
     cpus = sorted(os.sched_getaffinity(0))[:2]
     config = tmp_path / "pcpd.toml"
     config.write_text(f"""\
@@ -311,17 +333,24 @@ scrape_configs:
   - job_name: pcpd
     static_configs:
       - targets: ["127.0.0.1:{exporter_port}"]
+  - job_name: pcpd-kernel
+    static_configs:
+      - targets: ["127.0.0.1:{kernel_port}"]
 """)
     pcpd_log, prometheus_log = tmp_path / "pcpd.log", tmp_path / "prometheus.log"
     with open(pcpd_log, "w") as out:
         pcpd = subprocess.Popen([sys.executable, "-m", "pcpd", "run", str(config)], cwd=REPO,
                                 stdout=out, stderr=subprocess.STDOUT)
+    kernel_log = tmp_path / "kernel-exporter.log"
+    with open(kernel_log, "w") as out:
+        kernel = subprocess.Popen([sys.executable, "-m", "pcpd", "kernel-exporter", "--address",
+                                   f"127.0.0.1:{kernel_port}"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     with open(prometheus_log, "w") as out:
         prometheus = subprocess.Popen(
             ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
              f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prometheus_port}"],
             stdout=out, stderr=subprocess.STDOUT)
-    procs = {pcpd_log: pcpd, prometheus_log: prometheus}
+    procs = {pcpd_log: pcpd, kernel_log: kernel, prometheus_log: prometheus}
     api = f"http://127.0.0.1:{prometheus_port}/api/v1"
     try:
         def ready() -> bool:
@@ -333,10 +362,11 @@ scrape_configs:
 
         def target_up() -> bool:
             targets = get_json(f"{api}/targets")
-            return bool(targets) and any(t["health"] == "up" for t in targets["data"]["activeTargets"])
+            return bool(targets) and all(t["health"] == "up" for t in targets["data"]["activeTargets"]) \
+                and len(targets["data"]["activeTargets"]) == 2
 
         wait_for("ready pcpd exporter", ready, procs)
-        wait_for("pcpd target up in Prometheus", target_up, procs)
+        wait_for("pcpd and kernel-exporter targets up in Prometheus", target_up, procs)
         for path in DASHBOARD_FILES:
             dashboard = load(path)
             exprs = [expr for _, expr in queries(dashboard)]
@@ -345,7 +375,7 @@ scrape_configs:
             for expr in exprs:
                 url = f"{api}/query?" + urllib.parse.urlencode({"query": expand(expr)})
 
-                def answered() -> dict | None:
+                def answered(url: str = url) -> dict | None:
                     reply = get_json(url)
                     assert reply is None or reply["status"] == "success", reply
                     return reply if reply and reply["data"]["result"] else None

@@ -15,7 +15,7 @@ from pcpd.analysis.experiment import Progress, plan_experiment, run_once
 from pcpd.analysis.report import format_ratio
 from pcpd.analysis.results import FIGURE_KEYS, load
 from pcpd.cli import main
-from pcpd.config.settings import load_settings, parse_settings, settings_hash
+from pcpd.config.load import load_settings, parse_settings, settings_hash
 from pcpd.model import stats as S
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ def test_every_preset_plans_an_experiment(path):
     points = len(settings.sweep.values) or 1
     assert plan.runs == points * settings.experiment.repeat * len(settings.experiment.policies)
     assert plan.warmup < plan.duration
-    for value, point in plan.points:
+    for _value, point in plan.points:
         assert not point.sweep.key
 
 

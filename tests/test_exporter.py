@@ -35,14 +35,14 @@ from pcpd.exporter import (
     start_exporter,
     unusable_free_index,
 )
-from pcpd.model import stats as S
-from pcpd.model import zone as Z
+from pcpd.model import stats
 from pcpd.model.arena import C_PID, C_RESTARTS, H_AUDIT_FAILURES, H_AUDIT_OK, H_AUDIT_RUNS, H_RESTARTS, Arena, Geometry
+from pcpd.model.stats import INDEX
+from pcpd.model.zone import MIGRATE_RECLAIMABLE, Z_CLAIMS, Z_FREE_PAGES, Z_NR_FREE, Z_STEALS, Z_WMARK_LOW
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 
 DOCS = Path(__file__).parents[1] / "docs" / "metrics.md"
 INFO = {"policy": "memdesc", "era": "6.7", "record_bytes": "16", "config": "soak"}
-I = S.INDEX
 
 
 @pytest.fixture
@@ -87,52 +87,52 @@ def dead_pid() -> int:
 # Stats blocks -> families.
 
 def test_counter_adds_every_cpu_and_the_retired_block(arena):
-    arena.stats[0, I["alloc_hit"]] = 5
-    arena.stats[1, I["alloc_hit"]] = 7
-    arena.stats[2, I["alloc_hit"]] = 100            # retired: workers that were replaced
+    arena.stats[0, INDEX["alloc_hit"]] = 5
+    arena.stats[1, INDEX["alloc_hit"]] = 7
+    arena.stats[2, INDEX["alloc_hit"]] = 100            # retired: workers that were replaced
     assert value(registry_for(arena), "pcpd_pcp_allocations_total", result="hit") == 112
 
 
 def test_gauge_sums_live_cpus_only(arena):
-    arena.stats[0, I["pcp_pages"]] = 30
-    arena.stats[1, I["pcp_pages"]] = 12
-    arena.stats[2, I["pcp_pages"]] = 999            # a gauge is never retired; ignore junk there
+    arena.stats[0, INDEX["pcp_pages"]] = 30
+    arena.stats[1, INDEX["pcp_pages"]] = 12
+    arena.stats[2, INDEX["pcp_pages"]] = 999            # a gauge is never retired; ignore junk there
     assert value(registry_for(arena), "pcpd_pcp_pages") == 42
 
 
 def test_maxima_take_the_largest_including_retired(arena):
-    arena.stats[0, I["lock_waiters_max"]] = 2
-    arena.stats[1, I["lock_waiters_max"]] = 1
-    arena.stats[2, I["lock_waiters_max"]] = 3
+    arena.stats[0, INDEX["lock_waiters_max"]] = 2
+    arena.stats[1, INDEX["lock_waiters_max"]] = 1
+    arena.stats[2, INDEX["lock_waiters_max"]] = 3
     assert value(registry_for(arena), "pcpd_zone_lock_waiters_max") == 3
 
 
 def test_batch_is_the_largest_not_the_sum(arena):
-    arena.stats[0, I["pcp_batch"]] = 63
-    arena.stats[1, I["pcp_batch"]] = 63
+    arena.stats[0, INDEX["pcp_batch"]] = 63
+    arena.stats[1, INDEX["pcp_batch"]] = 63
     assert value(registry_for(arena), "pcpd_pcp_batch_pages") == 63
 
 
 def test_nanoseconds_are_exposed_as_seconds(arena):
-    arena.stats[0, I["lock_hold_ns"]] = 1_500_000_000
-    arena.stats[1, I["lock_hold_max_ns"]] = 250_000
+    arena.stats[0, INDEX["lock_hold_ns"]] = 1_500_000_000
+    arena.stats[1, INDEX["lock_hold_max_ns"]] = 250_000
     registry = registry_for(arena)
     assert value(registry, "pcpd_zone_lock_hold_seconds_total") == pytest.approx(1.5)
     assert value(registry, "pcpd_zone_lock_hold_max_seconds") == pytest.approx(250e-6)
 
 
 def test_allocation_grid_labels_memdesc_and_order(arena):
-    arena.stats[1, S.alloc_index(S.MEMDESC_TYPES.index("slab"), 3)] = 9
+    arena.stats[1, stats.alloc_index(stats.MEMDESC_TYPES.index("slab"), 3)] = 9
     registry = registry_for(arena)
     assert value(registry, "pcpd_allocations_total", memdesc="slab", order="3") == 9
     assert value(registry, "pcpd_allocations_total", memdesc="slab", order="2") == 0
 
 
 def test_cachelines_by_memory_cause_and_access(arena):
-    arena.stats[0, I["lines_written_tail_undo"]] = 4
-    arena.stats[0, I["lines_read_tail_undo"]] = 3
-    arena.stats[1, I["desc_lines_read"]] = 2
-    arena.stats[1, I["data_lines_written"]] = 1
+    arena.stats[0, INDEX["lines_written_tail_undo"]] = 4
+    arena.stats[0, INDEX["lines_read_tail_undo"]] = 3
+    arena.stats[1, INDEX["desc_lines_read"]] = 2
+    arena.stats[1, INDEX["data_lines_written"]] = 1
     registry = registry_for(arena)
     assert value(registry, "pcpd_cachelines_total", memory="struct_page", cause="tail_undo", access="write") == 4
     assert value(registry, "pcpd_cachelines_total", memory="struct_page", cause="tail_undo", access="read") == 3
@@ -141,10 +141,10 @@ def test_cachelines_by_memory_cause_and_access(arena):
 
 
 def test_lock_wait_histogram_is_cumulative_in_seconds(arena):
-    arena.stats[0, S.LOCK_WAIT_BUCKET + 0] = 3          # <= 1.024 us
-    arena.stats[1, S.LOCK_WAIT_BUCKET + 2] = 4          # <= 16.384 us
-    arena.stats[2, S.LOCK_WAIT_BUCKET + len(S.LOCK_WAIT_BUCKETS)] = 1    # retired, > 1.07 s
-    arena.stats[0, I["lock_wait_ns"]] = 2_000_000_000
+    arena.stats[0, stats.LOCK_WAIT_BUCKET + 0] = 3          # <= 1.024 us
+    arena.stats[1, stats.LOCK_WAIT_BUCKET + 2] = 4          # <= 16.384 us
+    arena.stats[2, stats.LOCK_WAIT_BUCKET + len(stats.LOCK_WAIT_BUCKETS)] = 1    # retired, > 1.07 s
+    arena.stats[0, INDEX["lock_wait_ns"]] = 2_000_000_000
     registry = registry_for(arena)
     assert value(registry, "pcpd_zone_lock_wait_seconds_bucket", le="1.024e-06") == 3
     assert value(registry, "pcpd_zone_lock_wait_seconds_bucket", le="4.096e-06") == 3
@@ -157,11 +157,11 @@ def test_lock_wait_histogram_is_cumulative_in_seconds(arena):
 
 def test_per_cpu_labels_name_cpus_and_sum_to_the_default(arena):
     rng = np.random.default_rng(7)
-    arena.stats[:, :S.NR_STATS] = rng.integers(0, 1000, size=(3, S.NR_STATS))
+    arena.stats[:, :stats.NR_STATS] = rng.integers(0, 1000, size=(3, stats.NR_STATS))
     summed, split = registry_for(arena), registry_for(arena, per_cpu=True, cpus=[4, 7])
-    assert value(split, "pcpd_frees_total", cpu="4", memdesc="anon") == arena.stats[0, I["free_type_anon"]]
-    assert value(split, "pcpd_frees_total", cpu="7", memdesc="anon") == arena.stats[1, I["free_type_anon"]]
-    assert value(split, "pcpd_frees_total", cpu="retired", memdesc="anon") == arena.stats[2, I["free_type_anon"]]
+    assert value(split, "pcpd_frees_total", cpu="4", memdesc="anon") == arena.stats[0, INDEX["free_type_anon"]]
+    assert value(split, "pcpd_frees_total", cpu="7", memdesc="anon") == arena.stats[1, INDEX["free_type_anon"]]
+    assert value(split, "pcpd_frees_total", cpu="retired", memdesc="anon") == arena.stats[2, INDEX["free_type_anon"]]
     assert value(split, "pcpd_pcp_pages", cpu="retired") is None
     parts: dict = {}
     for family in split.collect():
@@ -189,7 +189,7 @@ def test_cpus_must_match_the_arena(arena):
 def test_every_stats_counter_is_exported_or_explained():
     exported = {stat for family in STAT_FAMILIES for _, stat in family.series}
     assert not exported & set(UNEXPORTED_STATS)
-    assert exported | set(UNEXPORTED_STATS) == set(S.NAMES)
+    assert exported | set(UNEXPORTED_STATS) == set(stats.NAMES)
 
 
 def test_refills_by_memdesc_add_up_to_refills_in_a_real_run(arena):
@@ -203,7 +203,7 @@ def test_refills_by_memdesc_add_up_to_refills_in_a_real_run(arena):
             owner, pfn, order, t = held.pop(0)
             owner.policy.free(pfn, order, t)
             continue
-        t, order = i % len(S.MEMDESC_TYPES), i % 4
+        t, order = i % len(stats.MEMDESC_TYPES), i % 4
         pfn = cpu.policy.alloc(t, order)
         if pfn >= 0:
             held.append((cpu, pfn, order, t))
@@ -211,12 +211,12 @@ def test_refills_by_memdesc_add_up_to_refills_in_a_real_run(arena):
         cpu.policy.publish_gauges()
         cpu.counters.fold(arena.stats[cpu.cpu])
     registry = registry_for(arena)
-    by_type = sum(value(registry, "pcpd_pcp_refills_total", memdesc=t) for t in S.MEMDESC_TYPES)
+    by_type = sum(value(registry, "pcpd_pcp_refills_total", memdesc=t) for t in stats.MEMDESC_TYPES)
     assert by_type == sum(c.counters["refills"] for c in cpus) > 0
     # buddyinfo counts the same free pages as NR_FREE_PAGES
     free = sum(value(registry, "pcpd_buddyinfo_blocks", node="0", zone="Normal", size=str(o)) * (1 << o)
-               for o in S.ORDERS)
-    assert free == value(registry, "pcpd_zone_free_pages") == arena.zone[Z.Z_FREE_PAGES] < 2048
+               for o in stats.ORDERS)
+    assert free == value(registry, "pcpd_zone_free_pages") == arena.zone[Z_FREE_PAGES] < 2048
     # and the four page states add up to the zone
     states = sum(value(registry, n) for n in ("pcpd_zone_free_pages", "pcpd_pcp_pages",
                                               "pcpd_inflight_pages", "pcpd_allocated_pages"))
@@ -235,7 +235,7 @@ def test_buddyinfo_and_pagetypeinfo_read_the_free_lists(arena):
                  size="10") == 2
     assert value(registry, "pcpd_pagetypeinfo_blocks", node="0", zone="Normal", migratetype="Unmovable",
                  size="10") == 0
-    arena.zone[Z.Z_NR_FREE + 3 * 2 + Z.MIGRATE_RECLAIMABLE] = 5
+    arena.zone[Z_NR_FREE + 3 * 2 + MIGRATE_RECLAIMABLE] = 5
     assert value(registry_for(arena), "pcpd_pagetypeinfo_blocks", node="0", zone="Normal",
                  migratetype="Reclaimable", size="2") == 5
 
@@ -252,11 +252,11 @@ def test_unusable_free_index_follows_the_kernel_formula():
 
 
 def test_zone_counters_and_watermarks(arena):
-    arena.zone[Z.Z_CLAIMS], arena.zone[Z.Z_STEALS] = 3, 4
+    arena.zone[Z_CLAIMS], arena.zone[Z_STEALS] = 3, 4
     registry = registry_for(arena)
     assert value(registry, "pcpd_zone_fallbacks_total", kind="claim") == 3
     assert value(registry, "pcpd_zone_fallbacks_total", kind="steal") == 4
-    assert value(registry, "pcpd_zone_watermark_pages", level="low") == arena.zone[Z.Z_WMARK_LOW] > 0
+    assert value(registry, "pcpd_zone_watermark_pages", level="low") == arena.zone[Z_WMARK_LOW] > 0
 
 
 def test_audit_and_restarts_come_from_the_header(arena):
@@ -337,7 +337,7 @@ def test_docs_describe_every_metric(arena):
 def arena64():
     """64 CPU slots, every stats word filled."""
     arena = Arena.create(Geometry(pages=512, record_bytes=64, ncpus=64, ring_slots=8))
-    arena.stats[:, :S.NR_STATS] = np.random.default_rng(1).integers(0, 10**9, size=(65, S.NR_STATS))
+    arena.stats[:, :stats.NR_STATS] = np.random.default_rng(1).integers(0, 10**9, size=(65, stats.NR_STATS))
     yield arena
     arena.close()
     arena.unlink()
@@ -397,10 +397,12 @@ def test_gzip_when_accepted(server):
 
 
 def test_health_and_readiness(server):
-    assert get(server, "/-/healthy")[0] == 200
-    assert get(server, "/-/ready")[0] == 503
+    assert get(server, "/-/healthy")[::2] == (200, b"pcpd is Healthy.\n")
+    assert get(server, "/-/ready")[::2] == (503, b"pcpd is not ready.\n")
     server.state["ready"] = True
-    assert get(server, "/-/ready") == (200, get(server, "/-/ready")[1], b"pcpd is Ready.\n")
+    status, headers, body = get(server, "/-/ready")
+    assert (status, body) == (200, b"pcpd is Ready.\n")
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
 
 
 @pytest.mark.parametrize("path", ["/", "/metrics/", "/-/reload", "/favicon.ico", "/%00"])
@@ -484,7 +486,7 @@ def test_a_busy_port_is_a_pcpd_error(arena):
 
 
 def test_start_exporter_serves_per_cpu_series_with_cpu_numbers(arena):
-    arena.stats[1, I["free_pcp"]] = 6
+    arena.stats[1, INDEX["free_pcp"]] = 6
     srv = start_exporter(arena, "127.0.0.1:0", INFO, per_cpu=True, cpus=[2, 3])
     try:
         status, _, body = get(srv, "/metrics")

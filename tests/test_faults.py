@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,6 +138,39 @@ def test_killed_daemon_takes_its_workers_and_next_start_cleans_up(tmp_path):
     assert second.returncode == 0, err2
     assert "removed 1 stale segment(s)" in err2 and stale[0] in err2
     assert not _segments(proc.pid) and not _segments(second.pid)
+
+
+def test_hostile_entries_in_dev_shm_do_not_stop_a_start(tmp_path):
+    """/dev/shm is world-writable: names that only look like pcpd segments are left alone."""
+    token = secrets.token_hex(4)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    entries = {f"pcpd-99999999999999999999-{token}": "file", f"pcpd-\u00b2-{token}": "file",
+               f"pcpd-{dead}-{token}": "dir"}
+    paths = [os.path.join(SHM_DIR, name) for name in entries]
+    try:
+        for path, kind in zip(paths, entries.values()):
+            if kind == "dir":
+                os.mkdir(path)
+            else:
+                with open(path, "wb"):
+                    pass
+        proc = _start([_config(tmp_path), "--duration", "1"])
+        try:
+            out, err = proc.communicate(timeout=120)
+        finally:
+            _kill_group(proc)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+        assert "pages lost 0" in out
+        assert all(os.path.lexists(path) for path in paths)
+        assert not _segments(proc.pid)
+    finally:
+        for path in paths:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.unlink(path)
 
 
 def test_segments_are_owner_only(tmp_path):

@@ -30,13 +30,14 @@ def make_locks(arena, raw=None):
 
 def test_uncontended_acquisitions_are_counted(arena):
     _, counters, (lock, _) = make_locks(arena)
-    for _ in range(3):
+    for hold in (0, 0.005, 0):
         with lock(OP_REFILL):
-            pass
+            time.sleep(hold)
     c = counters[0]
     assert c["lock_acquisitions"] == c["lock_uncontended"] == 3
     assert c["lock_contended"] == 0 and c["lock_wait_ns"] == 0
-    assert c["lock_hold_ns"] >= c["lock_hold_max_ns"] >= 0
+    assert c["lock_hold_max_ns"] >= 5_000_000          # the longest hold, timed
+    assert c["lock_hold_ns"] > c["lock_hold_max_ns"]   # plus the two short ones
 
 
 def test_holder_is_recorded_while_held(arena):

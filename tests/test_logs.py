@@ -15,7 +15,7 @@ import pytest
 
 from pcpd.logs import LogReader, configure_daemon_logging, configure_worker_logging
 
-LINE = re.compile(r"\d\d:\d\d:\d\d (\S+) (INFO|WARNING|ERROR) (.*)")
+LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (\S+) (INFO|WARNING|ERROR) (.*)")
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_reader_copies_every_line_and_ends_with_the_pipe(daemon_stream):
     reader_end, writer_end = multiprocessing.Pipe(duplex=False)
     reader = LogReader(reader_end, "cpu3")
     for i in range(50):
-        writer_end.send_bytes(f"12:00:00 cpu3 INFO line {i}".encode())
+        writer_end.send_bytes(f"2026-01-02 12:00:00 cpu3 INFO line {i}".encode())
     writer_end.close()
     reader.join(5.0)
     assert not reader.thread.is_alive()
@@ -111,3 +111,22 @@ def test_a_worker_outliving_the_daemon_logs_nowhere_quietly(root_logging, capsys
 def test_worker_without_a_pipe_has_no_handlers(root_logging):
     configure_worker_logging(None, "cpu0")
     assert logging.getLogger().handlers == []
+
+
+def test_lines_to_the_journal_carry_their_priority_and_no_time(tmp_path, monkeypatch):
+    path = tmp_path / "journal"
+    with open(path, "w") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        configure_daemon_logging(stream)
+        logging.getLogger("pcpd.daemon").info("started")
+        logging.getLogger("pcpd.daemon").error("worker died")
+    assert path.read_text().splitlines() == ["<6>daemon INFO started", "<3>daemon ERROR worker died"]
+
+
+def test_another_streams_journal_is_not_this_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("JOURNAL_STREAM", "1:1")
+    stream = io.StringIO()
+    configure_daemon_logging(stream)
+    logging.getLogger("pcpd.daemon").info("started")
+    assert LINE.fullmatch(stream.getvalue().strip())

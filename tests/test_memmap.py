@@ -8,11 +8,10 @@ from hypothesis import strategies as st
 
 from pcpd.model import arena as A
 from pcpd.model import memmap as M
-from pcpd.model.arena import Arena, Geometry
+from pcpd.model.arena import RECORD_SIZES, Arena, Geometry
 from pcpd.model.memmap import NIL, lines_spanned, memmap_for
 from pcpd.model.slab import D_STATE, DS_INUSE, DS_PCP
 
-RECORD_SIZES = (64, 32, 16, 8)
 PAGES = 2048
 
 

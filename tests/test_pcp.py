@@ -8,14 +8,15 @@ pseudo-code checks the tuned 6.7 fast path and the 5.14 rules on random
 alloc/free sequences.
 """
 
-from collections import deque
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcpd.model.sizing import NR_PCP_LISTS, PcpLimits, order_to_pindex, pcp_limits
+from pcpd.spec import ModelSpec
+from workers.cpu import CpuAllocator, SharedLocks, create_arena
 from workers.pcp import PCPF_FREE_HIGH_BATCH, PCPF_PREV_FREE_HIGH_ORDER, PerCpuPages
+from workers.policies import T_ANON
 
 MOVABLE = 1
 EXAMPLE_A = (458752, 7840, 2)          # managed, low watermark, CPUs on the node
@@ -459,10 +460,24 @@ def test_pcp_matches_the_reference_rules(era, batch, high_min, span, free_high_b
                                 zip(pcp.lists, [i // 3 if i < 12 else 9 for i in range(14)]))
 
 
-def test_lists_are_lifo_with_refills_at_the_tail():
-    """A refill appends at the tail; the head (right) is the most recently freed."""
-    lst: deque[int] = deque()
-    for pfn in (0, 1, 2):                           # rmqueue_bulk(): list_add_tail
-        lst.appendleft(pfn)
-    lst.append(99)                                  # a free: list_add at the head
-    assert [lst.pop() for _ in range(4)] == [99, 0, 1, 2]
+@pytest.mark.parametrize("policy, record_bytes", [("legacy", 64), ("compound", 64),
+                                                  ("memdesc-pcpdesc", 16), ("memdesc", 16)])
+def test_lists_are_lifo_with_refills_at_the_tail(policy, record_bytes):
+    """Every policy's PCP: a refill's blocks leave in the order rmqueue_bulk() took them
+    (list_add_tail); a freed block goes on the head and is the next one handed out."""
+    spec = ModelSpec(pages=1024, record_bytes=record_bytes, policy=policy, batch=7)
+    arena = create_arena(spec)
+    try:
+        cpu = CpuAllocator(arena, spec, SharedLocks.local(), 0)
+        p = cpu.policy
+        first = [p.alloc(T_ANON, 0) for _ in range(3)]
+        assert first == [0, 1, 2]                    # one refill of pfns 0..6, tail first
+        assert cpu.counters["refills"] == 1
+        p.free(1, 0, T_ANON)
+        assert [p.alloc(T_ANON, 0) for _ in range(2)] == [1, 3]
+        del cpu, p
+    finally:
+        try:
+            arena.close()
+        finally:
+            arena.unlink()

@@ -10,18 +10,19 @@ import random
 
 import numpy as np
 import pytest
+from audit_blocks import pages_by_cpu
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pcpd.daemon.audit import audit
+from pcpd.kernel import ERAS, MAX_PAGE_ORDER, PAGE_ORDERS
 from pcpd.model import arena as A
 from pcpd.model import memmap as M
 from pcpd.model import stats as S
 from pcpd.model.memmap import NIL
-from pcpd.model.sizing import ERAS
 from pcpd.model.slab import D_PFN, D_STATE, DS_INUSE, DS_PCP
-from pcpd.model.zone import MAX_ORDER
-from workers.cpu import MEMDESC_POLICIES, CpuAllocator, ModelSpec, SharedLocks, create_arena
+from pcpd.policies import record_bytes_for
+from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import POLICIES, T_ANON, T_FILE, T_KERNEL, T_PAGETABLE, T_SLAB, TYPES, PolicyOptions
 
 PAGES = 2048
@@ -33,7 +34,7 @@ class Model:
     def __init__(self, policy: str, pages: int = PAGES, record_bytes: int | None = None,
                  ncpus: int = 1, **knobs) -> None:
         if record_bytes is None:
-            record_bytes = 16 if policy in MEMDESC_POLICIES else 64
+            record_bytes = record_bytes_for(policy)
         self.spec = ModelSpec(pages=pages, record_bytes=record_bytes, policy=policy,
                               ncpus=ncpus, **knobs)
         self.arena = create_arena(self.spec)
@@ -74,7 +75,7 @@ def free_blocks(arena) -> dict[int, int]:
 def fully_merged(pages: int) -> dict[int, int]:
     out, pfn = {}, 0
     while pfn < pages:
-        order = MAX_ORDER
+        order = MAX_PAGE_ORDER
         while pfn + (1 << order) > pages:
             order -= 1
         out[pfn] = order
@@ -143,10 +144,10 @@ def check_invariants(driver: Driver) -> None:
     for pfn, order in heads.items():                  # aligned, one order, merged
         assert pfn % (1 << order) == 0
         mate = pfn ^ (1 << order)
-        if order < MAX_ORDER and mate < m.arena.pages:
+        if order < MAX_PAGE_ORDER and mate < m.arena.pages:
             assert heads.get(mate) != order, f"free buddies {pfn}, {mate} of order {order}"
     assert buddy.pages == m.cpus[0].zone.free_pages
-    pcp = result.blocks["pcp"].pages_by_cpu()
+    pcp = pages_by_cpu(result.blocks["pcp"])
     for cpu in m.cpus:
         assert pcp.get(cpu.cpu, 0) == cpu.policy.pcp_pages()
     allocated = result.blocks["allocated"]
@@ -177,8 +178,7 @@ operations = st.lists(
 @given(era=st.sampled_from(ERAS), batch=st.sampled_from([0, 7, 31]),
        record_bytes=st.sampled_from([64, 32, 16, 8]), ops=operations)
 def test_random_sequences_keep_every_invariant(policy, era, batch, record_bytes, ops):
-    if policy not in MEMDESC_POLICIES:
-        record_bytes = 64
+    record_bytes = record_bytes_for(policy, record_bytes)   # legacy and compound: always 64
     m = Model(policy, record_bytes=record_bytes, ncpus=2, era=era, batch=batch)
     try:
         driver = Driver(m)
@@ -242,7 +242,7 @@ def test_todays_policies_need_64_byte_pages(policy):
 @pytest.mark.parametrize("t", range(len(TYPES)))
 def test_round_trip_of_every_type_and_order(make_model, policy, t):
     m = make_model(policy, pages=4096)
-    for order in range(MAX_ORDER + 1):
+    for order in PAGE_ORDERS:
         pfn = m.policy.alloc(t, order)
         assert pfn != NIL and pfn % (1 << order) == 0
         assert audit(m.arena).blocks["allocated"].pfn.tolist() == [pfn]
@@ -325,8 +325,9 @@ def test_compound_converts_noncompound_frees_when_asked(make_model):
     c = m.cpus[0].counters
     pfn = m.policy.alloc(T_KERNEL, 2)                 # from the PCP: compound undone for the caller
     assert c["alloc_refill"] == 1 and c["lines_written_tail_undo"] == 3
+    prep = c["lines_written_compound_prep"]
     m.policy.free(pfn, 2, T_KERNEL)                   # made compound to stay on the PCP
-    assert c["free_pcp"] == 1 and c["lines_written_compound_prep"] >= 3
+    assert c["free_pcp"] == 1 and c["lines_written_compound_prep"] == prep + 3
     assert audit(m.arena).ok
     m.cpus[0].release()
     check_all_returned(m)
@@ -401,7 +402,7 @@ def test_remote_free_lands_on_the_freeing_cpu(make_model, policy):
     assert result.blocks["inflight"].pfn.tolist() == [pfn]
     dst.policy.receive(pfn, 0, T_ANON)
     dst.policy.free(pfn, 0, T_ANON)
-    assert audit(m.arena).blocks["pcp"].pages_by_cpu() == {0: 6, 1: 1}
+    assert pages_by_cpu(audit(m.arena).blocks["pcp"]) == {0: 6, 1: 1}
     assert dst.policy.pcp_pages() == 1
 
 

@@ -22,6 +22,7 @@ from pcpd.model.lock import ZoneLock
 from pcpd.model.memmap import MEMDESC_SLAB, NIL
 from pcpd.model.slab import D_PFN, D_STATE, DS_INUSE, desc_state
 from pcpd.model.zone import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Zone
+from pcpd.policies import record_bytes_for
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import T_ANON, T_FILE, T_KERNEL, T_NETPOOL, T_SLAB
 
@@ -35,7 +36,7 @@ class Machine:
     """Two CPU slots over one arena, as two workers would see it."""
 
     def __init__(self, policy: str, pages: int = 4096) -> None:
-        record_bytes = 64 if policy == "legacy" else 16
+        record_bytes = record_bytes_for(policy)
         self.spec = ModelSpec(pages=pages, policy=policy, record_bytes=record_bytes, ncpus=2)
         self.arena = create_arena(self.spec)
         self.locks = SharedLocks.local()

@@ -22,7 +22,7 @@ from pcpd.analysis.report import (
     warnings,
     write_report,
 )
-from pcpd.analysis.results import FIGURE_BY_KEY, FIGURE_KEYS, REQUIRED_METADATA, Results
+from pcpd.analysis.results import FIGURE_BY_KEY, FIGURE_KEYS, REQUIRED_METADATA, Results, machine_metadata
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 THROUGHPUT = FIGURE_BY_KEY["throughput_ops_per_second"]
@@ -156,6 +156,27 @@ def test_warnings_name_wide_spreads_few_runs_failures_and_restarts():
         "figures are not affected"]
 
 
+def test_runs_from_several_hosts_are_judged_by_their_own_machine_and_placed_in_the_report():
+    two_cpus = {"kernel": "x", "cpu_model": "x", "cpu_count": 2, "python": "x", "pcpd_version": "x"}
+    hosts = {"small": two_cpus, "big": {**two_cpus, "cpu_count": 64}}
+    spread = results({"legacy": [{"throughput_ops_per_second": 100.0}] * 3}, hosts=hosts,
+                     **machine_metadata(hosts))
+    for run, host, load in zip(spread.runs, ("small", "big", "big"), (6.0, 6.0, 70.0)):
+        run.update(host=host, load_average=load)
+    found = warnings(spread)
+    assert found[0] == ("the runs ran on different machines (cpu_count: 64 on big; 2 on small): every mean "
+                        "mixes their figures, and `pcpd compare` refuses this file without --force")
+    assert found[1].startswith("2 of 3 runs ended with a 1-minute load average above their machine's CPU "
+                               "count + 1 (up to 70.0): ")
+    lines = [" ".join(line.split()) for line in render_report(spread, []).splitlines()]   # widths aside
+    assert "| machine | several: see Where the runs ran |" in lines
+    assert "| ran on | big (2 runs), small (1 run) |" in lines
+    placed = lines.index("## Where the runs ran")
+    assert lines[placed + 2:placed + 7:2] == ["| point | policy | repetition | host | machine |",
+                                              "| - | legacy | 1 | small | x, 2 CPUs, x |",
+                                              "| - | legacy | 3 | big | x, 64 CPUs, x |"]
+
+
 def test_render_tables_has_one_table_per_sweep_point():
     sweep = results({"legacy": [{"point": 63, "pcp_pages": 1.0}, {"point": 127, "pcp_pages": 2.0}]},
                     sweep_key="pcp.batch")
@@ -178,9 +199,12 @@ def test_write_report_writes_markdown_and_a_png(tmp_path):
     written = write_report(TWO, str(tmp_path))
     assert [Path(p).name for p in written] == [REPORT, POLICIES_PNG]
     assert (tmp_path / POLICIES_PNG).read_bytes().startswith(PNG_SIGNATURE)
+    (tmp_path / REPORT).write_text("an older report")
     with pytest.raises(ValueError, match="exists; pass --replace"):
         write_report(TWO, str(tmp_path))
+    assert (tmp_path / REPORT).read_text() == "an older report"
     write_report(TWO, str(tmp_path), replace=True)
+    assert (tmp_path / REPORT).read_text() == render_report(TWO, [POLICIES_PNG])
 
 
 def test_sweeps_plot_against_the_sweep_value(tmp_path):

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -23,32 +24,32 @@ from pcpd.analysis.results import (
     environment,
     figures,
     load,
-    stranded_by_type,
-    wait_quantile,
+    machine_metadata,
+    mixed_machine,
     window_counters,
 )
 from pcpd.errors import InputError, UsageError
-from pcpd.model import stats as S
+from pcpd.model import stats
 
 DATA = Path(__file__).resolve().parent / "data" / "results"
-TYPE = {name: i for i, name in enumerate(S.MEMDESC_TYPES)}
+TYPE = {name: i for i, name in enumerate(stats.MEMDESC_TYPES)}
 
 
-def snapshot(per_cpu: list[dict[str, int]], retired: dict[str, int] | None = None) -> S.Snapshot:
+def snapshot(per_cpu: list[dict[str, int]], retired: dict[str, int] | None = None) -> stats.Snapshot:
     """Two (or more) workers' blocks filled by hand, as if each had folded its counters."""
-    blocks = np.zeros((len(per_cpu), S.NR_STATS), dtype=np.int64)
+    blocks = np.zeros((len(per_cpu), stats.NR_STATS), dtype=np.int64)
     for cpu, values in enumerate(per_cpu):
         for name, value in values.items():
-            blocks[cpu, S.INDEX[name]] = value
-    spare = np.zeros(S.NR_STATS, dtype=np.int64)
+            blocks[cpu, stats.INDEX[name]] = value
+    spare = np.zeros(stats.NR_STATS, dtype=np.int64)
     for name, value in (retired or {}).items():
-        spare[S.INDEX[name]] = value
-    return S.Snapshot(blocks, spare)
+        spare[stats.INDEX[name]] = value
+    return stats.Snapshot(blocks, spare)
 
 
 def metadata(**extra) -> dict:
     meta = {key: "x" for key in REQUIRED_METADATA}
-    meta.update(cpu_count=2, seed=1, config={"name": "t", "workload": [{"types": {"anon": 1.0}}]})
+    meta.update(cpu_count=2, seed=1, config={"name": "t", "workload": [{"types": {"anon": 1.0}}]}, hosts={})
     meta.update(extra)
     return meta
 
@@ -56,7 +57,7 @@ def metadata(**extra) -> dict:
 def run(policy: str = "legacy", repetition: int = 0, **figs) -> dict:
     return {"policy": policy, "point": None, "repetition": repetition, "seed": 1 + repetition,
             "seconds": 1.0, "ops": 100, "exit_code": 0, "restarts": 0, "load_average": 0.5,
-            "figures": {key: figs.get(key) for key in FIGURE_KEYS}, "counters": {"alloc_hit": 1}}
+            "figures": {key: figs.get(key) for key in FIGURE_KEYS}, "counters": {"alloc_hit": 1}, "host": "h"}
 
 
 # --- figures ----------------------------------------------------------------
@@ -92,13 +93,29 @@ def test_figures_are_differences_over_the_window():
     assert figs["pcp_pages"] == 100                                 # a gauge: as at the end
 
 
-def test_untyped_policies_have_no_per_type_figures():
-    figs = figures(START, END, 1.0, "memdesc-pcpdesc")
+def test_only_typed_policies_have_per_type_figures():
+    # CPU 1 allocates only file memory and holds 12 anon pages on its anon PCP: stranded
+    end = snapshot([{"alloc_anon_order_0": 10, "pcp_pages_type_anon": 3},
+                    {"alloc_file_order_0": 10, "pcp_pages_type_anon": 12, "alloc_miss_type_file": 4}])
+    start = snapshot([{}, {}])
+    figs = figures(start, end, 1.0, "memdesc-pcpdesc")
     assert figs["stranded_pages"] is None
     assert all(figs[f"pcp_pages_{t}"] is None and figs[f"stranded_pages_{t}"] is None
-               for t in S.MEMDESC_TYPES)
-    typed = figures(START, END, 1.0, "memdesc")
-    assert typed["stranded_pages"] == 0 and typed["pcp_pages_anon"] == 0
+               and figs[f"refills_beside_stranded_{t}"] is None for t in stats.MEMDESC_TYPES)
+    typed = figures(start, end, 1.0, "memdesc")
+    assert typed["pcp_pages_anon"] == 15
+    assert typed["stranded_pages"] == typed["stranded_pages_anon"] == 12
+    assert typed["refills_beside_stranded_anon"] == 1000 * 4 / 20
+    assert typed["stranded_pages_file"] == 0 and typed["pcp_pages_file"] == 0
+
+
+def test_figures_are_the_stats_definitions_of_the_window():
+    figs = figures(START, END, 2.0, "legacy")
+    one = stats.derive(END.since(START), 2.0)
+    assert figs["pcp_hit_ratio"] == one.pcp_hit_rate
+    assert figs["zone_lock_acquisitions_per_1k_ops"] == one.lock_acquisitions_per_1k_ops
+    assert figs["struct_page_lines_per_op"] == one.struct_page_lines_per_op
+    assert figs["zone_lock_wait_p50_seconds"] == one.lock_wait_p50_seconds == 512e-9
 
 
 def test_an_empty_window_gives_zero_ratios_and_no_wait_quantiles():
@@ -113,49 +130,20 @@ def test_window_counters_take_gauges_and_maxima_at_the_end():
     assert counters["alloc_hit"] == 850
     assert counters["pcp_pages"] == 100
     assert counters["lock_wait_max_ns"] == 999
-    assert set(counters) == set(S.NAMES)
+    assert set(counters) == set(stats.NAMES)
 
 
-def test_stranded_pages_sit_where_their_type_is_never_allocated():
+def test_stranded_pages_become_figures():
     start = snapshot([{}, {}, {}])
     end = snapshot([
-        # CPU 0 allocates netpool and holds netpool pages: not stranded
-        {"alloc_netpool_order_0": 10, "pcp_pages_type_netpool": 40, "alloc_miss_type_netpool": 3,
-         "alloc_miss_type_anon": 5},
-        # CPU 1 never allocates netpool and holds 70 of them, while it refilled anon twice
-        {"alloc_anon_order_0": 10, "pcp_pages_type_netpool": 70, "alloc_miss_type_anon": 2,
-         "pcp_pages_type_anon": 5},
-        # CPU 2 holds 30 netpool pages it never allocates, and refilled nothing
+        {"alloc_netpool_order_0": 10, "pcp_pages_type_netpool": 40, "alloc_miss_type_anon": 5},
+        {"alloc_anon_order_0": 10, "pcp_pages_type_netpool": 70, "alloc_miss_type_anon": 2},
         {"alloc_anon_order_0": 10, "pcp_pages_type_netpool": 30},
     ])
-    stranded = stranded_by_type(start, end)
-    assert stranded["netpool"] == (100, 2)
-    assert stranded["anon"] == (0, 0)                     # CPU 1 allocates anon itself
     figs = figures(start, end, 1.0, "memdesc")
     assert figs["stranded_pages"] == 100 and figs["stranded_pages_netpool"] == 100
     assert figs["refills_beside_stranded_netpool"] == 1000 * 2 / 30     # per 1k of the 30 ops
     assert figs["pcp_pages_netpool"] == 140
-
-
-def test_a_replaced_worker_counts_from_its_restart():
-    start = snapshot([{"alloc_netpool_order_0": 500, "alloc_miss_type_anon": 9}])
-    end = snapshot([{"alloc_netpool_order_0": 0, "alloc_miss_type_anon": 2, "pcp_pages_type_netpool": 8}])
-    assert stranded_by_type(start, end)["netpool"] == (8, 2)
-
-
-@pytest.mark.parametrize("buckets, q, expected_ns", [
-    ([10], 0.5, 512),                                        # bucket 0: 0..1024 ns, halfway
-    ([0, 4], 0.5, 1024 + (4096 - 1024) * 0.5),               # bucket 1: 1024..4096
-    ([5, 5], 0.5, 1024),                                     # the rank ends bucket 0
-    ([0, 0, 2, 2], 0.99, 16384 + (65536 - 16384) * 0.98),
-    ([0] * 11 + [3], 0.5, 2 ** 30),                          # overflow: its lower bound
-])
-def test_wait_quantile_interpolates_within_a_bucket(buckets, q, expected_ns):
-    assert wait_quantile(buckets, q) == pytest.approx(expected_ns / 1e9)
-
-
-def test_wait_quantile_of_nothing_is_none():
-    assert wait_quantile([0] * 12, 0.5) is None
 
 
 # --- files ------------------------------------------------------------------
@@ -184,9 +172,9 @@ def test_dump_refuses_to_overwrite_without_replace(tmp_path):
 
 @pytest.mark.parametrize("document, message", [
     ({"format": FORMAT, "version": 99, "metadata": {}, "runs": []},
-     'results format version 99 is not supported (written by a newer pcpd?); this pcpd reads version 1'),
+     'results format version 99 is not supported (written by a newer pcpd?); this pcpd reads versions 1, 2'),
     ({"format": FORMAT, "version": "1", "metadata": {}, "runs": []},
-     'results format version "1" is not supported; this pcpd reads version 1'),
+     'results format version "1" is not supported; this pcpd reads versions 1, 2'),
     ({"format": "pyperf", "version": 1}, 'not a pcpd results file (no "format": "pcpd-result")'),
     ([1, 2], 'not a pcpd results file (no "format": "pcpd-result")'),
     ({"format": FORMAT, "version": 1, "metadata": {"kernel": "x"}, "runs": []},
@@ -194,6 +182,10 @@ def test_dump_refuses_to_overwrite_without_replace(tmp_path):
     ({"format": FORMAT, "version": 1, "metadata": metadata(), "runs": [{"policy": "legacy"}]},
      "runs[0]: missing key 'point'"),
     ({"format": FORMAT, "version": 1, "metadata": metadata(), "runs": {}}, "runs: expected an array"),
+    ({"format": FORMAT, "version": 2, "metadata": metadata(),
+      "runs": [{k: v for k, v in run().items() if k != "host"}]}, "runs[0]: missing key 'host'"),
+    ({"format": FORMAT, "version": 2, "metadata": metadata(hosts="vm"), "runs": []},
+     "metadata: hosts: expected an object of objects"),
 ])
 def test_load_names_the_file_and_the_problem(tmp_path, document, message):
     path = tmp_path / "bad.json"
@@ -235,7 +227,7 @@ def test_environment_names_the_machine(tmp_path):
     assert env["cpu_model"] == "AMD EPYC 9B14"
     assert env["kernel"].startswith(os.uname().sysname)
     assert env["cpu_count"] == os.cpu_count()
-    assert cpu_model(str(tmp_path / "none")) != ""
+    assert cpu_model(str(tmp_path / "none")) == (platform.processor() or "unknown")
 
 
 # --- files written by earlier pcpd versions ------------------------------------
@@ -251,3 +243,19 @@ def test_checked_in_results_still_load(path):
     assert len(results.values(None, "memdesc", "throughput_ops_per_second")) == 2
     if json.loads(path.read_text())["version"] == RESULT_VERSION:
         assert dumps(results) == path.read_text()          # and the writer still writes it so
+
+
+def test_a_version_1_file_reads_as_runs_of_an_unknown_host():
+    results = load(str(DATA / "v1-tiny.json"))
+    assert {run["host"] for run in results.runs} == {None}
+    assert results.metadata["hosts"] == {}
+    assert mixed_machine(results.metadata) == []
+
+
+def test_machine_metadata_keeps_what_every_host_shares_and_lists_what_differs():
+    env = {"kernel": "k", "cpu_model": "m", "cpu_count": 2, "python": "p", "pcpd_version": "v"}
+    assert machine_metadata({"a": env, "b": dict(env)}) == env
+    mixed = {"a": env, "b": {**env, "cpu_count": 16, "kernel": "j"}}
+    assert machine_metadata(mixed) == {**env, "cpu_count": [2, 16], "kernel": ["j", "k"]}
+    assert mixed_machine({**machine_metadata(mixed), "hosts": mixed}) == [
+        'cpu_count: 2 on a; 16 on b', 'kernel: "k" on a; "j" on b']

@@ -1,4 +1,4 @@
-"""Tests for pcpd.config.schema: the JSON Schema agrees with pcpd.config.settings's per-key rules."""
+"""Tests for pcpd.config.schema: the JSON Schema agrees with the kinds' per-key rules."""
 
 import copy
 import json
@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pcpd.config.load import settings_from_dict, settings_to_dict
 from pcpd.config.schema import config_schema
-from pcpd.config.settings import DEFAULT_SETTINGS, Settings, settings_from_dict, settings_to_dict, sweepable_paths
+from pcpd.config.settings import DEFAULT_SETTINGS, Settings, sweepable_paths
 from pcpd.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,11 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pcpd.kernel import ERAS, HPAGE_PMD_ORDER, NR_PCP_LISTS, PAGE_ORDERS
 from pcpd.model.sizing import (
-    ERAS,
-    MAX_ORDER,
-    NR_PCP_LISTS,
-    PAGEBLOCK_ORDER,
     PcpLimits,
     Watermarks,
     calculate_min_free_kbytes,
@@ -209,9 +206,9 @@ def test_check_era():
     (0, RECLAIMABLE, 2),
     (1, UNMOVABLE, 3),
     (3, RECLAIMABLE, 11),
-    (PAGEBLOCK_ORDER, UNMOVABLE, 12),
-    (PAGEBLOCK_ORDER, RECLAIMABLE, 12),
-    (PAGEBLOCK_ORDER, MOVABLE, 13),
+    (HPAGE_PMD_ORDER, UNMOVABLE, 12),
+    (HPAGE_PMD_ORDER, RECLAIMABLE, 12),
+    (HPAGE_PMD_ORDER, MOVABLE, 13),
 ])
 def test_pindex_vectors(order, mt, pindex):
     assert order_to_pindex(order, mt) == pindex
@@ -231,14 +228,14 @@ def test_pindex_out_of_range(pindex):
 
 
 def test_pcp_allowed_order_by_era():
-    assert [o for o in range(MAX_ORDER + 1) if pcp_allowed_order(o, "4.18")] == [0]
+    assert [o for o in PAGE_ORDERS if pcp_allowed_order(o, "4.18")] == [0]
     for era in ("5.13", "5.14", "6.7"):
-        assert [o for o in range(MAX_ORDER + 1) if pcp_allowed_order(o, era)] == [0, 1, 2, 3, 9]
+        assert [o for o in PAGE_ORDERS if pcp_allowed_order(o, era)] == [0, 1, 2, 3, 9]
 
 
 def test_every_pcp_list_is_used_once():
     pindexes = [order_to_pindex(o, mt) for o in (0, 1, 2, 3) for mt in (0, 1, 2)]
-    pindexes += [order_to_pindex(PAGEBLOCK_ORDER, mt) for mt in (UNMOVABLE, MOVABLE)]
+    pindexes += [order_to_pindex(HPAGE_PMD_ORDER, mt) for mt in (UNMOVABLE, MOVABLE)]
     assert sorted(pindexes) == list(range(NR_PCP_LISTS))
 
 

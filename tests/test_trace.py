@@ -35,7 +35,9 @@ The expected counts below were computed once and checked against grep.
 
 import gzip
 import lzma
+import os
 import random
+import re
 import sys
 import tracemalloc
 from collections import Counter
@@ -47,6 +49,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcpd.errors import InputError
+from pcpd.inputs import MAX_LINE
+from pcpd.replay import trace
 from pcpd.replay.trace import (
     MM_PAGE_ALLOC,
     MM_PAGE_ALLOC_EXTFRAG,
@@ -60,6 +64,7 @@ from pcpd.replay.trace import (
     SKIP_MALFORMED,
     SKIP_NOT_TRACE,
     SKIP_OTHER_EVENT,
+    SKIP_TOO_LONG,
     SKIP_TRUNCATED,
     SKIP_UNKNOWN_EVENT,
     GfpClass,
@@ -434,7 +439,7 @@ def test_streams_without_holding_events():
     events = parse_lines(synthetic(200_000), "synthetic")
     assert isinstance(events, Iterator) and iter(events) is events
     assert produced == 0                      # nothing is read until asked
-    blocks, order_sum, peak = [], 0, None
+    blocks, order_sum, peak = [], 0, 0
     for count, event in enumerate(events, 1):
         assert produced == count              # one line read per event, none ahead
         order_sum += event.order
@@ -516,3 +521,86 @@ def test_classified_migratetype_matches_the_trace():
         for event in read_trace(DATA / name):
             if event.event == ALLOC:
                 assert classify_gfp(event.gfp_flags, event.order).migratetype == event.migratetype
+
+
+# --- hostile input -----------------------------------------------------------
+
+# The line patterns as first written: plain, and cubic over a run of blanks.
+# The module's patterns must accept exactly the lines these accept, with the
+# same groups (an empty comm or page read as "").
+REFERENCE_PREFIX = (r"\s*(.*?)(?:-|\s+)(\d+)(?:/\d+)?\s+(?:\(\s*[\d-]+\)\s+)?"
+                    r"\[(\d+)\]\s+(?:[^\s:]{4,5}\s+)?(\d+(?:\.\d+)?):\s+(?:\d+\s+)?(?:\w+:)?(\w+):")
+REFERENCE_PAGE_PFN = r"\s+page=\s*(\S*)\s+pfn=(?:0x([0-9a-fA-F]+)|(\d+))\s+"
+REFERENCE = {event: re.compile(REFERENCE_PREFIX + REFERENCE_PAGE_PFN + fields).match
+             for event, fields in trace._FIELDS.items()}
+PIECES = [" ", "  ", "\t", "-", "/", "(", ")", "[", "]", ":", ".", "=", "0", "1", "12", "0x1f", "a",
+          "bash", "kmem:", "page=", "pfn=", "(null)", "order=", "[000]", "1.5:", "d..1", "mm_page_free:",
+          "mm_page_alloc:", "order=0", "migratetype=1", "gfp_flags=GFP_KERNEL"]
+
+
+def _groups(m):
+    return None if m is None else tuple("" if g is None else g for g in m.groups())
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(PIECES), max_size=30), st.sampled_from(sorted(REFERENCE)))
+def test_line_patterns_match_as_the_reference_does(pieces, event):
+    line = "".join(pieces)
+    assert _groups(trace._MATCH[event](line)) == _groups(REFERENCE[event](line))
+
+
+@pytest.mark.parametrize("line", [
+    "            bash-2113  [000] .....  1.000000: mm_page_free: page=0x1 pfn=0x1 order=0",
+    "  2113 [001]  2.5: kmem:mm_page_free: page=0x1 pfn=0x1 order=0",      # no comm
+    "bash 1 [000] 1.0: kmem:mm_page_free: page= pfn=5 order=0",            # blank page
+    "  web content 99/100 [003] 7.25: 1 kmem:mm_page_pcpu_drain: page=0x2 pfn=2 order=1 migratetype=0",
+])
+def test_reference_lines_match_alike(line):
+    for event in REFERENCE:
+        assert _groups(trace._MATCH[event](line)) == _groups(REFERENCE[event](line))
+
+
+@pytest.mark.parametrize("line, reason", [
+    (" " * 60_000 + "x", SKIP_NOT_TRACE),                   # cubic for the reference pattern
+    ("a" + " " * 60_000 + "x", SKIP_NOT_TRACE),
+    ("a -1" * 15_000, SKIP_NOT_TRACE),
+    ("bash 1 [000] 1.0: kmem:mm_page_free: page=" + " " * 60_000 + "x", SKIP_MALFORMED),
+])
+def test_long_runs_of_blanks_are_read_in_linear_time(line, reason):
+    assert skip_reason(line) == reason
+
+
+def test_over_long_lines_are_skipped_and_counted(tmp_path):
+    good = "            bash-2113  [000] .....  1.000000: mm_page_free: page=0x1 pfn=0x1 order=0\n"
+    path = tmp_path / "t"
+    path.write_text(good + "x" * MAX_LINE + "\n" + "y" * (MAX_LINE + 1) + "\n" + good
+                    + "mm_page_free " * 100_000)
+    skipped = Skipped()
+    assert len(list(read_trace(path, skipped))) == 2        # MAX_LINE x's: read, not a trace line
+    assert skipped == {SKIP_NOT_TRACE: 1, SKIP_TOO_LONG: 2}
+    assert skipped.first[SKIP_TOO_LONG] == f"{path}:3"
+    assert SKIP_TOO_LONG == "line over 64 KiB"
+
+
+def test_an_endless_line_is_read_in_bounded_memory(tmp_path):
+    path = tmp_path / "zeros.gz"
+    path.write_bytes(gzip.compress(b"\0" * (16 << 20), 1))
+    skipped = Skipped()
+    tracemalloc.start()
+    try:
+        assert list(read_trace(path, skipped)) == []
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert skipped == {SKIP_TOO_LONG: 1}
+    assert peak < 2 << 20                                   # 16 MiB line, a few hundred KiB held
+
+
+@pytest.mark.parametrize("make, kind", [(os.mkfifo, "a FIFO"), (os.mkdir, "a directory")])
+def test_only_regular_files_are_opened(tmp_path, make, kind):
+    make(tmp_path / "t")
+    with pytest.raises(InputError, match=f"^{tmp_path / 't'}: cannot read trace: {kind}, not a regular"):
+        read_trace(tmp_path / "t")
+    with pytest.raises(InputError, match="^/dev/zero: cannot read trace: a character device"):
+        read_trace("/dev/zero")
+

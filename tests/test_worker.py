@@ -11,13 +11,15 @@ import time
 
 import pytest
 
-from pcpd.config.settings import assign_workloads, parse_settings
+from pcpd.config.load import parse_settings
+from pcpd.config.rules import assign_workloads
 from pcpd.daemon.audit import audit
 from pcpd.errors import ArenaError
 from pcpd.model import arena as A
 from pcpd.model import rings
 from pcpd.model import stats as S
 from pcpd.model.zone import Z_WMARK_LOW
+from pcpd.policies import record_bytes_for
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.worker import (
     CHUNK,
@@ -83,7 +85,7 @@ class Rig:
     def __init__(self, policy: str = "legacy", ncpus: int = 2, config: str | None = None) -> None:
         config = config or (CONFIG if ncpus == 2 else ONE_CPU)
         self.settings = parse_settings(config, "test.toml", available_cpus={0, 1})
-        record_bytes = 64 if policy in ("legacy", "compound") else 16
+        record_bytes = record_bytes_for(policy)
         self.spec = ModelSpec(pages=self.settings.arena.pages, policy=policy, record_bytes=record_bytes,
                               ncpus=ncpus)
         self.arena = create_arena(self.spec)
@@ -234,7 +236,7 @@ def test_a_bounded_worker_repeats_its_counts(make_rig, policy):
     for _ in range(2):
         rig = make_rig(policy, ncpus=1)
         rig.start(rig.worker(0, max_ops=20000, seed=9, decay_interval=0.02))
-        wait_until(lambda: rig.state(0) == STATE_DONE, "the worker to finish")
+        wait_until(lambda rig=rig: rig.state(0) == STATE_DONE, "the worker to finish")
         rig.shutdown()
         counts.append({k: v for k, v in rig.block(0).items() if not k.startswith(TIMED)})
     assert counts[0] == counts[1]

@@ -14,14 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcpd.daemon.audit import audit
+from pcpd.kernel import MAX_PAGE_ORDER, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE
 from pcpd.model import stats as S
+from pcpd.model.arena import RECORD_SIZES
 from pcpd.model.lock import ZoneLock
 from pcpd.model.memmap import NIL, memmap_for
 from pcpd.model.zone import (
-    MAX_ORDER,
-    MIGRATE_MOVABLE,
-    MIGRATE_RECLAIMABLE,
-    MIGRATE_UNMOVABLE,
     Z_CLAIMS,
     Z_FREE_PAGES,
     Z_HEAD,
@@ -34,8 +32,6 @@ from pcpd.model.zone import (
 )
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import T_ANON
-
-RECORD_SIZES = (64, 32, 16, 8)
 
 
 class ZoneModel:
@@ -53,7 +49,7 @@ class ZoneModel:
     def free_blocks(self) -> dict[int, int]:
         """pfn -> order of every block on a free list, walking the lists."""
         z, out = self.arena.zone, {}
-        for order in range(MAX_ORDER + 1):
+        for order in range(MAX_PAGE_ORDER + 1):
             for mt in range(3):
                 pfn = int(z[Z_HEAD + 3 * order + mt])
                 while pfn != NIL:
@@ -102,9 +98,9 @@ def check_free_lists(m: ZoneModel) -> dict[int, int]:
         assert not covered & pages, f"block {pfn} overlaps another"
         covered |= pages
         buddy = pfn ^ (1 << order)
-        if order < MAX_ORDER and buddy < m.arena.pages:
+        if order < MAX_PAGE_ORDER and buddy < m.arena.pages:
             assert blocks.get(buddy) != order, f"free buddies {pfn} and {buddy} of order {order}"
-    for order in range(MAX_ORDER + 1):
+    for order in range(MAX_PAGE_ORDER + 1):
         for mt in range(3):
             assert len(m.list_of(order, mt)) == int(z[Z_NR_FREE + 3 * order + mt])
     return blocks
@@ -350,7 +346,7 @@ def test_one_lock_acquisition_per_bulk_operation(make_zone):
 
 # -- properties ---------------------------------------------------------------------
 
-ops = st.lists(st.tuples(st.booleans(), st.integers(0, MAX_ORDER), st.integers(0, 2),
+ops = st.lists(st.tuples(st.booleans(), st.integers(0, MAX_PAGE_ORDER), st.integers(0, 2),
                          st.integers(0, 1 << 30)), max_size=80)
 
 

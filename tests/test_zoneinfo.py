@@ -12,6 +12,7 @@ Fixtures in tests/data/zoneinfo/:
 """
 
 import json
+import os
 import subprocess
 import sys
 from argparse import Namespace
@@ -22,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcpd.errors import InputError
+from pcpd.inputs import MAX_LINE
 from pcpd.model.sizing import zone_watermarks
 from pcpd.zoneinfo import (
     ZoneWatermarks,
@@ -308,3 +310,50 @@ def test_cli_missing_file():
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1
     assert "/nonexistent/zoneinfo: cannot read" in result.stderr
+
+
+# Hostile input: zoneinfo files are read a line at a time, within caps (pcpd.inputs).
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.iterdir()))
+@pytest.mark.parametrize("cut", [None, -1, -200])
+def test_reading_a_file_parses_as_its_text_does(tmp_path, name, cut):
+    text = (DATA / name).read_text()
+    if cut is not None:
+        text = text[:cut]             # no final newline; cut inside a zone
+    (tmp_path / "z").write_text(text)
+    try:
+        expected = parse_zoneinfo(text, str(tmp_path / "z"))
+    except InputError as err:
+        with pytest.raises(InputError) as got:
+            read_zoneinfo(str(tmp_path / "z"))
+        assert str(got.value) == str(err)
+    else:
+        assert read_zoneinfo(str(tmp_path / "z")) == expected
+
+
+def test_an_over_long_line_is_refused_before_it_is_read_whole(tmp_path):
+    (tmp_path / "z").write_bytes(b"Node 0, zone DMA\n  pages free " + b"9" * (8 << 20) + b"\n")
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'z'}:2: a line of more than {MAX_LINE} "
+                                         "characters, not a /proc/zoneinfo text$"):
+        read_zoneinfo(str(tmp_path / "z"))
+
+
+def test_a_file_past_the_cap_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr("pcpd.zoneinfo.MAX_FILE_BYTES", 1000)
+    (tmp_path / "z").write_text(THIS_MACHINE.read_text())
+    with pytest.raises(InputError, match=r"z: larger than 1000 bytes, more than pcpd reads"):
+        read_zoneinfo(str(tmp_path / "z"))
+
+
+def test_only_regular_files_and_stdin_are_read(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(InputError, match=r"fifo: cannot read: a FIFO, not a regular file"):
+        read_zoneinfo(str(tmp_path / "fifo"))
+    with pytest.raises(InputError, match=r"^/dev/zero: cannot read: a character device"):
+        read_zoneinfo("/dev/zero")
+    with open(THIS_MACHINE) as stdin:
+        result = subprocess.run([sys.executable, "-m", "pcpd", "zoneinfo", "-"], cwd=REPO, stdin=stdin,
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == _pcpd("zoneinfo", str(THIS_MACHINE)).stdout.replace(str(THIS_MACHINE),
+                                                                                 "<stdin>")

@@ -1,5 +1,5 @@
 """Per-CPU side of pcpd: PCP caches, policies, workloads and the worker loop.
 
-Imports flow one way: workers may import pcpd's model modules (arena, zone,
-stats, sizing), never the daemon, exporter or CLI.
+Imports flow one way: workers may import pcpd's model modules (kernel,
+policies, spec, arena, zone, stats, sizing), never the daemon, exporter or CLI.
 """

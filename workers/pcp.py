@@ -20,7 +20,15 @@ from __future__ import annotations
 
 from collections import deque
 
-from pcpd.model.sizing import NR_PCP_LISTS, PcpLimits, order_to_pindex, pcp_allowed_order, pindex_to_order
+from pcpd.kernel import (
+    HPAGE_PMD_ORDER,
+    MIGRATE_PCPTYPES,
+    NR_PCP_LISTS,
+    PAGE_ALLOC_COSTLY_ORDER,
+    PAGE_ORDERS,
+    PCP_BATCH_SCALE_MAX,
+)
+from pcpd.model.sizing import PcpLimits, order_to_pindex, pcp_allowed_order, pindex_to_order
 
 PCPF_PREV_FREE_HIGH_ORDER = 1 << 0
 PCPF_FREE_HIGH_BATCH = 1 << 1
@@ -35,7 +43,7 @@ class PerCpuPages:
         "allowed", "pindex", "drain_cause",
     )
 
-    def __init__(self, limits: PcpLimits, era: str, scale_max: int = 5,
+    def __init__(self, limits: PcpLimits, era: str, scale_max: int = PCP_BATCH_SCALE_MAX,
                  free_high_batch: bool = False) -> None:
         self.lists: list[deque[int]] = [deque() for _ in range(NR_PCP_LISTS)]
         self.count = 0
@@ -54,9 +62,9 @@ class PerCpuPages:
         self.tuned = era == "6.7" and limits.high_min != limits.high_max
         self.free_cap = self.batch << scale_max     # batch << CONFIG_PCP_BATCH_SCALE_MAX
         self.drain_cause = "high"
-        self.allowed = [pcp_allowed_order(o, era) for o in range(11)]
-        self.pindex = [[order_to_pindex(o, mt) if self.allowed[o] else -1 for mt in range(3)]
-                       for o in range(11)]
+        self.allowed = [pcp_allowed_order(o, era) for o in PAGE_ORDERS]
+        self.pindex = [[order_to_pindex(o, mt) if self.allowed[o] else -1 for mt in range(MIGRATE_PCPTYPES)]
+                       for o in PAGE_ORDERS]
 
     # -- allocation side ----------------------------------------------------
     def nr_pcp_alloc(self, order: int, zone_below_high: bool) -> int:
@@ -90,7 +98,7 @@ class PerCpuPages:
         if self.era == "6.7":
             self.alloc_factor >>= 1
             free_high = False
-            if 1 <= order <= 3:
+            if 1 <= order <= PAGE_ALLOC_COSTLY_ORDER:
                 free_high = (self.free_count >= self.batch + self.high_min // 2
                              and bool(self.flags & PCPF_PREV_FREE_HIGH_ORDER)
                              and (not self.flags & PCPF_FREE_HIGH_BATCH
@@ -102,7 +110,7 @@ class PerCpuPages:
                 self.free_count += 1 << order
             return free_high
         if self.era == "5.14":
-            return self.free_count != 0 and 1 <= order <= 3
+            return self.free_count != 0 and 1 <= order <= PAGE_ALLOC_COSTLY_ORDER
         return False
 
     def free_check(self, order: int, zone_below_high: bool) -> int:
@@ -112,7 +120,7 @@ class PerCpuPages:
         nr_pcp_free() once count has reached the threshold.  ``drain_cause``
         says why ("free_high" or "high").
         """
-        if self.tuned and (order == 0 or order == 9) and not zone_below_high:
+        if self.tuned and (order == 0 or order == HPAGE_PMD_ORDER) and not zone_below_high:
             # the common 6.7 case inlined; the kernel's steps, in its order (reads
             # before writes: in a steady state the first two are already 0)
             if self.alloc_factor:
@@ -189,13 +197,13 @@ class PerCpuPages:
                     break
             lst = lists[pindex]
             order = pindex_to_order(pindex)
-            pages = 1 << order
-            while True:
-                out.append((lst.popleft(), order))
-                count -= pages
-                self.count -= pages
-                if count <= 0 or not lst:
-                    break
+            # the kernel's page-by-page loop stops when count is used up or the
+            # list is empty: take that many at once
+            n = min(len(lst), -(-count >> order))
+            popleft = lst.popleft
+            out += [(popleft(), order) for _ in range(n)]
+            count -= n << order
+            self.count -= n << order
         return out
 
     def decay_excess(self) -> int:

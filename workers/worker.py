@@ -30,7 +30,8 @@ from pcpd.model import arena as A
 from pcpd.model import rings
 from pcpd.model import stats as S
 from pcpd.model.zone import Z_WMARK_LOW
-from workers.cpu import CpuAllocator, ModelSpec, SharedLocks
+from pcpd.spec import ModelSpec
+from workers.cpu import CpuAllocator, SharedLocks
 from workers.workloads import BACKOFF_FRACTION, Workload
 
 # C_STATE values (0: not started yet)

@@ -28,8 +28,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from pcpd.config.settings import WorkloadSettings
+from pcpd.kernel import MEMDESC_TYPES
 from pcpd.model.memmap import NIL
-from pcpd.model.stats import MEMDESC_TYPES
 from workers.policies import Policy
 
 BACKOFF_FRACTION = 4             # a failed allocation frees 1/4 of what is held
@@ -60,8 +60,8 @@ class Workload:
         for name in ws.types:
             weights = ws.orders_for(name)
             self.orders[MEMDESC_TYPES.index(name)] = _Choice(list(weights), list(weights.values()))
-        self.fifo = ws.lifetime == "fifo"
-        self.held: deque | list = deque() if self.fifo else []
+        fifo = ws.lifetime == "fifo"
+        self.held: deque[tuple[int, int, int]] | list[tuple[int, int, int]] = deque() if fifo else []
         self.held_pages = 0
         self.mode_alloc = True
         self.left_in_burst = 0
@@ -72,8 +72,6 @@ class Workload:
         self.cross_types = frozenset(MEMDESC_TYPES.index(t) for t in ws.cross_cpu.types) \
             or frozenset(range(len(MEMDESC_TYPES)))
         self.send = send
-        self.sent = 0
-        self.failures = 0
         self.waves = 0
         self.drain_wanted = False
 
@@ -102,7 +100,6 @@ class Workload:
         order = self.orders[t].pick(rng.random())
         pfn = policy.alloc(t, order)
         if pfn == NIL:
-            self.failures += 1
             self.drain_wanted = True
             self.left_in_burst = 0
             self.free_some(policy, 1 / BACKOFF_FRACTION)
@@ -112,7 +109,7 @@ class Workload:
 
     def free_one(self, policy: Policy) -> None:
         held = self.held
-        if self.fifo:
+        if isinstance(held, deque):                 # lifetime "fifo"
             block = held.popleft()
         elif self.settings.lifetime == "lifo":
             block = held.pop()
@@ -127,7 +124,6 @@ class Workload:
             dst = self.cross_slots[int(self.rng.random() * len(self.cross_slots))]
             policy.send(pfn, order, t, dst)
             if self.send(pfn, order, t, dst):
-                self.sent += 1
                 return
             policy.receive(pfn, order, t)           # ring full: free it here after all
         policy.free(pfn, order, t)

@@ -10,7 +10,9 @@ with "no test" and the reason, never a verdict.
 Results from different workloads (the config as run, outside the
 ``[experiment]`` and ``[exporter]`` tables) or different machines
 (``pcpd.analysis.results.MACHINE_METADATA``) are refused unless ``--force``; forced,
-the differences are printed first.
+the differences are printed first.  A file whose runs ran on machines that differ
+(a sweep on a cluster of unlike nodes) is a machine difference in itself,
+even against a file mixed the same way: which point ran where may differ.
 
 Imports: the standard library, ``pcpd.analysis.results``, ``pcpd.analysis.report``.
 """
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pcpd.analysis import report
-from pcpd.analysis.results import FIGURES, MACHINE_METADATA, Figure, Results, load
+from pcpd.analysis.results import FIGURES, MACHINE_METADATA, Figure, Results, load, mixed_machine
 from pcpd.errors import UsageError
 
 ALPHA = 0.05                      # two-sided: a 95% test
@@ -171,7 +173,10 @@ def workload_differences(a: Mapping, b: Mapping) -> list[str]:
 
 
 def machine_differences(a: Mapping, b: Mapping) -> list[str]:
-    return _differences({k: a.get(k) for k in MACHINE_METADATA}, {k: b.get(k) for k in MACHINE_METADATA})
+    """What differs between the machines of A and B, and within either that ran on several."""
+    mixed = [f"{side} ran on different machines: {d}"
+             for side, meta in (("A", a), ("B", b)) for d in mixed_machine(meta)]
+    return mixed + _differences({k: a.get(k) for k in MACHINE_METADATA}, {k: b.get(k) for k in MACHINE_METADATA})
 
 
 def _differences(a: Mapping, b: Mapping, ignored: Sequence[str] = ()) -> list[str]:
@@ -199,7 +204,7 @@ def comparison_rows(a: Results, b: Results, point: Any, policy: str) -> list[lis
         sa, sb = report.summarize(va), report.summarize(vb)
         if sa is None and sb is None:
             continue
-        change = describe_change(fig, sa and sa.mean, sb and sb.mean, judge(va, vb))
+        change = describe_change(fig, sa.mean if sa else None, sb.mean if sb else None, judge(va, vb))
         cells = (report.cell(fig, sa, None, len(a.select(point, policy))),
                  report.cell(fig, sb, None, len(b.select(point, policy))))
         rows.append([fig.label, *cells, change])

@@ -58,15 +58,17 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pcpd.errors import PcpdError
+from pcpd.kernel import DEFAULT_ERA, ERAS, HIGH_BOUNDS_ERAS, MAX_PAGE_ORDER, MEMDESC_TYPES, PAGE_ORDERS
 from pcpd.model import sizing
 from pcpd.model import stats as S
 from pcpd.model.arena import RECORD_SIZES, Arena
 from pcpd.model.memmap import NIL
-from workers.cpu import MEMDESC_POLICIES, CpuAllocator, ModelSpec, SharedLocks, create_arena, format_arena
-from workers.policies import POLICIES, TYPES
+from pcpd.policies import MEMDESC_DEFAULT_RECORD_BYTES, POLICIES
+from pcpd.spec import ModelSpec
+from workers.cpu import CpuAllocator, SharedLocks, create_arena, format_arena
 
 COST_PAGES = 16384                 # 64 MiB: room for the deepest drain (8 THPs) and a refill
-DEFAULT_MEMDESC_RECORD = 16
+DEFAULT_MEMDESC_RECORD = MEMDESC_DEFAULT_RECORD_BYTES
 REFERENCE_ZONE = (458752, 7840, 2)  # managed, low watermark, CPUs on the node (example A)
 CONSUMER, PRODUCER = 0, 1
 
@@ -74,21 +76,16 @@ _SHORT = {"page_state": "page", "list_link": "link", "compound_prep": "prep",
           "tail_undo": "undo", "memdesc_set": "memdesc", "rmappable": "rmap", "buddy": "buddy"}
 
 
-def model_spec(policy: str, era: str = "6.7",
+def model_spec(policy: str, era: str = DEFAULT_ERA,
                record_bytes: int = DEFAULT_MEMDESC_RECORD) -> ModelSpec:
     """The model ``pcpd costs`` (and ``bench/run.py``) measure one policy on.
 
-    ``record_bytes`` applies to the memdesc policies only.  Raises ValueError
-    for an unknown policy or era.
+    ``record_bytes`` applies to the policies that model it (the memdesc
+    policies).  Raises ValueError for an unknown policy or era.
     """
-    if policy not in POLICIES:
-        raise ValueError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
-    limits = sizing.pcp_limits(era, *REFERENCE_ZONE)
-    return ModelSpec(
-        pages=COST_PAGES, record_bytes=record_bytes if policy in MEMDESC_POLICIES else 64,
-        policy=policy, era=era, ncpus=2, batch=limits.batch, high=limits.high,
-        high_min=limits.high_min if era == "6.7" else 0,
-        high_max=limits.high_max if era == "6.7" else 0)
+    managed, low_wmark, cpus = REFERENCE_ZONE
+    return ModelSpec.from_reference_zone(policy, era, record_bytes, pages=COST_PAGES, managed=managed,
+                                         low_wmark=low_wmark, ncpus=cpus)
 
 
 class _Model:
@@ -177,7 +174,7 @@ def _record(spec: ModelSpec, t: int, order: int, op: str, pcp: str,
     written = {c: d[S.LINES_W[c]] for c in S.CAUSES}
     read = {c: d[S.LINES_R[c]] for c in S.CAUSES}
     return {
-        "policy": spec.policy, "memdesc": TYPES[t], "order": order, "pcp": pcp, "op": op,
+        "policy": spec.policy, "memdesc": MEMDESC_TYPES[t], "order": order, "pcp": pcp, "op": op,
         "era": spec.era, "record_bytes": spec.record_bytes,
         "struct_page_lines_written": sum(written.values()),
         "struct_page_lines_read": sum(read.values()),
@@ -195,9 +192,9 @@ def _record(spec: ModelSpec, t: int, order: int, op: str, pcp: str,
     }
 
 
-def cost_table(era: str = "6.7", record_bytes: int = DEFAULT_MEMDESC_RECORD,
-               policies: Iterable[str] = tuple(POLICIES), types: Iterable[str] = TYPES,
-               orders: Iterable[int] = range(sizing.MAX_ORDER + 1)) -> list[dict[str, Any]]:
+def cost_table(era: str = DEFAULT_ERA, record_bytes: int = DEFAULT_MEMDESC_RECORD,
+               policies: Iterable[str] = tuple(POLICIES), types: Iterable[str] = MEMDESC_TYPES,
+               orders: Iterable[int] = PAGE_ORDERS) -> list[dict[str, Any]]:
     """Measure every (policy, memdesc type, order): alloc and free, hit and miss.
 
     Rows come in policy, type, order order, each group as alloc miss, alloc
@@ -207,10 +204,10 @@ def cost_table(era: str = "6.7", record_bytes: int = DEFAULT_MEMDESC_RECORD,
     sizing.check_era(era)
     if record_bytes not in RECORD_SIZES:
         raise ValueError(f"record size {record_bytes} is not one of {RECORD_SIZES}")
-    types, orders = [TYPES.index(name) for name in types], list(orders)
+    type_ids, order_list = [MEMDESC_TYPES.index(name) for name in types], list(orders)
     rows = []
     for policy in policies:
-        rows += _policy_rows(model_spec(policy, era, record_bytes), types, orders)
+        rows += _policy_rows(model_spec(policy, era, record_bytes), type_ids, order_list)
     return rows
 
 
@@ -237,7 +234,8 @@ def _causes(counts: dict[str, int]) -> str:
 def format_table(rows: Sequence[dict[str, Any]], era: str, record_bytes: int) -> str:
     """The text report: a header saying what was modelled, then one line per row."""
     limits = sizing.pcp_limits(era, *REFERENCE_ZONE)
-    high = (f"high {limits.high_min}..{limits.high_max}" if era == "6.7" else f"high {limits.high}")
+    high = (f"high {limits.high_min}..{limits.high_max}" if era in HIGH_BOUNDS_ERAS
+            else f"high {limits.high}")
     out = [
         f"era {era}: PCP batch {limits.batch}, {high} (Normal zone of {REFERENCE_ZONE[0]} pages, "
         f"{REFERENCE_ZONE[2]} CPUs); arena {COST_PAGES} pages",
@@ -266,24 +264,24 @@ def format_table(rows: Sequence[dict[str, Any]], era: str, record_bytes: int) ->
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print a JSON list of records, one per line")
-    parser.add_argument("--era", choices=sizing.ERAS, default="6.7",
-                        help="kernel era whose PCP rules and sizing apply (default 6.7)")
+    parser.add_argument("--era", choices=ERAS, default=DEFAULT_ERA,
+                        help=f"kernel era whose PCP rules and sizing apply (default {DEFAULT_ERA})")
     parser.add_argument("--record-bytes", type=int, choices=RECORD_SIZES,
                         default=DEFAULT_MEMDESC_RECORD,
-                        help="struct page size for the memdesc policies (default 16); "
+                        help=f"struct page size for the memdesc policies (default {DEFAULT_MEMDESC_RECORD}); "
                              "legacy and compound always use 64")
     parser.add_argument("--policy", action="append", choices=list(POLICIES),
                         help="only this policy (repeatable; default all)")
-    parser.add_argument("--memdesc", action="append", choices=TYPES,
+    parser.add_argument("--memdesc", action="append", choices=MEMDESC_TYPES,
                         help="only this memdesc type (repeatable; default all)")
     parser.add_argument("--order", action="append", type=int,
-                        choices=range(sizing.MAX_ORDER + 1), metavar="{0..10}",
+                        choices=PAGE_ORDERS, metavar=f"{{0..{MAX_PAGE_ORDER}}}",
                         help="only this order (repeatable; default all)")
 
 
 def command(args: argparse.Namespace) -> int:
     rows = cost_table(args.era, args.record_bytes, args.policy or tuple(POLICIES),
-                      args.memdesc or TYPES, args.order or range(sizing.MAX_ORDER + 1))
+                      args.memdesc or MEMDESC_TYPES, args.order or PAGE_ORDERS)
     if args.json:
         print("[" + ",\n".join(json.dumps(r) for r in rows) + "]")
     else:

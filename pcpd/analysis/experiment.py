@@ -10,13 +10,19 @@ window (``pcpd.analysis.results.figures``).  With ``--ops N`` each worker instea
 after N operations and the whole run is measured; one worker and one seed
 then repeat their counts exactly.
 
+With ``--scheduler ADDRESS`` each run is one task on an existing Dask
+cluster instead (``pcpd.analysis.cluster``); the runs come back as the same
+records, and everything after that (files, report, exit status) is the same
+code as for a local experiment.  Every run records the host it ran on.
+
 Output, in ``--out DIR`` (default ``results/<config name>``): results.json,
 results.csv, report.md with its plots, and experiment.log (the daemons' and
 workers' logs and run summaries).  Existing results are kept unless
 ``--replace``.  The terminal shows progress on stderr and the comparison
 table on stdout.
 
-Imports: ``pcpd.config.settings``, ``pcpd.daemon.supervisor``, ``pcpd.analysis.results``, ``pcpd.analysis.report``.
+Imports: ``pcpd.config``, ``pcpd.daemon.supervisor``, ``pcpd.analysis.results``, ``pcpd.analysis.report``;
+``pcpd.analysis.cluster`` only for ``--scheduler`` (it imports this module).
 """
 
 from __future__ import annotations
@@ -24,34 +30,36 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import io
 import logging
 import os
 import shlex
-import signal
 import sys
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
 from pcpd import argtypes
 from pcpd.analysis import report
 from pcpd.analysis import results as R
-from pcpd.config.settings import Settings, load_settings, settings_hash, settings_to_dict, sweep_points
+from pcpd.config.load import load_settings, settings_hash, settings_to_dict, sweep_points
+from pcpd.config.settings import Settings
+from pcpd.daemon.console import summary_text
 from pcpd.daemon.supervisor import Daemon, RunOptions
 from pcpd.errors import ConfigError, PcpdError, UsageError
 from pcpd.logs import configure_daemon_logging
 from pcpd.model import stats as S
 
+if TYPE_CHECKING:
+    from pcpd.analysis.cluster import Cluster
+
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 LOG = "experiment.log"
 NEVER = 1e9                       # seconds: status lines and mid-run audits off
-_DAEMON_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,32 @@ def plan_experiment(settings: Settings, *, policies: tuple[str, ...] | None = No
     return Plan(settings, points, tuple(policies), repeat, duration, warmup, ops)
 
 
+@dataclass(frozen=True)
+class Point:
+    """One run of a plan: what ``run_once`` runs, here or as one task on a cluster."""
+
+    settings: Settings            # the sweep point's settings, seeded for the repetition
+    policy: str
+    value: Any                    # the sweep value, or None without a sweep
+    repetition: int
+    label: str                    # how progress lines name it
+
+
+def plan_points(plan: Plan) -> list[Point]:
+    """Every run of the plan, in the order a local experiment runs them and its results list them."""
+    points = []
+    key = plan.settings.sweep.key
+    for value, point_settings in plan.points:
+        for repetition in range(plan.repeat):
+            seeded = dataclasses.replace(point_settings, seed=point_settings.seed + repetition)
+            for policy in plan.policies:
+                label = f"{policy}, repetition {repetition + 1}/{plan.repeat}"
+                if key:
+                    label += f", {key} = {value}"
+                points.append(Point(seeded, policy, value, repetition, label))
+    return points
+
+
 # ---------------------------------------------------------------------------
 # Running.
 
@@ -111,26 +145,27 @@ def run_once(settings: Settings, policy: str, plan: Plan, point: Any = None, rep
     options = RunOptions(duration=0.0 if plan.ops else plan.duration, policy=policy, listen="",
                          warmup=plan.warmup, quiet=True, status_interval=NEVER,
                          audit_interval=NEVER, ops=plan.ops)
-    daemon = Daemon(settings, options)
-    handlers = {sig: signal.getsignal(sig) for sig in _DAEMON_SIGNALS}
-    try:
-        with contextlib.redirect_stdout(log_stream or io.StringIO()):
-            exit_code = daemon.run()
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    if daemon.stop_requested:
+    outcome = Daemon(settings, options).run()
+    if log_stream is not None:
+        print(summary_text(outcome), file=log_stream, flush=True)
+    if outcome.interrupted:
         raise KeyboardInterrupt
-    m = daemon.measurement
+    m = outcome.measurement
     if m.start is None or m.end is None:
         raise PcpdError(f"{policy}: the run ended before its measured window opened")
     # a bounded run is measured whole: workers may fold counters before the first snapshot
     start = _zero_snapshot(m.end) if plan.ops else m.start
     return R.RunRecord(
         policy=policy, point=point, repetition=repetition, seed=settings.seed,
-        seconds=m.seconds, ops=m.end.ops() - start.ops(), exit_code=exit_code,
-        restarts=daemon.summary.restarts, load_average=os.getloadavg()[0],
-        figures=R.figures(start, m.end, m.seconds, policy), counters=R.window_counters(start, m.end))
+        seconds=m.seconds, ops=m.end.ops() - start.ops(), exit_code=outcome.exit_code,
+        restarts=outcome.restarts, load_average=os.getloadavg()[0],
+        figures=R.figures(start, m.end, m.seconds, policy), counters=R.window_counters(start, m.end),
+        host=R.host_name())
+
+
+def run_point(point: Point, plan: Plan, log_stream: TextIO | None = None) -> R.RunRecord:
+    """``run_once`` of one point of the plan: the one way a point runs, here or on a cluster node."""
+    return run_once(point.settings, point.policy, plan, point.value, point.repetition, log_stream)
 
 
 def _zero_snapshot(like: S.Snapshot) -> S.Snapshot:
@@ -139,22 +174,15 @@ def _zero_snapshot(like: S.Snapshot) -> S.Snapshot:
 
 def run_experiment(plan: Plan, progress: Progress | None = None,
                    log_stream: TextIO | None = None) -> list[R.RunRecord]:
-    """Every run of the plan, in the order they ran."""
+    """Every run of the plan, one after another on this machine, in the order they ran."""
     runs = []
-    key = plan.settings.sweep.key
-    for point, point_settings in plan.points:
-        for repetition in range(plan.repeat):
-            seeded = dataclasses.replace(point_settings, seed=point_settings.seed + repetition)
-            for policy in plan.policies:
-                label = f"{policy}, repetition {repetition + 1}/{plan.repeat}"
-                if key:
-                    label += f", {key} = {point}"
-                if progress:
-                    progress.start(label)
-                run = run_once(seeded, policy, plan, point, repetition, log_stream)
-                runs.append(run)
-                if progress:
-                    progress.finish(label, run)
+    for point in plan_points(plan):
+        if progress:
+            progress.start(point.label)
+        run = run_point(point, plan, log_stream)
+        runs.append(run)
+        if progress:
+            progress.finish(point.label, run)
     return runs
 
 
@@ -210,11 +238,17 @@ class Progress:
             self.stream.flush()
 
 
-def experiment_metadata(plan: Plan, command: str = "") -> dict[str, Any]:
-    """The results file's metadata: this machine, the settings as run, how they ran."""
+def experiment_metadata(plan: Plan, command: str = "",
+                        hosts: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The results file's metadata: the machines that ran it, the settings as run, how they ran.
+
+    ``hosts`` maps each host that ran a run to its ``environment()``; None: this machine alone.
+    """
     settings = plan.settings
+    hosts = {R.host_name(): R.environment()} if hosts is None else hosts
     return {
-        **R.environment(),
+        **R.machine_metadata(hosts),
+        "hosts": hosts,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,
         "source": settings.source,
@@ -249,6 +283,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR",
                         help="directory for the results (default: results/<config name>)")
     parser.add_argument("--replace", action="store_true", help="overwrite results already in DIR")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run each point as one task on this Dask scheduler's workers, e.g. "
+                             "tcp://HOST:8786 (workers started with --resources pcpd-node=1; "
+                             "needs pcpd's cluster extra: dask[distributed])")
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -279,12 +317,18 @@ def command(args: argparse.Namespace) -> int:
     existing = [path for path in paths if os.path.lexists(path)]
     if existing and not args.replace:
         raise UsageError(f"{existing[0]} exists; pass --replace to overwrite it, or --out DIR")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"--out {out}: cannot create the directory: {err.strerror}") from None
-    runs = _run_logged(plan, os.path.join(out, LOG))
-    results = R.Results(experiment_metadata(plan, command_line(args)), runs)
+    cluster = None
+    if args.scheduler:
+        # imported here: it imports this module, and only a cluster run needs it (and Dask)
+        from pcpd.analysis.cluster import connect
+        cluster = connect(args.scheduler)        # a bad or unreachable address stops us before anything runs
+    with cluster or contextlib.nullcontext():
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"--out {out}: cannot create the directory: {err.strerror}") from None
+        runs, hosts = _run_logged(plan, os.path.join(out, LOG), cluster)
+    results = R.Results(experiment_metadata(plan, command_line(args), hosts), runs)
     R.dump(results, paths[0], replace=args.replace)
     R.dump_csv(results, paths[1], replace=args.replace)
     report.write_report(results, out, replace=args.replace)
@@ -299,15 +343,21 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_logged(plan: Plan, log_path: str) -> list[R.RunRecord]:
-    """Run the plan with every daemon's and worker's log lines in ``log_path``."""
+def _run_logged(plan: Plan, log_path: str,
+                cluster: Cluster | None = None) -> tuple[list[R.RunRecord], dict[str, dict[str, Any]]]:
+    """Run the plan, here or on ``cluster``, with every daemon's and worker's log lines in ``log_path``.
+
+    Returns the runs in plan order and the ``environment()`` of each host that ran one.
+    """
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     progress = Progress(plan.runs, sys.stderr)
     with open(log_path, "w", encoding="utf-8") as log_stream:
         configure_daemon_logging(log_stream)
         try:
-            return run_experiment(plan, progress, log_stream)
+            if cluster is not None:
+                return cluster.run(plan, plan_points(plan), progress, log_stream)
+            return run_experiment(plan, progress, log_stream), {R.host_name(): R.environment()}
         finally:
             progress.close()
             root.handlers[:] = handlers

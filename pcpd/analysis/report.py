@@ -20,10 +20,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pcpd.analysis.results import FIGURE_BY_KEY, FIGURES, TYPED_PCP_POLICIES, Figure, Results, write_atomic
-from pcpd.model import stats as S
+from pcpd.analysis.results import (
+    FIGURE_BY_KEY,
+    FIGURES,
+    Figure,
+    Results,
+    host_cpu_count,
+    mixed_machine,
+    write_atomic,
+)
+from pcpd.model import stats
+from pcpd.policies import BASELINE, policy_names
 
-BASELINE = "legacy"
 UNSTABLE_SPREAD = 0.10               # pyperf's rule: a stdev of 10% of the mean or more
 FEW_RUNS = 3
 BUSY_MARGIN = 1.0                    # load average above the CPU count + this: a busy machine
@@ -156,7 +164,7 @@ def comparison_rows(results: Results, point: Any) -> list[list[str]]:
 
 def type_rows(results: Results, point: Any) -> list[list[str]] | None:
     """Per memdesc type: pages held, stranded, and the refills beside them (policies with per-type PCPs)."""
-    typed = [p for p in results.policies() if p in TYPED_PCP_POLICIES]
+    typed = [p for p in results.policies() if p in policy_names(typed_pcps=True)]
     if not typed:
         return None
     columns = (("on PCPs", "pcp_pages_{}"), ("stranded", "stranded_pages_{}"),
@@ -175,7 +183,7 @@ def type_rows(results: Results, point: Any) -> list[list[str]] | None:
 def _workload_types(results: Results) -> list[str]:
     workloads = results.metadata["config"].get("workload", [])
     named = {t for workload in workloads for t in workload.get("types", {})}
-    return [t for t in S.MEMDESC_TYPES if t in named] or list(S.MEMDESC_TYPES)
+    return [t for t in stats.MEMDESC_TYPES if t in named] or list(stats.MEMDESC_TYPES)
 
 
 def _label(fig: Figure) -> str:
@@ -211,13 +219,21 @@ def warnings(results: Results) -> list[str]:
                        "failed or a PCP was not drained); see experiment.log")
         if run["restarts"]:
             out.append(f"{where}: {run['restarts']} worker(s) died and were replaced during the run")
-    cpus = results.metadata["cpu_count"]
-    busy = [run["load_average"] for run in results.runs if run["load_average"] > cpus + BUSY_MARGIN]
+    for difference in mixed_machine(results.metadata):
+        out.append(f"the runs ran on different machines ({difference}): every mean mixes their figures, "
+                   "and `pcpd compare` refuses this file without --force")
+    # each run against the CPUs of the machine that ran it (runs on a cluster ran on several)
+    loads = [(run["load_average"], host_cpu_count(results.metadata, run.get("host"))) for run in results.runs]
+    busy = [(load, cpus) for load, cpus in loads if cpus is not None and load > cpus + BUSY_MARGIN]
     if busy:
+        counts = {cpus for _, cpus in busy}
+        cpus = counts.pop() if len(counts) == 1 else None
+        above = (f"{cpus + BUSY_MARGIN:g} (up to {max(load for load, _ in busy):.1f} on {cpus} CPUs)"
+                 if cpus is not None else
+                 f"their machine's CPU count + {BUSY_MARGIN:g} (up to {max(load for load, _ in busy):.1f})")
         out.append(f"{len(busy)} of {len(results.runs)} runs ended with a 1-minute load average above "
-                   f"{cpus + BUSY_MARGIN:g} (up to {max(busy):.1f} on {cpus} CPUs): other processes "
-                   "competed for the CPUs, so throughput and zone->lock waits are pessimistic; "
-                   "the per-operation figures are not affected")
+                   f"{above}: other processes competed for the CPUs, so throughput and zone->lock waits "
+                   "are pessimistic; the per-operation figures are not affected")
     runs = {len(results.select(point, policy)) for point in results.points() for policy in results.policies()}
     if min(runs, default=FEW_RUNS) < FEW_RUNS:
         out.append(f"{min(runs)} repetition(s) per policy: fewer than {FEW_RUNS}, so spreads are rough "
@@ -264,7 +280,7 @@ def render_report(results: Results, images: Sequence[str]) -> str:
     lines = [f"# pcpd experiment: {meta['config']['name']}", ""]
     if meta.get("command"):
         lines += ["Reproduce with:", "", "```", meta["command"], "```", ""]
-    lines += _setup_lines(meta) + [""]
+    lines += _setup_lines(meta, _hosts_line(results)) + [""]
     base = baseline(results)
     lines += [f"Each cell is the mean over the repetitions, ±the standard deviation as a share of the "
               f"mean, and in brackets the ratio to {base} (higher or lower is better as the figure's "
@@ -276,6 +292,9 @@ def render_report(results: Results, images: Sequence[str]) -> str:
         if typed:
             lines += ["Pages per memdesc type at the end of the measured window:", "",
                       format_table(typed), ""]
+    placed = placement_rows(results)
+    if placed:
+        lines += ["## Where the runs ran", "", format_table(placed, left=(0, 1, 2, 4)), ""]
     problems = warnings(results)
     if problems:
         lines += ["## Warnings", ""] + [f"- {w}" for w in problems] + [""]
@@ -293,7 +312,31 @@ def render_report(results: Results, images: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _setup_lines(meta: dict) -> list[str]:
+def placement_rows(results: Results) -> list[list[str]] | None:
+    """Header, then each run's host and machine, when the runs ran on more than one host."""
+    hosts = results.metadata.get("hosts") or {}
+    if len({run.get("host") for run in results.runs}) < 2:
+        return None
+    key = results.metadata.get("sweep_key")
+    rows = [[key or "point", "policy", "repetition", "host", "machine"]]
+    for run in results.runs:
+        env = hosts.get(run.get("host")) or {}
+        machine = f"{env.get('cpu_model', '?')}, {env.get('cpu_count', '?')} CPUs, {env.get('kernel', '?')}"
+        rows.append(["-" if run["point"] is None else str(run["point"]), run["policy"],
+                     str(run["repetition"] + 1), str(run.get("host") or "?"), machine])
+    return rows
+
+
+def _hosts_line(results: Results) -> str:
+    """``host (N runs), ...``: where the runs ran; "" for a file that does not say."""
+    counts: dict[str, int] = {}
+    for run in results.runs:
+        if host := run.get("host"):
+            counts[host] = counts.get(host, 0) + 1
+    return ", ".join(f"{host} ({n} run{'s' if n != 1 else ''})" for host, n in sorted(counts.items()))
+
+
+def _setup_lines(meta: dict, hosts_line: str = "") -> list[str]:
     config = meta["config"]
     bound = (f"{meta['ops']:,} operations per worker" if meta.get("ops")
              else f"{meta.get('duration', config.get('duration'))} s per run, of which "
@@ -303,8 +346,11 @@ def _setup_lines(meta: dict) -> list[str]:
             ["policies", ", ".join(meta.get("policies", []))],
             ["runs", f"{meta.get('repeat', '?')} repetition(s); {bound}; seeds {meta['seed']}+repetition"],
             ["kernel era", str(config.get("kernel", {}).get("era", "?"))],
-            ["machine", f"{meta['cpu_model']}, {meta['cpu_count']} CPUs, {meta['kernel']}"],
+            ["machine", "several: see Where the runs ran" if mixed_machine(meta) else
+             f"{meta['cpu_model']}, {meta['cpu_count']} CPUs, {meta['kernel']}"],
             ["software", f"pcpd {meta['pcpd_version']}, {meta['python']}"]]
+    if hosts_line:
+        rows.append(["ran on", hosts_line])
     if meta.get("sweep_key"):
         rows.insert(3, ["sweep", f"{meta['sweep_key']} over {meta.get('sweep_values')}"])
     if meta.get("date"):

@@ -2,7 +2,7 @@
 
 A results file is one JSON document::
 
-    {"format": "pcpd-result", "version": 1,
+    {"format": "pcpd-result", "version": 2,
      "metadata": {...},          # machine, Python, pcpd, the config as run, how it ran
      "runs": [RunRecord, ...]}   # one per (sweep point, repetition, policy)
 
@@ -11,10 +11,13 @@ A results file is one JSON document::
 ``config_hash`` (``settings_hash`` of the settings as run), ``seed`` (the base
 seed: repetition r runs seed + r under every policy) and ``config`` (those
 settings as a TOML-shaped dict).  ``MACHINE_METADATA`` names the keys that
-identify the machine.
+identify the machine.  Runs may come from several machines (a sweep on a Dask
+cluster): each run names its ``host``, ``hosts`` holds each host's
+``environment()``, and a machine key the hosts differ on holds the list of
+their values (``machine_metadata``, ``mixed_machine``).
 
 Each run carries its ``figures`` (``FIGURES``, computed by ``figures()`` from
-the counters of the measured window) and the raw ``counters`` they came from:
+the counters of the measured window with ``pcpd.model.stats.derive``) and the raw ``counters`` they came from:
 counters as the window's difference, gauges (``pcp_pages``, ...) and maxima
 (``lock_wait_max_ns``, ...) as read at the window's end; maxima cover the
 worker's life, not only the window.
@@ -23,7 +26,7 @@ Files are written through a temporary file and ``os.replace`` (or ``os.link``
 when an existing file must not be overwritten), so a reader never sees half
 a file.
 
-Imports: the standard library, numpy, ``pcpd`` (its version), ``pcpd.model.stats``, ``pcpd.errors``.
+Imports: the standard library, ``pcpd`` (its version), ``pcpd.model.stats``, ``pcpd.errors``.
 """
 
 from __future__ import annotations
@@ -33,16 +36,17 @@ import io
 import json
 import os
 import platform
+import socket
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-import numpy as np
-
 from pcpd import __version__
 from pcpd.errors import InputError, UsageError
-from pcpd.model import stats as S
+from pcpd.inputs import display_name, read_capped
+from pcpd.model import stats
+from pcpd.policies import policy_names
 
 FORMAT = "pcpd-result"
 
@@ -51,19 +55,20 @@ FORMAT = "pcpd-result"
 #   1  pcpd 0.1: metadata (REQUIRED_METADATA), runs with policy, point,
 #      repetition, seed, seconds, ops, exit_code, restarts, load_average,
 #      figures, counters.
-RESULT_VERSION = 1
+#   2  pcpd 0.1 with distributed sweeps: each run gains ``host`` (the hostname
+#      of the machine that ran it) and metadata gains ``hosts`` (host ->
+#      ``environment()`` of that host).  The MACHINE_METADATA keys hold the
+#      value every host shares, or, where the hosts differ, the sorted list of
+#      their values: a version-1 reader would take such a file for one
+#      machine's (and its report code would fail on a list of CPU counts).
+RESULT_VERSION = 2
 
 REQUIRED_METADATA = ("kernel", "cpu_model", "cpu_count", "python", "pcpd_version",
                      "config_hash", "seed", "config")
 MACHINE_METADATA = ("cpu_model", "cpu_count", "kernel", "python")
 RUN_KEYS = ("policy", "point", "repetition", "seed", "seconds", "ops", "exit_code", "restarts",
             "load_average", "figures", "counters")
-
-# The memdesc policy keeps one PCP per memdesc type; the others one per CPU
-# (split only by migratetype and order, as today), so they have no per-type
-# lists to hold or strand pages on.
-TYPED_PCP_POLICIES = ("memdesc",)
-
+V2_RUN_KEYS = (*RUN_KEYS, "host")
 
 class RunRecord(TypedDict):
     """One measured run, as stored in ``runs``."""
@@ -79,6 +84,7 @@ class RunRecord(TypedDict):
     load_average: float        # the machine's 1-minute load average as the run ended
     figures: dict[str, float | None]
     counters: dict[str, int]
+    host: str | None           # hostname of the machine that ran it; None in a version-1 file
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ FIGURES: tuple[Figure, ...] = (
 )
 
 TYPE_FIGURES: tuple[Figure, ...] = tuple(
-    fig for t in S.MEMDESC_TYPES for fig in (
+    fig for t in stats.MEMDESC_TYPES for fig in (
         Figure(f"pcp_pages_{t}", f"{t}: pages on PCPs", "pages", "lower",
                f"pages on the {t} PCP lists at the window's end (memdesc)"),
         Figure(f"stranded_pages_{t}", f"{t}: stranded", "pages", "lower",
@@ -139,96 +145,45 @@ FIGURE_BY_KEY = {fig.key: fig for fig in FIGURES + TYPE_FIGURES}
 # ---------------------------------------------------------------------------
 # Figures from a measured window.
 
-def window_counters(start: S.Snapshot, end: S.Snapshot) -> dict[str, int]:
-    """Every counter over the window: differences, but gauges and maxima as at ``end``."""
-    return {name: end.total(name) if name in S.GAUGES or name in S.MAXIMA
-            else end.total(name) - start.total(name)
-            for name in S.NAMES}
+def window_counters(start: stats.Snapshot, end: stats.Snapshot) -> dict[str, int]:
+    """The ``counters`` of a run record: increments over the window, gauges and maxima as at ``end``."""
+    return end.since(start)
 
 
-def figures(start: S.Snapshot, end: S.Snapshot, seconds: float, policy: str) -> dict[str, float | None]:
+def figures(start: stats.Snapshot, end: stats.Snapshot, seconds: float, policy: str) -> dict[str, float | None]:
     """The figures (``FIGURES`` and ``TYPE_FIGURES``) of the window from ``start`` to ``end``.
 
-    A ratio over nothing (no allocations, no acquisitions) is 0; a wait
-    quantile without contended acquisitions, and the per-type figures of a
-    policy without per-type PCPs, are None.
+    Each is ``pcpd.model.stats.derive``'s figure of the window under this
+    file's key.  A ratio over nothing (no allocations, no acquisitions) is 0,
+    as version 1 files have always stored it; a wait quantile without
+    contended acquisitions, and the per-type figures of a policy without
+    per-type PCPs, are None.
     """
     c = window_counters(start, end)
-    ops = end.ops() - start.ops()
-    allocs = end.allocs() - start.allocs()
-    acquisitions = c["lock_acquisitions"]
-    buckets = [c[f"lock_wait_bucket_{i}"] for i in range(len(S.LOCK_WAIT_BUCKETS) + 1)]
-    struct_lines = sum(c[f"lines_written_{cause}"] + c[f"lines_read_{cause}"] for cause in S.CAUSES)
+    fig = stats.derive(c, seconds, empty=0.0)
     out: dict[str, float | None] = {
-        "throughput_ops_per_second": ops / seconds if seconds > 0 else 0.0,
-        "pcp_hit_ratio": _ratio(c["alloc_hit"], allocs),
-        "zone_lock_acquisitions_per_1k_ops": _ratio(1000 * acquisitions, ops),
-        "zone_lock_contended_ratio": _ratio(c["lock_contended"], acquisitions),
-        "zone_lock_wait_p50_seconds": wait_quantile(buckets, 0.5),
-        "zone_lock_wait_p99_seconds": wait_quantile(buckets, 0.99),
-        "struct_page_lines_per_op": _ratio(struct_lines, ops),
-        "descriptor_lines_per_op": _ratio(c["desc_lines_written"] + c["desc_lines_read"], ops),
-        "slab_ops_per_op": _ratio(c["slab_alloc"] + c["slab_free"], ops),
+        "throughput_ops_per_second": fig.ops_per_second,
+        "pcp_hit_ratio": fig.pcp_hit_rate,
+        "zone_lock_acquisitions_per_1k_ops": fig.lock_acquisitions_per_1k_ops,
+        "zone_lock_contended_ratio": fig.lock_contended_ratio,
+        "zone_lock_wait_p50_seconds": fig.lock_wait_p50_seconds,
+        "zone_lock_wait_p99_seconds": fig.lock_wait_p99_seconds,
+        "struct_page_lines_per_op": fig.struct_page_lines_per_op,
+        "descriptor_lines_per_op": fig.descriptor_lines_per_op,
+        "slab_ops_per_op": fig.slab_ops_per_op,
         "pcp_pages": float(c["pcp_pages"]),
     }
-    typed = policy in TYPED_PCP_POLICIES
-    stranded = stranded_by_type(start, end) if typed else {}
+    # only policies with one PCP per memdesc type have per-type lists to hold or strand pages on
+    typed = policy in policy_names(typed_pcps=True)
+    stranded = stats.stranded_by_type(start, end) if typed else {}
     out["stranded_pages"] = float(sum(pages for pages, _ in stranded.values())) if typed else None
-    for t in S.MEMDESC_TYPES:
+    for t in stats.MEMDESC_TYPES:
         pages, refills = stranded.get(t, (None, None))
         out[f"pcp_pages_{t}"] = float(c[f"pcp_pages_type_{t}"]) if typed else None
         out[f"stranded_pages_{t}"] = None if pages is None else float(pages)
-        out[f"refills_beside_stranded_{t}"] = None if refills is None else _ratio(1000 * refills, ops)
+        out[f"refills_beside_stranded_{t}"] = (None if refills is None
+                                               else stats.ratio(1000 * refills, fig.ops, 0.0))
     return out
-
-
-def stranded_by_type(start: S.Snapshot, end: S.Snapshot) -> dict[str, tuple[int, int]]:
-    """Per memdesc type t: (pages stranded, other types' refills on the CPUs stranding them).
-
-    Stranded: on the t PCP, at the window's end, of a CPU that allocated no
-    type-t memory in the window.  The refills are the window's refills of
-    every other type on those CPUs.  A worker replaced during the window
-    restarts its block from zero; where a counter went backwards, its window
-    count is the new worker's alone.
-    """
-    window = np.where(end.per_cpu >= start.per_cpu, end.per_cpu - start.per_cpu, end.per_cpu)
-    misses = window[:, S.ALLOC_MISS_TYPE:S.ALLOC_MISS_TYPE + len(S.MEMDESC_TYPES)]
-    out = {}
-    for t, name in enumerate(S.MEMDESC_TYPES):
-        grid = S.alloc_index(t, 0)
-        held = end.per_cpu[:, S.PCP_PAGES_TYPE + t]
-        stranding = (window[:, grid:grid + len(S.ORDERS)].sum(axis=1) == 0) & (held > 0)
-        refills = misses.sum(axis=1) - misses[:, t]
-        out[name] = (int(held[stranding].sum()), int(refills[stranding].sum()))
-    return out
-
-
-def wait_quantile(buckets: Sequence[int], q: float) -> float | None:
-    """The q-quantile of the lock-wait histogram, in seconds; None if it is empty.
-
-    Bucket i counts waits up to ``LOCK_WAIT_BUCKETS[i]`` ns (above the previous
-    bound); the last bucket has no upper bound.  Within a bucket the waits are
-    taken as evenly spread (as Prometheus' histogram_quantile does); in the
-    last bucket the quantile is its lower bound.
-    """
-    total = sum(buckets)
-    if not total:
-        return None
-    rank = q * total
-    seen = 0
-    for i, count in enumerate(buckets):
-        if count and seen + count >= rank:
-            lower = S.LOCK_WAIT_BUCKETS[i - 1] if i else 0
-            if i == len(S.LOCK_WAIT_BUCKETS):
-                return lower / 1e9
-            upper = S.LOCK_WAIT_BUCKETS[i]
-            return (lower + (upper - lower) * (rank - seen) / count) / 1e9
-        seen += count
-    return S.LOCK_WAIT_BUCKETS[-1] / 1e9          # unreachable: q <= 1
-
-
-def _ratio(part: float, whole: float) -> float:
-    return part / whole if whole else 0.0
 
 
 # ---------------------------------------------------------------------------
@@ -253,8 +208,8 @@ class Results:
 
     def values(self, point: Any, policy: str, key: str) -> list[float]:
         """One figure of every repetition at (point, policy); runs without it left out."""
-        return [run["figures"][key] for run in self.select(point, policy)
-                if run["figures"].get(key) is not None]
+        return [value for run in self.select(point, policy)
+                if (value := run["figures"].get(key)) is not None]
 
 
 # ---------------------------------------------------------------------------
@@ -270,6 +225,47 @@ def environment(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "pcpd_version": __version__,
     }
+
+
+def host_name() -> str:
+    """This machine's name as a run records it (``host``, and the keys of ``hosts``)."""
+    return socket.gethostname()
+
+
+def machine_metadata(hosts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The metadata's machine keys for runs made on ``hosts`` (host -> ``environment()``).
+
+    A key every host agrees on holds that value; a key they differ on holds
+    the sorted list of their values, so that the file never passes for one
+    machine's (``mixed_machine``).
+    """
+    out: dict[str, Any] = {}
+    for key in ("kernel", "cpu_model", "cpu_count", "python", "pcpd_version"):    # environment()'s order
+        distinct = [json.loads(v) for v in dict.fromkeys(json.dumps(env.get(key)) for env in hosts.values())]
+        values = sorted(distinct, key=lambda v: (type(v).__name__, v))   # 2 before 16; one None at most
+        out[key] = values[0] if len(values) == 1 else values
+    return out
+
+
+def mixed_machine(metadata: Mapping[str, Any]) -> list[str]:
+    """``key: value on host, ...; value on host`` for each machine key the runs' hosts differ on."""
+    hosts = metadata.get("hosts") or {}
+    out = []
+    for key in MACHINE_METADATA:
+        if not isinstance(metadata.get(key), list):
+            continue
+        by_value: dict[str, list[str]] = {}
+        for host, env in sorted(hosts.items()):
+            by_value.setdefault(json.dumps(env.get(key)), []).append(host)
+        out.append(f"{key}: " + "; ".join(f"{value} on {', '.join(names)}" for value, names in by_value.items()))
+    return out
+
+
+def host_cpu_count(metadata: Mapping[str, Any], host: str | None) -> int | None:
+    """The CPU count of the machine that ran a run on ``host``; None where it is not known."""
+    env = (metadata.get("hosts") or {}).get(host)
+    count = env.get("cpu_count") if env else metadata.get("cpu_count")
+    return count if isinstance(count, int) else None
 
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
@@ -301,14 +297,19 @@ def dump(results: Results, path: str, *, replace: bool = False) -> None:
 
 
 def load(path: str) -> Results:
-    """Read a results file of any supported version.  Raises InputError naming ``path``."""
+    """Read a results file of any supported version.  Raises InputError naming ``path``.
+
+    The file is read as ``pcpd.inputs`` reads files: a regular file or ``-``
+    (standard input), at most ``MAX_FILE_BYTES`` of it.
+    """
+    data = read_capped(path)
+    path = display_name(path)
     try:
-        with open(path, "rb") as f:
-            document = json.loads(f.read())
-    except OSError as err:
-        raise InputError(f"{path}: cannot read: {err.strerror}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        document = json.loads(data)
+    except ValueError as err:       # bad JSON or UTF-8, or an integer past Python's digit limit
         raise InputError(f"{path}: not a JSON document ({err})") from None
+    except RecursionError:
+        raise InputError(f"{path}: not a JSON document (nested too deeply)") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise InputError(f'{path}: not a pcpd results file (no "format": "{FORMAT}")')
     version = document.get("version")
@@ -317,11 +318,28 @@ def load(path: str) -> Results:
         newer = " (written by a newer pcpd?)" if type(version) is int and version > RESULT_VERSION else ""
         supported = ", ".join(map(str, _LOADERS))
         raise InputError(f"{path}: results format version {json.dumps(version)} is not supported"
-                         f"{newer}; this pcpd reads version {supported}")
+                         f"{newer}; this pcpd reads version{'s' if len(_LOADERS) > 1 else ''} {supported}")
     return loader(document, path)
 
 
 def _load_v1(document: dict, path: str) -> Results:
+    """A version-1 file as version 2 reads it: every run's host unknown, no ``hosts``."""
+    results = _checked(document, path, RUN_KEYS)
+    for run in results.runs:
+        run["host"] = None
+    results.metadata["hosts"] = {}
+    return results
+
+
+def _load_v2(document: dict, path: str) -> Results:
+    results = _checked(document, path, V2_RUN_KEYS)
+    hosts = results.metadata.get("hosts")
+    if not isinstance(hosts, dict) or not all(isinstance(env, dict) for env in hosts.values()):
+        raise InputError(f"{path}: metadata: hosts: expected an object of objects")
+    return results
+
+
+def _checked(document: dict, path: str, run_keys: tuple[str, ...]) -> Results:
     metadata, runs = document.get("metadata"), document.get("runs")
     if not isinstance(metadata, dict):
         raise InputError(f"{path}: metadata: expected an object")
@@ -333,7 +351,7 @@ def _load_v1(document: dict, path: str) -> Results:
     for i, run in enumerate(runs):
         if not isinstance(run, dict):
             raise InputError(f"{path}: runs[{i}]: expected an object")
-        for key in RUN_KEYS:
+        for key in run_keys:
             if key not in run:
                 raise InputError(f"{path}: runs[{i}]: missing key {key!r}")
         if not isinstance(run["figures"], dict) or not isinstance(run["counters"], dict):
@@ -341,13 +359,13 @@ def _load_v1(document: dict, path: str) -> Results:
     return Results(metadata, runs)
 
 
-_LOADERS = {1: _load_v1}
+_LOADERS = {1: _load_v1, 2: _load_v2}
 
 
 def csv_header(results: Results) -> list[str]:
     sweep_key = results.metadata.get("sweep_key") or "point"
     return ["policy", sweep_key, "repetition", "seed", "seconds", "ops", "exit_code", "restarts",
-            "load_average", *FIGURE_KEYS]
+            "load_average", "host", *FIGURE_KEYS]
 
 
 def csv_rows(results: Results) -> Iterable[list[Any]]:
@@ -356,7 +374,8 @@ def csv_rows(results: Results) -> Iterable[list[Any]]:
         figs = run["figures"]
         yield [run["policy"], "" if run["point"] is None else run["point"], run["repetition"],
                run["seed"], run["seconds"], run["ops"], run["exit_code"], run["restarts"],
-               run["load_average"], *("" if figs.get(key) is None else figs[key] for key in FIGURE_KEYS)]
+               run["load_average"], run.get("host") or "",
+               *("" if figs.get(key) is None else figs[key] for key in FIGURE_KEYS)]
 
 
 def dump_csv(results: Results, path: str, *, replace: bool = False) -> None:

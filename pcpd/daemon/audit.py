@@ -12,18 +12,39 @@ daemon pauses workers first) or it will see operations half done.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from pcpd.model import memmap as M
-from pcpd.model import zone as Z
-from pcpd.model.arena import DESC_WORDS, H_MEMDESC, Arena
-from pcpd.model.memmap import memdesc_word
-from pcpd.model.sizing import MIGRATE_PCPTYPES
+from pcpd.kernel import MIGRATE_PCPTYPES, PAGE_ORDERS
+from pcpd.model.arena import DESC_WORDS, H_AUDIT_FAILURES, H_AUDIT_OK, H_AUDIT_RUNS, H_MEMDESC, Arena
+from pcpd.model.memmap import (
+    FLAG_CPU_SHIFT,
+    FLAG_ORDER_SHIFT,
+    MEMDESC_ANON,
+    MEMDESC_BUDDY,
+    MEMDESC_FILE,
+    MEMDESC_MISC,
+    MEMDESC_NETPOOL,
+    MEMDESC_PAGETABLE,
+    MEMDESC_PCPDESC,
+    MEMDESC_SLAB,
+    NIL,
+    PG_ALLOC,
+    PG_BUDDY,
+    PG_INFLIGHT,
+    PG_PCP,
+    W_PRIVATE64,
+    memdesc_word,
+    memmap_for,
+)
 from pcpd.model.slab import D_PFN, D_STATE, DS_INFLIGHT, DS_INUSE, DS_PCP
+from pcpd.model.zone import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Z_TAIL
 
 STATES = ("buddy", "pcp", "allocated", "inflight")
+
+log = logging.getLogger("pcpd.daemon")
 
 
 @dataclass
@@ -37,12 +58,6 @@ class Blocks:
     @property
     def pages(self) -> int:
         return int((np.int64(1) << self.order).sum()) if len(self.order) else 0
-
-    def pages_by_cpu(self) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for cpu, order in zip(self.cpu.tolist(), self.order.tolist()):
-            out[cpu] = out.get(cpu, 0) + (1 << order)
-        return out
 
 
 @dataclass
@@ -80,30 +95,30 @@ def _flag_blocks(arena: Arena) -> dict[str, Blocks]:
     mem = arena.mem
     flags = mem[0::8]
     out = {}
-    buddy = np.flatnonzero(flags & M.PG_BUDDY)
-    out["buddy"] = Blocks(buddy, mem[buddy * 8 + M.W_PRIVATE64], np.full(len(buddy), -1))
-    for state, bit in (("pcp", M.PG_PCP), ("allocated", M.PG_ALLOC), ("inflight", M.PG_INFLIGHT)):
+    buddy = np.flatnonzero(flags & PG_BUDDY)
+    out["buddy"] = Blocks(buddy, mem[buddy * 8 + W_PRIVATE64], np.full(len(buddy), -1))
+    for state, bit in (("pcp", PG_PCP), ("allocated", PG_ALLOC), ("inflight", PG_INFLIGHT)):
         pfn = np.flatnonzero(flags & bit)
         f = flags[pfn]
-        out[state] = Blocks(pfn, (f >> M.FLAG_ORDER_SHIFT) & 0xF,
-                            ((f >> M.FLAG_CPU_SHIFT) & 0xFF) - 1)
+        out[state] = Blocks(pfn, (f >> FLAG_ORDER_SHIFT) & 0xF,
+                            ((f >> FLAG_CPU_SHIFT) & 0xFF) - 1)
     return out
 
 
-_DESC_TYPES = (M.MEMDESC_FILE, M.MEMDESC_ANON, M.MEMDESC_SLAB, M.MEMDESC_PAGETABLE,
-               M.MEMDESC_NETPOOL, M.MEMDESC_PCPDESC)
+_DESC_TYPES = (MEMDESC_FILE, MEMDESC_ANON, MEMDESC_SLAB, MEMDESC_PAGETABLE,
+               MEMDESC_NETPOOL, MEMDESC_PCPDESC)
 _DESC_STATE = {"pcp": DS_PCP, "allocated": DS_INUSE, "inflight": DS_INFLIGHT}
 
 
 def _memdesc_blocks(arena: Arena) -> tuple[dict[str, Blocks], list[str]]:
     """Memdesc pages: buddy state per layout, the rest through the memdesc word."""
-    memmap = M.memmap_for(arena)
+    memmap = memmap_for(arena)
     w = arena.record_bytes // 8
     mw = memdesc_word(arena.record_bytes)
     heads, orders = memmap.buddy_heads(0, arena.pages)
     out = {"buddy": Blocks(heads, orders, np.full(len(heads), -1))}
     word = arena.mem[mw::w].copy()
-    word[heads] = M.MEMDESC_BUDDY                  # a 32 B free head's union holds links
+    word[heads] = MEMDESC_BUDDY                  # a 32 B free head's union holds links
     mtype = word & 0xF
     pfns = np.arange(arena.pages)
 
@@ -114,7 +129,7 @@ def _memdesc_blocks(arena: Arena) -> tuple[dict[str, Blocks], list[str]]:
     head_pfn = pfns[described][is_head]
     dstate = arena.descs[idx[is_head] * DESC_WORDS + D_STATE]
 
-    misc = mtype == M.MEMDESC_MISC
+    misc = mtype == MEMDESC_MISC
     mword = word[misc]
     morder = (mword >> 8) & 0xF
     mstate = (mword >> 4) & 0xF
@@ -159,28 +174,29 @@ def _check_zone(arena: Arena, buddy: Blocks) -> list[str]:
     """The zone's counters and lists must agree with the buddy pages found."""
     z = arena.zone
     problems = []
-    if int(z[Z.Z_FREE_PAGES]) != buddy.pages:
-        problems.append(f"NR_FREE_PAGES {int(z[Z.Z_FREE_PAGES])} but buddy pages {buddy.pages}")
-    memmap = M.memmap_for(arena)
-    for order in range(Z.MAX_ORDER + 1):
+    if int(z[Z_FREE_PAGES]) != buddy.pages:
+        problems.append(f"NR_FREE_PAGES {int(z[Z_FREE_PAGES])} but buddy pages {buddy.pages}")
+    memmap = memmap_for(arena)
+    for order in PAGE_ORDERS:
         for mt in range(MIGRATE_PCPTYPES):
-            i = 3 * order + mt
-            expect = int(z[Z.Z_NR_FREE + i])
-            seen, pfn, prev = 0, int(z[Z.Z_HEAD + i]), M.NIL
-            while pfn != M.NIL and seen <= expect:
+            i = MIGRATE_PCPTYPES * order + mt
+            expect = int(z[Z_NR_FREE + i])
+            seen, pfn, prev = 0, int(z[Z_HEAD + i]), NIL
+            while pfn != NIL and seen <= expect:
                 if memmap.buddy_order(pfn) != order or memmap.prev(pfn) != prev:
                     problems.append(f"free_area[{order}][{mt}]: bad block at pfn {pfn}")
                     break
                 seen, prev, pfn = seen + 1, pfn, memmap.next(pfn)
             if seen != expect:
                 problems.append(f"free_area[{order}][{mt}]: nr_free {expect}, list has {seen}")
-            elif int(z[Z.Z_TAIL + i]) != prev:
-                problems.append(f"free_area[{order}][{mt}]: tail {int(z[Z.Z_TAIL + i])}, list ends {prev}")
+            elif int(z[Z_TAIL + i]) != prev:
+                problems.append(f"free_area[{order}][{mt}]: tail {int(z[Z_TAIL + i])}, list ends {prev}")
     return problems
 
 
 def audit(arena: Arena) -> AuditResult:
     """Classify every page; see the module docstring for what is checked."""
+    problems: list[str]
     if not arena.header[H_MEMDESC]:
         blocks, problems = _flag_blocks(arena), []
     else:
@@ -188,3 +204,16 @@ def audit(arena: Arena) -> AuditResult:
     problems += _check_zone(arena, blocks["buddy"])
     orphans, overlaps = _coverage(arena.pages, blocks)
     return AuditResult(arena.pages, blocks, orphans, overlaps, problems)
+
+
+def publish(arena: Arena, result: AuditResult) -> None:
+    """Record an audit in the arena header (for the exporter) and log a violation loudly."""
+    header = arena.header
+    header[H_AUDIT_RUNS] += 1
+    header[H_AUDIT_OK] = int(result.ok)
+    if result.ok:
+        return
+    header[H_AUDIT_FAILURES] += 1
+    log.error("CONSERVATION VIOLATED: %s", result.summary())
+    for problem in result.describe_problems():
+        log.error("  %s", problem)

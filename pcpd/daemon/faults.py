@@ -14,6 +14,7 @@ import random
 import signal
 import time
 from collections.abc import Sequence
+from multiprocessing.process import BaseProcess
 from typing import Protocol
 
 from pcpd.model.arena import H_LOCK_HOLDER_PID, Arena
@@ -22,7 +23,8 @@ HOLDER_WAIT = 0.5
 
 
 class _Slot(Protocol):
-    process: object
+    @property
+    def process(self) -> BaseProcess | None: ...
 
 
 class _Tally(Protocol):
@@ -46,7 +48,7 @@ class FaultInjector:
             return
         self.next = now + self.interval
         live = [s.process.pid for s in self.slots
-                if s.process is not None and s.process.exitcode is None]
+                if s.process is not None and s.process.exitcode is None and s.process.pid is not None]
         if not live:
             return
         victim = self._lock_holder(live) if tally.kills % 2 else None

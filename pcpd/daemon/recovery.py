@@ -16,16 +16,23 @@ lock held by the caller.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from pcpd.daemon import audit as AU
+from pcpd.daemon import audit
+from pcpd.daemon.slots import process_alive
 from pcpd.model import rings
-from pcpd.model.arena import DESC_WORDS, H_MEMDESC, H_SLAB_TOP, Arena
+from pcpd.model.arena import DESC_WORDS, H_LOCK_HOLDER_CPU, H_LOCK_OP, H_MEMDESC, H_SLAB_TOP, Arena
+from pcpd.model.lock import OP_NAMES, RawLock
 from pcpd.model.memmap import MEMDESC_BUDDY, NIL, memdesc_word, memmap_for
 from pcpd.model.slab import D_PFN, D_STATE, DS_CACHED, DS_FREE, DS_INFLIGHT, DS_INUSE, DS_PCP
 from pcpd.model.zone import PAGEBLOCK_ORDER, Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Zone, _link_tail
+
+LOCK_TAKEOVER_TIMEOUT = 5.0            # unrecorded holder: a live one never holds it this long
+
+log = logging.getLogger("pcpd.daemon")
 
 
 @dataclass
@@ -39,6 +46,28 @@ class Reclaimed:
     def __str__(self) -> str:
         return (f"{self.pages} pages in {self.blocks} blocks, {self.orphan_pages} orphan pages, "
                 f"{self.descriptors} descriptors, {self.ring_entries} stale ring entries")
+
+
+def take_over(arena: Arena, lock: RawLock, holder_word: int, dead_pids: set[int], what: str,
+              rebuild_zone_lists: bool = False) -> None:
+    """Make sure no dead process holds ``lock``; repair what it protected if one did.
+
+    The holder records its pid in ``holder_word``; one killed before it could
+    record itself is caught by a timed acquire.  ``rebuild_zone_lists``: the
+    lock is zone->lock, whose free lists a killed holder may have left
+    half-linked (rebuilt whoever held it: a rebuild of sound lists is a no-op).
+    """
+    header = arena.header
+    holder = int(header[holder_word])
+    if holder in dead_pids or (holder and not process_alive(holder)) \
+            or not lock.acquire(timeout=LOCK_TAKEOVER_TIMEOUT):
+        log.error("%s was held by a dead worker (pid %s, %s); repairing what it protects",
+                  what, holder or "unrecorded", OP_NAMES[int(header[H_LOCK_OP])])
+    if rebuild_zone_lists:
+        rebuild_zone(arena)
+        header[H_LOCK_HOLDER_CPU] = -1
+    header[holder_word] = 0
+    lock.release()
 
 
 def rebuild_zone(arena: Arena) -> int:
@@ -77,7 +106,7 @@ def reclaim_slot(arena: Arena, zone: Zone, slot: int, keep_inbox: bool = True) -
     (no replacement will take it).
     """
     rebuild_zone(arena)
-    result = AU.audit(arena)
+    result = audit.audit(arena)
     out = Reclaimed()
     in_flight = set(result.blocks["inflight"].pfn.tolist()) if keep_inbox else set()
     out.ring_entries = rings.drop_consumed(arena, slot, in_flight)

@@ -12,6 +12,8 @@ Layout (every region starts on a 64-byte line; words are int64 unless noted):
                daemon control words and the zone-lock bookkeeping (H_* below)
     zone       ZONE_WORDS words, owned by pcpd.model.zone
     pageblock  int8 per 512-page pageblock: its migratetype
+    pbowner    int16 per pageblock: the CPU slot + 1 that owns it, 0 for the zone
+               (the pageblock-owning PCP, workers.policies.pcp_buddy)
     memmap     pages * record_bytes: the struct page array (pcpd.model.memmap)
     freelinks  2 words per page: list links kept in a free block's own memory
                (8-byte struct page stage, and memdesc Misc PCP lists)
@@ -32,21 +34,26 @@ from __future__ import annotations
 
 import _posixshmem
 import gc
+import logging
 import os
+import re
 import secrets
+import stat
 import sys
 import time
 from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
+from typing import Any, Literal
 
 import numpy as np
 
 from pcpd.errors import ArenaError
+from pcpd.kernel import PAGEBLOCK_NR_PAGES, RECORD_BYTES
 from pcpd.model import stats
 
-PAGE_SIZE = 4096
-PAGEBLOCK_PAGES = 512
-RECORD_SIZES = (64, 32, 16, 8)
+log = logging.getLogger("pcpd.arena")
+
+RECORD_SIZES = RECORD_BYTES[::-1]      # largest first, as messages and --record-bytes choices list them
 SEGMENT_PREFIX = "pcpd-"
 SHM_DIR = "/dev/shm"
 MAGIC = 0x70637064_61726E61  # "pcpdarna"
@@ -100,7 +107,8 @@ class Geometry:
         sizes = {
             "header": HEADER_WORDS * 8,
             "zone": ZONE_WORDS * 8,
-            "pageblock": self.pages // PAGEBLOCK_PAGES,
+            "pageblock": self.pages // PAGEBLOCK_NR_PAGES,
+            "pbowner": self.pages // PAGEBLOCK_NR_PAGES * 2,
             "memmap": self.pages * self.record_bytes,
             "freelinks": self.pages * 16,
             "descs": self.desc_slots * DESC_WORDS * 8,
@@ -119,10 +127,17 @@ class Geometry:
     def validate(self) -> None:
         if self.record_bytes not in RECORD_SIZES:
             raise ArenaError(f"record size {self.record_bytes} is not one of {RECORD_SIZES}")
-        if self.pages < PAGEBLOCK_PAGES or self.pages % PAGEBLOCK_PAGES:
-            raise ArenaError(f"{self.pages} pages is not a whole number of 512-page pageblocks")
+        if self.pages < PAGEBLOCK_NR_PAGES or self.pages % PAGEBLOCK_NR_PAGES:
+            raise ArenaError(f"{self.pages} pages is not a whole number of "
+                             f"{PAGEBLOCK_NR_PAGES}-page pageblocks")
         if self.ncpus < 1:
             raise ArenaError("an arena needs at least one CPU slot")
+
+
+def _cpython(shm: shared_memory.SharedMemory) -> Any:
+    """``shm`` itself, typed for its CPython internals (``_name`` with the leading
+    slash, ``_fd``, ``_buf``, ``_mmap``), which typeshed does not declare."""
+    return shm
 
 
 def _untrack(shm: shared_memory.SharedMemory) -> None:
@@ -130,7 +145,7 @@ def _untrack(shm: shared_memory.SharedMemory) -> None:
     # unlinks the segment when *any* process that mapped it exits.  pcpd owns
     # the segment's lifetime itself (daemon exit, or remove_stale on next start).
     try:
-        resource_tracker.unregister(shm._name, "shared_memory")  # noqa: SLF001
+        resource_tracker.unregister(_cpython(shm)._name, "shared_memory")  # noqa: SLF001
     except Exception:  # the tracker may not know it; nothing to undo
         pass
 
@@ -164,6 +179,8 @@ class Arena:
         self.name = shm.name
         regions = geometry.regions()
         buf = shm.buf
+        if buf is None:
+            raise ArenaError(f"{shm.name} is not mapped")
 
         def words(region: str, dtype=np.int64) -> np.ndarray:
             off, size = regions[region]
@@ -174,6 +191,7 @@ class Arena:
         self.header = words("header")
         self.zone = words("zone")
         self.pageblock = words("pageblock", np.int8)
+        self.pbowner = words("pbowner", np.int16)
         self.mem = words("memmap")
         self.freelinks = words("freelinks")
         self.descs = words("descs")
@@ -186,13 +204,17 @@ class Arena:
         # Scalar views for hot paths: memoryview indexing yields plain ints and
         # stores faster than numpy scalars; the numpy views serve strided work.
         self._views: list[memoryview] = []
-        self.memq = self._scalar_view(regions["memmap"])
-        self.descq = self._scalar_view(regions["descs"])
-        self.pageblockq = self._scalar_view(regions["pageblock"], "b")
+        self.headerq = self._scalar_view(buf, regions["header"])
+        self.zoneq = self._scalar_view(buf, regions["zone"])
+        self.memq = self._scalar_view(buf, regions["memmap"])
+        self.freelinksq = self._scalar_view(buf, regions["freelinks"])
+        self.descq = self._scalar_view(buf, regions["descs"])
+        self.pageblockq = self._scalar_view(buf, regions["pageblock"], "b")
 
-    def _scalar_view(self, region: tuple[int, int], fmt: str = "q") -> memoryview:
+    def _scalar_view(self, buf: memoryview, region: tuple[int, int],
+                     fmt: Literal["q", "b"] = "q") -> memoryview:
         off, size = region
-        window = self.shm.buf[off:off + size]
+        window = buf[off:off + size]
         view = window.cast(fmt)
         self._views += [view, window]
         return view
@@ -215,7 +237,7 @@ class Arena:
         except OSError as err:
             raise ArenaError(f"cannot create shared memory segment {name}: {err}") from err
         _untrack(shm)
-        os.fchmod(shm._fd, 0o600)  # noqa: SLF001 - already 0600 on Linux; make it explicit
+        os.fchmod(_cpython(shm)._fd, 0o600)  # noqa: SLF001 - already 0600 on Linux; make it explicit
         arena = cls(shm, geometry, owner=True)
         h = arena.header
         h[H_MAGIC], h[H_VERSION] = MAGIC, VERSION
@@ -232,6 +254,8 @@ class Arena:
             shm = _attach_untracked(name)
         except OSError as err:
             raise ArenaError(f"cannot attach shared memory segment {name}: {err}") from err
+        if shm.buf is None:
+            raise ArenaError(f"{name} is not mapped")
         head = np.frombuffer(shm.buf, np.int64, 16)
         if head[H_MAGIC] != MAGIC or head[H_VERSION] != VERSION:
             del head
@@ -249,12 +273,12 @@ class Arena:
         frombuffer holds a buffer export), so it is unmapped when the last of
         them goes, never under a live view.
         """
-        for attr in ("memq", "descq", "pageblockq"):
+        for attr in ("headerq", "zoneq", "memq", "freelinksq", "descq", "pageblockq"):
             self.__dict__.pop(attr, None)
         for view in self._views:
             view.release()
         self._views = []
-        for attr in ("header", "zone", "pageblock", "mem", "freelinks", "descs",
+        for attr in ("header", "zone", "pageblock", "pbowner", "mem", "freelinks", "descs",
                      "descfree", "cpuctl", "stats", "rings"):
             self.__dict__.pop(attr, None)
         try:
@@ -266,23 +290,31 @@ class Arena:
             except BufferError:
                 # live views keep the mapping (through their buffer export) until they
                 # go; detach it so SharedMemory's own close-on-collect does not retry
-                self.shm._buf = self.shm._mmap = None  # noqa: SLF001
+                shm = _cpython(self.shm)
+                shm._buf = shm._mmap = None  # noqa: SLF001
 
     def unlink(self) -> None:
         # not SharedMemory.unlink(): it would tell the resource tracker, which
         # no longer tracks this segment (see _untrack)
         try:
-            _posixshmem.shm_unlink(self.shm._name)  # noqa: SLF001
+            _posixshmem.shm_unlink(_cpython(self.shm)._name)  # noqa: SLF001
         except FileNotFoundError:
             pass
 
 
+# pcpd-<creator pid>-<hex>; the pid is ASCII digits no larger than the kernel's
+# PID_MAX_LIMIT, so a hostile name can neither pass for a pid nor overflow a syscall
+SEGMENT_NAME = re.compile(re.escape(SEGMENT_PREFIX) + r"([0-9]{1,7})-[0-9a-f]{4,32}")
+PID_MAX_LIMIT = 4 * 1024 * 1024
+
+
 def segment_creator(name: str) -> int | None:
     """The creator pid encoded in a pcpd segment name, or None if it is not one."""
-    if not name.startswith(SEGMENT_PREFIX):
+    match = SEGMENT_NAME.fullmatch(name)
+    if match is None:
         return None
-    pid, _, _ = name[len(SEGMENT_PREFIX):].partition("-")
-    return int(pid) if pid.isdigit() else None
+    pid = int(match.group(1))
+    return pid if 0 < pid <= PID_MAX_LIMIT else None
 
 
 def _alive(pid: int) -> bool:
@@ -296,18 +328,45 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale(shm_dir: str = SHM_DIR) -> list[str]:
-    """Unlink pcpd segments of this user whose creating process is gone."""
-    removed = []
+    """Unlink pcpd segments of this user whose creating process is gone.
+
+    /dev/shm is world-writable, so anything may be there under a pcpd-like
+    name: only regular files of this user whose whole name is a segment name
+    are candidates.  Anything else is left alone and logged; nothing found
+    there can make the sweep fail.
+    """
+    try:
+        entries = list(os.scandir(shm_dir))
+    except OSError as err:
+        log.info("stale segments not swept: cannot list %s: %s", shm_dir, err.strerror)
+        return []
+    removed, odd = [], 0
     uid = os.getuid()
-    for entry in os.scandir(shm_dir):
+    for entry in entries:
+        if not entry.name.startswith(SEGMENT_PREFIX):
+            continue
+        name = ascii(entry.name)
         pid = segment_creator(entry.name)
-        if pid is None or _alive(pid):
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue                                     # gone meanwhile
+        if info.st_uid != uid:
+            log.debug("%s: another user's; left alone", name)
+            continue
+        if pid is None or not stat.S_ISREG(info.st_mode):
+            log.debug("%s: not a pcpd segment (name or file type); left alone", name)
+            odd += 1
+            continue
+        if _alive(pid):
             continue
         try:
-            if entry.stat(follow_symlinks=False).st_uid != uid:
-                continue
             os.unlink(entry.path)
-            removed.append(entry.name)
-        except FileNotFoundError:
+        except OSError as err:
+            log.debug("%s: cannot remove: %s", name, err.strerror)
             continue
+        removed.append(entry.name)
+    if odd:
+        log.info("%d entr%s of %s named like pcpd segments but not one (a malformed name, or "
+                 "not a regular file): left alone", odd, "y" if odd == 1 else "ies", shm_dir)
     return removed

@@ -26,6 +26,11 @@ page is on).
 Callers charge cachelines: one line per record touched (record sizes divide
 64, so a record never straddles lines); a run of records counts the lines it
 spans (``lines_spanned``).
+
+Scalar accessors (the buddy's per-block work under zone->lock) go through the
+arena's memoryviews (``q``, ``linksq``), whose items are plain ints: a numpy
+scalar index costs two to three times as much here (see issue 12's profile).
+Range work (``buddy_heads``, ``movable_pages``) uses the numpy views.
 """
 
 from __future__ import annotations
@@ -61,8 +66,7 @@ MEMDESC_PCPDESC = 11     # unassigned in the wiki: the proposal's 'struct pcpdes
 BUDDY_HEAD = 1 << 4      # 16 B: in w1
 BUDDY_HEAD8 = 1 << 8     # 8 B: in w0
 
-# Word indices shared by the layouts that have the field.
-W_FLAGS = 0
+# Word indices shared by the layouts that have the field (word 0 is the flags word).
 W_LINK = 1
 W_PREV = 2
 W_MAPPING = 3
@@ -89,6 +93,8 @@ class Memmap:
     def __init__(self, arena: Arena) -> None:
         self.mem = arena.mem
         self.links = arena.freelinks
+        self.q = arena.memq                 # the same words, for scalar access
+        self.linksq = arena.freelinksq
         self.descs = arena.descs
         self.w = self.words
         self.described = bool(arena.header[H_MEMDESC])     # memdesc words, not flags
@@ -102,6 +108,19 @@ class Memmap:
         raise NotImplementedError
 
     def clear_buddy(self, pfn: int) -> None:
+        raise NotImplementedError
+
+    # The free-list operations: the page-side half of __add_to_free_list() and
+    # __del_page_from_free_list().  Each is set_buddy()/clear_buddy() plus the
+    # neighbours' links (list_add(), list_del()) in one body, since a Python call
+    # costs about as much as the stores it makes; test_memmap checks them
+    # against the accessors for every layout.
+    def add_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
+        """set_buddy(), then point nxt's prev and prev's next (those not NIL) at pfn."""
+        raise NotImplementedError
+
+    def del_buddy(self, pfn: int) -> tuple[int, int]:
+        """Unlink a free head from its neighbours and clear_buddy(); its (next, prev)."""
         raise NotImplementedError
 
     def next(self, pfn: int) -> int:
@@ -148,37 +167,57 @@ class Memmap64(Memmap):
     w_private = W_PRIVATE64
 
     def buddy_order(self, pfn: int) -> int:
-        base = pfn * self.w
-        if self.mem[base] & PG_BUDDY:
-            return int(self.mem[base + self.w_private])
-        return -1
+        q, base = self.q, pfn * 8
+        return q[base + W_PRIVATE64] if q[base] & PG_BUDDY else -1
 
     def set_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
         # set_buddy_order(): PageBuddy page type + private = order, plus the list links
-        base = pfn * self.w
-        mem = self.mem
-        mem[base] = PG_BUDDY
-        mem[base + W_LINK] = nxt
-        mem[base + W_PREV] = prev
-        mem[base + self.w_private] = order
+        q, base = self.q, pfn * 8
+        q[base] = PG_BUDDY
+        q[base + W_LINK] = nxt
+        q[base + W_PREV] = prev
+        q[base + W_PRIVATE64] = order
 
     def clear_buddy(self, pfn: int) -> None:
-        base = pfn * self.w
-        self.mem[base] = 0
-        self.mem[base + W_LINK] = 0             # no stale link reads as a memdesc word
-        self.mem[base + self.w_private] = 0
+        q, base = self.q, pfn * 8
+        q[base] = 0
+        q[base + W_LINK] = 0                # no stale link reads as a memdesc word
+        q[base + W_PRIVATE64] = 0
+
+    def add_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
+        q, base = self.q, pfn * 8
+        q[base] = PG_BUDDY
+        q[base + W_LINK] = nxt
+        q[base + W_PREV] = prev
+        q[base + W_PRIVATE64] = order
+        if nxt != NIL:
+            q[nxt * 8 + W_PREV] = pfn
+        if prev != NIL:
+            q[prev * 8 + W_LINK] = pfn
+
+    def del_buddy(self, pfn: int) -> tuple[int, int]:
+        q, base = self.q, pfn * 8
+        nxt, prev = q[base + W_LINK], q[base + W_PREV]
+        if nxt != NIL:
+            q[nxt * 8 + W_PREV] = prev
+        if prev != NIL:
+            q[prev * 8 + W_LINK] = nxt
+        q[base] = 0
+        q[base + W_LINK] = 0
+        q[base + W_PRIVATE64] = 0
+        return nxt, prev
 
     def next(self, pfn: int) -> int:
-        return int(self.mem[pfn * self.w + W_LINK])
+        return self.q[pfn * self.w + W_LINK]
 
     def prev(self, pfn: int) -> int:
-        return int(self.mem[pfn * self.w + W_PREV])
+        return self.q[pfn * self.w + W_PREV]
 
     def set_next(self, pfn: int, value: int) -> None:
-        self.mem[pfn * self.w + W_LINK] = value
+        self.q[pfn * self.w + W_LINK] = value
 
     def set_prev(self, pfn: int, value: int) -> None:
-        self.mem[pfn * self.w + W_PREV] = value
+        self.q[pfn * self.w + W_PREV] = value
 
     def _flags(self, start: int, count: int) -> np.ndarray:
         return self.mem[start * self.w:(start + count) * self.w:self.w]
@@ -206,20 +245,40 @@ class Memmap32(Memmap64):
     record_bytes, words = 32, 4
 
     def buddy_order(self, pfn: int) -> int:
-        f = int(self.mem[pfn * self.w])
+        f = self.q[pfn * 4]
         return (f >> FLAG_ORDER_SHIFT) & 0xF if f & PG_BUDDY else -1
 
     def set_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
-        base = pfn * self.w
-        mem = self.mem
-        mem[base] = PG_BUDDY | (order << FLAG_ORDER_SHIFT)
-        mem[base + W_LINK] = nxt
-        mem[base + W_PREV] = prev
+        q, base = self.q, pfn * 4
+        q[base] = PG_BUDDY | (order << FLAG_ORDER_SHIFT)
+        q[base + W_LINK] = nxt
+        q[base + W_PREV] = prev
 
     def clear_buddy(self, pfn: int) -> None:
-        base = pfn * self.w
-        self.mem[base] = 0
-        self.mem[base + W_LINK] = MEMDESC_BUDDY  # the union now reads as a memdesc word
+        q, base = self.q, pfn * 4
+        q[base] = 0
+        q[base + W_LINK] = MEMDESC_BUDDY    # the union now reads as a memdesc word
+
+    def add_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
+        q, base = self.q, pfn * 4
+        q[base] = PG_BUDDY | (order << FLAG_ORDER_SHIFT)
+        q[base + W_LINK] = nxt
+        q[base + W_PREV] = prev
+        if nxt != NIL:
+            q[nxt * 4 + W_PREV] = pfn
+        if prev != NIL:
+            q[prev * 4 + W_LINK] = pfn
+
+    def del_buddy(self, pfn: int) -> tuple[int, int]:
+        q, base = self.q, pfn * 4
+        nxt, prev = q[base + W_LINK], q[base + W_PREV]
+        if nxt != NIL:
+            q[nxt * 4 + W_PREV] = prev
+        if prev != NIL:
+            q[prev * 4 + W_LINK] = nxt
+        q[base] = 0
+        q[base + W_LINK] = MEMDESC_BUDDY
+        return nxt, prev
 
     def buddy_heads(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         flags = self._flags(start, count)
@@ -234,29 +293,54 @@ class Memmap16(Memmap):
     record_bytes, words = 16, 2
 
     def buddy_order(self, pfn: int) -> int:
-        w1 = int(self.mem[pfn * 2 + 1])
-        return w1 & 0xF if w1 & BUDDY_HEAD and self.mem[pfn * 2] & 0xF == MEMDESC_BUDDY else -1
+        q, base = self.q, pfn * 2
+        w1 = q[base + 1]
+        return w1 & 0xF if w1 & BUDDY_HEAD and q[base] & 0xF == MEMDESC_BUDDY else -1
 
     def set_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
-        self.mem[pfn * 2] = ((nxt + 1) << 4) | MEMDESC_BUDDY
-        self.mem[pfn * 2 + 1] = ((prev + 1) << 5) | BUDDY_HEAD | order
+        q, base = self.q, pfn * 2
+        q[base] = ((nxt + 1) << 4) | MEMDESC_BUDDY
+        q[base + 1] = ((prev + 1) << 5) | BUDDY_HEAD | order
 
     def clear_buddy(self, pfn: int) -> None:
-        self.mem[pfn * 2] = MEMDESC_BUDDY
-        self.mem[pfn * 2 + 1] = 0
+        q, base = self.q, pfn * 2
+        q[base] = MEMDESC_BUDDY
+        q[base + 1] = 0
+
+    def add_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
+        q, base = self.q, pfn * 2
+        q[base] = ((nxt + 1) << 4) | MEMDESC_BUDDY
+        q[base + 1] = ((prev + 1) << 5) | BUDDY_HEAD | order
+        if nxt != NIL:                      # nxt's prev; its head bits and order stay
+            i = nxt * 2 + 1
+            q[i] = ((pfn + 1) << 5) | (q[i] & 0x1F)
+        if prev != NIL:
+            q[prev * 2] = ((pfn + 1) << 4) | MEMDESC_BUDDY
+
+    def del_buddy(self, pfn: int) -> tuple[int, int]:
+        q, base = self.q, pfn * 2
+        nxt, prev = (q[base] >> 4) - 1, (q[base + 1] >> 5) - 1
+        if nxt != NIL:
+            i = nxt * 2 + 1
+            q[i] = ((prev + 1) << 5) | (q[i] & 0x1F)
+        if prev != NIL:
+            q[prev * 2] = ((nxt + 1) << 4) | MEMDESC_BUDDY
+        q[base] = MEMDESC_BUDDY
+        q[base + 1] = 0
+        return nxt, prev
 
     def next(self, pfn: int) -> int:
-        return (int(self.mem[pfn * 2]) >> 4) - 1
+        return (self.q[pfn * 2] >> 4) - 1
 
     def prev(self, pfn: int) -> int:
-        return (int(self.mem[pfn * 2 + 1]) >> 5) - 1
+        return (self.q[pfn * 2 + 1] >> 5) - 1
 
     def set_next(self, pfn: int, value: int) -> None:
-        self.mem[pfn * 2] = ((value + 1) << 4) | MEMDESC_BUDDY
+        self.q[pfn * 2] = ((value + 1) << 4) | MEMDESC_BUDDY
 
     def set_prev(self, pfn: int, value: int) -> None:
-        i = pfn * 2 + 1
-        self.mem[i] = ((value + 1) << 5) | (int(self.mem[i]) & 0x1F)
+        q, i = self.q, pfn * 2 + 1
+        q[i] = ((value + 1) << 5) | (q[i] & 0x1F)
 
     def buddy_heads(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         w0 = self.mem[start * 2:(start + count) * 2:2]
@@ -272,28 +356,49 @@ class Memmap8(Memmap):
     record_bytes, words = 8, 1
 
     def buddy_order(self, pfn: int) -> int:
-        w = int(self.mem[pfn])
+        w = self.q[pfn]
         return (w >> 4) & 0xF if w & 0xF == MEMDESC_BUDDY and w & BUDDY_HEAD8 else -1
 
     def set_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
-        self.mem[pfn] = BUDDY_HEAD8 | (order << 4) | MEMDESC_BUDDY
-        self.links[pfn * 2] = nxt
-        self.links[pfn * 2 + 1] = prev
+        self.q[pfn] = BUDDY_HEAD8 | (order << 4) | MEMDESC_BUDDY
+        links = self.linksq
+        links[pfn * 2] = nxt
+        links[pfn * 2 + 1] = prev
 
     def clear_buddy(self, pfn: int) -> None:
-        self.mem[pfn] = MEMDESC_BUDDY
+        self.q[pfn] = MEMDESC_BUDDY
+
+    def add_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
+        self.q[pfn] = BUDDY_HEAD8 | (order << 4) | MEMDESC_BUDDY
+        links = self.linksq
+        links[pfn * 2] = nxt
+        links[pfn * 2 + 1] = prev
+        if nxt != NIL:
+            links[nxt * 2 + 1] = pfn
+        if prev != NIL:
+            links[prev * 2] = pfn
+
+    def del_buddy(self, pfn: int) -> tuple[int, int]:
+        links = self.linksq
+        nxt, prev = links[pfn * 2], links[pfn * 2 + 1]
+        if nxt != NIL:
+            links[nxt * 2 + 1] = prev
+        if prev != NIL:
+            links[prev * 2] = nxt
+        self.q[pfn] = MEMDESC_BUDDY
+        return nxt, prev
 
     def next(self, pfn: int) -> int:
-        return int(self.links[pfn * 2])
+        return self.linksq[pfn * 2]
 
     def prev(self, pfn: int) -> int:
-        return int(self.links[pfn * 2 + 1])
+        return self.linksq[pfn * 2 + 1]
 
     def set_next(self, pfn: int, value: int) -> None:
-        self.links[pfn * 2] = value
+        self.linksq[pfn * 2] = value
 
     def set_prev(self, pfn: int, value: int) -> None:
-        self.links[pfn * 2 + 1] = value
+        self.linksq[pfn * 2 + 1] = value
 
     def buddy_heads(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         w = self.mem[start:start + count]

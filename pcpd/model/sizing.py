@@ -22,23 +22,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-ERAS = ("4.18", "5.13", "5.14", "6.7")
+from pcpd.kernel import (
+    ERAS,
+    HIGH_BOUNDS_ERAS,
+    HPAGE_PMD_ORDER,
+    MIGRATE_MOVABLE,
+    MIGRATE_PCPTYPES,
+    MIGRATE_RECLAIMABLE,
+    MIGRATE_UNMOVABLE,
+    MIN_PERCPU_PAGELIST_HIGH_FRACTION,
+    NR_PCP_LISTS,
+    PAGE_ALLOC_COSTLY_ORDER,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PAGEBLOCK_NR_PAGES,
+)
 
-MAX_ORDER = 10                  # MAX_PAGE_ORDER: largest buddy block is 1 << 10 pages
-PAGEBLOCK_ORDER = 9             # pageblock_order; also HPAGE_PMD_ORDER on x86-64
-PAGE_ALLOC_COSTLY_ORDER = 3
-NR_PCP_LISTS = 14               # 3 migratetypes x orders 0-3, plus two THP lists (6.11+)
-SCALE_MAX_DEFAULT = 5           # CONFIG_PCP_BATCH_SCALE_MAX
-
-MIGRATE_UNMOVABLE, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE = 0, 1, 2
-MIGRATE_PCPTYPES = 3
-
-# vm.percpu_pagelist_high_fraction (5.14+), and vm.percpu_pagelist_fraction
-# before it, reject 1..7: MIN_PERCPU_PAGELIST_HIGH_FRACTION.
-MIN_PERCPU_PAGELIST_FRACTION = 8
-
-_PAGE_SHIFT = 12
-_PAGE_KBYTES = 4
+_PAGE_KBYTES = PAGE_SIZE >> 10
 
 
 def check_era(era: str) -> str:
@@ -68,7 +68,7 @@ def zone_batchsize(managed: int, era: str) -> int:
     # About 0.1 % of the zone, capped at 1 MiB (512 KiB before 4.19), then
     # divided by 4 because the 2^n - 1 rounding below multiplies back up.
     cap_bytes = 512 * 1024 if era == "4.18" else 1024 * 1024
-    batch = min(managed >> 10, cap_bytes >> _PAGE_SHIFT) // 4
+    batch = min(managed >> 10, cap_bytes >> PAGE_SHIFT) // 4
     if batch <= 1:
         # Old kernels floor at 1 and then round 1 down to 2^0 - 1 = 0.
         return 1 if era in ("5.14", "6.7") else 0
@@ -92,9 +92,8 @@ def recommended_min_free_kbytes(lowmem_managed: int, nr_zones: int) -> int:
     """
     if nr_zones < 1:
         raise ValueError(f"nr_zones must be >= 1, got {nr_zones}")
-    pageblock_nr_pages = 1 << PAGEBLOCK_ORDER
-    pages = pageblock_nr_pages * nr_zones * 2
-    pages += pageblock_nr_pages * nr_zones * MIGRATE_PCPTYPES * MIGRATE_PCPTYPES
+    pages = PAGEBLOCK_NR_PAGES * nr_zones * 2
+    pages += PAGEBLOCK_NR_PAGES * nr_zones * MIGRATE_PCPTYPES * MIGRATE_PCPTYPES
     pages = min(pages, lowmem_managed // 20)
     return pages * _PAGE_KBYTES
 
@@ -132,7 +131,7 @@ def zone_watermarks(
     min_free_kbytes = calculate_min_free_kbytes(lowmem * _PAGE_KBYTES)
     if thp:
         min_free_kbytes = max(min_free_kbytes, recommended_min_free_kbytes(lowmem, nr_zones))
-    pages_min = min_free_kbytes >> (_PAGE_SHIFT - 10)
+    pages_min = min_free_kbytes >> (PAGE_SHIFT - 10)
     # Each lowmem zone gets its share of min_free_kbytes by size.
     wmark_min = pages_min * managed // lowmem
     delta = max(wmark_min >> 2, managed * watermark_scale_factor // 10000)
@@ -156,9 +155,9 @@ def zone_highsize(managed: int, low_wmark: int, batch: int, nsplit: int, fractio
 
 
 def _check_fraction(fraction: int) -> None:
-    if fraction != 0 and fraction < MIN_PERCPU_PAGELIST_FRACTION:
+    if fraction != 0 and fraction < MIN_PERCPU_PAGELIST_HIGH_FRACTION:
         raise ValueError(
-            f"percpu_pagelist fraction must be 0 or >= {MIN_PERCPU_PAGELIST_FRACTION}, got {fraction}")
+            f"percpu_pagelist fraction must be 0 or >= {MIN_PERCPU_PAGELIST_HIGH_FRACTION}, got {fraction}")
 
 
 @dataclass(frozen=True)
@@ -200,7 +199,7 @@ def pcp_limits(
     """
     check_era(era)
     _check_fraction(fraction)
-    if era != "6.7" and (high_min is not None or high_max is not None):
+    if era not in HIGH_BOUNDS_ERAS and (high_min is not None or high_max is not None):
         raise ValueError(f"high_min/high_max exist only in era 6.7, not {era}")
     if batch is not None and batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
@@ -224,7 +223,7 @@ def pcp_limits(
         high_min = zone_highsize(managed, low_wmark, batch, nsplit, fraction)
     if high_max is None:
         high_max = (high_min if fraction else
-                    zone_highsize(managed, low_wmark, batch, nsplit, MIN_PERCPU_PAGELIST_FRACTION))
+                    zone_highsize(managed, low_wmark, batch, nsplit, MIN_PERCPU_PAGELIST_HIGH_FRACTION))
     if high is None:
         # nr_pcp_high() clamps pcp->high (0 at boot) into [high_min, high_max];
         # clamp() lets high_max win in a tiny zone whose low watermark tops managed / 8.
@@ -241,7 +240,7 @@ def _pageset_limits_pre_5_14(era: str, managed: int, fraction: int,
     if fraction:
         # vm.percpu_pagelist_fraction: batch is a quarter of high, at most PAGE_SHIFT * 8.
         default_high = managed // fraction
-        default_batch = min(max(1, default_high // 4), _PAGE_SHIFT * 8)
+        default_batch = min(max(1, default_high // 4), PAGE_SHIFT * 8)
     else:
         # high = 6 * the raw batch, so zones under 8192 pages show high 0, batch 1.
         raw = zone_batchsize(managed, era)
@@ -259,14 +258,14 @@ def pcp_allowed_order(order: int, era: str) -> bool:
     check_era(era)
     if era == "4.18":
         return order == 0
-    return 0 <= order <= PAGE_ALLOC_COSTLY_ORDER or order == PAGEBLOCK_ORDER
+    return 0 <= order <= PAGE_ALLOC_COSTLY_ORDER or order == HPAGE_PMD_ORDER
 
 
 def order_to_pindex(order: int, mt: int) -> int:
     """``order_to_pindex()`` with the two THP lists of 6.11+ (``NR_PCP_LISTS`` = 14)."""
     if mt not in (MIGRATE_UNMOVABLE, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE):
         raise ValueError(f"migratetype {mt} has no PCP list")
-    if order == PAGEBLOCK_ORDER:
+    if order == HPAGE_PMD_ORDER:
         return NR_PCP_LISTS - 1 if mt == MIGRATE_MOVABLE else NR_PCP_LISTS - 2
     if not 0 <= order <= PAGE_ALLOC_COSTLY_ORDER:
         raise ValueError(f"order {order} has no PCP list")
@@ -278,5 +277,5 @@ def pindex_to_order(pindex: int) -> int:
     if not 0 <= pindex < NR_PCP_LISTS:
         raise ValueError(f"pindex {pindex} out of range 0..{NR_PCP_LISTS - 1}")
     if pindex >= NR_PCP_LISTS - 2:
-        return PAGEBLOCK_ORDER
+        return HPAGE_PMD_ORDER
     return pindex // MIGRATE_PCPTYPES

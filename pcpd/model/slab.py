@@ -6,8 +6,9 @@ region, 128 bytes (two cachelines) each, so the page array plus descriptors
 remain the whole truth.  Descriptor words:
 
     D_STATE   type nibble | DS_* state << 4 | order << 8 | (cpu + 1) << 16
-    D_PFN     first page of the block      D_REFCOUNT, D_MAPPING, D_PRIVATE,
-    D_NEXT/D_PREV  lru / PCP list links (descriptor indices)   D_MAPCOUNT
+    D_PFN     first page of the block      D_REFCOUNT, D_MAPPING,
+    D_NEXT/D_PREV  lru / PCP list links (descriptor indices)
+    (word 6, the folio's private, is not modelled)             D_MAPCOUNT
     line 2 (large folios only): D_ENTIRE_MAPCOUNT, D_NR_PAGES_MAPPED, D_DEFERRED
 
 The cache has a per-CPU part (``DescriptorSlab``: a local stack of free
@@ -27,12 +28,15 @@ from pcpd.model import arena as A
 from pcpd.model import stats as S
 from pcpd.model.lock import RawLock
 
-D_STATE, D_PFN, D_REFCOUNT, D_MAPPING, D_NEXT, D_PREV, D_PRIVATE, D_MAPCOUNT = range(8)
+D_STATE, D_PFN, D_REFCOUNT, D_MAPPING, D_NEXT, D_PREV = range(6)
+D_MAPCOUNT = 7           # word 6 would be the folio's private, which nothing models
 # DS_FREE is 0: a descriptor whose state word is 0 is free
 D_ENTIRE_MAPCOUNT, D_NR_PAGES_MAPPED, D_DEFERRED = 8, 9, 10
 DS_FREE, DS_CACHED, DS_INUSE, DS_PCP, DS_INFLIGHT = range(5)
 SLAB_BATCH = 32
 SLAB_LOCAL_MAX = 2 * SLAB_BATCH
+# bound once: alloc() and free() run on every memdesc-pcpdesc operation
+_SLAB_ALLOC, _SLAB_FREE, _DESC_WORDS = S.SLAB_ALLOC, S.SLAB_FREE, A.DESC_WORDS
 
 
 def desc_state(mtype: int, state: int, order: int, cpu: int) -> int:
@@ -51,25 +55,26 @@ class DescriptorSlab:
     """One CPU's view of the descriptor cache."""
 
     def __init__(self, arena: A.Arena, lock: RawLock, counters: S.Counters, cpu: int) -> None:
-        self.d = arena.descs
+        self.d = arena.descq                # scalar stores: the memoryview (plain ints)
         self.free_stack = arena.descfree
         self.header = arena.header
         self.lock = lock
         self.v = counters.v
         self.cpu = cpu
         self.local: list[int] = []
+        self._cached = desc_state(0, DS_CACHED, 0, cpu)     # D_STATE of a locally parked object
 
     def alloc(self) -> int:
         """slab_alloc(): a free descriptor index; the caller initialises it."""
-        self.v[S.SLAB_ALLOC] += 1
+        self.v[_SLAB_ALLOC] += 1
         if not self.local:
             self._refill()
         return self.local.pop()
 
     def free(self, idx: int) -> None:
         """slab_free(): back to the per-CPU part, flushing a batch when full."""
-        self.v[S.SLAB_FREE] += 1
-        self.d[idx * A.DESC_WORDS + D_STATE] = desc_state(0, DS_CACHED, 0, self.cpu)
+        self.v[_SLAB_FREE] += 1
+        self.d[idx * _DESC_WORDS + D_STATE] = self._cached
         self.local.append(idx)
         if len(self.local) > SLAB_LOCAL_MAX:
             self._flush(SLAB_BATCH)
@@ -83,7 +88,7 @@ class DescriptorSlab:
             h[A.H_SLAB_TOP] = top - take
         if not got:
             raise MemoryError("descriptor slab exhausted")
-        cached = desc_state(0, DS_CACHED, 0, self.cpu)
+        cached = self._cached
         for idx in got:
             d[idx * A.DESC_WORDS + D_STATE] = cached
         self.local.extend(got)

@@ -1,11 +1,11 @@
-"""Per-CPU statistics: counter names, the slot layout, and snapshots.
+"""Per-CPU statistics: counter names, the slot layout, snapshots and the figures.
 
 Each worker counts into a plain Python list (``Counters.v``) on its hot path
 and folds the whole list into its own block of the shared arena at most every
-100 ms (``fold``).  Readers (daemon, exporter, experiments) read the blocks
-without any lock: a block is written by one process only, and every value is
-one aligned 8-byte word, so a reader sees each counter whole (at worst one
-fold old).
+100 ms (``fold``).  Readers (daemon, exporter, experiments) take a
+``Snapshot`` with ``read_snapshot`` without any lock: a block is written by
+one process only, and every value is one aligned 8-byte word, so a reader sees
+each counter whole (at worst one fold old).
 
 Block layout, one per CPU slot (``NR_STATS`` int64 words, padded to 64 B):
 
@@ -15,17 +15,27 @@ Counters are cumulative for the life of the worker slot.  When a worker is
 replaced, the daemon adds the dead worker's last block into the ``retired``
 block (slot ``ncpus``) before the new worker starts from zero, so summed
 counters never go backwards.  Gauges (``GAUGES``) are not retired.
+
+Every figure derived from the counters (hit rate, lines per operation, lock
+traffic, ...) is defined once, in ``derive``; the status line, the exporter,
+experiment results, replay and the benchmarks all call it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-MEMDESC_TYPES = ("anon", "file", "slab", "pagetable", "netpool", "kernel")
-ORDERS = range(11)
-MIGRATETYPES = ("Unmovable", "Movable", "Reclaimable")
+from pcpd.kernel import MEMDESC_TYPES, MIGRATETYPE_NAMES, PAGE_ORDERS
+
+if TYPE_CHECKING:                     # arena imports this module for the block size
+    from pcpd.model.arena import Arena
+
+ORDERS = PAGE_ORDERS
+MIGRATETYPES = MIGRATETYPE_NAMES        # pagetypeinfo's labels, for the exporter
 
 # Causes of struct-page cacheline touches.
 CAUSES = (
@@ -78,9 +88,14 @@ GAUGES = frozenset(
     + [f"pcp_pages_type_{t}" for t in MEMDESC_TYPES]
 )
 MAXIMA = frozenset(["lock_wait_max_ns", "lock_hold_max_ns", "lock_waiters_max"])
-# operations: allocations attempted (failures included) plus frees
-OPS_COUNTERS = tuple([f"alloc_{t}_order_{o}" for t in MEMDESC_TYPES for o in ORDERS]
-                     + [f"free_type_{t}" for t in MEMDESC_TYPES])
+# The counts every figure is built from, each a sum of these counters:
+# allocations attempted (failures included: the type x order grid counts before the attempt),
+ALLOC_COUNTERS = tuple(f"alloc_{t}_order_{o}" for t in MEMDESC_TYPES for o in ORDERS)
+# allocations that got memory: a PCP hit, a PCP refill then the list, or the buddy directly,
+SERVED_COUNTERS = ("alloc_hit", "alloc_refill", "alloc_buddy")
+# frees, and operations: allocations attempted plus frees.
+FREE_COUNTERS = tuple(f"free_type_{t}" for t in MEMDESC_TYPES)
+OPS_COUNTERS = ALLOC_COUNTERS + FREE_COUNTERS
 
 # Hot-path indices, imported by name where a lookup per operation would cost.
 ALLOC_HIT = INDEX["alloc_hit"]
@@ -116,9 +131,6 @@ class Counters:
     def __init__(self) -> None:
         self.v = [0] * NR_STATS
 
-    def snapshot(self) -> list[int]:
-        return list(self.v)
-
     def fold(self, block: np.ndarray) -> None:
         """Publish every counter into this worker's shared block (one vector store)."""
         block[:NR_STATS] = self.v
@@ -135,6 +147,8 @@ class Snapshot:
     retired: np.ndarray          # shape (NR_STATS,): totals of workers that were replaced
 
     def total(self, name: str) -> int:
+        """A counter over every slot: live blocks plus the retired block; gauges only the
+        live blocks (a dead worker holds nothing); maxima the largest of any block."""
         i = INDEX[name]
         if name in MAXIMA:
             return int(max(self.per_cpu[:, i].max(initial=0), self.retired[i]))
@@ -142,26 +156,186 @@ class Snapshot:
         return live if name in GAUGES else live + int(self.retired[i])
 
     def cpu(self, slot: int, name: str) -> int:
+        """One counter of one live slot."""
         return int(self.per_cpu[slot, INDEX[name]])
 
     def totals(self) -> dict[str, int]:
+        """Every counter summed over the slots (see ``total``)."""
         return {n: self.total(n) for n in NAMES}
 
     def since(self, earlier: Snapshot) -> dict[str, int]:
-        """Counter increments from ``earlier`` to this snapshot (gauges as they are now)."""
+        """Counter increments from ``earlier`` to this snapshot (gauges and maxima as they are now)."""
         return {n: (self.total(n) if n in GAUGES or n in MAXIMA else self.total(n) - earlier.total(n))
                 for n in NAMES}
 
-    def allocs(self) -> int:
-        return sum(self.total(n) for n in ("alloc_hit", "alloc_refill", "alloc_buddy"))
-
-    def frees(self) -> int:
-        return sum(self.total(f"free_type_{t}") for t in MEMDESC_TYPES)
-
     def ops(self) -> int:
-        """Operations: allocations attempted (failures included) plus frees."""
+        """Operations (``OPS_COUNTERS``): allocations attempted plus frees."""
         return sum(self.total(n) for n in OPS_COUNTERS)
 
+
+def read_snapshot(arena: Arena) -> Snapshot:
+    """Every worker's stats block and the retired block of ``arena``, as they are now.
+
+    One vector copy of the whole stats region, so later folds do not change
+    the snapshot; the blocks are not read under any lock (see the module
+    docstring), so two workers' blocks may be up to one fold apart.
+    """
+    ncpus = arena.geometry.ncpus
+    blocks = np.array(arena.stats[:, :NR_STATS], dtype=np.int64)
+    return Snapshot(per_cpu=blocks[:ncpus], retired=blocks[ncpus])
+
+
+# ---------------------------------------------------------------------------
+# Figures: every number derived from the counters, defined once.
+
+@dataclass(frozen=True)
+class Figures:
+    """What a set of counters (a run's totals, or a window's increments) amounts to.
+
+    Built by ``derive``, the one place each figure is defined.  Counts are
+    ints.  A ratio over nothing (no operations, no allocations, no
+    acquisitions, no time) takes the ``empty`` value given to ``derive``; the
+    wait quantiles are None whenever no acquisition waited.
+    """
+
+    ops: int                     # allocations attempted (failures included) + frees
+    allocs: int                  # allocations attempted
+    allocs_served: int           # allocations that got memory (SERVED_COUNTERS)
+    frees: int
+    alloc_failures: int          # shortages by cause: failed allocations and low-watermark events
+    drains: int                  # PCP drains of every cause
+    drain_pages: int
+    struct_page_lines_written: int
+    struct_page_lines_read: int
+    struct_page_lines: int       # written + read, every cause
+    lines_by_cause: dict[str, int]   # struct page lines written + read, per cause
+    descriptor_lines: int        # memdesc descriptor lines written + read
+    free_memory_lines: int       # list links kept inside free pages (written)
+    cachelines: int              # struct page + descriptor + free memory lines
+    slab_ops: int                # descriptor slab allocations + frees
+    ops_per_second: float | None
+    pcp_hit_rate: float | None
+    lock_acquisitions_per_1k_ops: float | None
+    lock_contended_ratio: float | None
+    lock_wait_mean_seconds: float | None   # per contended acquisition
+    lock_wait_p50_seconds: float | None
+    lock_wait_p99_seconds: float | None
+    struct_page_lines_per_op: float | None
+    descriptor_lines_per_op: float | None
+    cachelines_per_op: float | None
+    slab_ops_per_op: float | None
+
+
+def derive(counters: Mapping[str, int], seconds: float | None = None, *,
+           empty: float | None = None) -> Figures:
+    """The figures of ``counters`` (every name in ``NAMES``), over ``seconds`` of time.
+
+    ``counters`` is ``Snapshot.totals()`` for a whole run or
+    ``Snapshot.since(earlier)`` for a window.  ``empty`` is what a ratio over
+    nothing becomes: None (undefined) by default; results files store 0.
+    """
+    c = counters
+    ops = sum(c[n] for n in OPS_COUNTERS)
+    served = sum(c[n] for n in SERVED_COUNTERS)
+    acquisitions, contended = c["lock_acquisitions"], c["lock_contended"]
+    by_cause = {cause: c[f"lines_written_{cause}"] + c[f"lines_read_{cause}"] for cause in CAUSES}
+    written = sum(c[f"lines_written_{cause}"] for cause in CAUSES)
+    read = sum(c[f"lines_read_{cause}"] for cause in CAUSES)
+    struct_lines = sum(by_cause.values())
+    desc_lines = c["desc_lines_written"] + c["desc_lines_read"]
+    free_memory_lines = c["data_lines_written"]
+    lines = written + read + desc_lines + free_memory_lines
+    slab_ops = c["slab_alloc"] + c["slab_free"]
+    buckets = [c[f"lock_wait_bucket_{i}"] for i in range(len(LOCK_WAIT_BUCKETS) + 1)]
+    return Figures(
+        ops=ops,
+        allocs=sum(c[n] for n in ALLOC_COUNTERS),
+        allocs_served=served,
+        frees=sum(c[n] for n in FREE_COUNTERS),
+        alloc_failures=sum(c[f"alloc_fail_{cause}"] for cause in ALLOC_FAIL_CAUSES),
+        drains=sum(c[f"drains_{cause}"] for cause in DRAIN_CAUSES),
+        drain_pages=sum(c[f"drain_pages_{cause}"] for cause in DRAIN_CAUSES),
+        struct_page_lines_written=written,
+        struct_page_lines_read=read,
+        struct_page_lines=struct_lines,
+        lines_by_cause=by_cause,
+        descriptor_lines=desc_lines,
+        free_memory_lines=free_memory_lines,
+        cachelines=lines,
+        slab_ops=slab_ops,
+        ops_per_second=ops / seconds if seconds is not None and seconds > 0 else empty,
+        # PCP hit rate: hits over the allocations that got memory, not over those
+        # attempted.  A failed allocation never reached a PCP list in a state that
+        # could serve it, and the kernel's own allocation counters (pgalloc_*,
+        # numa_hit) count only pages handed out, failures apart (allocstall,
+        # compact_fail).  It is what produced every published table (README,
+        # docs/experiments.md) and the replay tables, where no allocation failed.
+        pcp_hit_rate=ratio(c["alloc_hit"], served, empty),
+        # 1000 * n / ops, in this order, as results files have always computed it
+        lock_acquisitions_per_1k_ops=ratio(1000 * acquisitions, ops, empty),
+        lock_contended_ratio=ratio(contended, acquisitions, empty),
+        lock_wait_mean_seconds=c["lock_wait_ns"] / contended / 1e9 if contended else empty,
+        lock_wait_p50_seconds=wait_quantile(buckets, 0.5),
+        lock_wait_p99_seconds=wait_quantile(buckets, 0.99),
+        struct_page_lines_per_op=ratio(struct_lines, ops, empty),
+        descriptor_lines_per_op=ratio(desc_lines, ops, empty),
+        cachelines_per_op=ratio(lines, ops, empty),
+        slab_ops_per_op=ratio(slab_ops, ops, empty),
+    )
+
+
+def ratio(part: float, whole: float, empty: float | None = None) -> float | None:
+    """part / whole; ``empty`` when ``whole`` is 0 (a share of nothing is undefined)."""
+    return part / whole if whole else empty
+
+
+def wait_quantile(buckets: Sequence[int], q: float) -> float | None:
+    """The q-quantile of the lock-wait histogram, in seconds; None if it is empty.
+
+    Bucket i counts waits up to ``LOCK_WAIT_BUCKETS[i]`` ns (above the previous
+    bound); the last bucket has no upper bound.  Within a bucket the waits are
+    taken as evenly spread (as Prometheus' histogram_quantile does); in the
+    last bucket the quantile is its lower bound.
+    """
+    total = sum(buckets)
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    for i, count in enumerate(buckets):
+        if count and seen + count >= rank:
+            lower = LOCK_WAIT_BUCKETS[i - 1] if i else 0
+            if i == len(LOCK_WAIT_BUCKETS):
+                return lower / 1e9
+            upper = LOCK_WAIT_BUCKETS[i]
+            return (lower + (upper - lower) * (rank - seen) / count) / 1e9
+        seen += count
+    return LOCK_WAIT_BUCKETS[-1] / 1e9          # unreachable: q <= 1
+
+
+def stranded_by_type(start: Snapshot, end: Snapshot) -> dict[str, tuple[int, int]]:
+    """Per memdesc type t: (pages stranded, other types' refills on the CPUs stranding them).
+
+    Stranded: on the t PCP, at the window's end, of a CPU that allocated no
+    type-t memory in the window.  The refills are the window's refills of
+    every other type on those CPUs.  A worker replaced during the window
+    restarts its block from zero; where a counter went backwards, its window
+    count is the new worker's alone.
+    """
+    window = np.where(end.per_cpu >= start.per_cpu, end.per_cpu - start.per_cpu, end.per_cpu)
+    misses = window[:, ALLOC_MISS_TYPE:ALLOC_MISS_TYPE + len(MEMDESC_TYPES)]
+    out = {}
+    for t, name in enumerate(MEMDESC_TYPES):
+        grid = alloc_index(t, 0)
+        held = end.per_cpu[:, PCP_PAGES_TYPE + t]
+        stranding = (window[:, grid:grid + len(ORDERS)].sum(axis=1) == 0) & (held > 0)
+        refills = misses.sum(axis=1) - misses[:, t]
+        out[name] = (int(held[stranding].sum()), int(refills[stranding].sum()))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Maintenance and hot-path helpers.
 
 def retire(retired: np.ndarray, block: np.ndarray) -> None:
     """Fold a dead worker's block into the retired totals and zero the block."""

@@ -12,17 +12,35 @@ Zone words (int64):
     [Z_HEAD + 3*order + mt]      first free block of free_area[order].free_list[mt]
     [Z_TAIL + 3*order + mt]      last free block
     [Z_NR_FREE + 3*order + mt]   free blocks on that list (nr_free is their sum)
-    Z_FREE_PAGES                 NR_FREE_PAGES: buddy pages only, never PCP pages
+    Z_FREE_PAGES                 NR_FREE_PAGES: buddy pages only, never PCP pages;
+                                 accounted once per block freed or allocated, as
+                                 account_freepages() is, not per list operation
     Z_MANAGED, Z_WMARK_MIN/LOW/HIGH, Z_CLAIMS, Z_STEALS
+
+A Zone reads and writes zone words, pageblock types and page records through
+the arena's memoryviews (plain ints), not numpy scalars: the buddy path makes
+dozens of such accesses per page, and at ~100 ns a numpy scalar access they
+were most of its cost (issue 12).
 """
 
 from __future__ import annotations
 
+import numpy as np
+
+from pcpd.kernel import (
+    MAX_PAGE_ORDER,
+    MIGRATE_MOVABLE,
+    MIGRATE_PCPTYPES,
+    MIGRATE_RECLAIMABLE,
+    MIGRATE_UNMOVABLE,
+    NR_PAGE_ORDERS,
+    PAGEBLOCK_NR_PAGES,
+    PAGEBLOCK_ORDER,
+)
 from pcpd.model import stats as S
-from pcpd.model.arena import H_MEMDESC, PAGEBLOCK_PAGES, Arena
+from pcpd.model.arena import H_MEMDESC, Arena
 from pcpd.model.lock import OP_BUDDY_ALLOC, OP_BUDDY_FREE, OP_DRAIN, OP_REFILL, ZoneLock
-from pcpd.model.memmap import MEMDESC_BUDDY, NIL, memdesc_word, memmap_for
-from pcpd.model.sizing import MAX_ORDER, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE, PAGEBLOCK_ORDER
+from pcpd.model.memmap import MEMDESC_BUDDY, NIL, Memmap, memdesc_word, memmap_for
 
 # fallbacks[]: where each migratetype looks when its own lists are empty.
 FALLBACKS = {
@@ -31,10 +49,12 @@ FALLBACKS = {
     MIGRATE_RECLAIMABLE: (MIGRATE_UNMOVABLE, MIGRATE_MOVABLE),
 }
 
+# One list per (order, migratetype): index MIGRATE_PCPTYPES * order + mt.
+FREE_LISTS = MIGRATE_PCPTYPES * NR_PAGE_ORDERS
 Z_HEAD = 0
-Z_TAIL = 33
-Z_NR_FREE = 66
-Z_FREE_PAGES = 99
+Z_TAIL = Z_HEAD + FREE_LISTS
+Z_NR_FREE = Z_TAIL + FREE_LISTS
+Z_FREE_PAGES = Z_NR_FREE + FREE_LISTS
 Z_MANAGED = 100
 Z_WMARK_MIN = 101
 Z_WMARK_LOW = 102
@@ -72,21 +92,19 @@ def format_zone(arena: Arena, wmark_min: int, wmark_low: int, wmark_high: int,
     memmap = memmap_for(arena)
     pfn = 0
     while pfn < arena.pages:
-        order = MAX_ORDER
+        order = MAX_PAGE_ORDER
         while pfn + (1 << order) > arena.pages:
             order -= 1
         _link_tail(z, memmap, pfn, order, MIGRATE_MOVABLE)
         pfn += 1 << order
 
 
-def _link_tail(z, memmap, pfn: int, order: int, mt: int) -> None:
-    i = 3 * order + mt
+def _link_tail(z: np.ndarray | memoryview, memmap: Memmap, pfn: int, order: int, mt: int) -> None:
+    i = MIGRATE_PCPTYPES * order + mt
     tail = int(z[Z_TAIL + i])
-    memmap.set_buddy(pfn, order, NIL, tail)
+    memmap.add_buddy(pfn, order, NIL, tail)
     if tail == NIL:
         z[Z_HEAD + i] = pfn
-    else:
-        memmap.set_next(tail, pfn)
     z[Z_TAIL + i] = pfn
     z[Z_NR_FREE + i] += 1
     z[Z_FREE_PAGES] += 1 << order
@@ -101,8 +119,8 @@ class Zone:
 
     def __init__(self, arena: Arena, lock: ZoneLock, counters: S.Counters) -> None:
         self.arena = arena
-        self.z = arena.zone
-        self.pb = arena.pageblock
+        self.z = arena.zoneq
+        self.pb = arena.pageblockq
         self.mm = memmap_for(arena)
         self.pages = arena.pages
         self.lock = lock
@@ -114,75 +132,67 @@ class Zone:
     # -- accounting and watermarks ----------------------------------------
     @property
     def free_pages(self) -> int:
-        return int(self.z[Z_FREE_PAGES])
+        return self.z[Z_FREE_PAGES]
 
     def watermark(self, which: int) -> int:
-        return int(self.z[which])
+        return self.z[which]
 
     def watermark_ok(self, order: int, mark: int) -> bool:
         """__zone_watermark_ok() without reserves: PCP pages are invisible here."""
-        free = int(self.z[Z_FREE_PAGES]) - ((1 << order) - 1)
+        free = self.z[Z_FREE_PAGES] - ((1 << order) - 1)
         if free <= mark:
             return False
         if order == 0:
             return True
         z = self.z
-        for o in range(order, MAX_ORDER + 1):
-            if z[Z_NR_FREE + 3 * o:Z_NR_FREE + 3 * o + 3].any():
+        for o in range(order, MAX_PAGE_ORDER + 1):
+            if any(z[Z_NR_FREE + MIGRATE_PCPTYPES * o:Z_NR_FREE + MIGRATE_PCPTYPES * (o + 1)]):
                 return True
         return False
 
     def pageblock_mt(self, pfn: int) -> int:
         """get_pfnblock_migratetype()"""
-        return int(self.pb[pfn >> PAGEBLOCK_ORDER])
+        return self.pb[pfn >> PAGEBLOCK_ORDER]
 
     # -- free lists (zone->lock held) -------------------------------------
     def _add(self, pfn: int, order: int, mt: int, to_tail: bool = False) -> None:
-        """__add_to_free_list()"""
-        z, mm, i = self.z, self.mm, 3 * order + mt
+        """__add_to_free_list(): the caller accounts NR_FREE_PAGES."""
+        z, v, i = self.z, self.v, MIGRATE_PCPTYPES * order + mt
         if to_tail:
-            tail = int(z[Z_TAIL + i])
-            mm.set_buddy(pfn, order, NIL, tail)
-            if tail == NIL:
+            neighbour = z[Z_TAIL + i]
+            self.mm.add_buddy(pfn, order, NIL, neighbour)
+            if neighbour == NIL:
                 z[Z_HEAD + i] = pfn
-            else:
-                mm.set_next(tail, pfn)
-                self.v[self._link] += 1
             z[Z_TAIL + i] = pfn
         else:
-            head = int(z[Z_HEAD + i])
-            mm.set_buddy(pfn, order, head, NIL)
-            if head == NIL:
+            neighbour = z[Z_HEAD + i]
+            self.mm.add_buddy(pfn, order, neighbour, NIL)
+            if neighbour == NIL:
                 z[Z_TAIL + i] = pfn
-            else:
-                mm.set_prev(head, pfn)
-                self.v[self._link] += 1
             z[Z_HEAD + i] = pfn
         z[Z_NR_FREE + i] += 1
-        z[Z_FREE_PAGES] += 1 << order
-        self.v[_BW] += 1
-        if self._links_in_free_memory:       # set_buddy() also wrote the block's own links
-            self.v[S.DATA_W] += 1
+        v[_BW] += 1
+        if neighbour != NIL:                 # the old head's (tail's) link to pfn
+            v[self._link] += 1
+        if self._links_in_free_memory:       # add_buddy() also wrote the block's own links
+            v[S.DATA_W] += 1
 
-    def _del(self, pfn: int, order: int) -> None:
-        """__del_page_from_free_list(): free pages sit on their pageblock's list."""
-        z, mm = self.z, self.mm
-        i = 3 * order + int(self.pb[pfn >> PAGEBLOCK_ORDER])
-        nxt, prev = mm.next(pfn), mm.prev(pfn)
+    def _del(self, pfn: int, order: int, mt: int) -> None:
+        """__del_page_from_free_list(): mt is the list's type, which is always the
+        block's pageblock type (free pages sit on their pageblock's list); the
+        caller accounts NR_FREE_PAGES."""
+        z, v, i = self.z, self.v, MIGRATE_PCPTYPES * order + mt
+        nxt, prev = self.mm.del_buddy(pfn)    # neighbours relinked in the page array
         if prev == NIL:
             z[Z_HEAD + i] = nxt
         else:
-            mm.set_next(prev, nxt)
-            self.v[self._link] += 1
+            v[self._link] += 1
         if nxt == NIL:
             z[Z_TAIL + i] = prev
         else:
-            mm.set_prev(nxt, prev)
-            self.v[self._link] += 1
-        mm.clear_buddy(pfn)
+            v[self._link] += 1
         z[Z_NR_FREE + i] -= 1
-        z[Z_FREE_PAGES] -= 1 << order
-        self.v[_BW] += 1
+        v[_BW] += 1
 
     def _expand(self, pfn: int, low: int, high: int, mt: int) -> None:
         """expand(): upper halves go back to the heads of the lower lists."""
@@ -191,26 +201,27 @@ class Zone:
             self._add(pfn + (1 << high), high, mt)
 
     def _free_one_page(self, pfn: int, order: int, mt: int) -> None:
-        """__free_one_page(): merge with free buddies up to MAX_ORDER."""
+        """__free_one_page(): merge with free buddies up to MAX_PAGE_ORDER."""
         mm, pb, pages, v = self.mm, self.pb, self.pages, self.v
-        while order < MAX_ORDER:
+        self.z[Z_FREE_PAGES] += 1 << order          # account_freepages()
+        while order < MAX_PAGE_ORDER:
             buddy = pfn ^ (1 << order)
             if buddy >= pages:
                 break
             v[_BR] += 1
             if mm.buddy_order(buddy) != order:      # page_is_buddy()
                 break
-            buddy_mt = int(pb[buddy >> PAGEBLOCK_ORDER])
-            self._del(buddy, order)
+            buddy_mt = pb[buddy >> PAGEBLOCK_ORDER]
+            self._del(buddy, order, buddy_mt)
             if order >= PAGEBLOCK_ORDER and buddy_mt != mt:
                 pb[buddy >> PAGEBLOCK_ORDER] = mt   # every pcpd type is mergeable
             pfn &= buddy
             order += 1
-        self._add(pfn, order, mt, to_tail=self._buddy_merge_likely(pfn, order))
+        self._add(pfn, order, mt, self._buddy_merge_likely(pfn, order))
 
     def _buddy_merge_likely(self, pfn: int, order: int) -> bool:
         """buddy_merge_likely(): keep a block unused if its buddy's buddy is free."""
-        if order >= MAX_ORDER - 1:
+        if order >= MAX_PAGE_ORDER - 1:
             return False
         higher = pfn & ~(1 << order)
         higher_buddy = higher ^ (1 << (order + 1))
@@ -222,35 +233,36 @@ class Zone:
     def _rmqueue_smallest(self, order: int, mt: int) -> int:
         """__rmqueue_smallest(): head of the smallest non-empty list >= order."""
         z = self.z
-        for cur in range(order, MAX_ORDER + 1):
-            pfn = int(z[Z_HEAD + 3 * cur + mt])
-            if pfn != NIL:
-                self._del(pfn, cur)
+        for cur in range(order, MAX_PAGE_ORDER + 1):
+            pfn = z[Z_HEAD + MIGRATE_PCPTYPES * cur + mt]
+            if pfn != NIL:                          # page_del_and_expand()
+                self._del(pfn, cur, mt)
                 self._expand(pfn, order, cur, mt)
+                z[Z_FREE_PAGES] -= 1 << order       # account_freepages()
                 return pfn
         return NIL
 
     def _find_suitable_fallback(self, cur: int, mt: int, claimable: bool) -> int:
         """find_suitable_fallback(): -1 nothing here, -2 stop claiming."""
-        base = Z_NR_FREE + 3 * cur
-        if not self.z[base:base + 3].any():
+        base = Z_NR_FREE + MIGRATE_PCPTYPES * cur
+        if not any(self.z[base:base + MIGRATE_PCPTYPES]):
             return -1
         if claimable and not _should_try_claim_block(cur, mt):
             return -2
         for fmt in FALLBACKS[mt]:
-            if self.z[Z_HEAD + 3 * cur + fmt] != NIL:
+            if self.z[Z_HEAD + MIGRATE_PCPTYPES * cur + fmt] != NIL:
                 return fmt
         return -1
 
     def _rmqueue_claim(self, order: int, mt: int) -> int:
         """__rmqueue_claim(): largest fallback block first, try to own its pageblock."""
-        for cur in range(MAX_ORDER, order - 1, -1):
+        for cur in range(MAX_PAGE_ORDER, order - 1, -1):
             fmt = self._find_suitable_fallback(cur, mt, claimable=True)
             if fmt == -1:
                 continue
             if fmt == -2:
                 break
-            pfn = int(self.z[Z_HEAD + 3 * cur + fmt])
+            pfn = self.z[Z_HEAD + MIGRATE_PCPTYPES * cur + fmt]
             got = self._try_to_claim_block(pfn, cur, order, mt, fmt)
             if got != NIL:
                 self.z[Z_CLAIMS] += 1
@@ -260,26 +272,27 @@ class Zone:
     def _try_to_claim_block(self, pfn: int, cur: int, order: int, mt: int, block_mt: int) -> int:
         """try_to_claim_block(): whole pageblocks, or the 256-of-512 rule."""
         if cur >= PAGEBLOCK_ORDER:
-            self._del(pfn, cur)
+            self._del(pfn, cur, block_mt)
             first = pfn >> PAGEBLOCK_ORDER
-            self.pb[first:first + (1 << (cur - PAGEBLOCK_ORDER))] = mt  # change_pageblock_range()
+            self.arena.pageblock[first:first + (1 << (cur - PAGEBLOCK_ORDER))] = mt  # change_pageblock_range()
             self._expand(pfn, order, cur, mt)
+            self.z[Z_FREE_PAGES] -= 1 << order          # account_freepages()
             return pfn
-        start = pfn & ~(PAGEBLOCK_PAGES - 1)
-        heads, orders = self.mm.buddy_heads(start, PAGEBLOCK_PAGES)
-        self.v[_BR] += PAGEBLOCK_PAGES * self.arena.record_bytes // 64
+        start = pfn & ~(PAGEBLOCK_NR_PAGES - 1)
+        heads, orders = self.mm.buddy_heads(start, PAGEBLOCK_NR_PAGES)
+        self.v[_BR] += PAGEBLOCK_NR_PAGES * self.arena.record_bytes // 64
         free = int(sum(1 << int(o) for o in orders))
         if mt == MIGRATE_MOVABLE:
-            alike = self.mm.movable_pages(start, PAGEBLOCK_PAGES)
+            alike = self.mm.movable_pages(start, PAGEBLOCK_NR_PAGES)
         elif block_mt == MIGRATE_MOVABLE:
-            alike = PAGEBLOCK_PAGES - free - self.mm.movable_pages(start, PAGEBLOCK_PAGES)
+            alike = PAGEBLOCK_NR_PAGES - free - self.mm.movable_pages(start, PAGEBLOCK_NR_PAGES)
         else:
             alike = 0
-        if free + alike < PAGEBLOCK_PAGES // 2:
+        if free + alike < PAGEBLOCK_NR_PAGES // 2:
             return NIL
         # __move_freepages_block(): every free block of the pageblock to mt's lists
         for head, o in zip(heads.tolist(), orders.tolist()):
-            self._del(head, o)
+            self._del(head, o, block_mt)
         self.pb[start >> PAGEBLOCK_ORDER] = mt
         for head, o in zip(heads.tolist(), orders.tolist()):
             self._add(head, o, mt, to_tail=True)
@@ -287,13 +300,14 @@ class Zone:
 
     def _rmqueue_steal(self, order: int, mt: int) -> int:
         """__rmqueue_steal(): smallest fallback block, pageblock type unchanged."""
-        for cur in range(order, MAX_ORDER + 1):
+        for cur in range(order, MAX_PAGE_ORDER + 1):
             fmt = self._find_suitable_fallback(cur, mt, claimable=False)
             if fmt < 0:
                 continue
-            pfn = int(self.z[Z_HEAD + 3 * cur + fmt])
-            self._del(pfn, cur)
+            pfn = self.z[Z_HEAD + MIGRATE_PCPTYPES * cur + fmt]
+            self._del(pfn, cur, fmt)                   # page_del_and_expand()
             self._expand(pfn, order, cur, fmt)
+            self.z[Z_FREE_PAGES] -= 1 << order          # account_freepages()
             self.z[Z_STEALS] += 1
             return pfn
         return NIL
@@ -335,10 +349,10 @@ class Zone:
         The migratetype is re-read from the pageblock at drain time, as newer
         kernels do.
         """
-        pb = self.pb
+        pb, free_one_page = self.pb, self._free_one_page
         with self.lock(OP_DRAIN):
             for pfn, order in blocks:
-                self._free_one_page(pfn, order, int(pb[pfn >> PAGEBLOCK_ORDER]))
+                free_one_page(pfn, order, pb[pfn >> PAGEBLOCK_ORDER])
 
     def free_one_page(self, pfn: int, order: int) -> None:
         """free_one_page(): one block straight to the buddy."""
@@ -350,7 +364,7 @@ class Zone:
         if order <= PAGEBLOCK_ORDER:
             self._free_one_page(pfn, order, self.pageblock_mt(pfn))
             return
-        for piece in range(pfn, pfn + (1 << order), PAGEBLOCK_PAGES):
+        for piece in range(pfn, pfn + (1 << order), PAGEBLOCK_NR_PAGES):
             self._free_one_page(piece, PAGEBLOCK_ORDER, self.pageblock_mt(piece))
 
 

@@ -129,6 +129,8 @@ from functools import lru_cache
 from typing import NamedTuple, TextIO
 
 from pcpd.errors import InputError
+from pcpd.inputs import MAX_LINE, bounded_lines, display_name, open_input, reason, too_long
+from pcpd.kernel import MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE
 
 MM_PAGE_ALLOC = "mm_page_alloc"
 MM_PAGE_FREE = "mm_page_free"
@@ -153,6 +155,7 @@ SKIP_OTHER_EVENT = "not a page-allocator event"
 SKIP_UNKNOWN_EVENT = "unknown mm_page event"
 SKIP_MALFORMED = "malformed fields"
 SKIP_TRUNCATED = "truncated compressed file"
+SKIP_TOO_LONG = f"line over {MAX_LINE // 1024} KiB"
 
 
 class TraceEvent(NamedTuple):
@@ -202,13 +205,28 @@ class Skipped(Counter):
 # ftrace's optional tgid column, [cpu], ftrace's optional irq-flags column
 # (d..1 or .....), the timestamp, perf's sample period when it prints one,
 # and the event name with perf's "kmem:".
-_PREFIX = (r"\s*(.*?)(?:-|\s+)(\d+)(?:/\d+)?\s+(?:\(\s*[\d-]+\)\s+)?"
-           r"\[(\d+)\]\s+(?:[^\s:]{4,5}\s+)?(\d+(?:\.\d+)?):\s+(?:\d+\s+)?(?:\w+:)?(\w+):")
+#
+# Written to match in time linear in the line, whatever the line: these
+# patterns run on every line of a file anyone can hand in, and the plain
+# spelling (\s*(.*?)(?:-|\s+)(\d+)..., kept in tests/test_trace.py as the
+# reference) backtracks cubically over a run of blanks: 1000 spaces took 5 s,
+# 4000 took 300 s.  They accept the same lines with the same groups:
+# - leading blanks are atomic, and comm then ends before a "-" or before the
+#   first blank of a run, never inside one (a later blank of the run has the
+#   same continuation); the second branch is the one the plain pattern found
+#   by giving back a leading blank: no comm, the pid right after the blanks
+#   (comm is then None, read as "");
+# - every blank or digit run that is followed by something it cannot match
+#   is possessive (++), which changes no match, only the search.
+_PREFIX = (r"(?>\s*)((?:.*?)(?=-|(?<!\s)\s)|(?<=\s)(?=\d))(?:-|\s++)?(\d++)(?:/\d++)?\s++"
+           r"(?:\(\s*+[\d-]++\)\s++)?\[(\d++)\]\s++(?:[^\s:]{4,5}\s++)?(\d++(?:\.\d++)?):\s++"
+           r"(?:\d++\s++)?(?:\w++:)?(\w++):")
 _HEAD = re.compile(_PREFIX).match
 # Every era prints page= and pfn= first, then the event's own fields in
 # TP_printk order.  page= may be blank ("page= (null)"); pfn is hex
-# (v5.14+) or decimal.
-_PAGE_PFN = r"\s+page=\s*(\S*)\s+pfn=(?:0x([0-9a-fA-F]+)|(\d+))\s+"
+# (v5.14+) or decimal.  The second branch is "page= pfn=...", an empty page
+# (None here) that the plain pattern found by backtracking.
+_PAGE_PFN = (r"\s++page=(?>\s*)(?:(\S++)\s++|(?<=\s))pfn=(?:0x([0-9a-fA-F]++)|(\d++))\s++")
 _FIELDS = {
     MM_PAGE_ALLOC: r"order=(\d+)\s+migratetype=(-?\d+)\s+gfp_flags=(\S+)",
     MM_PAGE_FREE: r"order=(\d+)(?!\S)",
@@ -234,47 +252,86 @@ def parse_lines(lines: Iterable[str], source: str,
     Never raises on content: a line that is not such an event is counted in
     ``skipped`` (pass one in to read the counts) under one of the SKIP_*
     reasons, with ``source`` naming where it came from.  Holds one line at a
-    time, so memory does not grow with the length of the trace.
+    time, so memory does not grow with the length of the trace; a line of
+    more than ``MAX_LINE`` characters is skipped unread (SKIP_TOO_LONG).
     """
     if skipped is None:
         skipped = Skipped()
-    canonical, match = _CANONICAL, _MATCH
     for lineno, line in enumerate(lines, 1):
-        # Find the event by name first: one str.find instead of a regex
-        # search, and it picks the one pattern that can match.
-        i = line.find("mm_page")
-        event = canonical.get(line[i:line.find(":", i)]) if i >= 0 else None
-        m = match[event](line) if event is not None else None
+        event, m = _match(line)
         if m is None:
-            event, reason = _identify(line)
-            m = match[event](line) if event is not None else None
-            if m is None:
-                skipped.add(reason, source, lineno)
-                continue
+            skipped.add(event, source, lineno)      # event is the reason here
+            continue
         comm, pid, cpu, ts, _, page, hexpfn, decpfn, *fields = m.groups()
         pfn = int(hexpfn, 16) if hexpfn else int(decpfn)
-        mt = refill = fallback_order = fallback_mt = fragmenting = change_ownership = -1
-        gfp = ""
-        if event is MM_PAGE_ALLOC:
-            order, mt, gfp = fields
-        elif event is MM_PAGE_FREE or event is MM_PAGE_FREE_BATCHED:
-            order, = fields
-        elif event is MM_PAGE_ALLOC_ZONE_LOCKED:
-            order, mt, refill = fields
-            refill = int(refill)
-        elif event is MM_PAGE_PCPU_DRAIN:
-            order, mt = fields
-        else:
-            order, fallback_order, pageblock_order, mt, fallback_mt, change_ownership = fields
-            fallback_order = int(fallback_order)
-            fragmenting = int(fallback_order < int(pageblock_order))
-            fallback_mt = int(fallback_mt)
-            change_ownership = int(change_ownership)
         if pfn == 0 and event is MM_PAGE_ALLOC and page in _NULL_PAGES:
             pfn = -1          # failed allocation
-        yield _new_event(TraceEvent, (int(cpu), float(ts), event, pfn, int(order), int(mt), gfp,
-                                      refill, comm, int(pid), fallback_order, fallback_mt,
-                                      fragmenting, change_ownership))
+        order, mt, gfp, refill, fallback_order, fallback_mt, fragmenting, ownership = (
+            _EVENT_FIELDS[event](fields))
+        yield _new_event(TraceEvent, (int(cpu), float(ts), event, pfn, order, mt, gfp, refill,
+                                      comm or "", int(pid), fallback_order, fallback_mt,
+                                      fragmenting, ownership))
+
+
+def _match(line: str) -> tuple[str, re.Match[str] | None]:
+    """(event, its match), or (why the line is skipped, None)."""
+    if too_long(line):
+        return SKIP_TOO_LONG, None
+    # Find the event by name first: one str.find instead of a regex search,
+    # and it picks the one pattern that can match.
+    i = line.find("mm_page")
+    event = _CANONICAL.get(line[i:line.find(":", i)]) if i >= 0 else None
+    if event is not None and (m := _MATCH[event](line)):
+        return event, m
+    event, reason = _identify(line)
+    if event is not None and (m := _MATCH[event](line)):
+        return event, m
+    return reason, None
+
+
+# Each event's own fields, in TraceEvent order: order, migratetype,
+# gfp_flags, percpu_refill, then the extfrag ones (fallback_order,
+# fallback_migratetype, fragmenting, change_ownership); -1 or "" where the
+# event has none.
+_EventFields = tuple[int, int, str, int, int, int, int, int]
+
+
+def _alloc_fields(fields: list[str]) -> _EventFields:
+    order, mt, gfp = fields
+    return int(order), int(mt), gfp, -1, -1, -1, -1, -1
+
+
+def _free_fields(fields: list[str]) -> _EventFields:
+    order, = fields
+    return int(order), -1, "", -1, -1, -1, -1, -1
+
+
+def _zone_locked_fields(fields: list[str]) -> _EventFields:
+    order, mt, refill = fields
+    return int(order), int(mt), "", int(refill), -1, -1, -1, -1
+
+
+def _drain_fields(fields: list[str]) -> _EventFields:
+    order, mt = fields
+    return int(order), int(mt), "", -1, -1, -1, -1, -1
+
+
+def _extfrag_fields(fields: list[str]) -> _EventFields:
+    order, fallback_order, pageblock_order, mt, fallback_mt, ownership = fields
+    # fragmenting as the kernel computes it (see the module docstring)
+    fragmenting = int(int(fallback_order) < int(pageblock_order))
+    return (int(order), int(mt), "", -1, int(fallback_order), int(fallback_mt), fragmenting,
+            int(ownership))
+
+
+_EVENT_FIELDS = {
+    MM_PAGE_ALLOC: _alloc_fields,
+    MM_PAGE_FREE: _free_fields,
+    MM_PAGE_FREE_BATCHED: _free_fields,
+    MM_PAGE_ALLOC_ZONE_LOCKED: _zone_locked_fields,
+    MM_PAGE_PCPU_DRAIN: _drain_fields,
+    MM_PAGE_ALLOC_EXTFRAG: _extfrag_fields,
+}
 
 
 def _identify(line: str) -> tuple[str | None, str]:
@@ -311,62 +368,90 @@ _RECORDINGS = {
 }
 
 
-def open_trace(path: str | os.PathLike) -> TextIO:
+def open_trace(path: str | os.PathLike[str]) -> TextIO:
     """Open a trace as text: plain, gzip or xz (recognised by content).
 
-    Undecodable bytes become U+FFFD.  Raises InputError naming ``path`` if it
+    ``-`` is standard input.  Undecodable bytes become U+FFFD.  Raises
+    InputError naming ``path`` if it is not a regular file (pcpd.inputs),
     cannot be opened, is corrupt at the start, or is a binary recording.
     """
+    name = display_name(path)
+    raw = open_input(path, "cannot read trace")
     try:
-        stream = _open_binary(path)
+        stream = _decompressed(raw)
         magic = stream.peek(16)[:16]
     except (OSError, EOFError, lzma.LZMAError, zlib.error) as err:
-        raise InputError(f"{os.fspath(path)}: cannot read trace: {_reason(err)}") from None
+        raw.close()
+        raise InputError(f"{name}: cannot read trace: {reason(err)}") from None
     for prefix, what in _RECORDINGS.items():
         if magic.startswith(prefix):
             stream.close()
-            raise InputError(f"{os.fspath(path)}: {what}")
+            raise InputError(f"{name}: {what}")
     return io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
 
 
-def _open_binary(path: str | os.PathLike) -> io.BufferedIOBase:
-    raw = open(path, "rb")
+def _decompressed(raw: io.BufferedReader) -> io.BufferedReader | _GzipReader | _XzReader:
+    """``raw`` itself, or a reader of its gzip or xz content that closes ``raw`` with it."""
     magic = raw.peek(6)[:6]
     if magic.startswith(b"\x1f\x8b"):
-        raw.close()
-        return gzip.open(path, "rb")
+        return _GzipReader(raw)
     if magic.startswith(b"\xfd7zXZ\x00"):
-        raw.close()
-        return lzma.open(path, "rb")
+        return _XzReader(raw)
     return raw
 
 
-def _reason(err: BaseException) -> str:
-    return getattr(err, "strerror", None) or str(err) or type(err).__name__
+class _GzipReader(gzip.GzipFile):
+    """gzip.GzipFile leaves a file object it was given open; this one closes it."""
+
+    def __init__(self, source: io.BufferedReader) -> None:
+        super().__init__(fileobj=source, mode="rb")
+        self.source = source
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.source.close()
 
 
-def read_trace(path: str | os.PathLike, skipped: Skipped | None = None) -> Iterator[TraceEvent]:
+class _XzReader(lzma.LZMAFile):
+    """lzma.LZMAFile leaves a file object it was given open; this one closes it."""
+
+    def __init__(self, source: io.BufferedReader) -> None:
+        super().__init__(source, "rb")
+        self.source = source
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.source.close()
+
+
+def read_trace(path: str | os.PathLike[str], skipped: Skipped | None = None) -> Iterator[TraceEvent]:
     """open_trace() + parse_lines(): the events of the trace file at ``path``.
 
     Errors opening the file are raised here, at once.  A compressed file that
     ends early counts one SKIP_TRUNCATED after its last whole line; one that
-    is corrupt in the middle raises InputError naming ``path``.  The file is
-    closed when the iterator is exhausted or discarded.
+    is corrupt in the middle raises InputError naming ``path``.  Lines are
+    read with a bounded readline (pcpd.inputs.bounded_lines), so an endless
+    line costs no more memory than MAX_LINE.  The file is closed when the
+    iterator is exhausted or discarded.
     """
     if skipped is None:
         skipped = Skipped()
-    source = os.fspath(path)
+    source = display_name(path)
     return parse_lines(_read_lines(open_trace(path), source, skipped), source, skipped)
 
 
 def _read_lines(f: TextIO, source: str, skipped: Skipped) -> Iterator[str]:
     with f:
         try:
-            yield from f
+            yield from bounded_lines(f)
         except EOFError:     # gzip/xz stream cut short, e.g. an interrupted 'perf script | gzip'
             skipped.add(SKIP_TRUNCATED, source)
         except (OSError, lzma.LZMAError, zlib.error) as err:
-            raise InputError(f"{source}: cannot read trace: {_reason(err)}") from None
+            raise InputError(f"{source}: cannot read trace: {reason(err)}") from None
 
 
 # --- GFP flags -------------------------------------------------------------
@@ -426,11 +511,8 @@ _GFP_NAMES.update({
     "__GFP_KMEMCG": __GFP_ACCOUNT,                      # v3.8 - v3.18
 })
 
-MEMDESC_TYPES = ("anon", "file", "slab", "pagetable", "netpool", "kernel")
-
-
 class GfpClass(NamedTuple):
-    memdesc_type: str       # one of MEMDESC_TYPES
+    memdesc_type: str       # one of pcpd.kernel.MEMDESC_TYPES
     compound: bool          # prep_compound_page() runs
     migratetype: int        # 0 unmovable, 1 movable, 2 reclaimable
 
@@ -468,26 +550,38 @@ def classify_gfp(gfp_flags: str, order: int) -> GfpClass:
 def _gfp_migratetype(mask: int) -> int:
     # gfp_migratetype(); both bits set is a kernel bug it warns about: say movable.
     if mask & __GFP_MOVABLE:
-        return 1
-    return 2 if mask & __GFP_RECLAIMABLE else 0
+        return MIGRATE_MOVABLE
+    return MIGRATE_RECLAIMABLE if mask & __GFP_RECLAIMABLE else MIGRATE_UNMOVABLE
+
+
+class _GfpRow(NamedTuple):
+    """A row of the module docstring's table: every bit of ``set``, none of ``clear``."""
+
+    set: int
+    clear: int
+    max_order: int
+    memdesc_type: str
+
+
+_ANY_ORDER = 1 << 30
+# The table of the module docstring, in its order; the first row that matches wins.
+_GFP_ROWS = (
+    _GfpRow(__GFP_MOVABLE | __GFP_WRITE, 0, _ANY_ORDER, "file"),                    # 1
+    _GfpRow(__GFP_MOVABLE | __GFP_ZERO, 0, _ANY_ORDER, "anon"),                     # 2
+    _GfpRow(__GFP_MOVABLE | __GFP_NOMEMALLOC, 0, _ANY_ORDER, "anon"),               # 3
+    _GfpRow(__GFP_MOVABLE | __GFP_NORETRY, 0, _ANY_ORDER, "file"),                  # 4
+    _GfpRow(__GFP_MOVABLE, __GFP_FS, _ANY_ORDER, "file"),                           # 4
+    _GfpRow(__GFP_MOVABLE, 0, _ANY_ORDER, "anon"),                                  # 5
+    _GfpRow(__GFP_RECLAIMABLE, 0, _ANY_ORDER, "slab"),                              # 6
+    _GfpRow(__GFP_ZERO | GFP_KERNEL, __GFP_HARDWALL, 1, "pagetable"),               # 7
+    _GfpRow(__GFP_HIGH, __GFP_DIRECT_RECLAIM, 3, "netpool"),                        # 8
+    _GfpRow(__GFP_COMP | __GFP_HARDWALL, 0, _ANY_ORDER, "file"),                    # 9
+    _GfpRow(__GFP_COMP, 0, _ANY_ORDER, "slab"),                                     # 10
+)
 
 
 def _memdesc_type(mask: int, order: int) -> str:
-    if mask & __GFP_MOVABLE:
-        if mask & __GFP_WRITE:
-            return "file"
-        if mask & (__GFP_ZERO | __GFP_NOMEMALLOC):
-            return "anon"
-        if mask & __GFP_NORETRY or not mask & __GFP_FS:
-            return "file"
-        return "anon"
-    if mask & __GFP_RECLAIMABLE:
-        return "slab"
-    if (mask & __GFP_ZERO and mask & GFP_KERNEL == GFP_KERNEL
-            and not mask & __GFP_HARDWALL and order <= 1):
-        return "pagetable"
-    if mask & __GFP_HIGH and not mask & __GFP_DIRECT_RECLAIM and order <= 3:
-        return "netpool"
-    if mask & __GFP_COMP:
-        return "file" if mask & __GFP_HARDWALL else "slab"
-    return "kernel"
+    for row in _GFP_ROWS:
+        if mask & row.set == row.set and not mask & row.clear and order <= row.max_order:
+            return row.memdesc_type
+    return "kernel"                                                                 # 11

@@ -1,4 +1,6 @@
-"""The four PCP policies compared by pcpd, on one interface.
+"""The PCP policies compared by pcpd, on one interface: the proposal's four below; the
+variants and other designs in their own modules (``tailmask``, ``compound_variants``);
+``pcpd policies`` lists them all, plug-ins included.
 
 ``legacy``
     Today's kernel.  The PCP takes all comers.  Freeing a compound block
@@ -25,36 +27,51 @@
 
 Every policy charges what it touches to the CPU's ``Counters``: struct page
 lines by cause, descriptor lines, slab operations.  Extension point: a new
-policy subclasses ``Policy``, implements ``alloc``, ``free``, ``_enter``
-(buddy blocks arriving on a PCP list) and ``_leave`` (PCP blocks going back),
-and registers in ``POLICIES``.
+policy subclasses ``Policy`` in its own module, sets ``name``, implements
+``alloc``, ``free``, ``send``, ``receive``, ``_enter`` (buddy blocks arriving
+on a PCP list) and ``_leave`` (PCP blocks going back), or subclasses a
+policy here and overrides its hooks.  A built-in gets one entry, with its
+traits and its class, in the registry (``pcpd.policies.POLICIES``,
+re-exported here); a plug-in declares ``TRAITS`` on its class and one entry
+point in the ``pcpd.policies`` group of its distribution (docs/policies.md,
+examples/pcpd-policy-example).  ``policy_class`` finds the class a
+registered name runs.
 """
 
-from workers.policies.base import (
-                                   COMPOUND_OF,
-                                   FOLIO_OF,
-                                   MEMDESC_OF,
-                                   MIGRATETYPE_OF,
-                                   T_ANON,
-                                   T_FILE,
-                                   T_KERNEL,
-                                   T_NETPOOL,
-                                   T_PAGETABLE,
-                                   T_SLAB,
-                                   TYPES,
-                                   PcpTuning,
-                                   Policy,
-                                   PolicyOptions,
-)
-from workers.policies.memdesc import MemdescPcpdescPolicy, MemdescPolicy
-from workers.policies.struct_page import CompoundPolicy, LegacyPolicy
+import importlib
+from functools import cache
 
-POLICIES: dict[str, type[Policy]] = {
-    p.name: p for p in (LegacyPolicy, CompoundPolicy, MemdescPcpdescPolicy, MemdescPolicy)
-}
+from pcpd.policies import POLICIES, policy_traits
+from workers.policies.base import (
+    COMPOUND_OF,
+    FOLIO_OF,
+    MEMDESC_OF,
+    MIGRATETYPE_OF,
+    T_ANON,
+    T_FILE,
+    T_KERNEL,
+    T_NETPOOL,
+    T_PAGETABLE,
+    T_SLAB,
+    TYPES,
+    PcpTuning,
+    Policy,
+    PolicyOptions,
+)
+
+
+@cache
+def policy_class(name: str) -> type[Policy]:
+    """The class that runs the registered policy ``name``; ValueError for an unknown name."""
+    module, _, attribute = policy_traits(name).implementation.partition(":")
+    found = getattr(importlib.import_module(module), attribute)
+    # a registry entry naming the wrong class would run one policy under another's name
+    if not (isinstance(found, type) and issubclass(found, Policy) and found.name == name):
+        raise TypeError(f"registry entry {name!r} names {module}.{attribute}, not a Policy called {name!r}")
+    return found
+
 
 __all__ = [
-    "POLICIES", "Policy", "PolicyOptions", "PcpTuning", "LegacyPolicy", "CompoundPolicy",
-    "MemdescPcpdescPolicy", "MemdescPolicy", "TYPES", "T_ANON", "T_FILE", "T_SLAB", "T_PAGETABLE",
-    "T_NETPOOL", "T_KERNEL", "MEMDESC_OF", "MIGRATETYPE_OF", "COMPOUND_OF", "FOLIO_OF",
+    "POLICIES", "policy_class", "Policy", "PolicyOptions", "PcpTuning", "TYPES", "T_ANON", "T_FILE",
+    "T_SLAB", "T_PAGETABLE", "T_NETPOOL", "T_KERNEL", "MEMDESC_OF", "MIGRATETYPE_OF", "COMPOUND_OF", "FOLIO_OF",
 ]

@@ -6,37 +6,46 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pcpd.model import memmap as M
-from pcpd.model import stats as S
+from pcpd.kernel import (
+    DEFAULT_ERA,
+    MEMDESC_TYPES,
+    MIGRATE_MOVABLE,
+    MIGRATE_RECLAIMABLE,
+    MIGRATE_UNMOVABLE,
+    PAGE_ORDERS,
+    PCP_BATCH_SCALE_MAX,
+)
+from pcpd.model import memmap, stats
 from pcpd.model.arena import Arena
 from pcpd.model.sizing import PcpLimits
 from pcpd.model.slab import DescriptorSlab
-from pcpd.model.zone import MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE, Z_WMARK_HIGH, Zone
+from pcpd.model.zone import Z_WMARK_HIGH, Zone
+from pcpd.policies import PolicyTraits, policy_traits
 from workers.pcp import PerCpuPages
 
-TYPES = S.MEMDESC_TYPES
+TYPES = MEMDESC_TYPES
 T_ANON, T_FILE, T_SLAB, T_PAGETABLE, T_NETPOOL, T_KERNEL = range(len(TYPES))
-MEMDESC_OF = (M.MEMDESC_ANON, M.MEMDESC_FILE, M.MEMDESC_SLAB, M.MEMDESC_PAGETABLE,
-              M.MEMDESC_NETPOOL, M.MEMDESC_MISC)
+MEMDESC_OF = (memmap.MEMDESC_ANON, memmap.MEMDESC_FILE, memmap.MEMDESC_SLAB, memmap.MEMDESC_PAGETABLE,
+              memmap.MEMDESC_NETPOOL, memmap.MEMDESC_MISC)
 # Reclaimable slab (SLAB_RECLAIM_ACCOUNT caches) stands for the RECLAIMABLE type.
 MIGRATETYPE_OF = (MIGRATE_MOVABLE, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE,
                   MIGRATE_UNMOVABLE, MIGRATE_UNMOVABLE)
 COMPOUND_OF = (True, True, True, True, True, False)     # __GFP_COMP
 FOLIO_OF = (True, True, False, False, False, False)     # needs large-rmappable prep
 
-_HIT, _REFILL, _BUDDY = S.ALLOC_HIT, S.ALLOC_REFILL, S.ALLOC_BUDDY
-_FREE_PCP, _FREE_BUDDY = S.FREE_PCP, S.FREE_BUDDY
-_W = S.LINES_W
-_R = S.LINES_R
-_PAGE_W = _W["page_state"]
-_LINK_W = _W["list_link"]
-_PREP_W = _W["compound_prep"]
-_UNDO_W, _UNDO_R = _W["tail_undo"], _R["tail_undo"]
-_MD_W = _W["memdesc_set"]
-_RMAP_W, _RMAP_R = _W["rmappable"], _R["rmappable"]
-_DESC_W, _DESC_R, _DATA_W = S.DESC_W, S.DESC_R, S.DATA_W
-_FREE_TYPE = S.FREE_TYPE
-_W_LINK, _W_PREV, _W_REFCOUNT = M.W_LINK, M.W_PREV, M.W_REFCOUNT64
+# Counter indices and record words the policies' hot paths use, bound once as
+# module constants so an operation does no dict lookup.
+HIT, REFILL, BUDDY = stats.ALLOC_HIT, stats.ALLOC_REFILL, stats.ALLOC_BUDDY
+FREE_PCP, FREE_BUDDY = stats.FREE_PCP, stats.FREE_BUDDY
+PAGE_W = stats.LINES_W["page_state"]
+LINK_W = stats.LINES_W["list_link"]
+PREP_W = stats.LINES_W["compound_prep"]
+UNDO_W, UNDO_R = stats.LINES_W["tail_undo"], stats.LINES_R["tail_undo"]
+MD_W = stats.LINES_W["memdesc_set"]
+RMAP_W, RMAP_R = stats.LINES_W["rmappable"], stats.LINES_R["rmappable"]
+DESC_W, DESC_R, DATA_W = stats.DESC_W, stats.DESC_R, stats.DATA_W
+FREE_TYPE = stats.FREE_TYPE
+W_LINK, W_PREV, W_REFCOUNT = memmap.W_LINK, memmap.W_PREV, memmap.W_REFCOUNT64
 
 
 @dataclass(frozen=True)
@@ -49,8 +58,8 @@ class PolicyOptions:
 @dataclass(frozen=True)
 class PcpTuning:
     limits: PcpLimits
-    era: str = "6.7"
-    scale_max: int = 5
+    era: str = DEFAULT_ERA
+    scale_max: int = PCP_BATCH_SCALE_MAX
     free_high_batch: bool = False
 
     def new_pcp(self, divide: int = 1) -> PerCpuPages:
@@ -68,15 +77,15 @@ class PcpTuning:
 class Policy:
     """One CPU's allocator front end: PCP lists over the shared zone."""
 
-    name: ClassVar[str]
-    record_sizes: ClassVar[tuple[int, ...]]
+    name: ClassVar[str]                   # its entry in the registry (pcpd.policies)
 
     def __init__(self, arena: Arena, zone: Zone, slab: DescriptorSlab | None,
-                 counters: S.Counters, cpu: int, tuning: PcpTuning,
+                 counters: stats.Counters, cpu: int, tuning: PcpTuning,
                  options: PolicyOptions = PolicyOptions()) -> None:
-        if arena.record_bytes not in self.record_sizes:
+        record_sizes = self.traits().record_sizes
+        if arena.record_bytes not in record_sizes:
             raise ValueError(f"policy {self.name} needs a struct page of "
-                             f"{' or '.join(map(str, self.record_sizes))} bytes")
+                             f"{' or '.join(map(str, record_sizes))} bytes")
         self.arena, self.zone, self.slab = arena, zone, slab
         self.v = counters.v
         self.cpu = cpu
@@ -92,8 +101,13 @@ class Policy:
         self.pcp = self.pcps[0]
         # (type, order) -> the list an allocation pops, and its counter
         self._lists = [[pcp.lists[pcp.pindex[o][MIGRATETYPE_OF[t]]] if pcp.allowed[o] else None
-                        for o in range(11)] for t, pcp in zip(range(len(TYPES)), self._pcp_of_type())]
-        self._alloc_ctr = [[S.alloc_index(t, o) for o in range(11)] for t in range(len(TYPES))]
+                        for o in PAGE_ORDERS] for t, pcp in zip(range(len(TYPES)), self._pcp_of_type())]
+        self._alloc_ctr = [[stats.alloc_index(t, o) for o in PAGE_ORDERS] for t in range(len(TYPES))]
+
+    @classmethod
+    def traits(cls) -> PolicyTraits:
+        """What the registry says this policy is (record sizes, memdesc, per-type PCPs)."""
+        return policy_traits(cls.name)
 
     # -- interface ---------------------------------------------------------
     def alloc(self, t: int, order: int) -> int:
@@ -153,22 +167,23 @@ class Policy:
         pages = len(blocks) << order
         pcp.count += pages
         v = self.v
-        v[S.REFILLS] += 1
-        v[S.REFILL_PAGES] += pages
-        v[S.ALLOC_MISS_TYPE + t] += 1
+        v[stats.REFILLS] += 1
+        v[stats.REFILL_PAGES] += pages
+        v[stats.ALLOC_MISS_TYPE + t] += 1
         return True
 
     def _drain(self, pcp: PerCpuPages, count: int, start_pindex: int, cause: str) -> int:
         """free_pcppages_bulk(): one zone->lock acquisition for the whole batch."""
+        before = pcp.count
         entries = pcp.take_for_drain(count, start_pindex)
         if not entries:
             return 0
+        pages = before - pcp.count
         blocks = self._leave(pcp, entries)
         self.zone.free_pcppages_bulk(blocks)
         self._clear_below_high()
-        pages = sum(1 << order for _, order in blocks)
-        self.v[S.DRAINS[cause]] += 1
-        self.v[S.DRAIN_PAGES[cause]] += pages
+        self.v[stats.DRAINS[cause]] += 1
+        self.v[stats.DRAIN_PAGES[cause]] += pages
         return pages
 
     def drain_all(self, cause: str = "drain_all") -> int:
@@ -199,11 +214,11 @@ class Policy:
 
     def publish_gauges(self) -> None:
         v = self.v
-        v[S.INDEX["pcp_pages"]] = self.pcp_pages()
-        v[S.INDEX["pcp_high"]] = sum(p.high for p in self.pcps)
-        v[S.INDEX["pcp_batch"]] = self.pcps[0].batch
+        v[stats.INDEX["pcp_pages"]] = self.pcp_pages()
+        v[stats.INDEX["pcp_high"]] = sum(p.high for p in self.pcps)
+        v[stats.INDEX["pcp_batch"]] = self.pcps[0].batch
         for t, pages in enumerate(self.pcp_pages_by_type()):
-            v[S.PCP_PAGES_TYPE + t] = pages
+            v[stats.PCP_PAGES_TYPE + t] = pages
 
     def _count_fail(self) -> None:
-        self.v[S.ALLOC_FAIL["no_memory"]] += 1
+        self.v[stats.ALLOC_FAIL["no_memory"]] += 1

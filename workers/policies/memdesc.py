@@ -5,7 +5,8 @@ Pages carry a memdesc word; descriptors come from the slab (pcpd.model.slab).
 
 from __future__ import annotations
 
-from pcpd.model import memmap as M
+from pcpd.kernel import PAGE_ORDERS, PAGEBLOCK_ORDER
+from pcpd.model import memmap
 from pcpd.model.arena import DESC_WORDS
 from pcpd.model.memmap import NIL, lines_spanned
 from pcpd.model.slab import (
@@ -22,23 +23,24 @@ from pcpd.model.slab import (
     DS_INFLIGHT,
     DS_INUSE,
     DS_PCP,
+    DescriptorSlab,
     desc_state,
 )
 from workers.pcp import PerCpuPages
 from workers.policies.base import (
-    _BUDDY,
-    _DATA_W,
-    _DESC_R,
-    _DESC_W,
-    _FREE_BUDDY,
-    _FREE_PCP,
-    _FREE_TYPE,
-    _HIT,
-    _MD_W,
-    _REFILL,
+    BUDDY,
+    DATA_W,
+    DESC_R,
+    DESC_W,
     FOLIO_OF,
+    FREE_BUDDY,
+    FREE_PCP,
+    FREE_TYPE,
+    HIT,
+    MD_W,
     MEMDESC_OF,
     MIGRATETYPE_OF,
+    REFILL,
     T_KERNEL,
     TYPES,
     Policy,
@@ -52,17 +54,17 @@ class _MemdescPolicy(Policy):
     1, where the plan points the old compound_head (section 6.3).
     """
 
-    record_sizes = (64, 32, 16, 8)
+    slab: DescriptorSlab          # never None: __init__ refuses a policy without one
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if self.slab is None:
             raise ValueError(f"policy {self.name} needs a descriptor slab")
-        self.mw = M.memdesc_word(self.rb)
+        self.mw = memmap.memdesc_word(self.rb)
         self.d = self.arena.descq
-        self._dstate_inuse = [[desc_state(MEMDESC_OF[t], DS_INUSE, o, self.cpu) for o in range(11)]
+        self._dstate_inuse = [[desc_state(MEMDESC_OF[t], DS_INUSE, o, self.cpu) for o in PAGE_ORDERS]
                               for t in range(len(TYPES))]
-        self._dstate_pcp = [[desc_state(MEMDESC_OF[t], DS_PCP, o, self.cpu) for o in range(11)]
+        self._dstate_pcp = [[desc_state(MEMDESC_OF[t], DS_PCP, o, self.cpu) for o in PAGE_ORDERS]
                             for t in range(len(TYPES))]
 
     def _set_memdesc(self, pfn: int, order: int, value: int) -> None:
@@ -73,10 +75,10 @@ class _MemdescPolicy(Policy):
             self.mem[pfn * w + self.mw] = value
         else:
             self.np_mem[pfn * w + self.mw:(pfn + n) * w:w] = value
-        self.v[_MD_W] += lines_spanned(pfn, n, self.rb)
+        self.v[MD_W] += lines_spanned(pfn, n, self.rb)
 
     def _misc_word(self, state: int, order: int) -> int:
-        return M.MEMDESC_MISC | (state << 4) | (order << 8) | ((self.cpu + 1) << 16)
+        return memmap.MEMDESC_MISC | (state << 4) | (order << 8) | ((self.cpu + 1) << 16)
 
     def _new_desc(self, t: int, order: int, pfn: int, state: int) -> int:
         """slab_alloc() a descriptor and fill it in (section 6.4)."""
@@ -93,7 +95,7 @@ class _MemdescPolicy(Policy):
             d[base + D_NR_PAGES_MAPPED] = 0
             d[base + D_DEFERRED] = NIL
             lines = 2
-        self.v[_DESC_W] += lines
+        self.v[DESC_W] += lines
         return idx
 
     def _desc_of(self, pfn: int) -> int:
@@ -110,14 +112,14 @@ class _MemdescPolicy(Policy):
         d[base + D_PREV] = NIL
         if old != NIL:
             d[old * DESC_WORDS + D_PREV] = idx
-            self.v[_DESC_W] += 1
+            self.v[DESC_W] += 1
         lst.append(idx)
 
     def _desc_pop(self, lst) -> int:
         idx = lst.pop()
         if lst:
             self.d[lst[-1] * DESC_WORDS + D_PREV] = NIL
-            self.v[_DESC_W] += 1
+            self.v[DESC_W] += 1
         return idx
 
     def _desc_append_tail(self, lst, idx: int) -> None:
@@ -127,7 +129,7 @@ class _MemdescPolicy(Policy):
         d[base + D_PREV] = tail
         if tail != NIL:
             d[tail * DESC_WORDS + D_NEXT] = idx
-            self.v[_DESC_W] += 1
+            self.v[DESC_W] += 1
         lst.appendleft(idx)
 
     def _alloc_buddy(self, t: int, order: int) -> int:
@@ -135,7 +137,7 @@ class _MemdescPolicy(Policy):
         if pfn == NIL:
             self._count_fail()
             return NIL
-        self.v[_BUDDY] += 1
+        self.v[BUDDY] += 1
         self._make_allocated(pfn, t, order)
         return pfn
 
@@ -150,9 +152,9 @@ class _MemdescPolicy(Policy):
     def _free_to_buddy(self, pfn: int, order: int, t: int) -> None:
         if t != T_KERNEL:
             self.slab.free(self._desc_of(pfn))
-        self._set_memdesc(pfn, order, M.MEMDESC_BUDDY)
+        self._set_memdesc(pfn, order, memmap.MEMDESC_BUDDY)
         self.zone.free_one_page(pfn, order)
-        self.v[_FREE_BUDDY] += 1
+        self.v[FREE_BUDDY] += 1
 
     def send(self, pfn, order, t, dst) -> None:
         self._set_owner_state(pfn, order, t, DS_INFLIGHT)
@@ -163,11 +165,11 @@ class _MemdescPolicy(Policy):
     def _set_owner_state(self, pfn: int, order: int, t: int, state: int) -> None:
         if t == T_KERNEL:
             self.mem[pfn * self.w + self.mw] = self._misc_word(state, order)
-            self.v[_MD_W] += 1
+            self.v[MD_W] += 1
             return
         idx = self._desc_of(pfn)
         self.d[idx * DESC_WORDS + D_STATE] = desc_state(MEMDESC_OF[t], state, order, self.cpu)
-        self.v[_DESC_W] += 1
+        self.v[DESC_W] += 1
 
 
 class MemdescPcpdescPolicy(_MemdescPolicy):
@@ -178,10 +180,10 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
     def _new_pcpdesc(self, pfn: int, order: int) -> int:
         idx = self.slab.alloc()
         d, base = self.d, idx * DESC_WORDS
-        d[base + D_STATE] = desc_state(M.MEMDESC_PCPDESC, DS_PCP, order, self.cpu)
+        d[base + D_STATE] = desc_state(memmap.MEMDESC_PCPDESC, DS_PCP, order, self.cpu)
         d[base + D_PFN] = pfn
-        self.v[_DESC_W] += 1
-        self._set_memdesc(pfn, order, (idx << 4) | M.MEMDESC_PCPDESC)
+        self.v[DESC_W] += 1
+        self._set_memdesc(pfn, order, (idx << 4) | memmap.MEMDESC_PCPDESC)
         return idx
 
     def alloc(self, t: int, order: int) -> int:
@@ -193,22 +195,22 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
         pcp = self.pcp
         pcp.free_count >>= 1                           # __rmqueue_pcplist()
         if lst:
-            v[_HIT] += 1
+            v[HIT] += 1
         elif self._refill(pcp, lst, order, t):
-            v[_REFILL] += 1
+            v[REFILL] += 1
         else:
             return self._alloc_buddy(t, order)
         pidx = self._desc_pop(lst)
         pcp.count -= 1 << order
         pfn = self.d[pidx * DESC_WORDS + D_PFN]
-        v[_DESC_R] += 1
+        v[DESC_R] += 1
         self._make_allocated(pfn, t, order)            # new descriptor, every memdesc word
         self.slab.free(pidx)
         return pfn
 
     def free(self, pfn: int, order: int, t: int) -> None:
         v = self.v
-        v[_FREE_TYPE + t] += 1
+        v[FREE_TYPE + t] += 1
         pcp = self.pcp
         if not pcp.allowed[order]:
             self._free_to_buddy(pfn, order, t)
@@ -216,10 +218,10 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
         if t != T_KERNEL:
             self.slab.free(self._desc_of(pfn))
         pidx = self._new_pcpdesc(pfn, order)           # swap every memdesc word
-        pindex = pcp.pindex[order][self.pbq[pfn >> 9]]
+        pindex = pcp.pindex[order][self.pbq[pfn >> PAGEBLOCK_ORDER]]
         self._desc_push(pcp.lists[pindex], pidx)
         pcp.count += 1 << order
-        v[_FREE_PCP] += 1
+        v[FREE_PCP] += 1
         drain = pcp.free_check(order, self.below_high)
         if drain:
             self._drain(pcp, drain, pindex, pcp.drain_cause)
@@ -232,7 +234,7 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
         out = []
         for pidx, order in entries:
             pfn = self._desc_pfn(pidx)
-            self._set_memdesc(pfn, order, M.MEMDESC_BUDDY)
+            self._set_memdesc(pfn, order, memmap.MEMDESC_BUDDY)
             self.slab.free(pidx)
             out.append((pfn, order))
         return out
@@ -262,16 +264,16 @@ class MemdescPolicy(_MemdescPolicy):
         pcp = self.pcps[t]
         pcp.free_count >>= 1                           # __rmqueue_pcplist()
         if lst:
-            v[_HIT] += 1
+            v[HIT] += 1
         elif self._refill(pcp, lst, order, t):
-            v[_REFILL] += 1
+            v[REFILL] += 1
         else:
             return self._alloc_buddy(t, order)
         pcp.count -= 1 << order
         if t == T_KERNEL:
             pfn = self._misc_pop(lst)
             self.mem[pfn * self.w + self.mw] = self._misc_word(DS_INUSE, order)
-            v[_MD_W] += 1
+            v[MD_W] += 1
             return pfn
         d = self.d
         idx = lst.pop()
@@ -280,21 +282,21 @@ class MemdescPolicy(_MemdescPolicy):
         base = idx * DESC_WORDS                        # the folio comes back ready
         d[base + D_STATE] = self._dstate_inuse[t][order]
         d[base + D_REFCOUNT] = 1
-        v[_DESC_W] += 2 if lst else 1
+        v[DESC_W] += 2 if lst else 1
         return d[base + D_PFN]
 
     def free(self, pfn: int, order: int, t: int) -> None:
         v = self.v
-        v[_FREE_TYPE + t] += 1
+        v[FREE_TYPE + t] += 1
         pcp = self.pcps[t]
         if not pcp.allowed[order]:
             self._free_to_buddy(pfn, order, t)
             return
-        pindex = pcp.pindex[order][self.pbq[pfn >> 9]]
+        pindex = pcp.pindex[order][self.pbq[pfn >> PAGEBLOCK_ORDER]]
         lst = pcp.lists[pindex]
         if t == T_KERNEL:
             self.mem[pfn * self.w + self.mw] = self._misc_word(DS_PCP, order)
-            v[_MD_W] += 1
+            v[MD_W] += 1
             self._misc_push(lst, pfn)
         else:
             d = self.d
@@ -307,12 +309,12 @@ class MemdescPolicy(_MemdescPolicy):
             d[base + D_PREV] = NIL
             if old != NIL:
                 d[old * DESC_WORDS + D_PREV] = idx
-                v[_DESC_W] += 2
+                v[DESC_W] += 2
             else:
-                v[_DESC_W] += 1
+                v[DESC_W] += 1
             lst.append(idx)
         pcp.count += 1 << order
-        v[_FREE_PCP] += 1
+        v[FREE_PCP] += 1
         drain = pcp.free_check(order, self.below_high)
         if drain:
             self._drain(pcp, drain, pindex, pcp.drain_cause)
@@ -323,17 +325,17 @@ class MemdescPolicy(_MemdescPolicy):
         old = lst[-1] if lst else NIL
         links[pfn * 2] = old
         links[pfn * 2 + 1] = NIL
-        self.v[_DATA_W] += 1
+        self.v[DATA_W] += 1
         if old != NIL:
             links[old * 2 + 1] = pfn
-            self.v[_DATA_W] += 1
+            self.v[DATA_W] += 1
         lst.append(pfn)
 
     def _misc_pop(self, lst) -> int:
         pfn = lst.pop()
         if lst:
             self.arena.freelinks[lst[-1] * 2 + 1] = NIL
-            self.v[_DATA_W] += 1
+            self.v[DATA_W] += 1
         return pfn
 
     def _enter(self, pcp, lst, blocks, order, t) -> None:
@@ -345,7 +347,7 @@ class MemdescPolicy(_MemdescPolicy):
                 links[pfn * 2], links[pfn * 2 + 1] = NIL, tail
                 if tail != NIL:
                     links[tail * 2] = pfn
-                self.v[_DATA_W] += 1 + (tail != NIL)   # its own links, and the old tail's
+                self.v[DATA_W] += 1 + (tail != NIL)   # its own links, and the old tail's
                 lst.appendleft(pfn)
                 continue
             idx = self._new_desc(t, order, pfn, DS_PCP)
@@ -359,6 +361,6 @@ class MemdescPolicy(_MemdescPolicy):
             pfn = entry if misc else self._desc_pfn(entry)
             if not misc:
                 self.slab.free(entry)
-            self._set_memdesc(pfn, order, M.MEMDESC_BUDDY)
+            self._set_memdesc(pfn, order, memmap.MEMDESC_BUDDY)
             out.append((pfn, order))
         return out

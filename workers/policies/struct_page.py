@@ -6,54 +6,54 @@ tail pages (compound_head), which is what the two policies treat differently.
 
 from __future__ import annotations
 
-from pcpd.model import memmap as M
+from pcpd.kernel import PAGE_ORDERS, PAGEBLOCK_ORDER
+from pcpd.model import memmap
 from pcpd.model.memmap import NIL, lines_spanned
 from workers.policies.base import (
-    _BUDDY,
-    _FREE_BUDDY,
-    _FREE_PCP,
-    _FREE_TYPE,
-    _HIT,
-    _LINK_W,
-    _PAGE_W,
-    _PREP_W,
-    _REFILL,
-    _RMAP_R,
-    _RMAP_W,
-    _UNDO_R,
-    _UNDO_W,
-    _W_LINK,
-    _W_PREV,
-    _W_REFCOUNT,
+    BUDDY,
     COMPOUND_OF,
     FOLIO_OF,
+    FREE_BUDDY,
+    FREE_PCP,
+    FREE_TYPE,
+    HIT,
+    LINK_W,
     MIGRATETYPE_OF,
+    PAGE_W,
+    PREP_W,
+    REFILL,
+    RMAP_R,
+    RMAP_W,
     T_KERNEL,
     TYPES,
+    UNDO_R,
+    UNDO_W,
+    W_LINK,
+    W_PREV,
+    W_REFCOUNT,
     Policy,
 )
 
 
 class _Page64Policy(Policy):
-    """PCP lists linked through page->pcp_list in 64-byte struct pages."""
-
-    record_sizes = (64,)
+    """PCP lists linked through page->pcp_list in 64-byte struct pages (the registry's
+    record sizes for these policies)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        cpu1 = (self.cpu + 1) << M.FLAG_CPU_SHIFT
-        self._pcp_flags = [M.PG_PCP | cpu1 | (o << M.FLAG_ORDER_SHIFT) for o in range(11)]
-        self._alloc_flags = [[self._head_flags(t, o) for o in range(11)] for t in range(len(TYPES))]
-        self._inflight_flags = [[f & ~M.PG_ALLOC | M.PG_INFLIGHT for f in row]
+        cpu1 = (self.cpu + 1) << memmap.FLAG_CPU_SHIFT
+        self._pcp_flags = [memmap.PG_PCP | cpu1 | (o << memmap.FLAG_ORDER_SHIFT) for o in PAGE_ORDERS]
+        self._alloc_flags = [[self._head_flags(t, o) for o in PAGE_ORDERS] for t in range(len(TYPES))]
+        self._inflight_flags = [[f & ~memmap.PG_ALLOC | memmap.PG_INFLIGHT for f in row]
                                 for row in self._alloc_flags]
 
     def _head_flags(self, t: int, order: int) -> int:
-        flags = (M.PG_ALLOC | ((self.cpu + 1) << M.FLAG_CPU_SHIFT)
-                 | (order << M.FLAG_ORDER_SHIFT) | (t << M.FLAG_TYPE_SHIFT))
+        flags = (memmap.PG_ALLOC | ((self.cpu + 1) << memmap.FLAG_CPU_SHIFT)
+                 | (order << memmap.FLAG_ORDER_SHIFT) | (t << memmap.FLAG_TYPE_SHIFT))
         if FOLIO_OF[t]:
-            flags |= M.PG_LRU
+            flags |= memmap.PG_LRU
         if order and COMPOUND_OF[t]:
-            flags |= M.PG_HEAD
+            flags |= memmap.PG_HEAD
         return flags
 
     # page state (slow paths: compound blocks, buddy allocations) --------------
@@ -61,21 +61,21 @@ class _Page64Policy(Policy):
         """post_alloc_hook(): head flags, refcount 1, private 0: one line."""
         mem, base = self.mem, pfn * 8
         mem[base] = self._alloc_flags[t][order]
-        mem[base + M.W_REFCOUNT64] = 1
-        mem[base + M.W_PRIVATE64] = 0
-        self.v[_PAGE_W] += 1
+        mem[base + memmap.W_REFCOUNT64] = 1
+        mem[base + memmap.W_PRIVATE64] = 0
+        self.v[PAGE_W] += 1
 
     def _prep_compound_page(self, pfn: int, order: int) -> None:
         """prep_compound_page(): three stores into each of the 2**order - 1 tails."""
         n = 1 << order
         mem = self.np_mem
         first, end = (pfn + 1) * 8, (pfn + n) * 8
-        mem[first + M.W_MAPPING:end:8] = M.TAIL_MAPPING
-        mem[first + M.W_LINK:end:8] = (pfn << 1) | 1        # compound_head = head | 1
-        mem[first + M.W_PRIVATE64:end:8] = 0
+        mem[first + memmap.W_MAPPING:end:8] = memmap.TAIL_MAPPING
+        mem[first + memmap.W_LINK:end:8] = (pfn << 1) | 1        # compound_head = head | 1
+        mem[first + memmap.W_PRIVATE64:end:8] = 0
         # prep_compound_head(): order, nr_pages, mapcounts in page[1]; _deferred_list in page[2]
-        mem[first + M.W_PRIVATE64] = order
-        self.v[_PREP_W] += lines_spanned(pfn + 1, n - 1, 64)
+        mem[first + memmap.W_PRIVATE64] = order
+        self.v[PREP_W] += lines_spanned(pfn + 1, n - 1, 64)
 
     def _free_tail_pages(self, pfn: int, order: int, compound: bool) -> None:
         """__free_pages_prepare() tail loop: read and rewrite every tail's line."""
@@ -84,13 +84,13 @@ class _Page64Policy(Policy):
         first, end = (pfn + 1) * 8, (pfn + n) * 8
         flags = mem[first:end:8]
         if compound:                                  # free_tail_page_prepare()
-            mem[first + M.W_MAPPING:end:8] = 0
-            mem[first + M.W_LINK:end:8] = 0
-            mem[first + M.W_PRIVATE64] = 0              # page[1] second-page fields
-        flags &= ~(M.PG_LRU | M.PG_ALLOC)             # PAGE_FLAGS_CHECK_AT_PREP
+            mem[first + memmap.W_MAPPING:end:8] = 0
+            mem[first + memmap.W_LINK:end:8] = 0
+            mem[first + memmap.W_PRIVATE64] = 0              # page[1] second-page fields
+        flags &= ~(memmap.PG_LRU | memmap.PG_ALLOC)             # PAGE_FLAGS_CHECK_AT_PREP
         lines = lines_spanned(pfn + 1, n - 1, 64)
-        self.v[_UNDO_W] += lines
-        self.v[_UNDO_R] += lines
+        self.v[UNDO_W] += lines
+        self.v[UNDO_R] += lines
 
     def _alloc_buddy(self, t: int, order: int) -> int:
         """rmqueue_buddy() then prep_new_page(): orders the PCP does not keep."""
@@ -98,12 +98,12 @@ class _Page64Policy(Policy):
         if pfn == NIL:
             self._count_fail()
             return NIL
-        self.v[_BUDDY] += 1
+        self.v[BUDDY] += 1
         self._post_alloc_hook(pfn, t, order)
         if order and COMPOUND_OF[t]:
             self._prep_compound_page(pfn, order)
             if FOLIO_OF[t]:                            # folio_prep_large_rmappable()
-                self.v[_RMAP_W] += 1
+                self.v[RMAP_W] += 1
         return pfn
 
     def _free_buddy(self, pfn: int, order: int, t: int) -> None:
@@ -112,10 +112,10 @@ class _Page64Policy(Policy):
             self._free_tail_pages(pfn, order, COMPOUND_OF[t])
         mem, base = self.mem, pfn * 8
         mem[base] = 0
-        mem[base + M.W_REFCOUNT64] = 0
-        self.v[_PAGE_W] += 1
+        mem[base + memmap.W_REFCOUNT64] = 0
+        self.v[PAGE_W] += 1
         self.zone.free_one_page(pfn, order)
-        self.v[_FREE_BUDDY] += 1
+        self.v[FREE_BUDDY] += 1
 
     # the PCP fast paths --------------------------------------------------------
     # alloc() and free() are the per-operation path: everything an order-0 hit
@@ -130,28 +130,28 @@ class _Page64Policy(Policy):
         pcp = self.pcp
         pcp.free_count >>= 1                           # __rmqueue_pcplist()
         if lst:
-            v[_HIT] += 1
+            v[HIT] += 1
         elif self._refill(pcp, lst, order, t):
-            v[_REFILL] += 1
+            v[REFILL] += 1
         else:
             return self._alloc_buddy(t, order)
         mem = self.mem
         pfn = lst.pop()
         if lst:                                        # list_del(): the new head's prev
-            mem[lst[-1] * 8 + _W_PREV] = NIL
-            v[_LINK_W] += 1
+            mem[lst[-1] * 8 + W_PREV] = NIL
+            v[LINK_W] += 1
         pcp.count -= 1 << order
         base = pfn * 8                                 # post_alloc_hook(): one line
         mem[base] = self._alloc_flags[t][order]
-        mem[base + _W_REFCOUNT] = 1
-        v[_PAGE_W] += 1
+        mem[base + W_REFCOUNT] = 1
+        v[PAGE_W] += 1
         if order:
             self._after_pcp_alloc(pfn, t, order)
         return pfn
 
     def free(self, pfn: int, order: int, t: int) -> None:
         v = self.v
-        v[_FREE_TYPE + t] += 1
+        v[FREE_TYPE + t] += 1
         head = 0
         if order:
             head = self._before_pcp_free(pfn, order, t)
@@ -160,21 +160,21 @@ class _Page64Policy(Policy):
         pcp = self.pcp
         # free_frozen_page_commit(): the list comes from the pageblock's
         # migratetype, not the caller's
-        pindex = pcp.pindex[order][self.pbq[pfn >> 9]]
+        pindex = pcp.pindex[order][self.pbq[pfn >> PAGEBLOCK_ORDER]]
         lst = pcp.lists[pindex]
         mem, base = self.mem, pfn * 8
         old = lst[-1] if lst else NIL
         mem[base] = self._pcp_flags[order] | head
-        mem[base + _W_LINK] = old
-        mem[base + _W_PREV] = NIL
-        mem[base + _W_REFCOUNT] = 0
-        v[_PAGE_W] += 1
+        mem[base + W_LINK] = old
+        mem[base + W_PREV] = NIL
+        mem[base + W_REFCOUNT] = 0
+        v[PAGE_W] += 1
         if old != NIL:
-            mem[old * 8 + _W_PREV] = pfn
-            v[_LINK_W] += 1
+            mem[old * 8 + W_PREV] = pfn
+            v[LINK_W] += 1
         lst.append(pfn)
         pcp.count += 1 << order
-        v[_FREE_PCP] += 1
+        v[FREE_PCP] += 1
         drain = pcp.free_check(order, self.below_high)
         if drain:
             self._drain(pcp, drain, pindex, pcp.drain_cause)
@@ -195,31 +195,32 @@ class _Page64Policy(Policy):
         mem, flags = self.mem, self._pcp_flags[order]
         # each block's own line and the old tail's, except that a block added
         # to an empty list links to the list head in per_cpu_pages
-        self.v[_LINK_W] += 2 * len(blocks) - 1 if blocks and not lst else 2 * len(blocks)
+        self.v[LINK_W] += 2 * len(blocks) - 1 if blocks and not lst else 2 * len(blocks)
+        tail = lst[0] if lst else NIL
         for pfn in blocks:                             # list_add_tail() in rmqueue_bulk()
-            tail = lst[0] if lst else NIL
             base = pfn * 8
             mem[base] = flags
-            mem[base + M.W_LINK] = NIL
-            mem[base + M.W_PREV] = tail
+            mem[base + W_LINK] = NIL
+            mem[base + W_PREV] = tail
             if tail != NIL:
-                mem[tail * 8 + M.W_LINK] = pfn
-            lst.appendleft(pfn)
+                mem[tail * 8 + W_LINK] = pfn
+            tail = pfn
+        lst.extendleft(blocks)
 
     def _leave(self, pcp, entries):
         mem = self.mem
         for pfn, _ in entries:
             mem[pfn * 8] = 0                           # list_del() from pcp_list
-        self.v[_LINK_W] += len(entries)
+        self.v[LINK_W] += len(entries)
         return entries
 
     def send(self, pfn, order, t, dst) -> None:
         self.mem[pfn * 8] = self._inflight_flags[t][order]
-        self.v[_PAGE_W] += 1
+        self.v[PAGE_W] += 1
 
     def receive(self, pfn, order, t) -> None:
         self.mem[pfn * 8] = self._alloc_flags[t][order]
-        self.v[_PAGE_W] += 1
+        self.v[PAGE_W] += 1
 
 
 class LegacyPolicy(_Page64Policy):
@@ -231,7 +232,7 @@ class LegacyPolicy(_Page64Policy):
         if COMPOUND_OF[t]:                             # prep_new_page(): __GFP_COMP
             self._prep_compound_page(pfn, order)
             if FOLIO_OF[t]:                            # folio_prep_large_rmappable()
-                self.v[_RMAP_W] += 1
+                self.v[RMAP_W] += 1
 
     def _before_pcp_free(self, pfn: int, order: int, t: int) -> int:
         if not self.pcp.allowed[order]:
@@ -239,7 +240,7 @@ class LegacyPolicy(_Page64Policy):
             return -1
         self._free_tail_pages(pfn, order, COMPOUND_OF[t])   # __free_pages_prepare()
         if FOLIO_OF[t] and order > 1:                  # folio_unqueue_deferred_split()
-            self.v[_RMAP_R] += 1
+            self.v[RMAP_R] += 1
         return 0
 
 
@@ -257,7 +258,7 @@ class CompoundPolicy(_Page64Policy):
         if not COMPOUND_OF[t]:                         # hand out plain pages: undo compound
             self._free_tail_pages(pfn, order, compound=True)
         elif FOLIO_OF[t]:                              # page_rmappable_folio(): page[1] flag
-            self.v[_RMAP_W] += 1
+            self.v[RMAP_W] += 1
 
     def _before_pcp_free(self, pfn: int, order: int, t: int) -> int:
         convert = not COMPOUND_OF[t] and self.options.noncompound_free == "convert"
@@ -267,15 +268,15 @@ class CompoundPolicy(_Page64Policy):
         if convert:                                    # make it compound to keep it
             self._prep_compound_page(pfn, order)
         elif FOLIO_OF[t]:                              # folio_undo_large_rmappable()
-            self.v[_RMAP_W] += 1
+            self.v[RMAP_W] += 1
             if order > 1:                              # folio_unqueue_deferred_split()
-                self.v[_RMAP_R] += 1
-        return M.PG_HEAD
+                self.v[RMAP_R] += 1
+        return memmap.PG_HEAD
 
     def _enter(self, pcp, lst, blocks, order, t) -> None:
         super()._enter(pcp, lst, blocks, order, t)
         if order:                                      # compound from buddy to PCP
-            mem, flags = self.mem, self._pcp_flags[order] | M.PG_HEAD
+            mem, flags = self.mem, self._pcp_flags[order] | memmap.PG_HEAD
             for pfn in blocks:
                 self._prep_compound_page(pfn, order)
                 mem[pfn * 8] = flags

@@ -1,0 +1,59 @@
+"""Trace lines for the replay tests: perf and ftrace text of the kmem events, and pass 1 over them.
+
+The replay-* fixtures in tests/data/traces/ are real captures on the
+project's machine (x86-64, 2 CPUs, kernel 6.18.44, perf 6.1, as root), of
+a workload that allocates and frees inside the capture window:
+
+    # work.py: touch a 1 MiB MAP_PRIVATE anonymous mapping and munmap it
+    # (twice, or three times); touch a MADV_HUGEPAGE one (order-9 THPs);
+    # write and read 16 KiB through a pipe, 16 or 64 times.
+    EVENTS="-e kmem:mm_page_alloc -e kmem:mm_page_free -e kmem:mm_page_free_batched
+            -e kmem:mm_page_pcpu_drain -e kmem:mm_page_alloc_zone_locked
+            -e kmem:mm_page_alloc_extfrag"
+    perf record $EVENTS -a -o y.data -- python3 work.py     # default PCP sizing
+    perf script -i y.data | sed -n 2501,5500p | gzip -9n > replay-perf-6.18.txt.gz
+    # a small PCP (high 266, no auto-tuning), so that 3500 lines hold refills
+    # and drains; zoneinfo taken in the same second
+    sysctl -w vm.percpu_pagelist_high_fraction=800
+    cat /proc/zoneinfo > replay-zoneinfo-6.18-small-pcp.txt
+    perf record $EVENTS -a -o z.data -- python3 work.py
+    sysctl -w vm.percpu_pagelist_high_fraction=0
+    perf script -i z.data | sed -n 12001,15500p | xz -9e > replay-perf-6.18-small-pcp.txt.xz
+"""
+
+from pathlib import Path
+
+from pcpd.replay.decode import decode
+from pcpd.replay.spool import OpSpool
+from pcpd.replay.trace import parse_lines
+
+DATA = Path(__file__).parent / "data" / "traces"
+SMALL_PCP = DATA / "replay-perf-6.18-small-pcp.txt.xz"
+SMALL_PCP_ZONEINFO = DATA / "replay-zoneinfo-6.18-small-pcp.txt"
+DEFAULT_PCP = DATA / "replay-perf-6.18.txt.gz"
+THIS_MACHINE = Path(__file__).parent / "data" / "zoneinfo" / "this-machine-6.18.txt"
+
+FT = "            bash-2113  [{cpu:03d}] .....  {ts:.6f}: "
+PERF = "            bash  2113 [{cpu:03d}]  {ts:.6f}: kmem:"
+ANON = "GFP_HIGHUSER_MOVABLE|__GFP_ZERO|__GFP_COMP"
+
+
+def alloc(pfn, order=0, gfp=ANON, cpu=0, ts=1.0, prefix=PERF):
+    page = "(nil)" if pfn == 0 else f"0x{pfn:x}"
+    return (prefix.format(cpu=cpu, ts=ts) + f"mm_page_alloc: page={page} pfn=0x{pfn:x} "
+            f"order={order} migratetype=1 gfp_flags={gfp}")
+
+
+def free(pfn, order=0, cpu=0, ts=1.0, event="mm_page_free", prefix=PERF):
+    return prefix.format(cpu=cpu, ts=ts) + f"{event}: page=0x{pfn:x} pfn=0x{pfn:x} order={order}"
+
+
+def batched(pfn, cpu=0, ts=1.0):
+    return free(pfn, 0, cpu, ts, "mm_page_free_batched")
+
+
+def decode_lines(lines, decay_interval=0.0):
+    """Pass 1 over ``lines``: what it decoded and every spooled operation."""
+    with OpSpool() as spool:
+        decoded = decode(parse_lines(lines, "test"), spool, decay_interval)
+        return decoded, list(spool)

@@ -1,0 +1,386 @@
+"""``pcp-buddy``: the pageblock-owning PCP.
+
+Sources: Johannes Weiner, "[RFC 0/2] mm: page_alloc: pcp buddy allocator"
+(linux-mm, 3 April 2026; 1/2 "replace pageblock_flags bitmap with struct
+pageblock_data", 2/2 "per-cpu pageblock buddy allocator"), and Rik van
+Riel's follow-up series built on it (RFC, April-May 2026: "1GB
+superpageblock memory allocation", whose "split-path PCP free with
+local-trylock + remote-llist" moves remote frees onto a per-CPU lockless
+list the owner absorbs).
+
+What the RFC changes, and how it is modelled here:
+
+* A CPU's refill claims a *whole pageblock* from the zone under one
+  zone->lock acquisition and becomes its owner (``struct pageblock_data``
+  gains the owner; here ``arena.pbowner``, one int16 per pageblock holding
+  the owning slot + 1).  The pageblock is split *outside* zone->lock: the
+  PCP is a buddy allocator of its own, free lists of every order up to
+  pageblock_order, whose pieces are marked PagePCPBuddy (``PG_PCP_BUDDY``
+  below, with PG_PCP, the owner CPU and the order in the head's flags, so
+  the audit and crash recovery read them as that CPU's PCP pages).  An
+  allocation of any order up to 9 takes the smallest piece that fits and
+  splits it (``__rmqueue_smallest``/``expand`` on the PCP); a free merges
+  with free buddies of the same owner (``__free_one_page`` on the PCP).
+  Orders 4-8, which today always go through the buddy, are served too.
+* Refill phases (RFC 2/2): phase 0 pulls this CPU's owned fragments that
+  drains left in the zone buddy back onto the PCP (scanning only pageblocks
+  that had fragments drained, as ``pcp->owned_blocks`` does); phase 1
+  claims a whole pageblock (``__rmqueue`` at pageblock_order, changing its
+  migratetype to the requester's as a whole-block claim does); when neither
+  finds memory, phases 2 and 3 are today's refill (``rmqueue_bulk`` of a
+  batch onto the ordinary PCP lists, cached for batching only, never owned
+  nor merged), or the buddy for orders the PCP does not keep.
+* Frees route to the owner: a block of an owned pageblock freed on another
+  CPU is sent to the owning CPU, which adds it to its PCP buddy (RFC:
+  "frees route back to that PCP instead of the freeing CPU's local one";
+  van Riel: the remote free is a push onto the owner's ``free_llist``,
+  absorbed by the owner at its next opportunity).  Across worker processes
+  the message is an entry on the cross-CPU ring (``pcpd.model.rings``): the
+  freeing CPU marks the block in flight and queues it, the owner's worker
+  takes it with its inbox (every 256 operations and before it exits) and
+  frees it locally.  Blocks of unowned pageblocks (phase 2/3 memory) are
+  freed onto the freeing CPU's PCP as today.
+* zone->lock is taken to claim (and recover) pageblocks, to return pieces
+  on a drain, and for the phase 2/3 and buddy paths; a drain returns cached
+  blocks first, then owned pieces largest first; a whole free pageblock
+  goes back to the zone and its ownership with it, a smaller piece becomes
+  a fragment the owner may recover in phase 0.
+
+Modelling choices (none of these is fixed by the RFC):
+
+* Page state is legacy's: compound blocks are prepped on allocation and
+  undone on free, so the comparison with ``legacy`` isolates ownership.
+* Counting: pieces on the PCP buddy count in ``pcp->count`` against
+  ``high`` exactly like cached pages; a claim counts as one refill of 512
+  pages (or the pages phase 0 recovered) and calls ``nr_pcp_alloc()`` only
+  for its ``high`` auto-tuning.  The PCP buddy serves every order up to 9
+  whatever the era's ``pcp_allowed_order()`` (the era decides only the
+  cached lists).
+* A drain picks the largest owned piece no bigger than what is left to
+  drain, else the smallest piece there is (so a drain of 63 pages may give
+  back a whole pageblock, as a THP list drain gives back 512 today).
+  ``drain_all_pages()`` and a worker's exit drain also give up ownership of
+  every pageblock the CPU owns (a CPU going offline hands its blocks back).
+* Where the owner runs in the same process as the freeing CPU (``pcpd
+  costs``, replay, tests: one process drives every CPU) the message is
+  delivered at once: the owner absorbs the block in the same call, charged
+  to the owner's counters; the freeing CPU is charged the one line of
+  llist_add().  A free whose owner's worker is stopping or gone, or whose
+  ring is full, is freed on the freeing CPU's own PCP as an unowned block.
+  Routed frees are counted as ``free_remote_out`` on the freeing CPU.
+* Charges: inserting or removing a piece writes its head line (page state)
+  and the neighbour's link (list_link); each merge step reads the buddy's
+  head and rewrites it (cause ``buddy``: buddy-allocator work, here done on
+  the PCP outside zone->lock); phase 0 reads the whole pageblock's records
+  (512 lines) per pageblock scanned.  Piece links are charged, not stored:
+  which pieces a CPU holds is recorded in the page flags, its lists are a
+  per-process cache.
+* Not modelled: the superpageblock (1 GiB) steering of van Riel's series,
+  whose arenas would be one superpageblock here; the pcp->lock trylock
+  against remote frees (each CPU's PCP is private to its process).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from pcpd.kernel import MIGRATE_PCPTYPES, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
+from pcpd.model import memmap, rings
+from pcpd.model import stats as S
+from pcpd.model.arena import C_STATE, Arena
+from pcpd.model.lock import OP_REFILL
+from pcpd.model.memmap import NIL, lines_spanned
+from pcpd.model.zone import RMQUEUE_NORMAL
+from workers.pcp import PerCpuPages
+from workers.policies.base import (
+    COMPOUND_OF,
+    FOLIO_OF,
+    FREE_PCP,
+    FREE_TYPE,
+    HIT,
+    LINK_W,
+    MIGRATETYPE_OF,
+    PAGE_W,
+    REFILL,
+    RMAP_R,
+    W_REFCOUNT,
+)
+from workers.policies.struct_page import LegacyPolicy
+
+__all__ = ["PcpBuddyPolicy", "PG_PCP_BUDDY", "OFFLINE_STATES"]
+
+# PagePCPBuddy: a free piece of an owned pageblock on its owner's PCP, eligible for
+# merging there.  A flag bit pcpd.model.memmap leaves unused (its PG_* bits are 0-3, 5, 6).
+PG_PCP_BUDDY = 1 << 4
+
+# Worker states (cpuctl C_STATE, workers.worker.STATE_STOPPING and STATE_EXITED) in
+# which a CPU slot takes no routed free: its worker has taken its inbox for the last
+# time, or is about to.  0, no worker at all, is a single-process model: routed.
+OFFLINE_STATES = (4, 5)
+
+_BUDDY_W, _BUDDY_R = S.LINES_W["buddy"], S.LINES_R["buddy"]
+_REMOTE_OUT, _REMOTE_IN = S.INDEX["free_remote_out"], S.INDEX["free_remote_in"]
+_PB = PAGEBLOCK_ORDER
+
+# The policies of each arena that live in this process, by CPU slot: a routed free
+# to one of them is delivered at once (see the module docstring).
+_PEERS: weakref.WeakKeyDictionary[Arena, dict[int, weakref.ReferenceType[PcpBuddyPolicy]]] = \
+    weakref.WeakKeyDictionary()
+
+
+class PcpBuddyPolicy(LegacyPolicy):
+    """Legacy page state; the PCP claims whole pageblocks and is a buddy allocator of its own."""
+
+    name = "pcp-buddy"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        arena = self.arena
+        self.me = self.cpu + 1
+        self.owner_of = arena.pbowner.data                  # pageblock -> owning slot + 1
+        # the PCP buddy's free lists, [order][migratetype]: insertion-ordered dicts,
+        # popped LIFO for allocation (cache-hot), oldest first for drains
+        self.free_lists: list[list[dict[int, None]]] = [[{} for _ in range(MIGRATE_PCPTYPES)]
+                                                         for _ in range(_PB + 1)]
+        self.owned_pages = 0                                 # pages in free_lists, part of pcp.count
+        # pcp->owned_blocks: a replacement worker inherits its slot's pageblocks, whose
+        # pieces recovery gave back to the zone: every one may hold fragments there
+        self.owned: set[int] = set(np.flatnonzero(arena.pbowner == self.me).tolist())
+        self.fragmented: set[int] = set(self.owned)
+        cpu1 = self.me << memmap.FLAG_CPU_SHIFT
+        self._piece_flags = [memmap.PG_PCP | PG_PCP_BUDDY | cpu1 | (o << memmap.FLAG_ORDER_SHIFT)
+                             for o in range(_PB + 1)]
+        self._outbox = rings.Outbox(arena, self.cpu)
+        self._states = arena.cpuctl[:, C_STATE]
+        _PEERS.setdefault(arena, {})[self.cpu] = weakref.ref(self)
+
+    # -- the PCP buddy's free lists -------------------------------------------------
+    def _piece_add(self, pfn: int, order: int, mt: int) -> None:
+        """__add_to_free_list() on the PCP: the piece's head line, and the old first piece's link."""
+        lst = self.free_lists[order][mt]
+        self.mem[pfn * 8] = self._piece_flags[order]
+        v = self.v
+        v[PAGE_W] += 1
+        if lst:
+            v[LINK_W] += 1
+        lst[pfn] = None
+        self.owned_pages += 1 << order
+
+    def _piece_free(self, pfn: int, order: int) -> None:
+        """__free_one_page() on the PCP: merge with free buddies of this owner, then add."""
+        mem, v, flags = self.mem, self.v, self._piece_flags
+        mt = self.pbq[pfn >> _PB]                 # one pageblock, one migratetype
+        while order < _PB:
+            buddy = pfn ^ (1 << order)
+            v[_BUDDY_R] += 1                       # page_is_buddy(): the buddy's head
+            if mem[buddy * 8] != flags[order]:
+                break
+            lst = self.free_lists[order][mt]
+            del lst[buddy]                         # __del_page_from_free_list()
+            mem[buddy * 8] = 0
+            v[_BUDDY_W] += 1
+            if lst:
+                v[LINK_W] += 1
+            self.owned_pages -= 1 << order
+            pfn &= buddy
+            order += 1
+        self._piece_add(pfn, order, mt)
+
+    def _piece_take(self, order: int, mt: int) -> int:
+        """__rmqueue_smallest() on the PCP: the smallest piece that fits, split by expand()."""
+        v = self.v
+        for cur in range(order, _PB + 1):
+            lst = self.free_lists[cur][mt]
+            if not lst:
+                continue
+            pfn, _ = lst.popitem()
+            if lst:
+                v[LINK_W] += 1
+            self.owned_pages -= 1 << cur
+            while cur > order:                     # upper halves back onto the PCP buddy
+                cur -= 1
+                self._piece_add(pfn + (1 << cur), cur, mt)
+            return pfn
+        return NIL
+
+    # -- allocation ------------------------------------------------------------------
+    def alloc(self, t: int, order: int) -> int:
+        if order > _PB:                            # beyond a pageblock: the buddy, as legacy
+            return super().alloc(t, order)
+        mt = MIGRATETYPE_OF[t]
+        pfn = self._piece_take(order, mt)
+        outcome = HIT
+        if pfn == NIL:
+            if self._lists[t][order]:              # a cached phase 2/3 block: legacy's hit
+                return super().alloc(t, order)
+            if not self._claim(order, mt, t):      # phases 2 and 3: legacy's refill, or the buddy
+                return super().alloc(t, order)
+            pfn = self._piece_take(order, mt)
+            outcome = REFILL
+        v = self.v
+        v[self._alloc_ctr[t][order]] += 1
+        v[outcome] += 1
+        pcp = self.pcp
+        pcp.free_count >>= 1                       # __rmqueue_pcplist()
+        pcp.count -= 1 << order
+        base = pfn * 8                             # post_alloc_hook(): one line
+        self.mem[base] = self._alloc_flags[t][order]
+        self.mem[base + W_REFCOUNT] = 1
+        v[PAGE_W] += 1
+        if order:
+            self._after_pcp_alloc(pfn, t, order)  # legacy's prep_compound_page()
+        return pfn
+
+    def _claim(self, order: int, mt: int, t: int) -> bool:
+        """The refill's phases 0 and 1 under one zone->lock; True when a piece of
+        ``order`` and ``mt`` is now on the PCP buddy."""
+        pcp, zone, v = self.pcp, self.zone, self.v
+        got: list[tuple[int, int]] = []
+        with zone.lock(OP_REFILL):
+            for pb in sorted(self.fragmented):     # phase 0: owned fragments back from the zone
+                if zone.pb[pb] != mt:
+                    continue
+                self.fragmented.discard(pb)
+                if self.owner_of[pb] != self.me:   # claimed by another CPU since
+                    self.owned.discard(pb)
+                    continue
+                start = pb << _PB
+                heads, orders = zone.mm.buddy_heads(start, PAGEBLOCK_NR_PAGES)
+                v[_BUDDY_R] += lines_spanned(start, PAGEBLOCK_NR_PAGES, self.rb)
+                if len(orders) and int(orders.max()) > _PB:
+                    self._disown(pb)               # merged past the pageblock: the zone's again
+                    continue
+                for head, o in zip(heads.tolist(), orders.tolist()):
+                    zone._del(head, o, mt)         # on the lists of its pageblock's type
+                    got.append((head, o))
+            if not any(o >= order for _, o in got):
+                pfn = zone._rmqueue(_PB, mt, RMQUEUE_NORMAL)[0]    # phase 1: a whole pageblock
+                if pfn != NIL:
+                    pb = pfn >> _PB
+                    zone.pb[pb] = mt               # a whole-block claim changes its type
+                    self.owner_of[pb] = self.me
+                    self.owned.add(pb)
+                    got.append((pfn, _PB))
+        if not got:
+            return False                           # phases 2 and 3 (legacy's _refill) tune high
+        self._set_below_high()
+        pcp.nr_pcp_alloc(order, self.below_high)   # for pcp->high's tuning; a claim is a pageblock
+        pages = 0
+        for head, o in got:                        # split and merged outside zone->lock
+            self._piece_free(head, o)
+            pages += 1 << o
+        pcp.count += pages
+        v[S.REFILLS] += 1
+        v[S.REFILL_PAGES] += pages
+        v[S.ALLOC_MISS_TYPE + t] += 1
+        return any(self.free_lists[o][mt] for o in range(order, _PB + 1))
+
+    # -- free --------------------------------------------------------------------------
+    def free(self, pfn: int, order: int, t: int) -> None:
+        if order <= _PB:
+            owner = self.owner_of[pfn >> _PB]
+            if owner == self.me:
+                self._free_owned(pfn, order, t)
+                return
+            if owner and self._route(pfn, order, t, owner - 1):
+                return
+        super().free(pfn, order, t)                # unowned: onto this CPU's PCP, as today
+
+    def _free_owned(self, pfn: int, order: int, t: int) -> None:
+        """A block of a pageblock this CPU owns comes back to its PCP buddy."""
+        v = self.v
+        v[FREE_TYPE + t] += 1
+        if order:                                  # __free_pages_prepare(), as legacy
+            self._free_tail_pages(pfn, order, COMPOUND_OF[t])
+            if FOLIO_OF[t] and order > 1:          # folio_unqueue_deferred_split()
+                v[RMAP_R] += 1
+        self.mem[pfn * 8 + W_REFCOUNT] = 0
+        pcp = self.pcp
+        pcp.count += 1 << order
+        self._piece_free(pfn, order)
+        v[FREE_PCP] += 1
+        drain = pcp.free_check(order, self.below_high)
+        if drain:
+            self._drain(pcp, drain, 0, pcp.drain_cause)
+
+    def _route(self, pfn: int, order: int, t: int, owner: int) -> bool:
+        """Send a block to the CPU that owns its pageblock; False when it must be freed here."""
+        peers = _PEERS.get(self.arena)
+        ref = peers.get(owner) if peers else None
+        peer = ref() if ref is not None else None
+        if peer is None and self._states[owner] in OFFLINE_STATES:
+            return False
+        self.send(pfn, order, t, owner)            # llist_add(): the head's line
+        if peer is not None:                       # the owner runs here: it absorbs at once
+            peer.v[_REMOTE_IN] += 1
+            peer._free_owned(pfn, order, t)
+        elif not self._outbox.push(owner, rings.encode(pfn, t, order)):
+            self.receive(pfn, order, t)            # the ring is full: take it back
+            return False
+        self.v[_REMOTE_OUT] += 1
+        return True
+
+    # -- drains --------------------------------------------------------------------------
+    def _drain(self, pcp: PerCpuPages, count: int, start_pindex: int, cause: str) -> int:
+        """free_pcppages_bulk(): cached blocks first, then owned pieces, one zone->lock."""
+        blocks: list[tuple[int, int]] = []
+        cached = pcp.count - self.owned_pages
+        if cached > 0 and any(pcp.lists):
+            blocks += self._leave(pcp, pcp.take_for_drain(min(count, cached), start_pindex))
+        taken = sum(1 << o for _, o in blocks)
+        if count > taken:
+            blocks += self._take_pieces(count - taken)
+        if not blocks:
+            return 0
+        self.zone.free_pcppages_bulk(blocks)
+        self._clear_below_high()
+        pages = sum(1 << o for _, o in blocks)
+        self.v[S.DRAINS[cause]] += 1
+        self.v[S.DRAIN_PAGES[cause]] += pages
+        return pages
+
+    def _take_pieces(self, want: int) -> list[tuple[int, int]]:
+        """Owned pieces for a drain: the largest no bigger than what is left, else the
+        smallest; a whole pageblock goes back with its ownership, a smaller piece
+        leaves a fragment for phase 0."""
+        out: list[tuple[int, int]] = []
+        lists, mem, v = self.free_lists, self.mem, self.v
+        while want > 0 and self.owned_pages:
+            held = [o for o in range(_PB + 1) if any(lists[o])]
+            fits = [o for o in held if 1 << o <= want]
+            order = max(fits) if fits else min(held)
+            lst = next(lst for lst in lists[order] if lst)
+            pfn = next(iter(lst))                  # the oldest piece: cold
+            del lst[pfn]
+            mem[pfn * 8] = 0
+            v[LINK_W] += 1
+            self.owned_pages -= 1 << order
+            self.pcp.count -= 1 << order
+            pb = pfn >> _PB
+            if order == _PB:
+                self._disown(pb)
+            else:
+                self.fragmented.add(pb)
+            out.append((pfn, order))
+            want -= 1 << order
+        return out
+
+    def _disown(self, pb: int) -> None:
+        if self.owner_of[pb] == self.me:
+            self.owner_of[pb] = 0
+        self.owned.discard(pb)
+        self.fragmented.discard(pb)
+
+    def drain_all(self, cause: str = "drain_all") -> int:
+        """drain_pages_zone(), and every owned pageblock handed back (see the module docstring)."""
+        pcp, pages = self.pcp, 0
+        while pcp.count:
+            drained = self._drain(pcp, min(pcp.count, pcp.free_cap), 0, cause)
+            if not drained:                        # the lists and pcp->count disagree
+                raise RuntimeError(f"cpu {self.cpu}: {pcp.count} pages counted on the PCP, none found")
+            pages += drained
+        for pb in sorted(self.owned):
+            self._disown(pb)
+        return pages
