@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kernel-exporter": ("pcpd.kernel_exporter", "serve this machine's real PCP state as Prometheus metrics"),
     "compare": ("pcpd.analysis.compare", "compare two results files"),
     "replay": ("pcpd.replay.command", "replay a kernel kmem allocation trace under each policy"),
+    "capture": ("pcpd.replay.capture", "record a kmem trace and the zone state around it, for replay"),
+    "simulate": ("pcpd.simulate.command", "run a config on N virtual CPUs in virtual time (deterministic)"),
 }
 
 

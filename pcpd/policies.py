@@ -51,7 +51,7 @@ from pcpd.kernel import RECORD_BYTES, STRUCT_PAGE_BYTES
 
 __all__ = ["PolicyTraits", "PolicyRegistry", "PluginError", "POLICIES", "BUILTIN", "BASELINE",
            "ENTRY_POINT_GROUP", "BUILTIN_SOURCE", "MEMDESC_DEFAULT_RECORD_BYTES", "policy_traits",
-           "record_bytes_for", "policy_names", "check_traits", "format_listing", "add_arguments",
+           "record_bytes_for", "policy_names", "PROPOSAL", "check_traits", "format_listing", "add_arguments",
            "command"]
 
 # The memdesc stage the memdesc policies run on unless told otherwise: the
@@ -311,6 +311,12 @@ def record_bytes_for(policy: str, requested: int | None = None) -> int:
     """The struct page size ``policy`` runs on when ``requested`` is asked for (see
     ``PolicyTraits.record_bytes``): the one rule every model source follows."""
     return policy_traits(policy).record_bytes(requested)
+
+
+# The policies compared when a command or config names none: today's kernel and the
+# January 2024 proposal's three designs.  Variants and other designs are asked for by
+# name, so a default run, table or report keeps meaning the same as policies are added.
+PROPOSAL: tuple[str, ...] = ("legacy", "compound", "memdesc-pcpdesc", "memdesc")
 
 
 def policy_names(*, memdesc: bool | None = None, typed_pcps: bool | None = None) -> tuple[str, ...]:

@@ -57,3 +57,37 @@ def decode_lines(lines, decay_interval=0.0):
     with OpSpool() as spool:
         decoded = decode(parse_lines(lines, "test"), spool, decay_interval)
         return decoded, list(spool)
+
+
+# --- a THP workload, by hand --------------------------------------------------------------
+
+THP_ZONEINFO = DATA / "replay-zoneinfo-6.18-thp.txt"     # the bundle's zoneinfo, pagesets edited
+BUNDLE_THP = Path(__file__).parent / "data" / "bundles" / "thp-6.18-a"
+THP_GFP = "GFP_TRANSHUGE|__GFP_NORETRY|__GFP_THISNODE"
+
+
+def locked(pfn, order=0, mt=1, cpu=0, ts=1.0, refill=1):
+    return (PERF.format(cpu=cpu, ts=ts) + f"mm_page_alloc_zone_locked: page=0x{pfn:x} "
+            f"pfn=0x{pfn:x} order={order} migratetype={mt} percpu_refill={refill}")
+
+
+def thp_like(rounds=8, n=32, cpu=0, first_pfn=0x200000):
+    """What a 6.18 kernel with an auto-tuned PCP records for ``rounds`` of: map and touch n
+    THPs on one CPU, unmap them (per process, so only this task's events).
+
+    Round 1 refills the THP list two blocks at a time (nr_pcp_alloc(): batch 63 >> 9,
+    at least 2): n blocks from the buddy in all.  The frees put the n THPs on the PCP,
+    and with ``high`` above n * 512 nothing drains; later rounds allocate them back.
+    """
+    ts, out = 100.0, []
+    pfns = [first_pfn + 512 * i for i in range(n)]
+    for r in range(rounds):
+        for i, pfn in enumerate(pfns):
+            ts += 0.0005
+            if r == 0 and i % 2 == 0:            # the list is empty: rmqueue_bulk() takes 2
+                out += [locked(pfns[i + 1], 9, ts=ts, cpu=cpu), locked(pfn, 9, ts=ts, cpu=cpu)]
+            out.append(alloc(pfn, 9, THP_GFP, cpu=cpu, ts=ts))
+        for pfn in pfns:
+            ts += 0.0005
+            out.append(free(pfn, 9, cpu=cpu, ts=ts))
+    return out

@@ -17,13 +17,15 @@ import pytest
 
 from pcpd.analysis import cluster as C
 from pcpd.analysis.compare import check_comparable
+from pcpd.analysis.experiment import plan_experiment, plan_points
 from pcpd.analysis.report import placement_rows, warnings
 from pcpd.analysis.results import Results, load, machine_metadata
 from pcpd.cli import main
-from pcpd.config.load import load_settings
+from pcpd.config.load import load_settings, parse_settings
 from pcpd.errors import UsageError
 
 distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "data" / "results" / "tiny.toml"
@@ -78,6 +80,13 @@ def point_child(root: int) -> psutil.Process | None:
     return None
 
 
+@pytest.fixture(autouse=True)
+def scratch(tmp_path):
+    """Dask's scratch space (its default is /tmp/dask-scratch-space) in the test's own directory."""
+    with dask.config.set({"temporary-directory": str(tmp_path)}):
+        yield
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("config") / "sweep.toml"
@@ -129,12 +138,23 @@ def test_without_dask_the_option_is_a_one_line_error(tmp_path, capsys, monkeypat
 
 
 def test_a_cluster_without_pcpd_nodes_is_a_one_line_error(tmp_path, capsys):
-    with distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=":0") as lc:
+    with distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=":0",
+                                  local_directory=str(tmp_path)) as lc:
         address = lc.scheduler_address
         assert main(["experiment", str(TINY), "--out", str(tmp_path / "out"), "--scheduler", address]) == 2
     assert capsys.readouterr().err == (
         f"pcpd experiment: error: --scheduler {address}: no worker offers the pcpd-node resource; start one "
         f"on each machine with: dask worker {address} --nworkers 1 --nthreads 1 --resources pcpd-node=1\n")
+
+
+def test_a_point_naming_cpus_its_node_lacks_comes_back_as_that_nodes_error():
+    """Checked where it runs, not only where the config was read: else its daemon would retry for ever."""
+    text = SWEEP.replace("cpus = [0]", "cpus = [4095]")
+    settings = parse_settings(text, "far.toml", available_cpus={0, 4095})
+    plan = plan_experiment(settings, ops=100, available_cpus={0, 4095})
+    outcome = C.run_remote(plan, plan_points(plan)[0])
+    assert outcome.record is None and outcome.host == socket.gethostname()
+    assert outcome.error.startswith("far.toml: cpus: CPU 4095 is not available to this process")
 
 
 def test_a_real_mode_point_takes_a_whole_node():
@@ -155,7 +175,8 @@ def interrupt_one_point(stop: threading.Event, interrupted: list[int]) -> None:
         time.sleep(0.02)
 
 
-def test_a_local_cluster_gives_the_local_counts_and_names_the_host(sweep, local, local_json, tmp_path, capsys):
+def test_a_local_cluster_reruns_an_interrupted_point_and_gives_the_local_counts(sweep, local, local_json,
+                                                                               tmp_path, capsys):
     out = tmp_path / "cluster"
     stop, interrupted = threading.Event(), []
     watcher = threading.Thread(target=interrupt_one_point, args=(stop, interrupted))
@@ -206,11 +227,29 @@ def test_runs_on_unlike_machines_are_marked_and_refused_by_compare(local):
 
 # --- a real scheduler and worker, started as processes ----------------------------------
 
+def ended(process: psutil.Process, timeout: float) -> bool:
+    """Whether ``process`` exits within ``timeout`` s (a zombie nobody has reaped yet counts as ended)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def scratch_env(directory: Path) -> dict[str, str]:
+    """The environment for a Dask process whose scratch space is ``directory`` (not /tmp/dask-scratch-space)."""
+    return dict(os.environ, DASK_TEMPORARY_DIRECTORY=str(directory))
+
+
 def start(*args: str, log: Path) -> subprocess.Popen:
     """A process in a session of its own, so that the test can end it and all it started."""
     with open(log, "wb") as f:
         return subprocess.Popen([sys.executable, "-m", *args], stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=ROOT)
+                                start_new_session=True, cwd=ROOT, env=scratch_env(log.parent))
 
 
 def end(process: subprocess.Popen) -> None:
@@ -248,7 +287,8 @@ def test_a_worker_killed_mid_point_has_its_point_rerun(sweep, local, tmp_path):
         out = tmp_path / "out"
         experiment = subprocess.Popen([sys.executable, "-m", "pcpd", "experiment", str(sweep), "--ops", OPS,
                                        "--out", str(out), "--scheduler", address],
-                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=scratch_env(tmp_path))
         try:
             deadline = time.monotonic() + 30
             child = None
@@ -260,8 +300,7 @@ def test_a_worker_killed_mid_point_has_its_point_rerun(sweep, local, tmp_path):
             assert killed is not None and "pcpd.analysis.cluster" not in killed.cmdline()
             killed.kill()                                    # the Dask worker process, mid-point
             # the point's own process follows its worker (PR_SET_PDEATHSIG), so nothing runs beside the rerun
-            psutil.wait_procs([child], timeout=15)
-            assert not child.is_running()
+            assert ended(child, timeout=15)
             stdout, stderr = experiment.communicate(timeout=60)
         finally:
             if experiment.poll() is None:

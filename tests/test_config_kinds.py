@@ -69,7 +69,8 @@ BAD_KEYS = [
     ("[kernel]\nera = 6.7", 'kernel.era: expected one of "4.18", "5.13", "5.14", "6.7", got 6.7 '
                             '(write it as a string: "6.7")'),
     ("[kernel]\nera = \"6.8\"", 'got "6.8" (did you mean "6.7"?)'),
-    ("[policy]\nname = \"memdsc\"", 'policy.name: expected one of "legacy", "compound", "memdesc-pcpdesc", '
+    ("[policy]\nname = \"memdsc\"", 'policy.name: expected one of "legacy", "legacy-tailmask", "compound", '
+                                    '"compound-lazy", "compound-contig", "pcp-buddy", "memdesc-pcpdesc", '
                                     '"memdesc", got "memdsc" (did you mean "memdesc"?)'),
     ("[[workload]]\nlifetime = \"LIFO\"", 'workload[0].lifetime: expected one of "random", "fifo", "lifo"'),
     ("[experiment]\npolicies = []", "experiment.policies: expected a non-empty array of policy names"),

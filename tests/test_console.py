@@ -26,14 +26,14 @@ def snapshot(cpu0: Mapping[str, int] | None = None, retired: Mapping[str, int] |
 
 
 BUSY = dict(alloc_anon_order_0=600, free_type_anon=400, alloc_hit=450, alloc_refill=50, alloc_buddy=100,
-            lock_acquisitions=200, lock_contended=50, lock_wait_ns=100_000,
+            lock_acquisitions=200, lock_contended=50, lock_wait_ns=100_000, lock_hold_ns=300_000,
             lines_written_page_state=1500, lines_read_list_link=500)
 
 
 def test_the_first_status_line_covers_the_run_so_far():
     report = RunReport(private_end=int(3.5 * MIB), restarts=2)
     line = StatusLine(start=10.0).render(12.0, snapshot(BUSY), 123, report)
-    assert line == ("pcpd: 500 ops/s  hit 75.0%  zone-lock contended 25.0% (wait 2.0 us)  "
+    assert line == ("pcpd: 500 ops/s  hit 75.0%  zone-lock hold 1.5 us, contended 25.0% (wait 2.0 us)  "
                     "2.00 lines/op  free 123 pages  daemon 3.5 MiB  restarts 2")
 
 
@@ -42,7 +42,8 @@ def test_later_lines_cover_their_interval_only():
     status.render(1.0, snapshot(BUSY), 0, RunReport())
     later = {name: 2 * value for name, value in BUSY.items()}
     line = status.render(3.0, snapshot(later), 0, RunReport())
-    assert line.startswith("pcpd: 500 ops/s  hit 75.0%  zone-lock contended 25.0% (wait 2.0 us)  2.00 lines/op")
+    assert line.startswith("pcpd: 500 ops/s  hit 75.0%  zone-lock hold 1.5 us, contended 25.0% (wait 2.0 us)  "
+                           "2.00 lines/op")
     # a worker replaced in the interval: its old counts are in the retired block
     moved = snapshot(BUSY, retired=later)
     assert status.render(5.0, moved, 0, RunReport()).startswith("pcpd: 500 ops/s")
@@ -51,7 +52,7 @@ def test_later_lines_cover_their_interval_only():
 def test_an_idle_interval_shows_no_shares():
     status = StatusLine(start=0.0)
     assert status.render(1.0, snapshot(), 4096, RunReport()) == (
-        "pcpd: 0 ops/s  hit -  zone-lock contended - (wait 0.0 us)  0.00 lines/op  "
+        "pcpd: 0 ops/s  hit -  zone-lock hold 0.0 us, contended - (wait 0.0 us)  0.00 lines/op  "
         "free 4096 pages  daemon 0.0 MiB  restarts 0")
 
 

@@ -24,9 +24,10 @@ from pathlib import Path
 import pytest
 from groups import end_group
 
-from pcpd.config.load import load_settings, replace_path
+from pcpd.config.load import load_settings, parse_settings, replace_path
 from pcpd.daemon.report import RunReport
 from pcpd.daemon.supervisor import Daemon, RunOptions
+from pcpd.errors import ConfigError
 from pcpd.model.arena import C_PID, Arena
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
@@ -353,3 +354,12 @@ def test_one_worker_one_seed_repeats_its_counts(in_process):
     assert first["refills"] > 0 and first["drains_high"] > 0 and first["pressure_waves"] > 0
     other = counts(in_process(dataclasses.replace(settings, seed=8), ops=100_000))
     assert other != first
+
+
+def test_a_daemon_refuses_cpus_this_process_cannot_run_on():
+    """Settings built for another machine (an experiment's, a cluster node's) name CPUs this one
+    lacks; a pinned worker could never start there and would be restarted forever."""
+    absent = max(os.sched_getaffinity(0)) + 1
+    settings = dataclasses.replace(parse_settings("", "test.toml"), cpus=(absent,))
+    with pytest.raises(ConfigError, match=rf"test.toml: cpus: CPU\(s\) {absent} not available"):
+        Daemon(settings, RunOptions())

@@ -81,7 +81,8 @@ def test_bad_config_is_a_one_line_error(tmp_path, capsys, text, message):
 @pytest.mark.parametrize("args, message", [
     (["--duration", "-1"], "argument --duration: expected seconds > 0, got '-1'"),
     (["--policies", "legacy,lgacy"], "argument --policies: unknown policy 'lgacy'; choose from legacy, "
-                                     "compound, memdesc-pcpdesc, memdesc"),
+                                     "legacy-tailmask, compound, compound-lazy, compound-contig, pcp-buddy, "
+                                     "memdesc-pcpdesc, memdesc"),
     (["--policies", "legacy,legacy"], "argument --policies: policy 'legacy' is listed twice"),
     (["--repeat", "0"], "argument --repeat: expected a number >= 1, got '0'"),
 ])

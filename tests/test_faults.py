@@ -114,6 +114,42 @@ def test_fifty_kills_lose_no_page(tmp_path):
     assert not _segments(proc.pid)
 
 
+def _helper(daemon_pid: int, module: str) -> psutil.Process:
+    """The daemon's multiprocessing helper process running ``module``'s main (deadline 60 s)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for child in psutil.Process(daemon_pid).children():
+            try:
+                if any(f"from multiprocessing.{module} import main" in arg for arg in child.cmdline()):
+                    return child
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.05)                     # polling the process table, with a deadline
+    raise AssertionError(f"no {module} child of the daemon within 60 s")
+
+
+def test_kills_go_on_after_the_forkserver_and_resource_tracker_die(tmp_path):
+    """The forkserver and the resource tracker SIGKILLed mid-soak: workers keep being killed
+    and replaced (a replacement forkserver starts), and nothing is lost or left behind."""
+    proc = _start([_config(tmp_path), "--duration", "0", "--kill-interval", "0.5",
+                   "--audit-interval", "1", "--status-interval", "100"])
+    err = Lines(proc.stderr)
+    try:
+        err.wait_for(r"INFO started:", count=2)
+        _helper(proc.pid, "forkserver").kill()
+        _helper(proc.pid, "resource_tracker").kill()
+        before = len(err.wait_for(r"INFO started:"))
+        err.wait_for(r"INFO started:", count=before + 6, timeout=120)     # kills and restarts go on
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        _kill_group(proc)
+    assert proc.returncode == 0, err.text()[-3000:]
+    assert "pages lost 0" in out and "every PCP drained: yes" in out
+    assert "CONSERVATION VIOLATED" not in err.text()
+    assert not _segments(proc.pid)
+
+
 def test_killed_daemon_takes_its_workers_and_next_start_cleans_up(tmp_path):
     config = _config(tmp_path)
     proc = _start([config, "--duration", "60"])

@@ -12,7 +12,15 @@ from pcpd.config.schema import config_schema
 from pcpd.config.settings import DEFAULT_SETTINGS
 from pcpd.kernel import HIGH_BOUNDS_ERAS, RECORD_BYTES, STRUCT_PAGE_BYTES
 from pcpd.model.sizing import PcpLimits
-from pcpd.policies import POLICIES, PolicyTraits, format_listing, policy_names, policy_traits, record_bytes_for
+from pcpd.policies import (
+    POLICIES,
+    PROPOSAL,
+    PolicyTraits,
+    format_listing,
+    policy_names,
+    policy_traits,
+    record_bytes_for,
+)
 from pcpd.spec import ModelSpec, pcp_knobs
 from workers.cpu import CpuAllocator, SharedLocks, create_arena
 from workers.policies import Policy, policy_class
@@ -87,7 +95,7 @@ def test_unknown_policy():
 
 def test_trait_queries():
     assert policy_names(memdesc=False) == ("legacy", "legacy-tailmask", "compound", "compound-lazy",
-                                           "compound-contig")
+                                           "compound-contig", "pcp-buddy")
     assert policy_names(memdesc=True) == ("memdesc-pcpdesc", "memdesc")
     assert policy_names(typed_pcps=True) == ("memdesc",)
     assert policy_names() == tuple(POLICIES)
@@ -161,3 +169,11 @@ def test_pinned_limits_are_the_models_limits(era):
     limits = PcpLimits(63, 266, 266, 266)
     spec = ModelSpec.from_zoneinfo("legacy", era, None, pages=425984, ncpus=2, nsplit=2, limits=limits)
     assert spec.limits() == limits
+
+
+def test_the_default_comparison_is_the_proposal_whatever_else_is_registered():
+    """Commands and configs that name no policies compare today's kernel with the January 2024
+    proposal's designs; variants and other designs join only when named."""
+    assert PROPOSAL == ("legacy", "compound", "memdesc-pcpdesc", "memdesc")
+    assert set(PROPOSAL) < set(POLICIES)
+    assert DEFAULT_SETTINGS.experiment.policies == PROPOSAL

@@ -17,6 +17,7 @@ from replay_lines import DATA, DEFAULT_PCP, SMALL_PCP, SMALL_PCP_ZONEINFO, THIS_
 
 from pcpd import cli
 from pcpd.errors import InputError, UsageError
+from pcpd.policies import PROPOSAL
 from pcpd.replay.command import replay
 from pcpd.replay.run import MAX_CPU_SLOTS
 from workers.policies import POLICIES
@@ -24,7 +25,10 @@ from workers.policies import POLICIES
 
 @pytest.fixture(scope="module")
 def small_pcp():
-    return replay(SMALL_PCP, zoneinfo=str(SMALL_PCP_ZONEINFO))
+    # the window is cut from the middle of a longer capture, and the zoneinfo was taken
+    # before that capture began: its counts are not the window's start (README), so the
+    # start state is the trace's own
+    return replay(SMALL_PCP, policies=list(POLICIES), zoneinfo=str(SMALL_PCP_ZONEINFO), start="trace")
 
 
 def test_small_pcp_trace_counts(small_pcp):
@@ -39,47 +43,77 @@ def test_small_pcp_trace_counts(small_pcp):
         "mm_page_alloc_extfrag": (0, {}),
     }
     assert r["replay"] == {
-        "cpus": [0, 1], "nr_cpu_ids": 2, "ops": 1441, "allocs": 922, "failed_allocs": 0,
+        "cpus": [0, 1], "nr_cpu_ids": 2, "ops": 1442, "allocs": 922, "failed_allocs": 0,
         "above_max_order": 0, "frees": 519, "remote_frees": 0, "batched_pairs": 514, "unknown_frees": 1,
+        "pre_capture_frees": 1, "split_frees": 0,
         "order_mismatches": 0, "lost_frees": 0, "live_blocks_at_end": 403,
         "live_pages_at_end": 469, "peak_live_pages": 1492, "decay_ticks": 0,
         "types": {"anon": {"0": 889, "9": 2}, "file": {"0": 10, "1": 4, "2": 4, "3": 5, "4": 1},
                   "pagetable": {"0": 2}, "kernel": {"0": 5}}}
     assert r["trace_pcp"] == {"refill_blocks": 954, "refill_pages": 2998, "refills": 14,
                               "buddy_blocks": 1, "drain_blocks": 589, "drain_pages": 2633,
-                              "drains": 10}
+                              "drains": 10, "drains_by_cause": {"free": 10},
+                              "drain_pages_by_cause": {"free": 2633}}
+    # a whole-system capture: perf's own allocations are in the window
+    assert r["scope"]["scope"] == "system" and "(first: perf)" in r["scope"]["evidence"]
     assert r["model"] == {
         "era": "6.7", "zone_source": str(SMALL_PCP_ZONEINFO), "node": 0, "managed": 425984,
         "arena_pages": 425984, "nsplit": 2, "pcp_from_capture": True, "batch": 63,
         "high": 266, "high_min": 266, "high_max": 266, "decay_interval": 1.0}
 
 
+LEGACY_KEYS = ("ops", "alloc_hit", "alloc_refill", "alloc_buddy", "refills", "refill_pages",
+               "drains", "drain_pages", "zone_lock_acquisitions", "slab_ops", "alloc_failures")
+
+
 def test_small_pcp_legacy_figures_and_fidelity(small_pcp):
     legacy = small_pcp["policies"]["legacy"]
-    assert {k: legacy[k] for k in ("ops", "alloc_hit", "alloc_refill", "alloc_buddy", "refills",
-                                   "refill_pages", "drains", "drain_pages",
-                                   "zone_lock_acquisitions", "slab_ops", "alloc_failures")} == {
+    assert {k: legacy[k] for k in LEGACY_KEYS} == {
+        "ops": 1442, "alloc_hit": 910, "alloc_refill": 11, "alloc_buddy": 1, "refills": 11,
+        "refill_pages": 2916, "drains": 8, "drain_pages": 2573, "zone_lock_acquisitions": 20,
+        "slab_ops": 0, "alloc_failures": 0}
+    # with the machine's own PCP limits and the lists the trace shows, pages within 3%
+    fid = legacy["fidelity"]
+    assert fid["drain_pages"] == {"trace": 2633, "model": 2573, "model_per_trace": 0.9772}
+    assert fid["refill_pages"] == {"trace": 2998, "model": 2916, "model_per_trace": 0.9726}
+    assert fid["drains"] == {"trace": 10, "model": 8, "model_per_trace": 0.8}
+    assert fid["refills"] == {"trace": 14, "model": 11, "model_per_trace": round(11 / 14, 4)}
+    assert fid["drains_free"]["trace"] == 10 and fid["basis"] == "counts"
+    assert legacy["cachelines_saved_vs_legacy"] == 0.0
+    assert small_pcp["start"]["cpus"][0]["pages_seeded"] == 177
+
+
+def test_start_empty_is_the_model_before_start_states():
+    # the figures this trace gave before the start state existed (the README's until then)
+    legacy = replay(SMALL_PCP, policies=["legacy"], zoneinfo=str(SMALL_PCP_ZONEINFO),
+                    start="empty")["policies"]["legacy"]
+    assert {k: legacy[k] for k in LEGACY_KEYS} == {
         "ops": 1441, "alloc_hit": 901, "alloc_refill": 20, "alloc_buddy": 1, "refills": 20,
         "refill_pages": 3514, "drains": 10, "drain_pages": 2683, "zone_lock_acquisitions": 31,
         "slab_ops": 0, "alloc_failures": 0}
-    # with the machine's own PCP limits the model drains as often as the kernel did
-    assert legacy["fidelity"]["drains"] == {"trace": 10, "model": 10, "model_per_trace": 1.0}
-    assert legacy["fidelity"]["refills"] == {"trace": 14, "model": 20,
-                                             "model_per_trace": round(20 / 14, 4)}
-    assert legacy["cachelines_saved_vs_legacy"] == 0.0
+    assert legacy["pre_capture_skipped"] == 1
+
+
+def test_capture_start_flags_a_zoneinfo_older_than_the_trace():
+    r = replay(SMALL_PCP, policies=["legacy"], zoneinfo=str(SMALL_PCP_ZONEINFO))
+    assert r["start"]["mode"] == "capture"
+    assert any("whether the capture is from the trace's start: CPU 0,1" in u
+               for u in r["start"]["unknown"])
 
 
 @pytest.mark.parametrize("fixture", ["small_pcp", "default_pcp"])
 def test_every_policy_replays_the_same_operations(fixture, request):
     r = request.getfixturevalue(fixture)
-    assert list(r["policies"]) == list(POLICIES)
+    # every registered policy on one, the default set (the proposal's four) on the other
+    assert list(r["policies"]) == list(POLICIES if fixture == "small_pcp" else PROPOSAL)
     for name, f in r["policies"].items():
         assert f["audit_ok"], (name, f["audit_problems"])
         assert f["ops"] == r["replay"]["ops"] - r["replay"]["decay_ticks"]
         served = f["alloc_hit"] + f["alloc_refill"] + f["alloc_buddy"]
         assert f["allocs"] == served + f["alloc_failures"]
         # the page array agrees with the trace about what is still allocated
-        assert f["pages_at_end"]["allocated"] == r["replay"]["live_pages_at_end"]
+        assert f["pages_at_end"]["allocated"] == (r["replay"]["live_pages_at_end"]
+                                                  + f["start_allocated_at_end"])
         assert f["cachelines_per_op"] == round(f["cachelines"] / f["ops"], 4)
         assert (f["slab_ops"] > 0) == (name.startswith("memdesc"))
     assert "fidelity" in r["policies"]["legacy"]
@@ -220,7 +254,7 @@ def test_subprocess_replay(tmp_path):
     assert proc.stderr == ""
     header = next(line for line in proc.stdout.splitlines() if line.startswith("policy"))
     assert "hit%" in header and "lines/op" in header and "slab ops" in header
-    for name in POLICIES:
+    for name in PROPOSAL:
         assert any(line.startswith(name + " ") for line in proc.stdout.splitlines())
     assert json.loads((tmp_path / "results.json").read_text())["replay"]["allocs"] == 1339
 
@@ -244,3 +278,20 @@ def test_subprocess_replay_from_stdin():
     from_file = subprocess.run(args + [str(DEFAULT_PCP)], capture_output=True, text=True, timeout=120)
     assert piped.stdout.decode() == from_file.stdout.replace(str(DEFAULT_PCP), "<stdin>")
     assert piped.stdout.startswith(b"<stdin>: 3000 lines;")
+
+
+def test_zoneinfo_after_compares_the_end_state(capsys):
+    rc = cli.main(["replay", str(DEFAULT_PCP), "--policies", "legacy", "--zoneinfo", str(THIS_MACHINE),
+                   "--zoneinfo-after", str(THIS_MACHINE)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "end state (legacy vs" in out
+    row = next(line for line in out.splitlines() if line.strip().startswith("CPU0 "))
+    assert len(row.split()) == 5
+
+
+def test_zoneinfo_after_without_a_normal_zone_is_one_line(tmp_path, capsys):
+    (tmp_path / "zi").write_text(THIS_MACHINE.read_text().split("Node 0, zone    DMA32")[0])
+    rc = cli.main(["replay", str(DEFAULT_PCP), "--policies", "legacy", "--zoneinfo-after",
+                   str(tmp_path / "zi")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "no populated Normal zone" in err

@@ -7,8 +7,8 @@ import pytest
 from replay_lines import ANON, PERF, alloc, batched, decode_lines, free
 
 from pcpd.replay.decode import MAX_DECAY_TICKS, PAIR_WINDOW, Decoder, TracePcp, decode, replay_type
-from pcpd.replay.spool import FLUSH_BYTES, OP_ALLOC, OP_DECAY, OP_FREE, OpSpool
-from pcpd.replay.trace import EVENTS, MM_PAGE_ALLOC, MM_PAGE_FREE, MM_PAGE_FREE_BATCHED, TraceEvent
+from pcpd.replay.spool import FLUSH_BYTES, OP_ALLOC, OP_DECAY, OP_FREE, OP_FREE_PRE, OpSpool
+from pcpd.replay.trace import CONTEXT_EVENTS, EVENTS, MM_PAGE_ALLOC, MM_PAGE_FREE, MM_PAGE_FREE_BATCHED, TraceEvent
 from workers.policies import TYPES
 
 
@@ -28,14 +28,35 @@ def test_free_batched_pairs_in_either_order():
     assert d.live_pages == d.live_blocks == 0 and d.peak_live_pages == 512
 
 
-def test_frees_of_pages_the_trace_never_allocated_are_counted():
-    d, ops = decode_lines([free(0x10), batched(0x10), batched(0x20), free(0x30, 2)])
-    assert (d.unknown_frees, d.batched_pairs, d.frees, ops) == (3, 1, 0, [])
+def test_frees_of_pages_allocated_before_the_capture_are_replayed_from_the_pool():
+    # the kernel puts them on the freeing CPU's PCP all the same: OP_FREE_PRE, block number 0
+    d, ops = decode_lines([free(0x10), batched(0x10), batched(0x20), free(0x30, 2, cpu=1)])
+    assert (d.unknown_frees, d.pre_capture_frees, d.split_frees) == (3, 3, 0)
+    assert (d.batched_pairs, d.frees) == (1, 0)
+    anon = TYPES.index("anon")                   # a movable list's default type
+    assert ops == [(OP_FREE_PRE, 0, 0, anon, 0), (OP_FREE_PRE, 0, 0, anon, 0),
+                   (OP_FREE_PRE, 1, 2, anon, 0)]
+    assert d.pool == {(0, 0, anon): 2, (1, 2, anon): 1} and d.cpus == [0, 1]
+
+
+def test_pieces_of_a_live_block_are_not_replayed():
+    # a split THP freed piece by piece: the head's free releases the whole block
+    d, ops = decode_lines([alloc(0x200, 9), free(0x203), free(0x3ff), free(0x200, 9)])
+    assert (d.unknown_frees, d.split_frees, d.pre_capture_frees, d.frees) == (2, 2, 0, 1)
+    assert [kind for kind, *_ in ops] == [OP_ALLOC, OP_FREE]
+
+
+def test_pre_capture_blocks_take_the_type_the_trace_allocates_from_their_list():
+    pagetable = "GFP_KERNEL_ACCOUNT|__GFP_ZERO|__GFP_COMP"
+    lines = [alloc(0x1000, gfp=pagetable), free(0x1001)]   # pageblock 0x1000 >> 9 is unmovable
+    lines[0] = lines[0].replace("migratetype=1", "migratetype=0")
+    d, ops = decode_lines(lines)
+    assert ops[-1] == (OP_FREE_PRE, 0, 0, TYPES.index("pagetable"), 0)
 
 
 def test_second_free_of_one_allocation_is_unknown():
     d, ops = decode_lines([alloc(0x10), free(0x10), free(0x10)])
-    assert (d.frees, d.unknown_frees, len(ops)) == (1, 1, 2)
+    assert (d.frees, d.unknown_frees, d.pre_capture_frees, len(ops)) == (1, 1, 1, 3)
 
 
 def test_pairing_forgets_a_free_once_the_page_is_allocated_again():
@@ -73,6 +94,7 @@ def test_orders_the_model_cannot_make_are_counted():
     d, ops = decode_lines([alloc(0x10, 13), free(0x10, 13), alloc(1 << 70, 0, cpu=70000),
                            free(1 << 70, 0, cpu=70000)])
     assert (d.above_max_order, d.unknown_frees, d.allocs, d.frees) == (1, 1, 1, 1)
+    assert d.pre_capture_frees == 0             # nor is its free replayed
     assert ops == [(OP_ALLOC, 70000, 0, 0, 0), (OP_FREE, 70000, 0, 0, 0)]
 
 
@@ -92,8 +114,53 @@ def test_trace_refills_and_drains_are_runs_per_cpu():
              locked(5, 0), locked(0x200, 0, 0, 9), locked(6, 0),
              drain(7, 1), drain(0x400, 1, 9), free(4, cpu=1), drain(8, 1)]
     d, _ = decode_lines(lines)
+    # the first drain follows a refill, outside a kworker: drain_all_pages(); the second
+    # follows a free by the same task and starts at the freed page's list: the free path
     assert TracePcp(refill_blocks=6, refill_pages=6, refills=4, buddy_blocks=1,
-                      drain_blocks=3, drain_pages=514, drains=2) == d.pcp
+                    drain_blocks=3, drain_pages=514, drains=2,
+                    drains_by_cause={"drain_all": 1, "free": 1},
+                    drain_pages_by_cause={"drain_all": 513, "free": 1}) == d.pcp
+
+
+def test_drain_causes():
+    def drain(pfn, cpu=0, comm="bash", ts=1.0, order=0, mt=1):
+        return (f"{comm:>16} 2113 [{cpu:03d}]  {ts:.6f}: kmem:mm_page_pcpu_drain: "
+                f"page=0x{pfn:x} pfn=0x{pfn:x} order={order} migratetype={mt}")
+
+    def work(function, start=True, cpu=0):
+        event = "workqueue_execute_start" if start else "workqueue_execute_end"
+        return (f" kworker/{cpu}:1-mm_  15022 [{cpu:03d}]  1.000000: workqueue:{event}: "
+                f"work struct 0xffff888627c2b5e0: function {function}")
+
+    lines = [
+        alloc(0x10), free(0x10), drain(0x20),                  # free path: same task, same list
+        alloc(0x11), free(0x11), drain(0x21, mt=0),            # another list first: drain_all
+        alloc(0x14), drain(0x22, comm="kworker/0:1"),          # a kworker, no work event: decay
+        work("vmstat_update"), alloc(0x12), drain(0x23, comm="kworker/0:1"),
+        work("vmstat_update", False),
+        work("lru_add_drain_per_cpu"), alloc(0x13), drain(0x24, comm="kworker/0:1"),
+        work("lru_add_drain_per_cpu", False),
+    ]
+    d, _ = decode_lines(lines)
+    assert d.pcp.drains == 5
+    assert d.pcp.drains_by_cause == {"free": 1, "drain_all": 1, "decay": 2, "other": 1}
+    assert d.context_events == {"workqueue_execute_start": 2, "workqueue_execute_end": 2}
+    assert d.system_only_events == 7 and d.system_only_example == "kworker/0:1"
+
+
+def test_start_lists_from_the_trace():
+    def locked(pfn, order=0, mt=1):
+        return (PERF.format(cpu=0, ts=1.0) + f"mm_page_alloc_zone_locked: page=0x{pfn:x} "
+                f"pfn=0x{pfn:x} order={order} migratetype={mt} percpu_refill=1")
+
+    lines = [alloc(0x100 + i) for i in range(5)]           # 5 pages the list held at the start
+    lines += [free(0x100), locked(0x200), locked(0x201), alloc(0x201), alloc(0x200)]
+    lines += [alloc(0x400, 9, "GFP_TRANSHUGE")]            # a THP list never refilled: >= 512
+    d, _ = decode_lines(lines)
+    pages = d.start_lists[0].pages()
+    assert pages[1] == 4 and d.start_lists[0].anchor[1] == 4   # 5 taken, 1 freed back, then empty
+    assert pages[13] == 512 and d.start_lists[0].anchor[13] is None
+    assert sum(pages) == 516
 
 
 def test_decay_ticks_follow_trace_seconds():
@@ -147,8 +214,8 @@ def test_decode_memory_does_not_grow_with_trace_length():
 
     with OpSpool() as spool:
         d = decode(watched(events(200_000)), spool)
-        assert spool.count == d.allocs + d.frees + d.decay_ticks
-    assert d.allocs == 100_000 and d.unknown_frees == 28_572
+        assert spool.count == d.allocs + d.frees + d.decay_ticks + d.pre_capture_frees
+    assert d.allocs == 100_000 and d.unknown_frees == d.pre_capture_frees == 28_572
     # what churns in the window: the pairing window (~140 B an entry) and the spool buffer
     assert peak["window"] < PAIR_WINDOW * 200 + 2 * FLUSH_BYTES + 256 * 1024
     assert max(blocks) - min(blocks) < 1000   # over the whole run, not just the window
@@ -156,4 +223,6 @@ def test_decode_memory_does_not_grow_with_trace_length():
 
 def test_every_event_has_a_handler():
     with OpSpool() as spool:
-        assert set(Decoder(spool).handlers) == set(EVENTS)
+        decoder = Decoder(spool)
+        assert set(decoder.handlers) == set(EVENTS)
+        assert set(decoder.context_handlers) == set(CONTEXT_EVENTS)

@@ -4,16 +4,37 @@ from replay_lines import DEFAULT_PCP
 
 from pcpd.replay.command import replay
 from pcpd.replay.decode import TracePcp
-from pcpd.replay.report import fidelity, format_report
+from pcpd.replay.report import _fidelity_table, fidelity, format_report
 
 
 def test_fidelity_ratio_is_none_where_the_trace_recorded_nothing():
     rows = fidelity(TracePcp(refills=4, refill_pages=0, drains=0, drain_pages=10),
-                    {"refills": 6, "refill_pages": 12, "drains": 0, "drain_pages": 5})
-    assert rows == {"refills": {"trace": 4, "model": 6, "model_per_trace": 1.5},
-                    "refill_pages": {"trace": 0, "model": 12, "model_per_trace": None},
-                    "drains": {"trace": 0, "model": 0, "model_per_trace": None},
-                    "drain_pages": {"trace": 10, "model": 5, "model_per_trace": 0.5}}
+                    {"refills": 6, "refill_pages": 12, "drains": 0, "drain_pages": 5,
+                     "drains_by_cause": {}})
+    assert {k: rows[k] for k in ("refills", "refill_pages", "drains", "drain_pages")} == {
+        "refills": {"trace": 4, "model": 6, "model_per_trace": 1.5},
+        "refill_pages": {"trace": 0, "model": 12, "model_per_trace": None},
+        "drains": {"trace": 0, "model": 0, "model_per_trace": None},
+        "drain_pages": {"trace": 10, "model": 5, "model_per_trace": 0.5}}
+    assert rows["basis"] == "counts"
+
+
+def test_fidelity_by_cause_and_basis():
+    trace = TracePcp(drains=5, drain_pages=600, drains_by_cause={"free": 3, "decay": 2},
+                     drain_pages_by_cause={"free": 500, "decay": 100})
+    figures = {"refills": 0, "refill_pages": 0, "drains": 9, "drain_pages": 700,
+               "drains_by_cause": {"high": 2, "free_high": 1, "decay": 6},
+               "drain_pages_by_cause": {"high": 400, "free_high": 100, "decay": 200}}
+    rows = fidelity(trace, figures, scope="process")
+    assert rows["basis"] == "pages"
+    assert rows["drains_free"] == {"trace": 3, "model": 3, "model_per_trace": 1.0}
+    assert rows["drain_pages_free"] == {"trace": 500, "model": 500, "model_per_trace": 1.0}
+    assert rows["drain_pages_decay"] == {"trace": 100, "model": 200, "model_per_trace": 2.0}
+    assert rows["drains_drain_all"] == {"trace": 0, "model": 0, "model_per_trace": None}
+    text = "\n".join(_fidelity_table(rows, {}))
+    assert "compare pages" in text and "drains: decay" in text and "drain_all" not in text
+    assert next(line for line in text.splitlines() if line.strip().startswith("drains  ")
+                ).endswith("(not comparable)")
 
 
 def test_report_without_legacy_has_no_fidelity_table():

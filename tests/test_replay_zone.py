@@ -22,7 +22,10 @@ def test_zoneinfo_zone_uses_the_captured_pcp():
     zone = zoneinfo_zone(str(SMALL_PCP_ZONEINFO), Decoded(), None)
     assert zone == ZoneSetup(
         pages=425984, era="6.7", nsplit=2, source=str(SMALL_PCP_ZONEINFO), managed=425984,
-        limits=PcpLimits(63, 266, 266, 266), watermarks=zone.watermarks, node=0, captured=True)
+        limits=PcpLimits(63, 266, 266, 266), watermarks=zone.watermarks, node=0, captured=True,
+        pagesets=zone.pagesets, free_pages=196058, high_is_state=True)
+    assert zone.pagesets is not None and sorted(zone.pagesets) == [0, 1]
+    assert (zone.pagesets[0].count, zone.pagesets[1].high) == (4413, 8542)
     assert zone.watermarks is not None
     assert (zone.watermarks.min, zone.watermarks.low, zone.watermarks.high) == (5984, 7480, 8976)
     spec = model_spec("legacy", zone, 2, 16)

@@ -189,10 +189,12 @@ def test_cachelines_by_memory():
 
 def test_zone_lock_figures():
     figs = derive(window(alloc_anon_order_0=400, lock_acquisitions=50, lock_contended=10,
-                         lock_wait_ns=30_000, lock_wait_bucket_0=8, lock_wait_bucket_1=2))
+                         lock_wait_ns=30_000, lock_wait_bucket_0=8, lock_wait_bucket_1=2,
+                         lock_hold_ns=125_000))
     assert figs.lock_acquisitions_per_1k_ops == 1000 * 50 / 400
     assert figs.lock_contended_ratio == 10 / 50
-    assert figs.lock_wait_mean_seconds == pytest.approx(3e-6)
+    assert figs.lock_wait_mean_seconds == pytest.approx(3e-6)          # per contended acquisition
+    assert figs.lock_hold_mean_seconds == pytest.approx(2.5e-6)        # per acquisition, every one
     assert figs.lock_wait_p50_seconds == wait_quantile([8, 2] + [0] * 10, 0.5)
     assert figs.lock_wait_p99_seconds == wait_quantile([8, 2] + [0] * 10, 0.99)
     assert figs.lock_wait_p50_seconds == pytest.approx(640e-9)        # 5 of bucket 0's 8: 5/8 of 1024 ns
@@ -206,6 +208,7 @@ def test_throughput_is_ops_over_the_seconds_given():
 
 
 RATIOS = ("pcp_hit_rate", "lock_acquisitions_per_1k_ops", "lock_contended_ratio", "lock_wait_mean_seconds",
+          "lock_hold_mean_seconds",
           "struct_page_lines_per_op", "descriptor_lines_per_op", "cachelines_per_op", "slab_ops_per_op",
           "ops_per_second")
 
@@ -214,7 +217,7 @@ RATIOS = ("pcp_hit_rate", "lock_acquisitions_per_1k_ops", "lock_contended_ratio"
 def test_a_ratio_over_nothing_is_the_empty_value(name):
     """No operations, allocations, acquisitions or time: undefined, or the caller's stand-in."""
     nothing = window(lines_written_page_state=5, desc_lines_read=2, slab_alloc=1, alloc_hit=0,
-                     lock_wait_ns=7)
+                     lock_wait_ns=7, lock_hold_ns=7)
     assert getattr(derive(nothing, 0.0), name) is None
     assert getattr(derive(nothing, 0.0, empty=0.0), name) == 0.0
 

@@ -604,3 +604,38 @@ def test_only_regular_files_are_opened(tmp_path, make, kind):
     with pytest.raises(InputError, match="^/dev/zero: cannot read trace: a character device"):
         read_trace("/dev/zero")
 
+
+
+# --- context events and perf's header -------------------------------------------------------
+
+@pytest.mark.parametrize("line, function", [
+    (" kworker/1:0-vir 11775 [001]  3747.872984: workqueue:workqueue_execute_start: "
+     "work struct 0xffff888627d2b5e0: function vmstat_update", "vmstat_update"),
+    ("     kworker/0:1-15022   [000] .....  3747.928996: workqueue_execute_start: "
+     "work struct 00000000a6f4c3b2: function drain_local_pages_wq", "drain_local_pages_wq"),
+    ("     kworker/0:1-15022   [000] .....  3747.928999: workqueue_execute_end: "
+     "work struct 00000000a6f4c3b2", ""),                       # before v5.12: no function
+])
+def test_workqueue_events_name_the_work(line, function):
+    skipped = trace.Skipped()
+    events = list(parse_lines([line], "t", skipped))
+    assert not skipped and len(events) == 1
+    e = events[0]
+    assert e.event in trace.CONTEXT_EVENTS and e.function == function
+    assert (e.pfn, e.order) == (-1, -1) and e.comm.startswith("kworker/")
+
+
+def test_other_workqueue_events_are_skipped():
+    line = (" kworker/1:0-vir 11775 [001]  3747.872984: workqueue:workqueue_queue_work: "
+            "work struct=0xffff888627d2b5e0 function=vmstat_update workqueue=mm_percpu_wq")
+    skipped = trace.Skipped()
+    assert list(parse_lines([line], "t", skipped)) == []
+    assert skipped == {trace.SKIP_OTHER_EVENT: 1}
+
+
+def test_perf_header_command_line_is_kept():
+    lines = ["# ========", "# cmdline : /usr/bin/perf record -a -o k.data -e kmem:mm_page_alloc",
+             "# ========"]
+    skipped = trace.Skipped()
+    assert list(parse_lines(lines, "t", skipped)) == []
+    assert skipped.perf_cmdline == "/usr/bin/perf record -a -o k.data -e kmem:mm_page_alloc"

@@ -27,7 +27,7 @@ and Dask reruns it up to ``RETRIES`` more times; a worker that dies or drops
 off mid-point has its task rescheduled by the scheduler, up to its
 ``distributed.scheduler.allowed-failures`` (3 by default), after which the
 experiment fails.  A mistake no rerun can fix (the config names CPUs the node
-lacks) stops the experiment with that message.
+lacks) stops the experiment with that message (exit 2).
 
 Imports: the standard library, ``pcpd.analysis.experiment`` and ``results``,
 ``pcpd.errors``, ``pcpd.logs``; Dask (``distributed``) only in the functions
@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from pcpd.analysis import results as R
 from pcpd.analysis.experiment import Plan, Point, Progress, run_point
+from pcpd.config.load import settings_from_dict, settings_to_dict
 from pcpd.config.settings import Settings
 from pcpd.errors import PcpdError, UsageError
 from pcpd.logs import configure_daemon_logging
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
 NODE = "pcpd-node"                # the worker resource a real-mode point takes whole
 RETRIES = 2                       # reruns of a point whose child failed (worker losses: the scheduler's)
 CONNECT_TIMEOUT = 10.0            # seconds to reach the scheduler before giving up
-PARENT_ENV = "PCPD_POINT_PARENT"  # the worker's pid, for the child to check it outlived nothing
+PARENT_ENV = "PCPD_POINT_PARENT"  # the worker's pid: the child checks it is still its parent
 PR_SET_PDEATHSIG = 1              # <linux/prctl.h>
 EXIT_USAGE = 2                    # the child's exit status for a mistake no rerun can fix
 INSTALL = "pip install 'dask[distributed]' (pcpd's cluster extra)"
@@ -301,6 +302,9 @@ def main() -> int:
     plan, point = pickle.load(sys.stdin.buffer)
     configure_daemon_logging(sys.stderr)
     try:
+        # the config was checked against the CPUs of the machine that read it; a daemon
+        # given CPUs this one lacks would restart its workers for ever, so check here too
+        settings_from_dict(settings_to_dict(point.settings), point.settings.source)
         record = run_point(point, plan, sys.stderr)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -33,10 +33,12 @@ from pcpd.analysis.results import FIGURES, MACHINE_METADATA, Figure, Results, lo
 from pcpd.errors import UsageError
 
 ALPHA = 0.05                      # two-sided: a 95% test
-# keys of the config as run that do not change what a run measures
-IGNORED_CONFIG = ("name", "policy.name", "experiment.", "exporter.")
-# how a run is measured, beside its config
-MEASUREMENT_METADATA = ("warmup", "ops")
+# keys of the config as run that do not change what a run measures ([simulate] only matters to
+# virtual-time runs, whose cost model is compared as the ``virtual`` metadata)
+IGNORED_CONFIG = ("name", "policy.name", "experiment.", "exporter.", "simulate.")
+# how a run is measured, beside its config: real or virtual time (absent: real), and a
+# virtual run's CPUs and cost model (pcpd simulate)
+MEASUREMENT_METADATA = ("warmup", "ops", "mode", "virtual")
 
 
 @dataclass(frozen=True)

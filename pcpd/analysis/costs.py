@@ -63,7 +63,7 @@ from pcpd.model import sizing
 from pcpd.model import stats as S
 from pcpd.model.arena import RECORD_SIZES, Arena
 from pcpd.model.memmap import NIL
-from pcpd.policies import MEMDESC_DEFAULT_RECORD_BYTES, POLICIES
+from pcpd.policies import MEMDESC_DEFAULT_RECORD_BYTES, POLICIES, PROPOSAL
 from pcpd.spec import ModelSpec
 from workers.cpu import CpuAllocator, SharedLocks, create_arena, format_arena
 
@@ -153,17 +153,22 @@ def _alloc_rows(arena: Arena, spec: ModelSpec, t: int, order: int) -> list[Row]:
 
 
 def _free_rows(arena: Arena, spec: ModelSpec, t: int, order: int) -> list[Row]:
-    """Free handed-over blocks until one drains: the second free is the hit."""
+    """Free handed-over blocks until one drains: the second free is the hit.
+
+    A policy that sends the frees to another CPU's PCP (pcp-buddy: the
+    pageblock's owner, which is the producer here) leaves the freeing CPU's
+    PCP empty, so it never drains there: it gets its hit row and no miss row.
+    """
     model = _Model(arena, spec)
     free = model.consumer.policy.free
     rows = []
     nth = 0
-    while (pfn := model.hand_over(t, order)) != NIL:
+    while nth < COST_PAGES and (pfn := model.hand_over(t, order)) != NIL:
         d = model.measure(lambda: free(pfn, order, t))
         outcome = _free_outcome(d)
         if outcome != "hit" or nth == 1:               # the first free met an empty list
             rows.append(("free", outcome, d))
-        if outcome != "hit":
+        if outcome != "hit" or (nth == 1 and not model.consumer.policy.pcp_pages()):
             break
         nth += 1
     return rows
@@ -193,7 +198,7 @@ def _record(spec: ModelSpec, t: int, order: int, op: str, pcp: str,
 
 
 def cost_table(era: str = DEFAULT_ERA, record_bytes: int = DEFAULT_MEMDESC_RECORD,
-               policies: Iterable[str] = tuple(POLICIES), types: Iterable[str] = MEMDESC_TYPES,
+               policies: Iterable[str] = PROPOSAL, types: Iterable[str] = MEMDESC_TYPES,
                orders: Iterable[int] = PAGE_ORDERS) -> list[dict[str, Any]]:
     """Measure every (policy, memdesc type, order): alloc and free, hit and miss.
 
@@ -280,7 +285,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    rows = cost_table(args.era, args.record_bytes, args.policy or tuple(POLICIES),
+    rows = cost_table(args.era, args.record_bytes, args.policy or PROPOSAL,
                       args.memdesc or MEMDESC_TYPES, args.order or PAGE_ORDERS)
     if args.json:
         print("[" + ",\n".join(json.dumps(r) for r in rows) + "]")

@@ -349,6 +349,9 @@ def _setup_lines(meta: dict, hosts_line: str = "") -> list[str]:
             ["machine", "several: see Where the runs ran" if mixed_machine(meta) else
              f"{meta['cpu_model']}, {meta['cpu_count']} CPUs, {meta['kernel']}"],
             ["software", f"pcpd {meta['pcpd_version']}, {meta['python']}"]]
+    if meta.get("mode") == "virtual":         # pcpd simulate: its CPUs and times are not the machine's
+        rows.insert(1, ["mode", f"virtual time: {meta['virtual']['cpus']} virtual CPUs on a discrete-event "
+                                "clock (pcpd simulate); the machine only ran the simulation"])
     if hosts_line:
         rows.append(["ran on", hosts_line])
     if meta.get("sweep_key"):

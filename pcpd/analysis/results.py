@@ -112,6 +112,11 @@ FIGURES: tuple[Figure, ...] = (
            "histogram bucket (4x wide); none without contention"),
     Figure("zone_lock_wait_p99_seconds", "zone->lock wait p99", "seconds", "lower",
            "99th percentile wait of a contended acquisition, interpolated the same way"),
+    Figure("zone_lock_hold_mean_seconds", "zone->lock hold", "seconds", "lower",
+           "mean time zone->lock was held per acquisition (a refill, a drain, a buddy allocation or "
+           "free); in the kernel a batch refill or drain holds it a few microseconds, about as long "
+           "as a batch of PCP hits takes, and `python bench/run.py` gives the model's ratio of the "
+           "two (zone_path_to_hit_ratio)"),
     Figure("struct_page_lines_per_op", "struct page lines/op", "lines/op", "lower",
            "struct page cachelines written or read per operation, every cause summed"),
     Figure("descriptor_lines_per_op", "descriptor lines/op", "lines/op", "lower",
@@ -168,6 +173,7 @@ def figures(start: stats.Snapshot, end: stats.Snapshot, seconds: float, policy: 
         "zone_lock_contended_ratio": fig.lock_contended_ratio,
         "zone_lock_wait_p50_seconds": fig.lock_wait_p50_seconds,
         "zone_lock_wait_p99_seconds": fig.lock_wait_p99_seconds,
+        "zone_lock_hold_mean_seconds": fig.lock_hold_mean_seconds,
         "struct_page_lines_per_op": fig.struct_page_lines_per_op,
         "descriptor_lines_per_op": fig.descriptor_lines_per_op,
         "slab_ops_per_op": fig.slab_ops_per_op,

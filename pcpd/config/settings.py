@@ -45,11 +45,12 @@ from pcpd.kernel import (
     RECORD_BYTES,
     STRUCT_PAGE_BYTES,
 )
-from pcpd.policies import BASELINE, policy_names
+from pcpd.policies import BASELINE, PROPOSAL, policy_names
 
 __all__ = [
     "ArenaSettings", "KernelSettings", "PcpSettings", "PolicySettings", "CrossCpu", "Pressure",
-    "WorkloadSettings", "ExporterSettings", "SweepSettings", "ExperimentSettings", "Settings",
+    "WorkloadSettings", "ExporterSettings", "SweepSettings", "ExperimentSettings", "SimulateSettings",
+    "Settings",
     "DEFAULT_SETTINGS", "SOAK_WORKLOAD", "SETTINGS_TABLE", "sweepable_paths",
 ]
 
@@ -222,9 +223,46 @@ class ExperimentSettings:
     """How ``pcpd experiment`` compares policies."""
 
     policies: tuple[str, ...] = setting(Items(Choice(POLICIES), "policy names", unique=True, nonempty=True),
-                                        POLICIES, "policies to run, in order")
+                                        PROPOSAL, "policies to run, in order")
     repeat: int = setting(Integer(1, 1000), 3, "runs per policy (and per sweep value)")
     warmup: float = setting(Real(0), 1.0, "seconds at the start of each run left out of the results")
+
+
+# Cost constants of virtual-time mode, in nanoseconds.  Their sources are in
+# pcpd.simulate.costs (COST_SOURCES) and docs/simulate.md; only positive base
+# costs let every operation advance its CPU's clock.
+NANOSECONDS = Real(0, 1e6)
+
+
+@dataclass(frozen=True)
+class SimulateSettings:
+    """``pcpd simulate``: virtual CPUs interleaved by a discrete-event clock, and its cost model."""
+
+    ops: int = setting(Integer(1, 10**9), 10_000, "operations per virtual CPU (--ops overrides)")
+    alloc_ns: float = setting(Real(0, 1e6, above=True), 23.0,
+                              "fixed cost of one allocation, beyond the cachelines it charges")
+    free_ns: float = setting(Real(0, 1e6, above=True), 23.0,
+                             "fixed cost of one free, beyond the cachelines it charges")
+    alloc_caller_ns: float = setting(NANOSECONDS, 0.0,
+                                     "the caller's own work per allocation, outside the allocator (a page "
+                                     "fault and clearing the page); 0: back-to-back allocations, as page_bench")
+    free_caller_ns: float = setting(NANOSECONDS, 0.0,
+                                    "the caller's own work per free, outside the allocator (an munmap's "
+                                    "share of unmapping and TLB flushing); 0: back-to-back frees")
+    line_ns: float = setting(NANOSECONDS, 2.0,
+                             "per struct page, descriptor or free-memory cacheline an operation charges "
+                             "outside zone->lock")
+    slab_ns: float = setting(NANOSECONDS, 5.0, "per descriptor slab allocation or free (memdesc policies)")
+    remote_ns: float = setting(NANOSECONDS, 25.0, "per block handed to another CPU, and per block taken "
+                                                  "from one (cross-CPU frees)")
+    lock_ns: float = setting(NANOSECONDS, 20.0, "zone->lock held: spin_lock + spin_unlock, per acquisition")
+    lock_handoff_ns: float = setting(NANOSECONDS, 100.0,
+                                     "zone->lock held: extra when the previous holder was another CPU "
+                                     "(the lock's and the free lists' lines move between cores)")
+    locked_line_ns: float = setting(NANOSECONDS, 12.0,
+                                    "zone->lock held: per struct page or free-memory line the buddy work "
+                                    "charges (free-list links, buddy checks, merges): the per-page cost of "
+                                    "refills and drains")
 
 
 # The soak mix: everything at once.  THP-sized folios are rare but dominate the
@@ -268,6 +306,9 @@ class Settings:
                                    sweepable=False)
     experiment: ExperimentSettings = setting(Table(ExperimentSettings), ExperimentSettings(),
                                              "policy comparison", sweepable=False)
+    simulate: SimulateSettings = setting(Table(SimulateSettings), SimulateSettings(),
+                                         "virtual-time mode (pcpd simulate): operations and cost model",
+                                         sweepable=False)
     source: str = dataclasses.field(default="<built-in>", compare=False)   # not a key: provenance
 
 

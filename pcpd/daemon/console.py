@@ -39,8 +39,12 @@ class StatusLine:
         figures = interval_figures(counters, now - self.then)
         self.then, self.earlier = now, snapshot
         wait_us = (figures.lock_wait_mean_seconds or 0.0) * 1e6
+        # hold per acquisition: a refill or drain's time under zone->lock, to set against
+        # the kernel's (a batch of 63 order-0 pages: a few microseconds)
+        hold_us = (figures.lock_hold_mean_seconds or 0.0) * 1e6
         return (f"pcpd: {figures.ops_per_second or 0.0:,.0f} ops/s  hit {share(figures.pcp_hit_rate)}  "
-                f"zone-lock contended {share(figures.lock_contended_ratio)} (wait {wait_us:.1f} us)  "
+                f"zone-lock hold {hold_us:.1f} us, contended {share(figures.lock_contended_ratio)} "
+                f"(wait {wait_us:.1f} us)  "
                 f"{figures.struct_page_lines_per_op or 0.0:.2f} lines/op  "
                 f"free {free_pages} pages  "
                 f"daemon {report.private_end / MIB:.1f} MiB  restarts {report.restarts}")

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
 from typing import Protocol
 
+from pcpd.daemon.slots import process_alive
 from pcpd.model.arena import H_LOCK_HOLDER_PID, Arena
 
 HOLDER_WAIT = 0.5
@@ -47,8 +48,10 @@ class FaultInjector:
         if now < self.next:
             return
         self.next = now + self.interval
+        # liveness from the process table, not exitcode: once the forkserver is gone, exitcode
+        # reads 255 for workers that still run, and the soak would stop killing anything
         live = [s.process.pid for s in self.slots
-                if s.process is not None and s.process.exitcode is None and s.process.pid is not None]
+                if s.process is not None and s.process.pid is not None and process_alive(s.process.pid)]
         if not live:
             return
         victim = self._lock_holder(live) if tally.kills % 2 else None

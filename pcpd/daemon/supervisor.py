@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from typing import TYPE_CHECKING
 
-from pcpd.config.rules import assign_workloads, worker_cpus
+from pcpd.config.rules import assign_workloads, available_cpu_set, worker_cpus
 from pcpd.config.settings import Settings
 from pcpd.daemon import audit, recovery
 from pcpd.daemon.console import StatusLine
@@ -44,7 +44,7 @@ from pcpd.daemon.reload import load_reload, stop_for_reload
 from pcpd.daemon.report import RunReport
 from pcpd.daemon.signals import RunSignals, held_from_children
 from pcpd.daemon.slots import Slot, WorkerSlots, exit_status
-from pcpd.errors import WorkerLost
+from pcpd.errors import ConfigError, WorkerLost
 from pcpd.model import stats
 from pcpd.model.arena import (
     C_RESTARTS,
@@ -143,6 +143,10 @@ class Daemon:
     def __init__(self, settings: Settings, options: RunOptions) -> None:
         self.options = options
         self.cpus = worker_cpus(settings)
+        missing = sorted(set(self.cpus) - available_cpu_set(None)) if options.pin else []
+        if missing:     # a pinned worker could never start there: it would be restarted forever
+            raise ConfigError(settings.source, "cpus", f"CPU(s) {', '.join(map(str, missing))} not available "
+                              "to this process (settings made for another machine?)")
         self.report = RunReport(workers=len(self.cpus))
         self._configure(settings, options.policy or settings.policy.name)
         # forkserver: workers start in milliseconds from a process that never had

@@ -218,6 +218,9 @@ class Figures:
     lock_acquisitions_per_1k_ops: float | None
     lock_contended_ratio: float | None
     lock_wait_mean_seconds: float | None   # per contended acquisition
+    # zone->lock held per acquisition (refill, drain, buddy alloc/free): set against a
+    # PCP-hit operation's time it says how the model's lock hold compares to the kernel's
+    lock_hold_mean_seconds: float | None
     lock_wait_p50_seconds: float | None
     lock_wait_p99_seconds: float | None
     struct_page_lines_per_op: float | None
@@ -275,6 +278,7 @@ def derive(counters: Mapping[str, int], seconds: float | None = None, *,
         lock_acquisitions_per_1k_ops=ratio(1000 * acquisitions, ops, empty),
         lock_contended_ratio=ratio(contended, acquisitions, empty),
         lock_wait_mean_seconds=c["lock_wait_ns"] / contended / 1e9 if contended else empty,
+        lock_hold_mean_seconds=c["lock_hold_ns"] / acquisitions / 1e9 if acquisitions else empty,
         lock_wait_p50_seconds=wait_quantile(buckets, 0.5),
         lock_wait_p99_seconds=wait_quantile(buckets, 0.99),
         struct_page_lines_per_op=ratio(struct_lines, ops, empty),

@@ -16,10 +16,15 @@ Two passes, neither holding the trace:
 2. ``run`` runs the spooled operations through one fresh model per policy:
    one arena, one ``CpuAllocator`` per trace CPU (slot = index of the CPU in
    the sorted list of CPUs that allocate or free), in the zone that ``zone``
-   sets up.
+   sets up, brought first to the start state that ``start`` plans (each
+   CPU's ``high`` and PCP lists, the blocks allocated before the capture,
+   free pages and pageblocks: from a zoneinfo taken when the trace began
+   and from what the trace itself shows).
 
 ``report`` turns the runs into the results.json object and the terminal
 report; ``command`` is the whole replay and the ``pcpd replay`` subcommand.
+``capture`` is ``pcpd capture``, which records a trace with the zone state
+around it into one ``bundle`` that ``pcpd replay`` reads directly.
 
 Memory grows with the live allocations of the trace (a dict of live blocks
 in each pass), never with its length; a line of the trace costs at most

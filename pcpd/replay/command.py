@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -22,42 +23,138 @@ from pcpd.inputs import display_name
 from pcpd.kernel import DEFAULT_ERA, ERAS
 from pcpd.model import sizing
 from pcpd.model.arena import RECORD_SIZES
-from pcpd.policies import MEMDESC_DEFAULT_RECORD_BYTES, POLICIES
+from pcpd.policies import MEMDESC_DEFAULT_RECORD_BYTES, POLICIES, PROPOSAL
+from pcpd.replay.bundle import Bundle, is_bundle, open_bundle
 from pcpd.replay.decode import DECAY_INTERVAL, Decoded, decode
 from pcpd.replay.report import format_report, results_json
 from pcpd.replay.run import MAX_CPU_SLOTS, PolicyRun, model_spec, replay_policy
 from pcpd.replay.spool import OpSpool
-from pcpd.replay.trace import Skipped, read_trace
-from pcpd.replay.zone import default_zone, zoneinfo_zone
+from pcpd.replay.start import START_MODES, StartPlan, build_plan
+from pcpd.replay.trace import Skipped, TraceEvent, read_trace
+from pcpd.replay.zone import ZoneSetup, default_zone, zoneinfo_zone
+from pcpd.zoneinfo import Pageset, read_zoneinfo
 
 DEFAULT_MEMDESC_RECORD = MEMDESC_DEFAULT_RECORD_BYTES
 
 
-def replay(path: str | os.PathLike[str], policies: Iterable[str] = tuple(POLICIES),
+def replay(path: str | os.PathLike[str], policies: Iterable[str] = PROPOSAL,
            zoneinfo: str | None = None, era: str | None = None,
            record_bytes: int = DEFAULT_MEMDESC_RECORD,
-           decay_interval: float = DECAY_INTERVAL) -> dict[str, Any]:
-    """Replay the trace at ``path`` under each policy; the results.json object.
+           decay_interval: float = DECAY_INTERVAL, pagetypeinfo: str | None = None,
+           start: str | None = None, zoneinfo_after: str | None = None) -> dict[str, Any]:
+    """Replay the trace (or capture bundle) at ``path`` under each policy; the results.json object.
 
-    Raises InputError for a trace that cannot be read or holds no
-    page-allocator event, and for a bad zoneinfo file.
+    A bundle (``pcpd.replay.bundle``) gives the zoneinfo, pagetypeinfo and
+    zoneinfo-after that are not given here, the capture window and the
+    scope.  ``start`` is one of ``pcpd.replay.start.START_MODES``; None:
+    ``capture`` with a zoneinfo, else ``trace``.  Raises InputError for a
+    trace that cannot be read or holds no page-allocator event, and for a
+    bad bundle, zoneinfo or pagetypeinfo file.
     """
     policies = list(policies)
     check_arguments(policies, era, record_bytes)
-    source = display_name(path)
-    skipped = Skipped()
-    with OpSpool() as spool:
-        decoded = decode(read_trace(path, skipped), spool, decay_interval)
-        _check_decoded(source, decoded, skipped)
-        zone = (zoneinfo_zone(zoneinfo, decoded, era) if zoneinfo
-                else default_zone(decoded, era or DEFAULT_ERA))
-        runs: dict[str, PolicyRun] = {}
-        for name in policies:
-            spec = model_spec(name, zone, len(decoded.cpus), record_bytes)
-            runs[name] = replay_policy(spool, decoded.cpus, spec, zone.watermarks)
-        ops = spool.count
+    with ExitStack() as stack:
+        bundle = open_bundle(path, stack) if is_bundle(path) else None
+        if bundle is not None:
+            zoneinfo = zoneinfo or bundle.zoneinfo_before
+            pagetypeinfo = pagetypeinfo or (bundle.pagetypeinfo_before if zoneinfo == bundle.zoneinfo_before
+                                            else None)
+            zoneinfo_after = zoneinfo_after or bundle.zoneinfo_after
+        mode = start or ("capture" if zoneinfo else "trace")
+        if mode not in START_MODES:
+            raise UsageError(f"start {mode!r} is not one of {', '.join(START_MODES)}")
+        if mode == "capture" and not zoneinfo:
+            raise UsageError("--start capture needs --zoneinfo (the capture taken when the trace began)")
+        if pagetypeinfo and not zoneinfo:
+            raise UsageError("--pagetypeinfo needs --zoneinfo (the zone whose pageblocks it counts)")
+        source = display_name(path)
+        skipped = Skipped()
+        with OpSpool() as spool:
+            events = read_trace(bundle.trace if bundle else path, skipped)
+            if bundle is not None and bundle.window is not None:
+                events = _inside(events, bundle.window, skipped, source)
+            decoded = decode(events, spool, decay_interval)
+            _check_decoded(source, decoded, skipped)
+            scope = trace_scope(decoded, skipped, bundle)
+            zone = (zoneinfo_zone(zoneinfo, decoded, era, pagetypeinfo) if zoneinfo
+                    else default_zone(decoded, era or DEFAULT_ERA))
+            plan = _start_plan(mode, decoded, zone, scope)
+            runs: dict[str, PolicyRun] = {}
+            for name in policies:
+                spec = model_spec(name, zone, len(decoded.cpus), record_bytes)
+                runs[name] = replay_policy(spool, decoded.cpus, spec, zone.watermarks, plan)
+            ops = spool.count
+        after = _pagesets(zoneinfo_after, zone) if zoneinfo_after else None
     return results_json(source=source, decoded=decoded, skipped=skipped, ops=ops, zone=zone,
-                        limits=spec.limits(), decay_interval=decay_interval, runs=runs)
+                        limits=spec.limits(), decay_interval=decay_interval, runs=runs,
+                        scope=scope, plan=plan, after=after,
+                        after_source=display_name(zoneinfo_after) if zoneinfo_after else None)
+
+
+SKIP_WINDOW = "outside the capture window"
+
+
+def _inside(events: Iterator[TraceEvent], window: tuple[float, float], skipped: Skipped,
+            source: str) -> Iterator[TraceEvent]:
+    """The events between the bundle's two snapshots; the others are counted skips.
+
+    The start state is the first snapshot, so an event before it is already
+    in it (and the capture's own start-up is before it too)."""
+    first, last = window
+    for e in events:
+        if first <= e.timestamp <= last:
+            yield e
+        else:
+            skipped.add(SKIP_WINDOW, source)
+
+
+def trace_scope(decoded: Decoded, skipped: Skipped, bundle: Bundle | None) -> dict[str, str]:
+    """Whether the trace saw every task ("system") or one command ("process"), and why we think so.
+
+    The capture's metadata says it; else perf's header (``perf script
+    --header``: the record command line); else the events: a whole-system
+    trace has events of kernel threads, the idle task or perf itself, which
+    a per-process one cannot have (pcpd.replay.decode)."""
+    if bundle is not None:
+        return ({"scope": "system", "evidence": "pcpd capture -a"} if bundle.system_wide
+                else {"scope": "process", "evidence": "pcpd capture without -a"})
+    cmdline = skipped.perf_cmdline.split()
+    if "record" in cmdline:
+        flags = cmdline[cmdline.index("record") + 1:]
+        flags = flags[:flags.index("--")] if "--" in flags else flags
+        if any(f in ("-a", "--all-cpus", "-C", "--cpu") or (f.startswith("-") and not f.startswith("--")
+                                                            and f[1:].isalpha() and "a" in f[1:])
+               for f in flags):
+            return {"scope": "system", "evidence": "perf record -a (the trace's header)"}
+        return {"scope": "process", "evidence": "perf record without -a (the trace's header)"}
+    if decoded.system_only_events:
+        return {"scope": "system",
+                "evidence": f"{decoded.system_only_events} events of tasks a per-process trace "
+                            f"does not record (first: {decoded.system_only_example})"}
+    return {"scope": "process",
+            "evidence": "no event of a kernel thread, the idle task or perf: perf record without "
+                        "-a, a trace of some tasks, or a short window of a whole-system one"}
+
+
+def _pagesets(path: str, zone: ZoneSetup) -> dict[int, Pageset]:
+    """The pagesets of the modelled zone in a second zoneinfo capture (the end state)."""
+    for z in read_zoneinfo(path):
+        if z.node == (zone.node if zone.node is not None else z.node) and z.zone == "Normal" \
+                and z.populated:
+            return {p.cpu: p for p in z.pagesets}
+    raise InputError(f"{display_name(path)}: no populated Normal zone to compare the end with")
+
+
+def _start_plan(mode: str, decoded: Decoded, zone: ZoneSetup, scope: dict[str, str]) -> StartPlan:
+    """The start state of ``mode``: the capture's pagesets, free pages and pageblocks only
+    under ``capture``; the trace's own evidence under ``capture`` and ``trace``."""
+    capture = mode == "capture"
+    # under --start trace the zoneinfo still sizes the zone and the PCP limits; only the
+    # state it shows (high, count, free pages, pageblocks) is left out
+    return build_plan(mode, decoded, pagesets=zone.pagesets if capture else None,
+                      high_is_state=zone.high_is_state, free_pages=zone.free_pages if capture else None,
+                      managed=zone.managed, pagetypes=zone.pagetypes if capture else None,
+                      per_process=scope["scope"] == "process", zoneinfo_given=zone.pagesets is not None)
 
 
 def check_arguments(policies: list[str], era: str | None, record_bytes: int) -> None:
@@ -85,13 +182,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("trace", metavar="TRACE",
                         help="kmem tracepoint text from perf script, trace-cmd report or "
                              "/sys/kernel/tracing/trace (.gz and .xz read directly; - for "
-                             "standard input)")
-    parser.add_argument("--policies", type=argtypes.policy_list, default=list(POLICIES),
+                             "standard input), or a bundle from pcpd capture (directory or tar)")
+    parser.add_argument("--policies", type=argtypes.policy_list, default=list(PROPOSAL),
                         metavar="P[,P...]",
-                        help=f"policies to replay (default {','.join(POLICIES)})")
+                        help=f"policies to replay (default {','.join(PROPOSAL)})")
     parser.add_argument("--zoneinfo", metavar="FILE",
                         help="a /proc/zoneinfo capture of the traced machine: model its Normal "
                              "zone, PCP limits and era")
+    parser.add_argument("--pagetypeinfo", metavar="FILE",
+                        help="a /proc/pagetypeinfo capture taken with the zoneinfo: the zone's "
+                             "pageblocks and free pages per migratetype")
+    parser.add_argument("--start", choices=START_MODES,
+                        help="the model's start state: capture (the zoneinfo's high and count per "
+                             "CPU, free pages and pageblocks, plus what the trace shows; the default "
+                             "with --zoneinfo), trace (only what the trace shows; the default "
+                             "without), empty (high at high_min, empty PCPs, all free)")
+    parser.add_argument("--zoneinfo-after", metavar="FILE",
+                        help="a /proc/zoneinfo capture taken when the trace ended: compare the "
+                             "model's per-CPU high and count at the end with it")
     parser.add_argument("--era", choices=ERAS,
                         help=f"kernel era of the model (default: the zoneinfo's, else {DEFAULT_ERA})")
     parser.add_argument("--record-bytes", type=int, choices=RECORD_SIZES,
@@ -106,7 +214,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace) -> int:
     results = replay(args.trace, args.policies, args.zoneinfo, args.era, args.record_bytes,
-                     args.decay_interval)
+                     args.decay_interval, args.pagetypeinfo, args.start, args.zoneinfo_after)
     print(format_report(results))
     if args.out:
         path = Path(args.out) / "results.json"

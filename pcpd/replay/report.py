@@ -15,10 +15,12 @@ from typing import Any
 from pcpd.kernel import HIGH_BOUNDS_ERAS
 from pcpd.model import sizing, stats
 from pcpd.policies import BASELINE
-from pcpd.replay.decode import Decoded, TracePcp
+from pcpd.replay.decode import DRAIN_DECAY, MODEL_CAUSES, TRACE_DRAIN_CAUSES, Decoded, TracePcp
 from pcpd.replay.run import PolicyRun
+from pcpd.replay.start import StartPlan
 from pcpd.replay.trace import EVENTS, Skipped
 from pcpd.replay.zone import ZoneSetup
+from pcpd.zoneinfo import Pageset
 from workers.policies import TYPES
 
 # --- figures -----------------------------------------------------------------------
@@ -46,6 +48,9 @@ def policy_figures(run: PolicyRun) -> dict[str, Any]:
         "drain_pages": fig.drain_pages,
         "drains_by_cause": {c: total(f"drains_{c}") for c in stats.DRAIN_CAUSES
                             if total(f"drains_{c}")},
+        "drain_pages_by_cause": {c: total(f"drain_pages_{c}") for c in stats.DRAIN_CAUSES
+                                 if total(f"drain_pages_{c}")},
+        "decay_passes": run.decay_passes,
         "zone_lock_acquisitions": total("lock_acquisitions"),
         "cachelines": fig.cachelines,
         "cachelines_per_op": _rounded(fig.cachelines_per_op),
@@ -57,6 +62,9 @@ def policy_figures(run: PolicyRun) -> dict[str, Any]:
         "slab_shared": total("slab_shared"),
         "alloc_failures": fig.alloc_failures,
         "frees_skipped": run.frees_skipped,
+        "pre_capture_skipped": run.pre_capture_skipped,
+        "pcp_at_end": run.pcp_at_end,
+        "start_allocated_at_end": run.start_allocated_at_end,
         "pages_at_end": run.pages_at_end,
         "audit_ok": run.audit_ok,
         "audit_problems": run.audit_problems,
@@ -71,37 +79,108 @@ def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 4) if b else None
 
 
-def fidelity(trace: TracePcp, figures: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The legacy model's refills and drains beside the trace's own."""
-    pairs = {"refills": trace.refills, "refill_pages": trace.refill_pages,
-             "drains": trace.drains, "drain_pages": trace.drain_pages}
-    return {name: {"trace": n, "model": figures[name], "model_per_trace": _ratio(figures[name], n)}
-            for name, n in pairs.items()}
+def fidelity(trace: TracePcp, figures: dict[str, Any], run: PolicyRun | None = None,
+             scope: str = "system") -> dict[str, Any]:
+    """The legacy model's refills and drains beside the trace's own, in total and by cause.
+
+    Causes (``pcpd.replay.decode.TRACE_DRAIN_CAUSES``) pair with the model's
+    (``MODEL_CAUSES``): free-path drains with ``high`` and ``free_high``,
+    decay with ``decay`` (the model's decay passes that drained, since the
+    trace shows one drain a pass: ``pcpd.replay.run``), drain_all with
+    ``drain_all``.  ``basis`` is ``counts`` for a whole-system trace and
+    ``pages`` for a per-process one, whose counts are not comparable: the
+    traced task's frees drain what other tasks' frees also filled, and
+    other tasks' allocations halve ``free_count`` (``rmqueue_pcplist()``),
+    which sizes each drain, so the kernel drains the same pages in more,
+    smaller drains than a model that sees one task.
+    """
+    rows: dict[str, Any] = {}
+    pairs = {"refills": (trace.refills, figures["refills"]),
+             "refill_pages": (trace.refill_pages, figures["refill_pages"]),
+             "drains": (trace.drains, figures["drains"]),
+             "drain_pages": (trace.drain_pages, figures["drain_pages"])}
+    by_cause = figures["drains_by_cause"]
+    pages_by_cause = figures.get("drain_pages_by_cause", {})
+    for cause in TRACE_DRAIN_CAUSES:
+        model_causes = MODEL_CAUSES[cause]
+        n = sum(by_cause.get(c, 0) for c in model_causes)
+        if cause == DRAIN_DECAY and run is not None:
+            n = run.decay_passes
+        pairs[f"drains_{cause}"] = (trace.drains_by_cause.get(cause, 0), n)
+        pairs[f"drain_pages_{cause}"] = (trace.drain_pages_by_cause.get(cause, 0),
+                                         sum(pages_by_cause.get(c, 0) for c in model_causes))
+    for name, (t, m) in pairs.items():
+        rows[name] = {"trace": t, "model": m, "model_per_trace": _ratio(m, t)}
+    rows["basis"] = "counts" if scope == "system" else "pages"
+    return rows
 
 
 # --- results.json ----------------------------------------------------------------------
 
 def results_json(*, source: str, decoded: Decoded, skipped: Skipped, ops: int, zone: ZoneSetup,
-                 limits: sizing.PcpLimits, decay_interval: float,
-                 runs: dict[str, PolicyRun]) -> dict[str, Any]:
+                 limits: sizing.PcpLimits, decay_interval: float, runs: dict[str, PolicyRun],
+                 scope: dict[str, str] | None = None, plan: StartPlan | None = None,
+                 after: dict[int, Pageset] | None = None,
+                 after_source: str | None = None) -> dict[str, Any]:
     """The results.json object of a replay: what was read, the model, each policy's figures."""
+    scope = scope or {"scope": "system", "evidence": "not determined"}
     policies = {}
     for name, run in runs.items():
         figures = policy_figures(run)
         if name == BASELINE:             # today's kernel is what the trace recorded
-            figures["fidelity"] = fidelity(decoded.pcp, figures)
+            figures["fidelity"] = fidelity(decoded.pcp, figures, run, scope["scope"])
         policies[name] = figures
     _add_savings(policies)
-    return {
+    out = {
         "trace": source,
-        "lines": sum(decoded.events.values()) + skipped.total(),
+        "lines": (sum(decoded.events.values()) + sum(decoded.context_events.values())
+                  + skipped.total()),
         "events": _events_json(decoded.events),
+        "context_events": dict(decoded.context_events),
         "skipped": dict(skipped.most_common()),
+        "scope": scope,
         "replay": _replay_json(decoded, ops),
         "trace_pcp": asdict(decoded.pcp),
         "model": _model_json(zone, limits, decay_interval),
+        "start": _start_json(plan, runs),
         "policies": policies,
     }
+    if after is not None:
+        base = runs.get(BASELINE) or next(iter(runs.values()))
+        out["end_state"] = _end_state(after, after_source, base)
+    return out
+
+
+def _start_json(plan: StartPlan | None, runs: dict[str, PolicyRun]) -> dict[str, Any]:
+    """What the model started from (the baseline's seeding; every policy gets the same plan)."""
+    if plan is None:
+        return {"mode": "empty", "unknown": []}
+    run = runs.get(BASELINE) or next(iter(runs.values()), None)
+    seeded = run.start if run is not None else None
+    out: dict[str, Any] = {"mode": plan.mode, "unknown": list(plan.unknown)}
+    if seeded is not None and plan.seeds:
+        out.update({
+            "cpus": seeded.pcp,
+            "pool": {"blocks": seeded.pool_blocks or sum(plan.pool.values()),
+                     "unplaced": seeded.pool_unplaced},
+            "pcp_unplaced_blocks": seeded.pcp_unplaced_blocks,
+            "free_pages": {"capture": seeded.free_pages_captured, "model": seeded.free_pages},
+            "filler_pages": seeded.filler_pages,
+            "pageblocks": seeded.pageblocks,
+            "free_pages_by_type": seeded.free_by_type,
+        })
+    return out
+
+
+def _end_state(after: dict[int, Pageset], source: str | None, run: PolicyRun) -> dict[str, Any]:
+    """The model's per-CPU high and count at the end beside a zoneinfo taken then."""
+    cpus = []
+    for row in run.pcp_at_end:
+        p = after.get(row["cpu"])
+        cpus.append({"cpu": row["cpu"],
+                     "high": {"capture": p.high if p else None, "model": row["high"]},
+                     "count": {"capture": p.count if p else None, "model": row["count"]}})
+    return {"zoneinfo": source, "policy": run.policy, "cpus": cpus}
 
 
 def _events_json(events: Counter) -> dict[str, dict[str, Any]]:
@@ -122,7 +201,8 @@ def _replay_json(d: Decoded, ops: int) -> dict[str, Any]:
         "allocs": d.allocs, "failed_allocs": d.failed_allocs,
         "above_max_order": d.above_max_order, "frees": d.frees,
         "remote_frees": d.remote_frees, "batched_pairs": d.batched_pairs,
-        "unknown_frees": d.unknown_frees, "order_mismatches": d.order_mismatches,
+        "unknown_frees": d.unknown_frees, "pre_capture_frees": d.pre_capture_frees,
+        "split_frees": d.split_frees, "order_mismatches": d.order_mismatches,
         "lost_frees": d.lost_frees, "live_blocks_at_end": d.live_blocks,
         "live_pages_at_end": d.live_pages, "peak_live_pages": d.peak_live_pages,
         "decay_ticks": d.decay_ticks, "types": types,
@@ -151,13 +231,44 @@ def _add_savings(policies: dict[str, dict[str, Any]]) -> None:
 # --- the terminal report ---------------------------------------------------------------
 
 def format_report(results: dict[str, Any]) -> str:
-    """The terminal report: what was read, the model, one row per policy, fidelity."""
-    out = _trace_lines(results) + [_model_line(results["model"]), ""]
+    """The terminal report: what was read, the model and its start, one row per policy,
+    fidelity, and the end state where a second zoneinfo was given."""
+    out = _trace_lines(results) + [_model_line(results["model"])]
+    out += _start_lines(results.get("start", {})) + [""]
     out += _policy_table(results["policies"])
     legacy = results["policies"].get(BASELINE)
     if legacy:
-        out += [""] + _fidelity_table(legacy["fidelity"])
+        out += [""] + _fidelity_table(legacy["fidelity"], results.get("scope", {}))
+    if "end_state" in results:
+        out += [""] + _end_state_table(results["end_state"])
     return "\n".join(out)
+
+
+def _start_lines(start: dict[str, Any]) -> list[str]:
+    if not start:
+        return []
+    out = []
+    if start.get("cpus") is not None:
+        cpus = "; ".join(
+            f"CPU{c['cpu']} high {c.get('high_model', '-') or '0 (boot: high_min at first use)'}"
+            + (f" (captured {c['high_captured']})" if c.get("high_captured") is not None else "")
+            + f", {c['pages_seeded']} PCP pages"
+            + (f" (count {c['count_captured']}: {c['from_trace']} shown by the trace, "
+               f"{c['beyond_trace']} beyond)" if c.get("count_captured") is not None
+               else f" ({c['from_trace']} shown by the trace)")
+            for c in start["cpus"])
+        free = start["free_pages"]
+        captured = f" (captured {free['capture']})" if free["capture"] is not None else ""
+        blocks = ", ".join(f"{n} {t}" for t, n in start["pageblocks"].items())
+        pool = start["pool"]
+        out.append(f"start ({start['mode']}): {cpus}")
+        out.append(f"  free pages {free['model']}{captured}; pageblocks {blocks}; pre-capture "
+                   f"pool {pool['blocks']} blocks" + (f" ({pool['unplaced']} without room)"
+                                                      if pool["unplaced"] else ""))
+    else:
+        out.append(f"start ({start['mode']})")
+    out += [f"  unknown at start: {u}" for u in start.get("unknown", [])]
+    return out
 
 
 def _trace_lines(results: dict[str, Any]) -> list[str]:
@@ -165,6 +276,8 @@ def _trace_lines(results: dict[str, Any]) -> list[str]:
     r = results["replay"]
     events = ", ".join(f"{name} {e['count']}" for name, e in results["events"].items()
                        if e["count"])
+    if ctx := results.get("context_events"):
+        events += ", " + ", ".join(f"{name} {n}" for name, n in ctx.items())
     head = f"{results['trace']}: {results['lines']} lines; {events}"
     if skipped := results["skipped"]:
         reasons = ", ".join(f"{n} {why}" for why, n in skipped.items())
@@ -173,9 +286,13 @@ def _trace_lines(results: dict[str, Any]) -> list[str]:
     out = [head,
            f"replayed on {cpus}: {r['allocs']} allocs ({r['failed_allocs']} failed in the "
            f"trace), {r['frees']} frees ({r['remote_frees']} remote), {r['batched_pairs']} "
-           f"batched pairs; unknown frees {r['unknown_frees']}, order mismatches "
+           f"batched pairs; unknown frees {r['unknown_frees']} ({r['pre_capture_frees']} "
+           f"pre-capture, replayed; {r['split_frees']} pieces of live blocks), order mismatches "
            f"{r['order_mismatches']}, lost frees {r['lost_frees']}; live at end "
            f"{r['live_pages_at_end']} pages (peak {r['peak_live_pages']})"]
+    if scope := results.get("scope"):
+        out.append(f"scope: {'whole system' if scope['scope'] == 'system' else 'per process'} "
+                   f"({scope['evidence']})")
     if r["types"]:
         out.append("allocations by inferred type: " + ", ".join(
             f"{t} {sum(orders.values())}" for t, orders in r["types"].items()))
@@ -208,13 +325,46 @@ def _policy_table(policies: dict[str, dict[str, Any]]) -> list[str]:
     return out
 
 
-def _fidelity_table(rows: dict[str, dict[str, Any]]) -> list[str]:
-    out = ["legacy fidelity (what the trace recorded vs the model):",
-           f"  {'':<13} {'trace':>8} {'model':>8} {'model/trace':>11}"]
-    for name, row in rows.items():
-        out.append(f"  {name.replace('_', ' '):<13} {row['trace']:>8} {row['model']:>8} "
-                   f"{_num(row['model_per_trace']):>11}")
+_CAUSE_LABELS = {"free": "free path", "decay": "decay", "drain_all": "drain_all", "other": "other"}
+
+
+def _fidelity_table(rows: dict[str, Any], scope: dict[str, Any]) -> list[str]:
+    """Totals, then drains by cause (a cause shows where the trace or the model has one)."""
+    per_process = rows.get("basis") == "pages"
+    head = "legacy fidelity (what the trace recorded vs the model)"
+    if per_process:
+        head += ": a per-process trace, compare pages; its counts miss other tasks"
+    out = [head + ":", f"  {'':<22} {'trace':>8} {'model':>8} {'model/trace':>11}"]
+
+    def line(label: str, row: dict[str, Any], count: bool) -> str:
+        mark = "  (not comparable)" if per_process and count else ""
+        return (f"  {label:<22} {row['trace']:>8} {row['model']:>8} "
+                f"{_num(row['model_per_trace']):>11}{mark}")
+
+    for name, label in (("refills", "refills"), ("refill_pages", "refill pages"),
+                        ("drains", "drains"), ("drain_pages", "drain pages")):
+        out.append(line(label, rows[name], not name.endswith("pages")))
+    for cause, label in _CAUSE_LABELS.items():
+        count, pages = rows.get(f"drains_{cause}"), rows.get(f"drain_pages_{cause}")
+        if count is None or pages is None or not (count["trace"] or count["model"]
+                                                  or pages["trace"] or pages["model"]):
+            continue
+        out.append(line(f"  drains: {label}", count, True))
+        out.append(line(f"  drain pages: {label}", pages, False))
     return out
+
+
+def _end_state_table(end: dict[str, Any]) -> list[str]:
+    out = [f"end state ({end['policy']} vs {end['zoneinfo']}):",
+           f"  {'':<6} {'high':>8} {'model':>8} {'count':>8} {'model':>8}"]
+    for c in end["cpus"]:
+        out.append(f"  CPU{c['cpu']:<3} {_opt(c['high']['capture']):>8} {c['high']['model']:>8} "
+                   f"{_opt(c['count']['capture']):>8} {c['count']['model']:>8}")
+    return out
+
+
+def _opt(x: int | None) -> str:
+    return "-" if x is None else str(x)
 
 
 def _pct(x: float | None) -> str:

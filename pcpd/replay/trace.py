@@ -16,6 +16,13 @@ event (canonical name)       also accepted as
 ``mm_page_alloc_extfrag``
 ===========================  ===========================================
 
+and two context events that say which work a kworker runs, so that a drain
+in ``vmstat_update()`` (``decay_pcp_high()``) can be told from one in
+``drain_local_pages_wq()`` (``drain_all_pages()`` before v5.19):
+``workqueue_execute_start`` and ``workqueue_execute_end`` (``work struct
+0x...: function NAME``; ``function`` is absent from the end event before
+v5.12 or so, and then stays "").  Their ``pfn`` and ``order`` are -1.
+
 Line prefixes::
 
     ftrace     <comm>-<pid> [( <tgid>)] [<cpu>] [<irq-flags>] <sec.usec>: <event>: <fields>
@@ -140,9 +147,12 @@ MM_PAGE_PCPU_DRAIN = "mm_page_pcpu_drain"
 MM_PAGE_ALLOC_EXTFRAG = "mm_page_alloc_extfrag"
 EVENTS = (MM_PAGE_ALLOC, MM_PAGE_FREE, MM_PAGE_FREE_BATCHED,
           MM_PAGE_ALLOC_ZONE_LOCKED, MM_PAGE_PCPU_DRAIN, MM_PAGE_ALLOC_EXTFRAG)
+WORKQUEUE_EXECUTE_START = "workqueue_execute_start"
+WORKQUEUE_EXECUTE_END = "workqueue_execute_end"
+CONTEXT_EVENTS = (WORKQUEUE_EXECUTE_START, WORKQUEUE_EXECUTE_END)
 
 # v3.3 renamed the era-1 free events; the text stayed the same.
-_CANONICAL = {name: name for name in EVENTS}
+_CANONICAL = {name: name for name in EVENTS + CONTEXT_EVENTS}
 _CANONICAL["mm_page_free_direct"] = MM_PAGE_FREE
 _CANONICAL["mm_pagevec_free"] = MM_PAGE_FREE_BATCHED
 
@@ -175,17 +185,22 @@ class TraceEvent(NamedTuple):
     fallback_migratetype: int = -1
     fragmenting: int = -1
     change_ownership: int = -1
+    function: str = ""          # workqueue_execute_start/end only: the work function
 
 
 class Skipped(Counter):
     """Lines that gave no event, counted by reason (the SKIP_* strings).
 
     ``first[reason]`` is where that reason was first seen, as ``source:line``.
+    ``perf_cmdline`` is the ``# cmdline :`` line of a ``perf script --header``
+    header, the one header line that says how the trace was recorded
+    (``-a``, ``-C``, or a command followed); "" without one.
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.first: dict[str, str] = {}
+        self.perf_cmdline = ""
 
     def add(self, reason: str, source: str, lineno: int | None = None) -> None:
         self[reason] += 1
@@ -239,6 +254,10 @@ _FIELDS = {
 }
 _MATCH = {event: re.compile(_PREFIX + _PAGE_PFN + fields).match
           for event, fields in _FIELDS.items()}
+# "work struct 0xffff888627d2b5e0: function vmstat_update" (ftrace prints the
+# pointer hashed, without 0x); the end event lacks "function" on old kernels.
+_WORK = r"\s++work struct\s++(?:0x)?[0-9a-fA-F]++:?(?:\s++function\s++(\S++))?\s*+$"
+_MATCH.update({event: re.compile(_PREFIX + _WORK).match for event in CONTEXT_EVENTS})
 # How %p printed a NULL page: kernel "(null)" (padded to "page= (null)" on
 # some kernels), glibc "(nil)" in perf, or zeros.
 _NULL_PAGES = frozenset({"(null)", "(nil)", "0", "0x0", "00000000", "0000000000000000"})
@@ -261,6 +280,13 @@ def parse_lines(lines: Iterable[str], source: str,
         event, m = _match(line)
         if m is None:
             skipped.add(event, source, lineno)      # event is the reason here
+            if event is SKIP_COMMENT and line.startswith("# cmdline"):
+                skipped.perf_cmdline = line.partition(":")[2].strip()
+            continue
+        if event in CONTEXT_EVENTS:
+            comm, pid, cpu, ts, _, function = m.groups()
+            yield TraceEvent(int(cpu), float(ts), event, -1, -1, comm=comm or "", pid=int(pid),
+                             function=function or "")
             continue
         comm, pid, cpu, ts, _, page, hexpfn, decpfn, *fields = m.groups()
         pfn = int(hexpfn, 16) if hexpfn else int(decpfn)
@@ -270,7 +296,7 @@ def parse_lines(lines: Iterable[str], source: str,
             _EVENT_FIELDS[event](fields))
         yield _new_event(TraceEvent, (int(cpu), float(ts), event, pfn, order, mt, gfp, refill,
                                       comm or "", int(pid), fallback_order, fallback_mt,
-                                      fragmenting, ownership))
+                                      fragmenting, ownership, ""))
 
 
 def _match(line: str) -> tuple[str, re.Match[str] | None]:
@@ -280,6 +306,8 @@ def _match(line: str) -> tuple[str, re.Match[str] | None]:
     # Find the event by name first: one str.find instead of a regex search,
     # and it picks the one pattern that can match.
     i = line.find("mm_page")
+    if i < 0:
+        i = line.find("workqueue_execute_")
     event = _CANONICAL.get(line[i:line.find(":", i)]) if i >= 0 else None
     if event is not None and (m := _MATCH[event](line)):
         return event, m

@@ -66,15 +66,18 @@ class _MemdescPolicy(Policy):
                               for t in range(len(TYPES))]
         self._dstate_pcp = [[desc_state(MEMDESC_OF[t], DS_PCP, o, self.cpu) for o in PAGE_ORDERS]
                             for t in range(len(TYPES))]
+        # D_STATE words of a new descriptor, by state: _new_desc() runs per page of a refill
+        self._dstate_new = {DS_INUSE: self._dstate_inuse, DS_PCP: self._dstate_pcp}
 
     def _set_memdesc(self, pfn: int, order: int, value: int) -> None:
         """Store the memdesc word into every page of the block."""
-        n = 1 << order
         w = self.w
-        if n == 1:
+        if not order:                                  # one record: one line
             self.mem[pfn * w + self.mw] = value
-        else:
-            self.np_mem[pfn * w + self.mw:(pfn + n) * w:w] = value
+            self.v[MD_W] += 1
+            return
+        n = 1 << order
+        self.np_mem[pfn * w + self.mw:(pfn + n) * w:w] = value
         self.v[MD_W] += lines_spanned(pfn, n, self.rb)
 
     def _misc_word(self, state: int, order: int) -> int:
@@ -84,7 +87,7 @@ class _MemdescPolicy(Policy):
         """slab_alloc() a descriptor and fill it in (section 6.4)."""
         idx = self.slab.alloc()
         d, base = self.d, idx * DESC_WORDS
-        d[base + D_STATE] = desc_state(MEMDESC_OF[t], state, order, self.cpu)
+        d[base + D_STATE] = self._dstate_new[state][t][order]
         d[base + D_PFN] = pfn
         d[base + D_REFCOUNT] = 1 if state == DS_INUSE else 0
         d[base + D_MAPPING] = 0
@@ -321,7 +324,7 @@ class MemdescPolicy(_MemdescPolicy):
 
     # Misc memory has no descriptor: its PCP links live in the free memory.
     def _misc_push(self, lst, pfn: int) -> None:
-        links = self.arena.freelinks
+        links = self.arena.freelinksq
         old = lst[-1] if lst else NIL
         links[pfn * 2] = old
         links[pfn * 2 + 1] = NIL
@@ -334,7 +337,7 @@ class MemdescPolicy(_MemdescPolicy):
     def _misc_pop(self, lst) -> int:
         pfn = lst.pop()
         if lst:
-            self.arena.freelinks[lst[-1] * 2 + 1] = NIL
+            self.arena.freelinksq[lst[-1] * 2 + 1] = NIL
             self.v[DATA_W] += 1
         return pfn
 
@@ -342,7 +345,7 @@ class MemdescPolicy(_MemdescPolicy):
         for pfn in blocks:
             if t == T_KERNEL:
                 self._set_memdesc(pfn, order, self._misc_word(DS_PCP, order))
-                links = self.arena.freelinks
+                links = self.arena.freelinksq
                 tail = lst[0] if lst else NIL
                 links[pfn * 2], links[pfn * 2 + 1] = NIL, tail
                 if tail != NIL:

@@ -19,9 +19,11 @@ What the RFC changes, and how it is modelled here:
   below, with PG_PCP, the owner CPU and the order in the head's flags, so
   the audit and crash recovery read them as that CPU's PCP pages).  An
   allocation of any order up to 9 takes the smallest piece that fits and
-  splits it (``__rmqueue_smallest``/``expand`` on the PCP); a free merges
-  with free buddies of the same owner (``__free_one_page`` on the PCP).
-  Orders 4-8, which today always go through the buddy, are served too.
+  splits it (``__rmqueue_smallest``/``expand`` on the PCP); a free adds the
+  block as a piece of its order, and "a bottom-up merge pass runs under
+  pcp->lock on drain" (``__free_one_page``'s merging, on the PCP), so a
+  drain gives larger chunks back under zone->lock.  Orders 4-8, which today
+  always go through the buddy, are served too.
 * Refill phases (RFC 2/2): phase 0 pulls this CPU's owned fragments that
   drains left in the zone buddy back onto the PCP (scanning only pageblocks
   that had fragments drained, as ``pcp->owned_blocks`` does); phase 1
@@ -52,10 +54,17 @@ Modelling choices (none of these is fixed by the RFC):
   undone on free, so the comparison with ``legacy`` isolates ownership.
 * Counting: pieces on the PCP buddy count in ``pcp->count`` against
   ``high`` exactly like cached pages; a claim counts as one refill of 512
-  pages (or the pages phase 0 recovered) and calls ``nr_pcp_alloc()`` only
-  for its ``high`` auto-tuning.  The PCP buddy serves every order up to 9
-  whatever the era's ``pcp_allowed_order()`` (the era decides only the
-  cached lists).
+  pages (plus what phase 0 recovered), and raises 6.7's auto-tuned ``high``
+  by those pages, as ``nr_pcp_alloc()`` raises it by the batch a refill
+  takes (without that, a zone whose ``high_min`` is near one pageblock
+  drains right after every claim).  Phase 0 stops once it has a batch of
+  pages and a piece that fits, as ``rmqueue_bulk()`` stops at its count.
+  The PCP buddy serves every order up to 9 whatever the era's
+  ``pcp_allowed_order()`` (the era decides only the cached lists).
+* Pieces are filed by their pageblock's migratetype when added; the zone
+  may change an owned pageblock's type meanwhile (``try_to_claim_block()``
+  of its fragments), so the merge pass looks for a buddy under every type
+  and files the merged piece under the current one.
 * A drain picks the largest owned piece no bigger than what is left to
   drain, else the smallest piece there is (so a drain of 63 pages may give
   back a whole pageblock, as a THP list drain gives back 512 today).
@@ -69,10 +78,13 @@ Modelling choices (none of these is fixed by the RFC):
   ring is full, is freed on the freeing CPU's own PCP as an unowned block.
   Routed frees are counted as ``free_remote_out`` on the freeing CPU.
 * Charges: inserting or removing a piece writes its head line (page state)
-  and the neighbour's link (list_link); each merge step reads the buddy's
-  head and rewrites it (cause ``buddy``: buddy-allocator work, here done on
-  the PCP outside zone->lock); phase 0 reads the whole pageblock's records
-  (512 lines) per pageblock scanned.  Piece links are charged, not stored:
+  and the neighbour's link (list_link); the merge pass reads each piece's
+  buddy head and rewrites the ones it merges (cause ``buddy``:
+  buddy-allocator work, here done on the PCP outside zone->lock).  An
+  allocation does not merge (the RFC merges on drain only), so a CPU with
+  only small pieces claims another pageblock rather than merging them;
+  phase 0 reads the whole pageblock's records (512 lines) per pageblock
+  scanned.  Piece links are charged, not stored:
   which pieces a CPU holds is recorded in the page flags, its lists are a
   per-process cache.
 * Not modelled: the superpageblock (1 GiB) steering of van Riel's series,
@@ -92,7 +104,7 @@ from pcpd.model import stats as S
 from pcpd.model.arena import C_STATE, Arena
 from pcpd.model.lock import OP_REFILL
 from pcpd.model.memmap import NIL, lines_spanned
-from pcpd.model.zone import RMQUEUE_NORMAL
+from pcpd.model.zone import RMQUEUE_NORMAL, Z_FREE_PAGES
 from workers.pcp import PerCpuPages
 from workers.policies.base import (
     COMPOUND_OF,
@@ -168,25 +180,39 @@ class PcpBuddyPolicy(LegacyPolicy):
         lst[pfn] = None
         self.owned_pages += 1 << order
 
-    def _piece_free(self, pfn: int, order: int) -> None:
-        """__free_one_page() on the PCP: merge with free buddies of this owner, then add."""
-        mem, v, flags = self.mem, self.v, self._piece_flags
-        mt = self.pbq[pfn >> _PB]                 # one pageblock, one migratetype
-        while order < _PB:
-            buddy = pfn ^ (1 << order)
-            v[_BUDDY_R] += 1                       # page_is_buddy(): the buddy's head
-            if mem[buddy * 8] != flags[order]:
-                break
-            lst = self.free_lists[order][mt]
-            del lst[buddy]                         # __del_page_from_free_list()
-            mem[buddy * 8] = 0
-            v[_BUDDY_W] += 1
-            if lst:
-                v[LINK_W] += 1
-            self.owned_pages -= 1 << order
-            pfn &= buddy
-            order += 1
-        self._piece_add(pfn, order, mt)
+    def _piece_del(self, lst: dict[int, None], pfn: int, order: int) -> None:
+        """__del_page_from_free_list() on the PCP: the neighbour's link."""
+        del lst[pfn]
+        if lst:
+            self.v[LINK_W] += 1
+        self.owned_pages -= 1 << order
+
+    def _merge_pass(self) -> None:
+        """The drain's bottom-up merge pass: every piece with its free buddy, order by order
+        (__free_one_page()'s merging, on the PCP, outside zone->lock).
+
+        A piece sits on the list of its pageblock's type when it was added; the zone
+        may change that type since (a claim of the pageblock's fragments there), so a
+        buddy is looked for on every type's list and the merged piece goes on the
+        list of the type the pageblock has now.
+        """
+        mem, v, flags, lists, pbq = self.mem, self.v, self._piece_flags, self.free_lists, self.pbq
+        for order in range(_PB):
+            for lst in lists[order]:
+                for pfn in list(lst):
+                    if pfn not in lst:             # merged already, as an earlier piece's buddy
+                        continue
+                    buddy = pfn ^ (1 << order)
+                    v[_BUDDY_R] += 1               # page_is_buddy(): the buddy's head
+                    if mem[buddy * 8] != flags[order]:
+                        continue
+                    mate = next(other for other in lists[order] if buddy in other)
+                    self._piece_del(lst, pfn, order)
+                    self._piece_del(mate, buddy, order)
+                    mem[max(pfn, buddy) * 8] = 0   # the upper half's head is a head no more
+                    v[_BUDDY_W] += 1
+                    low = min(pfn, buddy)
+                    self._piece_add(low, order + 1, pbq[low >> _PB])
 
     def _piece_take(self, order: int, mt: int) -> int:
         """__rmqueue_smallest() on the PCP: the smallest piece that fits, split by expand()."""
@@ -235,11 +261,19 @@ class PcpBuddyPolicy(LegacyPolicy):
 
     def _claim(self, order: int, mt: int, t: int) -> bool:
         """The refill's phases 0 and 1 under one zone->lock; True when a piece of
-        ``order`` and ``mt`` is now on the PCP buddy."""
+        ``order`` and ``mt`` is now on the PCP buddy.
+
+        Phase 0 stops once it has a piece that fits and a batch of pages, as
+        rmqueue_bulk() stops at its count; phase 1 claims one pageblock when
+        phase 0 found no piece that fits.
+        """
         pcp, zone, v = self.pcp, self.zone, self.v
         got: list[tuple[int, int]] = []
+        pages = 0
         with zone.lock(OP_REFILL):
             for pb in sorted(self.fragmented):     # phase 0: owned fragments back from the zone
+                if pages >= pcp.batch and any(o >= order for _, o in got):
+                    break
                 if zone.pb[pb] != mt:
                     continue
                 self.fragmented.discard(pb)
@@ -254,7 +288,9 @@ class PcpBuddyPolicy(LegacyPolicy):
                     continue
                 for head, o in zip(heads.tolist(), orders.tolist()):
                     zone._del(head, o, mt)         # on the lists of its pageblock's type
+                    zone.z[Z_FREE_PAGES] -= 1 << o     # account_freepages(): _del leaves it to us
                     got.append((head, o))
+                    pages += 1 << o
             if not any(o >= order for _, o in got):
                 pfn = zone._rmqueue(_PB, mt, RMQUEUE_NORMAL)[0]    # phase 1: a whole pageblock
                 if pfn != NIL:
@@ -263,19 +299,30 @@ class PcpBuddyPolicy(LegacyPolicy):
                     self.owner_of[pb] = self.me
                     self.owned.add(pb)
                     got.append((pfn, _PB))
+                    pages += PAGEBLOCK_NR_PAGES
         if not got:
             return False                           # phases 2 and 3 (legacy's _refill) tune high
-        self._set_below_high()
-        pcp.nr_pcp_alloc(order, self.below_high)   # for pcp->high's tuning; a claim is a pageblock
-        pages = 0
-        for head, o in got:                        # split and merged outside zone->lock
-            self._piece_free(head, o)
-            pages += 1 << o
+        self._grow_high(pages)
+        for head, o in got:                        # onto the PCP buddy, split there on demand
+            self._piece_add(head, o, mt)
         pcp.count += pages
         v[S.REFILLS] += 1
         v[S.REFILL_PAGES] += pages
         v[S.ALLOC_MISS_TYPE + t] += 1
         return any(self.free_lists[o][mt] for o in range(order, _PB + 1))
+
+    def _grow_high(self, pages: int) -> None:
+        """nr_pcp_alloc()'s tuning of pcp->high for a refill of ``pages``: clamped into
+        [high_min, high_max], then raised by what the refill took (6.7's auto-tuned
+        high, unless the zone is below its high watermark).  A claim takes a
+        pageblock where rmqueue_bulk() takes a batch, so high grows by that."""
+        pcp = self.pcp
+        self._set_below_high()
+        if pcp.era != "6.7":
+            return
+        pcp.high = min(max(pcp.high, pcp.high_min), pcp.high_max)
+        if pcp.tuned and not self.below_high:
+            pcp.high = min(pcp.high + pages, pcp.high_max)
 
     # -- free --------------------------------------------------------------------------
     def free(self, pfn: int, order: int, t: int) -> None:
@@ -299,7 +346,7 @@ class PcpBuddyPolicy(LegacyPolicy):
         self.mem[pfn * 8 + W_REFCOUNT] = 0
         pcp = self.pcp
         pcp.count += 1 << order
-        self._piece_free(pfn, order)
+        self._piece_add(pfn, order, self.pbq[pfn >> _PB])     # merged at the next drain
         v[FREE_PCP] += 1
         drain = pcp.free_check(order, self.below_high)
         if drain:
@@ -330,7 +377,8 @@ class PcpBuddyPolicy(LegacyPolicy):
         if cached > 0 and any(pcp.lists):
             blocks += self._leave(pcp, pcp.take_for_drain(min(count, cached), start_pindex))
         taken = sum(1 << o for _, o in blocks)
-        if count > taken:
+        if count > taken and self.owned_pages:
+            self._merge_pass()
             blocks += self._take_pieces(count - taken)
         if not blocks:
             return 0
@@ -346,17 +394,15 @@ class PcpBuddyPolicy(LegacyPolicy):
         smallest; a whole pageblock goes back with its ownership, a smaller piece
         leaves a fragment for phase 0."""
         out: list[tuple[int, int]] = []
-        lists, mem, v = self.free_lists, self.mem, self.v
+        lists, mem = self.free_lists, self.mem
         while want > 0 and self.owned_pages:
             held = [o for o in range(_PB + 1) if any(lists[o])]
             fits = [o for o in held if 1 << o <= want]
             order = max(fits) if fits else min(held)
             lst = next(lst for lst in lists[order] if lst)
             pfn = next(iter(lst))                  # the oldest piece: cold
-            del lst[pfn]
+            self._piece_del(lst, pfn, order)
             mem[pfn * 8] = 0
-            v[LINK_W] += 1
-            self.owned_pages -= 1 << order
             self.pcp.count -= 1 << order
             pb = pfn >> _PB
             if order == _PB:
