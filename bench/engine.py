@@ -5,7 +5,7 @@ processes) on a PCP-friendly workload (order-0 anon pages, a small working
 set, so nearly every operation is a PCP hit) and reports, from one run:
 
   scaling          aggregate ops/s with 1 worker and with N workers, and the ratio
-                   (goal >= 1.7x for 2 workers on a 2-core machine)
+                   (goal >= 1.8x for 2 workers on a 2-core machine)
   pcp_vs_nopcp     zone->lock acquisitions per operation and ops/s with the PCP,
                    and with the boot pageset (high 0, batch 1: every operation
                    goes to the buddy under zone->lock)

@@ -17,8 +17,10 @@ refill_drain_us_per_batch
     (free_pcppages_bulk), including the one allocation and free between.
 zone_us_per_page, zone_path_to_hit_ratio
     that batch's microseconds per page, and those over the microseconds of
-    one PCP-hit operation (half a pcp_hit_pairs_per_s pair) of the same run:
-    what a page moved under zone->lock costs against a PCP hit.  In the
+    one PCP-hit operation (half a pcp_hit_pairs_per_s pair): what a page
+    moved under zone->lock costs against a PCP hit.  Each run times the hits
+    and the refill+drain back to back; the ratio is the median of the runs'
+    ratios, so a change in the machine's load between runs cancels out.  In the
     kernel the ratio is about 1-2 (page_bench: ~54 ns per order-0 alloc+free
     pair; rmqueue_bulk() and free_pcppages_bulk() tens of ns per page); the
     goal is at most 2, so zone->lock hold times, and the contention they
@@ -30,8 +32,11 @@ Every model is the one ``pcpd costs`` measures (pcpd.analysis.costs.model_spec: 
 with the garbage collector off, as timeit does; the counters are checked
 afterwards so a figure never silently measures another path.
 
-The machine's 1-minute load average at the start and the end is part of the
-report: on a shared machine every figure moves with it.
+Loops are timed in this process's CPU time (``time.process_time``; ``--clock
+wall`` for elapsed time), so other jobs on a shared machine slow a figure
+through the caches they share, not by taking the CPU away mid-loop.  The
+machine's 1-minute load average at the start and the end is part of the
+report all the same.
 
     python bench/run.py [--json] [--quick]
 """
@@ -64,6 +69,7 @@ ERA = DEFAULT_ERA
 # (runs, order-0 pairs, order-9 pairs, refill+drain batches) per run
 FULL = (5, 200_000, 4_000, 400)
 QUICK = (3, 50_000, 1_000, 100)
+CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
 
 
 @contextmanager
@@ -99,33 +105,34 @@ def _check(cpu: CpuAllocator, name: str, expect: int) -> None:
                            "the loop did not measure the path it names")
 
 
-def hit_pairs(cpu: CpuAllocator, order: int, n: int) -> float:
+def hit_pairs(cpu: CpuAllocator, order: int, n: int, clock: Callable[[], float] = time.process_time) -> float:
     """Seconds for n alloc+free pairs of one order, every allocation a PCP hit."""
     alloc, free = cpu.policy.alloc, cpu.policy.free
     free(alloc(T_ANON, order), order, T_ANON)          # the list now holds blocks
     hits = cpu.counters["alloc_hit"]
     with no_gc():
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(n):
             pfn = alloc(T_ANON, order)
             free(pfn, order, T_ANON)
-        elapsed = time.perf_counter() - t0
+        elapsed = clock() - t0
     _check(cpu, "alloc_hit", hits + n)
     return elapsed
 
 
-def refill_drain(cpu: CpuAllocator, n: int) -> tuple[float, int]:
+def refill_drain(cpu: CpuAllocator, n: int,
+                 clock: Callable[[], float] = time.process_time) -> tuple[float, int]:
     """Seconds for n refill+drain cycles of an order-0 list, and pages per batch."""
     alloc, free, drain_all = cpu.policy.alloc, cpu.policy.free, cpu.policy.drain_all
     c = cpu.counters
     refills, pages, drained = c["refills"], c["refill_pages"], c["drain_pages_drain_all"]
     with no_gc():
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(n):
             pfn = alloc(T_ANON, 0)                      # empty list: rmqueue_bulk()
             free(pfn, 0, T_ANON)
             drain_all()                                 # free_pcppages_bulk() of the batch
-        elapsed = time.perf_counter() - t0
+        elapsed = clock() - t0
     _check(cpu, "refills", refills + n)
     batch, rest = divmod(c["refill_pages"] - pages, n)
     if rest:
@@ -138,58 +145,61 @@ def median_of(runs: int, measure: Callable[[], float]) -> float:
     return statistics.median(measure() for _ in range(runs))
 
 
-def run(quick: bool, policies: Sequence[str] | None = None) -> dict:
+def run(quick: bool, policies: Sequence[str] | None = None, clock_name: str = "cpu") -> dict:
     runs, pairs0, pairs9, batches = QUICK if quick else FULL
+    clock = CLOCKS[clock_name]
     policies = list(POLICIES) if policies is None else policies
     load_start = os.getloadavg()[0]
     out: dict = {"pcp_hit_pairs_per_s": {}, "order9_us_per_pair": {},
                  "refill_drain_us_per_batch": {}}
-    batch_pages = set()
+    batch_pages: dict[str, int] = {}
+    hit_us: dict[str, float] = {}
+    zone_us: dict[str, float] = {}
+    zone_ratio: dict[str, float] = {}
     for policy in policies:
-        with one_cpu(policy) as cpu:
-            out["pcp_hit_pairs_per_s"][policy] = round(
-                pairs0 / median_of(runs, lambda: hit_pairs(cpu, 0, pairs0)))
+        # order-0 hits and refill+drain cycles on two CPUs (two zones), timed back to back
+        # in each run so that both halves of a run's ratio see the same machine
+        with one_cpu(policy) as hit_cpu, one_cpu(policy) as zone_cpu:
+            hits, cycles, sizes = [], [], set()
+            for _ in range(runs):
+                hits.append(hit_pairs(hit_cpu, 0, pairs0, clock) / (2 * pairs0) * 1e6)  # us per op
+                elapsed, pages = refill_drain(zone_cpu, batches, clock)
+                sizes.add(pages)
+                cycles.append(elapsed / batches * 1e6)                            # us per batch
+        (pages,) = sizes                    # refill_drain() refuses batches of different sizes
+        batch_pages[policy] = pages
+        out["pcp_hit_pairs_per_s"][policy] = round(1e6 / (2 * statistics.median(hits)))
+        out["refill_drain_us_per_batch"][policy] = round(statistics.median(cycles), 2)
+        hit_us[policy] = statistics.median(hits)
+        zone_us[policy] = statistics.median(cycles) / pages
+        zone_ratio[policy] = statistics.median(c / pages / h for h, c in zip(hits, cycles))
         with one_cpu(policy) as cpu:
             out["order9_us_per_pair"][policy] = round(
-                median_of(runs, lambda: hit_pairs(cpu, HPAGE_PMD_ORDER, pairs9)) / pairs9 * 1e6, 3)
-        with one_cpu(policy) as cpu:
-            def cycle() -> float:
-                elapsed, pages = refill_drain(cpu, batches)
-                batch_pages.add(pages)
-                return elapsed
-            out["refill_drain_us_per_batch"][policy] = round(
-                median_of(runs, cycle) / batches * 1e6, 2)
+                median_of(runs, lambda: hit_pairs(cpu, HPAGE_PMD_ORDER, pairs9, clock)) / pairs9 * 1e6, 3)
     nine = out["order9_us_per_pair"]
     if "legacy" in nine and "compound" in nine:
         out["order9_legacy_compound_ratio"] = round(nine["legacy"] / nine["compound"], 2)
-    (out["batch_pages"],) = batch_pages
-    out.update(zone_figures(out["pcp_hit_pairs_per_s"], out["refill_drain_us_per_batch"],
-                            out["batch_pages"]))
+    out["batch_pages"] = batch_pages
+    out["pcp_hit_us_per_op"] = {p: round(us, 4) for p, us in hit_us.items()}
+    out["zone_us_per_page"] = {p: round(us, 3) for p, us in zone_us.items()}
+    out["zone_path_to_hit_ratio"] = {p: round(r, 2) for p, r in zone_ratio.items()}
     out.update(goal_pcp_hit_pairs_per_s={p: GOAL_PAIRS_PER_S_BY_POLICY.get(p, GOAL_PAIRS_PER_S)
                                          for p in policies},
                goal_zone_path_to_hit_ratio=GOAL_ZONE_PATH_TO_HIT_RATIO,
-               runs=runs, quick=quick, era=ERA, memdesc_record_bytes=DEFAULT_MEMDESC_RECORD,
+               runs=runs, quick=quick, clock=clock_name, era=ERA,
+               memdesc_record_bytes=DEFAULT_MEMDESC_RECORD,
                load_average_start=round(load_start, 2),
                load_average_end=round(os.getloadavg()[0], 2), cpus=os.cpu_count(),
                python=platform.python_version(), machine=platform.machine())
     return out
 
 
-def zone_figures(pairs_per_s: dict[str, int], us_per_batch: dict[str, float],
-                 batch_pages: int) -> dict[str, dict[str, float]]:
-    """Per policy: a PCP-hit operation's microseconds (half a pair), a page's under
-    zone->lock (refill + drain of one batch over its pages), and their ratio."""
-    hit = {p: 1e6 / (2 * rate) for p, rate in pairs_per_s.items()}
-    zone = {p: us / batch_pages for p, us in us_per_batch.items()}
-    return {"pcp_hit_us_per_op": {p: round(us, 4) for p, us in hit.items()},
-            "zone_us_per_page": {p: round(us, 3) for p, us in zone.items()},
-            "zone_path_to_hit_ratio": {p: round(zone[p] / hit[p], 2) for p in zone}}
-
 
 def format_report(r: dict) -> str:
-    lines = [f"pcpd bench: Python {r['python']}, medians of {r['runs']} runs; era {r['era']}, "
-             f"batch {r['batch_pages']}; memdesc policies on "
-             f"{r['memdesc_record_bytes']}-byte pages",
+    sizes = set(r["batch_pages"].values())
+    batch = f"batch {sizes.pop()}" if len(sizes) == 1 else "refill batches by policy"
+    lines = [f"pcpd bench: Python {r['python']}, medians of {r['runs']} runs ({r['clock']} time); "
+             f"era {r['era']}, {batch}; memdesc policies on {r['memdesc_record_bytes']}-byte pages",
              f"machine: {r['cpus']} CPUs, 1-minute load average {r['load_average_start']:.2f} at the "
              f"start, {r['load_average_end']:.2f} at the end",
              "",
@@ -203,9 +213,10 @@ def format_report(r: dict) -> str:
         lines.append(f"  {policy:<16} {value:>10.2f}")
     if "order9_legacy_compound_ratio" in r:
         lines.append(f"  legacy / compound {r['order9_legacy_compound_ratio']:>9.2f}x")
-    lines.append(f"refill + drain of one {r['batch_pages']}-page batch under zone->lock, us:")
+    lines.append("refill + drain of one order-0 batch under zone->lock, us:")
     for policy, value in r["refill_drain_us_per_batch"].items():
-        lines.append(f"  {policy:<16} {value:>10.1f}  ({r['zone_us_per_page'][policy]:.2f} per page)")
+        lines.append(f"  {policy:<16} {value:>10.1f}  ({r['batch_pages'][policy]} pages, "
+                     f"{r['zone_us_per_page'][policy]:.2f} per page)")
     goal = r["goal_zone_path_to_hit_ratio"]
     lines.append(f"zone path / PCP hit: us per page under zone->lock over us per PCP-hit operation "
                  f"(kernel ~1-2; goal <= {goal:g}):")
@@ -219,11 +230,13 @@ def format_report(r: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs (under 30 s)")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
     parser.add_argument("--policy", action="append", choices=list(POLICIES), metavar="NAME",
                         help="only this policy (repeatable; default every registered policy)")
+    parser.add_argument("--clock", choices=CLOCKS, default="cpu",
+                        help="time loops in this process's CPU time (default) or elapsed time")
     args = parser.parse_args(argv)
-    result = run(args.quick, args.policy)
+    result = run(args.quick, args.policy, args.clock)
     print(json.dumps(result, indent=2) if args.json else format_report(result))
     return 0
 

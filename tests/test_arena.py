@@ -191,6 +191,12 @@ def test_scalar_views_agree_with_numpy_views(arena):
     assert [arena.memq[i] for i in (0, 5, len(arena.mem) - 1)] == [0, 5, len(arena.mem) - 1]
     arena.pageblock[1] = 2
     assert arena.pageblockq[1] == 2
+    # the zone, header and free-link words the buddy and zone->lock use as plain ints
+    for numpy_view, scalar_view in ((arena.zone, arena.zoneq), (arena.header, arena.headerq),
+                                    (arena.freelinks, arena.freelinksq), (arena.descs, arena.descq)):
+        assert len(scalar_view) == len(numpy_view)
+        scalar_view[len(numpy_view) - 1] = -7
+        assert numpy_view[-1] == -7
 
 
 # -- the stale-segment sweep against what any local user can put in /dev/shm -----------

@@ -82,6 +82,26 @@ def test_set_buddy_round_trip(memmap, order):
     assert memmap.buddy_order(pfn) == -1
 
 
+def test_add_and_del_buddy_keep_the_neighbours_linked(memmap):
+    """add_buddy()/del_buddy() are set_buddy()/clear_buddy() plus list_add()/list_del() on the
+    neighbours, spelled out per layout: the accessors must read back what they wrote."""
+    a, b, c = 64, 512, 1024
+    memmap.add_buddy(a, 6, NIL, NIL)                  # a alone on its list
+    memmap.add_buddy(b, 9, a, NIL)                    # b at the head: b -> a
+    memmap.add_buddy(c, 10, NIL, a)                   # c at the tail: b -> a -> c
+    links = {pfn: (memmap.next(pfn), memmap.prev(pfn)) for pfn in (a, b, c)}
+    assert links == {b: (a, NIL), a: (c, b), c: (NIL, a)}
+    assert [memmap.buddy_order(pfn) for pfn in (a, b, c)] == [6, 9, 10]   # links never disturb orders
+    assert memmap.del_buddy(a) == (c, b)              # from the middle: b -> c
+    assert memmap.buddy_order(a) == -1
+    assert (memmap.next(b), memmap.prev(c)) == (c, b)
+    assert [memmap.buddy_order(pfn) for pfn in (b, c)] == [9, 10]
+    assert memmap.del_buddy(b) == (c, NIL)            # the head: c alone
+    assert (memmap.prev(c), memmap.next(c), memmap.buddy_order(c)) == (NIL, NIL, 10)
+    assert memmap.del_buddy(c) == (NIL, NIL)
+    assert memmap.buddy_order(c) == -1
+
+
 def test_page_is_buddy_only_for_heads(memmap):
     memmap.set_buddy(512, 9, NIL, NIL)
     assert memmap.buddy_order(512) == 9

@@ -79,6 +79,7 @@ def test_summarize():
     ("pcp_hit_ratio", 0.9712, "97.1%"),
     ("zone_lock_wait_p99_seconds", 12.5e-6, "12.5 us"),
     ("zone_lock_wait_p99_seconds", 0.015, "15.0 ms"),
+    ("zone_lock_hold_mean_seconds", 3.25e-6, "3.2 us"),        # per acquisition, beside the waits
     ("pcp_pages", 12345.0, "12,345"),
     ("struct_page_lines_per_op", 3.0856, "3.09"),
     ("struct_page_lines_per_op", 0.00412, "0.004"),
@@ -152,8 +153,8 @@ def test_warnings_name_wide_spreads_few_runs_failures_and_restarts():
     steady.runs[2]["load_average"] = 6.75
     assert warnings(steady) == [
         "1 of 3 runs ended with a 1-minute load average above 3 (up to 6.8 on 2 CPUs): other processes "
-        "competed for the CPUs, so throughput and zone->lock waits are pessimistic; the per-operation "
-        "figures are not affected"]
+        "competed for the CPUs, so throughput and zone->lock waits and hold times are pessimistic; the "
+        "per-operation figures are not affected"]
 
 
 def test_runs_from_several_hosts_are_judged_by_their_own_machine_and_placed_in_the_report():

@@ -187,6 +187,12 @@ def test_dump_refuses_to_overwrite_without_replace(tmp_path):
       "runs": [{k: v for k, v in run().items() if k != "host"}]}, "runs[0]: missing key 'host'"),
     ({"format": FORMAT, "version": 2, "metadata": metadata(hosts="vm"), "runs": []},
      "metadata: hosts: expected an object of objects"),
+    ({"format": FORMAT, "version": 2, "metadata": metadata(), "runs": [{**run(), "policy": None}]},
+     "runs[0].policy: expected a policy name"),
+    ({"format": FORMAT, "version": 2, "metadata": metadata(), "runs": [{**run(), "point": []}]},
+     "runs[0].point: expected a sweep value or null"),
+    ({"format": FORMAT, "version": 2, "metadata": metadata(), "runs": [{**run(), "repetition": True}]},
+     "runs[0].repetition: expected an integer"),
 ])
 def test_load_names_the_file_and_the_problem(tmp_path, document, message):
     path = tmp_path / "bad.json"

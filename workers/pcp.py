@@ -200,8 +200,9 @@ class PerCpuPages:
             # the kernel's page-by-page loop stops when count is used up or the
             # list is empty: take that many at once
             n = min(len(lst), -(-count >> order))
-            popleft = lst.popleft
-            out += [(popleft(), order) for _ in range(n)]
+            popleft, append = lst.popleft, out.append
+            for _ in range(n):
+                append((popleft(), order))
             count -= n << order
             self.count -= n << order
         return out

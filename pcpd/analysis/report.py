@@ -233,7 +233,7 @@ def warnings(results: Results) -> list[str]:
                  f"their machine's CPU count + {BUSY_MARGIN:g} (up to {max(load for load, _ in busy):.1f})")
         out.append(f"{len(busy)} of {len(results.runs)} runs ended with a 1-minute load average above "
                    f"{above}: other processes competed for the CPUs, so throughput and zone->lock waits "
-                   "are pessimistic; the per-operation figures are not affected")
+                   "and hold times are pessimistic; the per-operation figures are not affected")
     runs = {len(results.select(point, policy)) for point in results.points() for policy in results.policies()}
     if min(runs, default=FEW_RUNS) < FEW_RUNS:
         out.append(f"{min(runs)} repetition(s) per policy: fewer than {FEW_RUNS}, so spreads are rough "

@@ -69,6 +69,19 @@ MACHINE_METADATA = ("cpu_model", "cpu_count", "kernel", "python")
 RUN_KEYS = ("policy", "point", "repetition", "seed", "seconds", "ops", "exit_code", "restarts",
             "load_average", "figures", "counters")
 V2_RUN_KEYS = (*RUN_KEYS, "host")
+# What a reader relies on in each run (grouping by policy and point hashes them); a file
+# that breaks these is refused with one line rather than failing deep in a comparison.
+RUN_FIELD_TYPES: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
+    ("policy", str, "a policy name"),
+    ("point", (str, int, float, type(None)), "a sweep value or null"),
+    ("repetition", int, "an integer"),
+    ("seed", int, "an integer"),
+    ("ops", int, "an integer"),
+    ("exit_code", int, "an integer"),
+    ("restarts", int, "an integer"),
+    ("seconds", (int, float), "a number"),
+    ("host", (str, type(None)), "a host name or null"),
+)
 
 class RunRecord(TypedDict):
     """One measured run, as stored in ``runs``."""
@@ -362,6 +375,9 @@ def _checked(document: dict, path: str, run_keys: tuple[str, ...]) -> Results:
                 raise InputError(f"{path}: runs[{i}]: missing key {key!r}")
         if not isinstance(run["figures"], dict) or not isinstance(run["counters"], dict):
             raise InputError(f"{path}: runs[{i}]: figures and counters must be objects")
+        for key, kinds, expected in RUN_FIELD_TYPES:
+            if key in run and (not isinstance(run[key], kinds) or isinstance(run[key], bool)):
+                raise InputError(f"{path}: runs[{i}].{key}: expected {expected}")
     return Results(metadata, runs)
 
 

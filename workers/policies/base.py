@@ -174,14 +174,13 @@ class Policy:
 
     def _drain(self, pcp: PerCpuPages, count: int, start_pindex: int, cause: str) -> int:
         """free_pcppages_bulk(): one zone->lock acquisition for the whole batch."""
-        before = pcp.count
         entries = pcp.take_for_drain(count, start_pindex)
         if not entries:
             return 0
-        pages = before - pcp.count
         blocks = self._leave(pcp, entries)
         self.zone.free_pcppages_bulk(blocks)
         self._clear_below_high()
+        pages = sum(1 << order for _, order in blocks)
         self.v[stats.DRAINS[cause]] += 1
         self.v[stats.DRAIN_PAGES[cause]] += pages
         return pages
