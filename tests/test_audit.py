@@ -4,8 +4,8 @@ import pytest
 from audit_blocks import pages_by_cpu
 
 from pcpd.daemon.audit import STATES, audit
-from pcpd.model import arena as A
-from pcpd.model import memmap as M
+from pcpd.model.arena import DESC_WORDS
+from pcpd.model.memmap import FLAG_ORDER_SHIFT, MEMDESC_BUDDY, memmap_for
 from pcpd.model.slab import D_PFN
 from pcpd.model.zone import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
@@ -79,7 +79,7 @@ def _corrupt_free_head(arena, record_bytes: int) -> None:
     elif record_bytes == 16:
         arena.mem[pfn * 2 + 1] = 0
     else:
-        arena.mem[pfn] = M.MEMDESC_BUDDY
+        arena.mem[pfn] = MEMDESC_BUDDY
 
 
 @pytest.mark.parametrize("policy, record_bytes", LAYOUTS)
@@ -96,8 +96,8 @@ def test_lost_pages_are_orphans(make_model, policy, record_bytes):
 def test_pages_in_two_blocks_are_overlaps(make_model):
     arena, (cpu,) = make_model("legacy", 64)
     pfn = cpu.policy.alloc(T_ANON, 3)
-    arena.mem[(pfn + 4) * 8] = arena.mem[pfn * 8] & ~(0xF << M.FLAG_ORDER_SHIFT) \
-        | (2 << M.FLAG_ORDER_SHIFT)                  # a second head inside the block
+    arena.mem[(pfn + 4) * 8] = arena.mem[pfn * 8] & ~(0xF << FLAG_ORDER_SHIFT) \
+        | (2 << FLAG_ORDER_SHIFT)                  # a second head inside the block
     result = audit(arena)
     assert result.overlaps.tolist() == [pfn + 4, pfn + 5, pfn + 6, pfn + 7]
     assert any("two blocks" in p for p in result.describe_problems())
@@ -115,7 +115,7 @@ def test_free_list_counters_are_checked(make_model):
 def test_broken_list_link_is_reported(make_model):
     arena, _ = make_model("memdesc", 16)
     second = 1024
-    memmap = M.memmap_for(arena)
+    memmap = memmap_for(arena)
     memmap.set_prev(second, 5)                       # prev should be 0
     problems = audit(arena).problems
     assert any("bad block at pfn 1024" in p for p in problems)
@@ -136,9 +136,9 @@ def test_descriptor_state_decides_the_class(make_model):
     arena, (cpu,) = make_model("memdesc", 8)
     pfn = cpu.policy.alloc(T_ANON, 0)
     idx = int(arena.mem[pfn]) >> 4
-    assert arena.descs[idx * A.DESC_WORDS + D_PFN] == pfn
+    assert arena.descs[idx * DESC_WORDS + D_PFN] == pfn
     assert audit(arena).blocks["allocated"].pfn.tolist() == [pfn]
-    arena.descs[idx * A.DESC_WORDS + D_PFN] = pfn + 1   # the descriptor disowns its page
+    arena.descs[idx * DESC_WORDS + D_PFN] = pfn + 1   # the descriptor disowns its page
     result = audit(arena)
     assert not result.ok
     assert pfn in result.orphans.tolist()

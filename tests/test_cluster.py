@@ -15,7 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pcpd.analysis import cluster as C
+from pcpd.analysis import cluster
+from pcpd.analysis.cluster import point_resources, run_remote
 from pcpd.analysis.compare import check_comparable
 from pcpd.analysis.experiment import plan_experiment, plan_points
 from pcpd.analysis.report import placement_rows, warnings
@@ -122,7 +123,7 @@ def test_a_bad_address_is_a_one_line_error(tmp_path, capsys, address, message):
 
 
 def test_an_unreachable_scheduler_is_a_one_line_error(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(C, "CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 0.5)
     address = f"tcp://127.0.0.1:{free_port()}"                # nothing listens there
     assert main(["experiment", str(TINY), "--out", str(tmp_path / "out"), "--scheduler", address]) == 2
     assert capsys.readouterr().err == (f"pcpd experiment: error: --scheduler {address}: cannot reach the "
@@ -152,13 +153,13 @@ def test_a_point_naming_cpus_its_node_lacks_comes_back_as_that_nodes_error():
     text = SWEEP.replace("cpus = [0]", "cpus = [4095]")
     settings = parse_settings(text, "far.toml", available_cpus={0, 4095})
     plan = plan_experiment(settings, ops=100, available_cpus={0, 4095})
-    outcome = C.run_remote(plan, plan_points(plan)[0])
+    outcome = run_remote(plan, plan_points(plan)[0])
     assert outcome.record is None and outcome.host == socket.gethostname()
     assert outcome.error.startswith("far.toml: cpus: CPU 4095 is not available to this process")
 
 
 def test_a_real_mode_point_takes_a_whole_node():
-    assert C.point_resources(load_settings(str(TINY))) == {"pcpd-node": 1}
+    assert point_resources(load_settings(str(TINY))) == {"pcpd-node": 1}
 
 
 # --- a LocalCluster ---------------------------------------------------------------------

@@ -13,8 +13,8 @@ import threading
 import pytest
 
 from pcpd.daemon.audit import audit
-from pcpd.model import arena as A
-from pcpd.model import stats as S
+from pcpd.model.arena import H_MEMDESC, H_SLAB_TOP, Arena
+from pcpd.model.stats import NAMES
 from pcpd.model.zone import Z_FREE_PAGES, Z_WMARK_HIGH, Z_WMARK_LOW, Z_WMARK_MIN
 from pcpd.spec import ModelSpec
 from workers.cpu import CpuAllocator, SharedLocks, create_arena, format_arena
@@ -29,7 +29,7 @@ MODELS = [("legacy", 64), ("compound", 64), ("memdesc-pcpdesc", 16), ("memdesc",
 def make_arena():
     made = []
 
-    def make(spec: ModelSpec, ring_slots: int = 1024) -> A.Arena:
+    def make(spec: ModelSpec, ring_slots: int = 1024) -> Arena:
         made.append(create_arena(spec, ring_slots))
         return made[-1]
 
@@ -47,7 +47,7 @@ def spec_of(policy: str, record_bytes: int, **kwargs) -> ModelSpec:
     return ModelSpec(pages=PAGES, record_bytes=record_bytes, policy=policy, batch=7, **kwargs)
 
 
-def all_in_buddy(arena: A.Arena) -> bool:
+def all_in_buddy(arena: Arena) -> bool:
     result = audit(arena)
     return result.ok and result.pages("buddy") == arena.pages
 
@@ -60,17 +60,17 @@ def test_create_arena_lays_out_the_spec(make_arena, policy, record_bytes):
     arena = make_arena(spec, ring_slots=16)
     g = arena.geometry
     assert (g.pages, g.record_bytes, g.ncpus, g.ring_slots) == (PAGES, record_bytes, 3, 16)
-    assert arena.header[A.H_MEMDESC] == int(spec.memdesc)
+    assert arena.header[H_MEMDESC] == int(spec.memdesc)
     assert int(arena.zone[Z_FREE_PAGES]) == PAGES
     w = spec.watermarks()
     assert [int(arena.zone[i]) for i in (Z_WMARK_MIN, Z_WMARK_LOW, Z_WMARK_HIGH)] == [w.min, w.low, w.high]
-    assert int(arena.header[A.H_SLAB_TOP]) == g.desc_slots       # every descriptor free
+    assert int(arena.header[H_SLAB_TOP]) == g.desc_slots       # every descriptor free
     assert all_in_buddy(arena)
 
 
 def test_memdesc_flag_follows_the_policy(make_arena):
-    assert make_arena(spec_of("legacy", 64)).header[A.H_MEMDESC] == 0
-    assert make_arena(spec_of("memdesc", 64)).header[A.H_MEMDESC] == 1
+    assert make_arena(spec_of("legacy", 64)).header[H_MEMDESC] == 0
+    assert make_arena(spec_of("memdesc", 64)).header[H_MEMDESC] == 1
 
 
 @pytest.mark.parametrize("policy, record_bytes", MODELS)
@@ -84,7 +84,7 @@ def test_format_arena_makes_a_used_arena_fresh(make_arena, policy, record_bytes)
     del cpu
     format_arena(arena, spec)
     assert all_in_buddy(arena)
-    assert int(arena.header[A.H_SLAB_TOP]) == arena.geometry.desc_slots
+    assert int(arena.header[H_SLAB_TOP]) == arena.geometry.desc_slots
     assert not arena.descs.any()
 
 
@@ -131,7 +131,7 @@ def test_round_trips_are_counted(make_arena, policy, record_bytes):
     slab_ops = {"legacy": (0, 0), "compound": (0, 0), "memdesc": (7, 0), "memdesc-pcpdesc": (7 + 10, 10)}
     assert (c["slab_alloc"], c["slab_free"]) == slab_ops[policy]
     assert not arena.stats.any()                        # counters are this process's own
-    assert all(c[name] == 0 for name in S.NAMES if name.startswith("alloc_fail"))
+    assert all(c[name] == 0 for name in NAMES if name.startswith("alloc_fail"))
 
 
 @pytest.mark.parametrize("policy, record_bytes", MODELS)
@@ -154,7 +154,7 @@ def test_release_drains_everything_back_to_the_zone(make_arena, policy, record_b
     assert all_in_buddy(arena)
     if spec.memdesc:
         assert cpu.slab is not None and cpu.slab.local == []
-        assert int(arena.header[A.H_SLAB_TOP]) == arena.geometry.desc_slots
+        assert int(arena.header[H_SLAB_TOP]) == arena.geometry.desc_slots
     assert cpu.release() == 0                            # nothing left the second time
 
 

@@ -16,7 +16,7 @@ from pcpd.analysis.report import format_ratio
 from pcpd.analysis.results import FIGURE_KEYS, load
 from pcpd.cli import main
 from pcpd.config.load import load_settings, parse_settings, settings_hash
-from pcpd.model import stats as S
+from pcpd.model.stats import MEMDESC_TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted((ROOT / "configs").glob("*.toml"))
@@ -150,7 +150,7 @@ def test_results_record_every_run_and_how_it_ran(experiment):
         assert run["seconds"] > 0
         assert run["ops"] == run["counters"]["alloc_hit"] + run["counters"]["alloc_refill"] \
             + run["counters"]["alloc_buddy"] + run["counters"]["alloc_fail_no_memory"] \
-            + sum(run["counters"][f"free_type_{t}"] for t in S.MEMDESC_TYPES)
+            + sum(run["counters"][f"free_type_{t}"] for t in MEMDESC_TYPES)
         assert run["figures"]["throughput_ops_per_second"] == pytest.approx(run["ops"] / run["seconds"])
     memdesc = [run for run in results.runs if run["policy"] == "memdesc"]
     assert all(run["figures"]["descriptor_lines_per_op"] > 0 for run in memdesc)

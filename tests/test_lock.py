@@ -5,16 +5,23 @@ import time
 
 import pytest
 
-from pcpd.model import arena as A
-from pcpd.model import stats as S
-from pcpd.model.arena import Arena, Geometry
+from pcpd.model.arena import (
+    C_WAITING,
+    H_LOCK_HOLDER_CPU,
+    H_LOCK_HOLDER_PID,
+    H_LOCK_LAST_CPU,
+    H_LOCK_OP,
+    Arena,
+    Geometry,
+)
 from pcpd.model.lock import OP_DRAIN, OP_NONE, OP_REFILL, ZoneLock
+from pcpd.model.stats import INDEX, LOCK_WAIT_BUCKETS, Counters, wait_bucket
 
 
 @pytest.fixture
 def arena():
     a = Arena.create(Geometry(512, 64, 2))
-    a.header[A.H_LOCK_HOLDER_CPU] = a.header[A.H_LOCK_LAST_CPU] = -1
+    a.header[H_LOCK_HOLDER_CPU] = a.header[H_LOCK_LAST_CPU] = -1
     yield a
     try:
         a.close()
@@ -24,7 +31,7 @@ def arena():
 
 def make_locks(arena, raw=None):
     raw = raw or threading.Lock()
-    counters = [S.Counters(), S.Counters()]
+    counters = [Counters(), Counters()]
     return raw, counters, [ZoneLock(raw, arena, counters[cpu], cpu) for cpu in (0, 1)]
 
 
@@ -44,13 +51,13 @@ def test_holder_is_recorded_while_held(arena):
     _, _, (lock, _) = make_locks(arena)
     h = arena.header
     with lock(OP_DRAIN):
-        assert h[A.H_LOCK_HOLDER_CPU] == 0
-        assert h[A.H_LOCK_HOLDER_PID] == lock.pid
-        assert h[A.H_LOCK_OP] == OP_DRAIN
-    assert h[A.H_LOCK_HOLDER_CPU] == -1
-    assert h[A.H_LOCK_HOLDER_PID] == 0
-    assert h[A.H_LOCK_OP] == OP_NONE
-    assert h[A.H_LOCK_LAST_CPU] == 0
+        assert h[H_LOCK_HOLDER_CPU] == 0
+        assert h[H_LOCK_HOLDER_PID] == lock.pid
+        assert h[H_LOCK_OP] == OP_DRAIN
+    assert h[H_LOCK_HOLDER_CPU] == -1
+    assert h[H_LOCK_HOLDER_PID] == 0
+    assert h[H_LOCK_OP] == OP_NONE
+    assert h[H_LOCK_LAST_CPU] == 0
 
 
 def test_lock_is_released_when_the_body_raises(arena):
@@ -84,7 +91,7 @@ def test_contended_acquisition_records_wait_and_waiters(arena):
     t = threading.Thread(target=take)
     t.start()
     deadline = time.monotonic() + 10
-    while arena.cpuctl[1, A.C_WAITING] != 1:       # the waiter announced itself
+    while arena.cpuctl[1, C_WAITING] != 1:       # the waiter announced itself
         assert time.monotonic() < deadline, "waiter never blocked"
         time.sleep(0.001)
     assert not done.is_set()
@@ -96,18 +103,18 @@ def test_contended_acquisition_records_wait_and_waiters(arena):
     assert c["lock_acquisitions"] == 1
     assert c["lock_waiters_max"] == 1
     assert c["lock_wait_ns"] == c["lock_wait_max_ns"] > 0
-    buckets = [c[f"lock_wait_bucket_{i}"] for i in range(len(S.LOCK_WAIT_BUCKETS) + 1)]
+    buckets = [c[f"lock_wait_bucket_{i}"] for i in range(len(LOCK_WAIT_BUCKETS) + 1)]
     assert sum(buckets) == 1
-    assert buckets.index(1) == S.wait_bucket(c["lock_wait_ns"])
-    assert arena.cpuctl[1, A.C_WAITING] == 0
+    assert buckets.index(1) == wait_bucket(c["lock_wait_ns"])
+    assert arena.cpuctl[1, C_WAITING] == 0
 
 
 @pytest.mark.parametrize("ns, bucket", [
-    (0, 0), (1024, 0), (1025, 1), (4096, 1), (2 ** 30, len(S.LOCK_WAIT_BUCKETS) - 1),
-    (2 ** 30 + 1, len(S.LOCK_WAIT_BUCKETS)),
+    (0, 0), (1024, 0), (1025, 1), (4096, 1), (2 ** 30, len(LOCK_WAIT_BUCKETS) - 1),
+    (2 ** 30 + 1, len(LOCK_WAIT_BUCKETS)),
 ])
 def test_wait_buckets(ns, bucket):
-    assert S.wait_bucket(ns) == bucket
+    assert wait_bucket(ns) == bucket
 
 
 def test_counters_stay_local_until_folded(arena):
@@ -116,4 +123,4 @@ def test_counters_stay_local_until_folded(arena):
         pass
     assert not arena.stats.any()
     counters[0].fold(arena.stats[0])
-    assert arena.stats[0, S.INDEX["lock_acquisitions"]] == 1
+    assert arena.stats[0, INDEX["lock_acquisitions"]] == 1

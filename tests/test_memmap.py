@@ -6,10 +6,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcpd.model import arena as A
-from pcpd.model import memmap as M
-from pcpd.model.arena import RECORD_SIZES, Arena, Geometry
-from pcpd.model.memmap import NIL, lines_spanned, memmap_for
+from pcpd.model.arena import DESC_WORDS, H_MEMDESC, RECORD_SIZES, Arena, Geometry
+from pcpd.model.memmap import (
+    BUDDY_HEAD8,
+    FLAG_ORDER_SHIFT,
+    LAYOUTS,
+    MEMDESC_ANON,
+    MEMDESC_BUDDY,
+    MEMDESC_FILE,
+    MEMDESC_SLAB,
+    NIL,
+    PG_ALLOC,
+    PG_LRU,
+    PG_PCP,
+    lines_spanned,
+    memdesc_word,
+    memmap_for,
+)
 from pcpd.model.slab import D_STATE, DS_INUSE, DS_PCP
 
 PAGES = 2048
@@ -126,14 +139,14 @@ def test_16_byte_head_packs_links_and_order(pfn, nxt, prev, order):
         mm = memmap_for(arena)
         mm.set_buddy(pfn, order, nxt, prev)
         assert (mm.buddy_order(pfn), mm.next(pfn), mm.prev(pfn)) == (order, nxt, prev)
-        assert arena.mem[pfn * 2] & 0xF == M.MEMDESC_BUDDY   # word 0 reads as a buddy memdesc
+        assert arena.mem[pfn * 2] & 0xF == MEMDESC_BUDDY   # word 0 reads as a buddy memdesc
         del mm
 
 
 @pytest.mark.parametrize("memmap", [8], indirect=True)
 def test_8_byte_links_live_in_free_memory(memmap):
     memmap.set_buddy(64, 6, 128, 0)
-    assert memmap.mem[64] == M.BUDDY_HEAD8 | 6 << 4 | M.MEMDESC_BUDDY
+    assert memmap.mem[64] == BUDDY_HEAD8 | 6 << 4 | MEMDESC_BUDDY
     assert list(memmap.links[128:130]) == [128, 0]
 
 
@@ -143,11 +156,11 @@ def test_movable_pages_flag_layout():
     with arena_of(64) as arena:
         mm = memmap_for(arena)
         flags = arena.mem[0::8]
-        lru = M.PG_ALLOC | M.PG_LRU
-        flags[0] = lru | (2 << M.FLAG_ORDER_SHIFT)   # anon order 2: 4 pages
-        flags[4] = M.PG_ALLOC                       # kernel page: not movable
-        flags[8] = M.PG_PCP | M.PG_LRU              # not allocated
-        flags[510] = lru | (3 << M.FLAG_ORDER_SHIFT)  # reaches past the window: clipped
+        lru = PG_ALLOC | PG_LRU
+        flags[0] = lru | (2 << FLAG_ORDER_SHIFT)   # anon order 2: 4 pages
+        flags[4] = PG_ALLOC                       # kernel page: not movable
+        flags[8] = PG_PCP | PG_LRU              # not allocated
+        flags[510] = lru | (3 << FLAG_ORDER_SHIFT)  # reaches past the window: clipped
         assert mm.movable_pages(0, 512) == 4 + 2
         assert mm.movable_pages(0, 4) == 4
         del mm, flags
@@ -157,21 +170,21 @@ def test_movable_pages_flag_layout():
 def test_movable_pages_memdesc_layouts(record_bytes):
     """try_to_claim_block()'s alike pages: anon/file folios in use, not cached on a PCP."""
     with arena_of(record_bytes) as arena:
-        arena.header[A.H_MEMDESC] = 1
+        arena.header[H_MEMDESC] = 1
         mm = memmap_for(arena)
         w = record_bytes // 8
-        words = arena.mem[M.memdesc_word(record_bytes)::w]
-        words[:4] = (7 << 4) | M.MEMDESC_ANON
-        words[4:6] = (9 << 4) | M.MEMDESC_FILE
-        words[6:8] = (3 << 4) | M.MEMDESC_SLAB
-        words[8:10] = (5 << 4) | M.MEMDESC_ANON
+        words = arena.mem[memdesc_word(record_bytes)::w]
+        words[:4] = (7 << 4) | MEMDESC_ANON
+        words[4:6] = (9 << 4) | MEMDESC_FILE
+        words[6:8] = (3 << 4) | MEMDESC_SLAB
+        words[8:10] = (5 << 4) | MEMDESC_ANON
         descs = arena.descs
         for idx, state in ((7, DS_INUSE), (9, DS_INUSE), (3, DS_INUSE), (5, DS_PCP)):
-            descs[idx * A.DESC_WORDS + D_STATE] = state << 4
+            descs[idx * DESC_WORDS + D_STATE] = state << 4
         assert mm.movable_pages(0, 512) == 6          # the PCP-cached folio is not alike
         del mm, words, descs
 
 
 def test_layouts_cover_every_record_size():
-    assert set(M.LAYOUTS) == set(RECORD_SIZES)
-    assert all(M.LAYOUTS[rb].record_bytes == rb for rb in RECORD_SIZES)
+    assert set(LAYOUTS) == set(RECORD_SIZES)
+    assert all(LAYOUTS[rb].record_bytes == rb for rb in RECORD_SIZES)

@@ -13,10 +13,9 @@ from audit_blocks import pages_by_cpu
 
 from pcpd.daemon.audit import audit
 from pcpd.kernel import MIGRATE_MOVABLE, MIGRATE_UNMOVABLE, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
-from pcpd.model import memmap as M
 from pcpd.model import rings
 from pcpd.model.arena import C_STATE, Arena
-from pcpd.model.memmap import NIL
+from pcpd.model.memmap import NIL, PG_PCP
 from workers import worker
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import T_ANON, T_KERNEL
@@ -82,7 +81,7 @@ def test_pieces_are_marked_pcp_buddy_and_a_hit_is_lifo(make_cpus):
     arena, (cpu, _) = make_cpus()
     pfn = cpu.policy.alloc(T_ANON, 0)
     cpu.policy.free(pfn, 0, T_ANON)
-    assert arena.mem[pfn * 8] & (M.PG_PCP | PG_PCP_BUDDY) == M.PG_PCP | PG_PCP_BUDDY
+    assert arena.mem[pfn * 8] & (PG_PCP | PG_PCP_BUDDY) == PG_PCP | PG_PCP_BUDDY
     hits = cpu.counters["alloc_hit"]
     assert cpu.policy.alloc(T_ANON, 0) == pfn
     assert cpu.counters["alloc_hit"] == hits + 1
@@ -121,7 +120,7 @@ def test_an_offline_owner_or_a_full_ring_leaves_the_free_here(make_cpus):
         arena.cpuctl[0, C_STATE] = state
         other.policy.receive(a, 0, T_ANON)
         other.policy.free(a, 0, T_ANON)              # unowned treatment: onto CPU 1's PCP
-        assert arena.mem[a * 8] & M.PG_PCP and not arena.mem[a * 8] & PG_PCP_BUDDY
+        assert arena.mem[a * 8] & PG_PCP and not arena.mem[a * 8] & PG_PCP_BUDDY
         assert other.policy.pcp_pages() == 1
         assert other.policy.alloc(T_ANON, 0) == a
     arena.cpuctl[0, C_STATE] = worker.STATE_RUNNING
@@ -130,7 +129,7 @@ def test_an_offline_owner_or_a_full_ring_leaves_the_free_here(make_cpus):
         pass
     other.policy.receive(b, 0, T_ANON)
     other.policy.free(b, 0, T_ANON)
-    assert arena.mem[b * 8] & M.PG_PCP and other.policy.pcp_pages() == 1
+    assert arena.mem[b * 8] & PG_PCP and other.policy.pcp_pages() == 1
 
 
 def test_offline_states_are_the_workers(make_cpus):

@@ -16,11 +16,10 @@ from hypothesis import strategies as st
 
 from pcpd.daemon.audit import audit
 from pcpd.kernel import ERAS, MAX_PAGE_ORDER, PAGE_ORDERS
-from pcpd.model import arena as A
-from pcpd.model import memmap as M
-from pcpd.model import stats as S
-from pcpd.model.memmap import NIL
+from pcpd.model.arena import DESC_WORDS, H_SLAB_TOP
+from pcpd.model.memmap import MEMDESC_FILE, MEMDESC_PCPDESC, NIL, W_LINK
 from pcpd.model.slab import D_PFN, D_STATE, DS_INUSE, DS_PCP
+from pcpd.model.stats import ALLOC_GRID, NAMES
 from pcpd.policies import record_bytes_for
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import POLICIES, T_ANON, T_FILE, T_KERNEL, T_PAGETABLE, T_SLAB, TYPES, PolicyOptions
@@ -167,7 +166,7 @@ def check_all_returned(m: Model) -> None:
     assert free_blocks(m.arena) == fully_merged(m.arena.pages)
     assert m.cpus[0].zone.free_pages == m.arena.pages
     if m.spec.memdesc:                               # no descriptor leaked
-        assert m.arena.header[A.H_SLAB_TOP] == m.arena.geometry.desc_slots
+        assert m.arena.header[H_SLAB_TOP] == m.arena.geometry.desc_slots
 
 
 operations = st.lists(
@@ -203,7 +202,7 @@ def _random_ops(seed: int, n: int) -> list[tuple[int, int, int, int, int]]:
              rng.randrange(1 << 20)) for _ in range(n)]
 
 
-_TIMING = [i for i, name in enumerate(S.NAMES) if name.endswith("_ns") or "wait_bucket" in name]
+_TIMING = [i for i, name in enumerate(NAMES) if name.endswith("_ns") or "wait_bucket" in name]
 
 
 def _run_seed(policy: str, seed: int) -> tuple[list[list[int]], bytes]:
@@ -285,7 +284,7 @@ def test_legacy_undoes_tails_on_free_and_rebuilds_them_on_alloc(make_model):
     p = m.policy
     pfn = p.alloc(T_ANON, 9)
     mem = m.arena.mem
-    tails = mem[(pfn + 1) * 8 + M.W_LINK:(pfn + 512) * 8:8]
+    tails = mem[(pfn + 1) * 8 + W_LINK:(pfn + 512) * 8:8]
     assert (tails == (pfn << 1) | 1).all()            # compound_head in every tail
     p.free(pfn, 9, T_ANON)
     assert not tails.any()                            # free_tail_page_prepare()
@@ -303,7 +302,7 @@ def test_compound_keeps_compound_state_on_the_pcp(make_model):
     prep = c["lines_written_compound_prep"]
     assert prep == 2 * 511                            # both refilled THPs prepped at the refill
     p.free(pfn, 9, T_ANON)
-    tails = m.arena.mem[(pfn + 1) * 8 + M.W_LINK:(pfn + 512) * 8:8]
+    tails = m.arena.mem[(pfn + 1) * 8 + W_LINK:(pfn + 512) * 8:8]
     assert (tails == (pfn << 1) | 1).all()
     assert p.alloc(T_ANON, 9) == pfn
     assert c["lines_written_compound_prep"] == prep and c["lines_written_tail_undo"] == 0
@@ -343,9 +342,9 @@ def test_memdesc_keeps_the_descriptor_on_its_type_pcp(make_model):
     c = m.cpus[0].counters
     pfn = p.alloc(T_FILE, 3)
     idx = int(m.arena.mem[pfn * 2]) >> 4               # 16-byte page: word 0 is the memdesc
-    assert int(m.arena.mem[pfn * 2]) & 0xF == M.MEMDESC_FILE
+    assert int(m.arena.mem[pfn * 2]) & 0xF == MEMDESC_FILE
     assert (m.arena.mem[pfn * 2:(pfn + 8) * 2:2] == m.arena.mem[pfn * 2]).all()
-    base = idx * A.DESC_WORDS
+    base = idx * DESC_WORDS
     assert m.arena.descs[base + D_PFN] == pfn
     assert (m.arena.descs[base + D_STATE] >> 4) & 0xF == DS_INUSE
     p.free(pfn, 3, T_FILE)
@@ -391,7 +390,7 @@ def test_pcpdesc_swaps_every_memdesc_word_on_free(make_model):
     pfn = p.alloc(T_SLAB, 3)
     p.free(pfn, 3, T_SLAB)
     words = m.arena.mem[pfn * 2:(pfn + 8) * 2:2]
-    assert ((words & 0xF) == M.MEMDESC_PCPDESC).all()
+    assert ((words & 0xF) == MEMDESC_PCPDESC).all()
     assert len(set(words.tolist())) == 1
     del words
 
@@ -459,5 +458,5 @@ def test_alloc_grid_counts_type_and_order(make_model):
     m.policy.alloc(T_FILE, 2)
     m.policy.alloc(T_FILE, 2)
     assert m.cpus[0].counters["alloc_file_order_2"] == 2
-    grid = np.array(m.cpus[0].counters.v[S.ALLOC_GRID:S.ALLOC_GRID + 66])
+    grid = np.array(m.cpus[0].counters.v[ALLOC_GRID:ALLOC_GRID + 66])
     assert grid.sum() == 2

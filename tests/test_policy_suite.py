@@ -40,10 +40,10 @@ from pcpd.daemon.audit import audit
 from pcpd.daemon.recovery import reclaim_slot
 from pcpd.kernel import MAX_PAGE_ORDER
 from pcpd.model import rings
-from pcpd.model import stats as S
 from pcpd.model.arena import H_SLAB_TOP
 from pcpd.model.lock import ZoneLock
 from pcpd.model.memmap import NIL, memdesc_word
+from pcpd.model.stats import Counters
 from pcpd.model.zone import Zone
 from pcpd.policies import POLICIES
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
@@ -128,7 +128,7 @@ class Machine:
         self.cpus[slot] = CpuAllocator(self.arena, self.spec, self.locks, slot)
 
     def recover(self, slot: int) -> None:
-        counters = S.Counters()
+        counters = Counters()
         zone = Zone(self.arena, ZoneLock(self.locks.zone, self.arena, counters, slot), counters)
         with self.locks.slab, zone.lock:
             reclaim_slot(self.arena, zone, slot)

@@ -12,9 +12,8 @@ import random
 import pytest
 
 from pcpd.daemon.audit import audit
-from pcpd.model import memmap as M
-from pcpd.model import stats as S
-from pcpd.model.memmap import NIL
+from pcpd.model.memmap import NIL, PG_HEAD, PG_PCP, W_LINK
+from pcpd.model.stats import NAMES
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import T_ANON, T_FILE, T_KERNEL, T_PAGETABLE, TYPES
 from workers.policies.tailmask import TAIL_INFO, compound_head
@@ -45,7 +44,7 @@ def make_cpu():
             arena.unlink()
 
 
-def tails(arena, pfn: int, order: int, word: int = M.W_LINK):
+def tails(arena, pfn: int, order: int, word: int = W_LINK):
     return arena.mem[(pfn + 1) * 8 + word:(pfn + (1 << order)) * 8:8]
 
 
@@ -61,7 +60,7 @@ def test_tailmask_tails_of_one_order_are_identical_and_find_their_head(make_cpu)
         assert {compound_head(int(i), head + k + 1) for k, i in enumerate(info)} == {head}
     small = cpu.policy.alloc(T_ANON, 2)
     assert (tails(arena, small, 2) == TAIL_INFO[2]).all() and TAIL_INFO[2] != TAIL_INFO[THP]
-    assert compound_head(int(arena.mem[small * 8 + M.W_LINK]), small) == small    # a head is no tail
+    assert compound_head(int(arena.mem[small * 8 + W_LINK]), small) == small    # a head is no tail
 
 
 def test_tailmask_writes_the_same_lines_as_legacy():
@@ -83,7 +82,7 @@ def test_tailmask_writes_the_same_lines_as_legacy():
                     pfn = cpus[cpu].policy.alloc(t, order)
                     if pfn != NIL:
                         held.append((pfn, order, t))
-            return [{n: cpu.counters.v[i] for i, n in enumerate(S.NAMES)
+            return [{n: cpu.counters.v[i] for i, n in enumerate(NAMES)
                      if not (n.endswith("_ns") or "wait_bucket" in n)} for cpu in cpus]
         finally:
             cpus = []
@@ -122,8 +121,8 @@ def test_lazy_keeps_unprepped_blocks_plain_on_the_pcp(make_cpu):
     arena, (cpu,) = make_cpu("compound-lazy")
     pfn = cpu.policy.alloc(T_ANON, THP)
     other = next(p for p in audit(arena).blocks["pcp"].pfn.tolist())
-    assert not arena.mem[other * 8] & M.PG_HEAD and not tails(arena, other, THP).any()
-    assert arena.mem[pfn * 8] & M.PG_HEAD and (tails(arena, pfn, THP) == (pfn << 1) | 1).all()
+    assert not arena.mem[other * 8] & PG_HEAD and not tails(arena, other, THP).any()
+    assert arena.mem[pfn * 8] & PG_HEAD and (tails(arena, pfn, THP) == (pfn << 1) | 1).all()
 
 
 # -- compound-contig ---------------------------------------------------------------------
@@ -135,7 +134,7 @@ def test_contig_keeps_a_noncompound_free_on_the_pcp_as_it_is(make_cpu):
     assert c["alloc_refill"] == 1 and c["alloc_buddy"] == 0
     cpu.policy.free(pfn, 2, T_KERNEL)
     assert c["free_pcp"] == 1 and c["free_buddy"] == 0
-    assert arena.mem[pfn * 8] & M.PG_PCP and not arena.mem[pfn * 8] & M.PG_HEAD
+    assert arena.mem[pfn * 8] & PG_PCP and not arena.mem[pfn * 8] & PG_HEAD
     assert not tails(arena, pfn, 2).any()             # not made compound: no tail written
     assert c["lines_written_compound_prep"] == 0
 
@@ -149,7 +148,7 @@ def test_contig_preps_a_plain_block_for_a_compound_allocation_and_undoes_for_a_p
     assert cpu.policy.alloc(T_PAGETABLE, 2) == plain
     assert c["lines_written_compound_prep"] == 3 and (tails(arena, plain, 2) == (plain << 1) | 1).all()
     cpu.policy.free(plain, 2, T_PAGETABLE)            # stays compound on the PCP
-    assert arena.mem[plain * 8] & M.PG_HEAD
+    assert arena.mem[plain * 8] & PG_HEAD
     assert cpu.policy.alloc(T_KERNEL, 2) == plain     # handed out plain: the tails undone
     assert c["lines_written_tail_undo"] >= 3 and not tails(arena, plain, 2).any()
 

@@ -16,11 +16,11 @@ from pcpd.daemon.audit import audit
 from pcpd.daemon.recovery import Reclaimed, rebuild_slab, rebuild_zone, reclaim_slot, release_cached_descriptors
 from pcpd.errors import ArenaError
 from pcpd.model import rings
-from pcpd.model import stats as S
 from pcpd.model.arena import DESC_WORDS, H_SLAB_TOP, RING_HEADER
 from pcpd.model.lock import ZoneLock
 from pcpd.model.memmap import MEMDESC_SLAB, NIL
 from pcpd.model.slab import D_PFN, D_STATE, DS_INUSE, desc_state
+from pcpd.model.stats import Counters
 from pcpd.model.zone import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Zone
 from pcpd.policies import record_bytes_for
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
@@ -84,7 +84,7 @@ class Machine:
 
     def recover(self, slot: int, keep_inbox: bool = True) -> Reclaimed:
         """The daemon's part: zone and slab locks held, every writer quiescent."""
-        counters = S.Counters()
+        counters = Counters()
         zone = Zone(self.arena, ZoneLock(self.locks.zone, self.arena, counters, slot), counters)
         with self.locks.slab, zone.lock:
             return reclaim_slot(self.arena, zone, slot, keep_inbox=keep_inbox)

@@ -11,7 +11,7 @@ from pcpd.analysis.results import load
 from pcpd.cli import main
 from pcpd.config.load import load_settings, parse_settings, replace_path
 from pcpd.config.settings import SimulateSettings
-from pcpd.model import stats as S
+from pcpd.model.stats import INDEX, NAMES, NR_STATS
 from pcpd.simulate.clock import CpuClock, ZoneLockClock, quantile
 from pcpd.simulate.costs import COST_KEYS, CostModel, potential_of
 from pcpd.simulate.engine import Simulation, ring_slots_for
@@ -64,14 +64,14 @@ def fingerprint(result):
 
 def _lock_clock(**costs):
     model = CostModel.from_settings(SimulateSettings(**costs))
-    return ZoneLockClock(model, potential_of(model), lambda v: v[S.INDEX["lines_written_buddy"]])
+    return ZoneLockClock(model, potential_of(model), lambda v: v[INDEX["lines_written_buddy"]])
 
 
 def test_lock_is_fifo_with_exact_waits_holds_switches_and_waiters():
     lock = _lock_clock(lock_ns=10, lock_handoff_ns=100, locked_line_ns=1)
-    a, b, c = (CpuClock(slot, [0] * S.NR_STATS) for slot in range(3))
+    a, b, c = (CpuClock(slot, [0] * NR_STATS) for slot in range(3))
     lock.acquire(a)                                  # a at 0: free, no wait
-    a.v[S.INDEX["lines_written_buddy"]] += 5         # 5 lines under the lock
+    a.v[INDEX["lines_written_buddy"]] += 5         # 5 lines under the lock
     lock.release(a)                                  # hold 10 + 5 = 15 ns
     assert a.now == 15_000 and lock.free_at == 15_000
     b.now = c.now = 4_000
@@ -83,8 +83,8 @@ def test_lock_is_fifo_with_exact_waits_holds_switches_and_waiters():
     assert lock.waits == [11_000, 121_000]
     assert lock.holds == [15_000, 110_000, 110_000]
     assert (lock.switches, lock.waiters_max, lock.inversions) == (2, 2, 0)
-    assert c.v[S.INDEX["lock_waiters_max"]] == 2 and b.v[S.INDEX["lock_contended"]] == 1
-    assert a.v[S.INDEX["lock_uncontended"]] == 1 and b.v[S.INDEX["lock_wait_ns"]] == 11
+    assert c.v[INDEX["lock_waiters_max"]] == 2 and b.v[INDEX["lock_contended"]] == 1
+    assert a.v[INDEX["lock_uncontended"]] == 1 and b.v[INDEX["lock_wait_ns"]] == 11
     figures = lock.figures(seconds=235e-9)
     assert figures.contended_ratio == pytest.approx(2 / 3)
     assert figures.wait_p50_seconds == pytest.approx(11e-9) and figures.wait_max_seconds == pytest.approx(121e-9)
@@ -93,7 +93,7 @@ def test_lock_is_fifo_with_exact_waits_holds_switches_and_waiters():
 
 def test_a_later_request_granted_first_is_counted_as_an_inversion():
     lock = _lock_clock()
-    a, b = CpuClock(0, [0] * S.NR_STATS), CpuClock(1, [0] * S.NR_STATS)
+    a, b = CpuClock(0, [0] * NR_STATS), CpuClock(1, [0] * NR_STATS)
     a.now, b.now = 500_000, 100_000
     lock.acquire(a)
     lock.release(a)
@@ -104,7 +104,7 @@ def test_a_later_request_granted_first_is_counted_as_an_inversion():
 
 def test_taking_the_lock_twice_is_an_error():
     lock = _lock_clock()
-    a, b = CpuClock(0, [0] * S.NR_STATS), CpuClock(1, [0] * S.NR_STATS)
+    a, b = CpuClock(0, [0] * NR_STATS), CpuClock(1, [0] * NR_STATS)
     lock.acquire(a)
     with pytest.raises(RuntimeError, match="takes it twice"):
         lock.acquire(b)
@@ -179,7 +179,7 @@ def test_one_virtual_cpu_counts_exactly_as_one_real_worker():
     real = run_once(settings, "legacy", plan_experiment(settings, ops=20_000, available_cpus={0}))
     # a real worker stops at the end of a CHUNK: 79 chunks for 20,000
     virtual = run_record(Simulation(settings, "legacy", 79 * CHUNK).run(), settings.seed)
-    counts = [name for name in S.NAMES if not any(t in name for t in TIMED)]
+    counts = [name for name in NAMES if not any(t in name for t in TIMED)]
     assert real["exit_code"] == virtual["exit_code"] == 0
     assert {n: real["counters"][n] for n in counts} == {n: virtual["counters"][n] for n in counts}
 
@@ -196,7 +196,7 @@ TIMES = {"heartbeat_ns", "lock_wait_ns", "lock_wait_max_ns", "lock_hold_ns", "lo
 def test_counts_do_not_depend_on_the_cost_model_on_one_cpu_but_times_do():
     one = Simulation(config(1), "legacy", CHUNK).run()
     slower = Simulation(config(1, simulate="line_ns = 10.0\nlocked_line_ns = 30.0"), "legacy", CHUNK).run()
-    counts = [name for name in S.NAMES if name not in TIMES]
+    counts = [name for name in NAMES if name not in TIMES]
     assert [one.snapshot.total(n) for n in counts] == [slower.snapshot.total(n) for n in counts]
     assert slower.seconds > one.seconds
     assert slower.snapshot.total("lock_hold_ns") > one.snapshot.total("lock_hold_ns")

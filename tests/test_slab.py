@@ -5,10 +5,9 @@ import threading
 
 import pytest
 
-from pcpd.model import arena as A
-from pcpd.model import stats as S
-from pcpd.model.arena import Arena, Geometry
+from pcpd.model.arena import DESC_WORDS, H_SLAB_HOLDER_PID, H_SLAB_TOP, Arena, Geometry
 from pcpd.model.slab import D_STATE, DS_CACHED, SLAB_BATCH, SLAB_LOCAL_MAX, DescriptorSlab, desc_state, format_slab
+from pcpd.model.stats import Counters
 
 PAGES = 512
 
@@ -26,12 +25,12 @@ def arena():
 
 def make_slabs(arena):
     lock = threading.Lock()
-    counters = [S.Counters(), S.Counters()]
+    counters = [Counters(), Counters()]
     return counters, [DescriptorSlab(arena, lock, counters[cpu], cpu) for cpu in (0, 1)]
 
 
 def shared_top(arena) -> int:
-    return int(arena.header[A.H_SLAB_TOP])
+    return int(arena.header[H_SLAB_TOP])
 
 
 def test_format_puts_every_descriptor_on_the_shared_stack(arena):
@@ -48,7 +47,7 @@ def test_first_alloc_refills_a_batch(arena):
     assert len(slab.local) == SLAB_BATCH - 1
     assert counters[0]["slab_alloc"] == 1 and counters[0]["slab_shared"] == 1
     for cached in slab.local:                        # parked descriptors name their CPU
-        assert arena.descs[cached * A.DESC_WORDS + D_STATE] == desc_state(0, DS_CACHED, 0, 0)
+        assert arena.descs[cached * DESC_WORDS + D_STATE] == desc_state(0, DS_CACHED, 0, 0)
 
 
 def test_alloc_free_pairs_stay_local(arena):
@@ -71,7 +70,7 @@ def test_free_flushes_a_batch_past_the_local_limit(arena):
     assert shared_top(arena) == top + SLAB_BATCH    # exactly one batch went back
     assert shared_top(arena) + len(slab.local) == PAGES
     for idx in arena.descfree[top:top + SLAB_BATCH]:
-        assert arena.descs[idx * A.DESC_WORDS + D_STATE] == 0
+        assert arena.descs[idx * DESC_WORDS + D_STATE] == 0
 
 
 def test_descriptors_are_conserved_across_cpus(arena):
@@ -102,12 +101,12 @@ def test_exhaustion_raises(arena):
 
 def test_shared_part_records_its_holder(arena):
     lock = threading.Lock()
-    slab = DescriptorSlab(arena, lock, S.Counters(), 0)
+    slab = DescriptorSlab(arena, lock, Counters(), 0)
     seen = []
     with slab._shared():                            # noqa: SLF001 - the part recovery reads
-        seen.append(int(arena.header[A.H_SLAB_HOLDER_PID]))
+        seen.append(int(arena.header[H_SLAB_HOLDER_PID]))
         assert lock.locked()
     assert seen == [os.getpid()]
-    assert arena.header[A.H_SLAB_HOLDER_PID] == 0
+    assert arena.header[H_SLAB_HOLDER_PID] == 0
     assert not lock.locked()
 

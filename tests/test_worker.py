@@ -15,9 +15,20 @@ from pcpd.config.load import parse_settings
 from pcpd.config.rules import assign_workloads
 from pcpd.daemon.audit import audit
 from pcpd.errors import ArenaError
-from pcpd.model import arena as A
 from pcpd.model import rings
-from pcpd.model import stats as S
+from pcpd.model.arena import (
+    C_DRAIN_ACK,
+    C_DRAIN_REQ,
+    C_HEARTBEAT,
+    C_PAUSE_ACK,
+    C_STATE,
+    C_STOP,
+    H_DAEMON_HEARTBEAT,
+    H_DRAIN_SEQ,
+    H_PAUSE_REQ,
+    H_SHUTDOWN,
+)
+from pcpd.model.stats import NAMES, NR_STATS, Snapshot
 from pcpd.model.zone import Z_WMARK_LOW
 from pcpd.policies import record_bytes_for
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
@@ -115,15 +126,15 @@ class Rig:
         thread.start()
 
     def state(self, slot: int) -> int:
-        return int(self.arena.cpuctl[slot, A.C_STATE])
+        return int(self.arena.cpuctl[slot, C_STATE])
 
     def shutdown(self) -> None:
         """The daemon's stop: 1 (stop, free here), then 2 once all stopped (drain, exit)."""
         h = self.arena.header
-        h[A.H_SHUTDOWN] = 1
+        h[H_SHUTDOWN] = 1
         wait_until(lambda: all(self.state(w.plan.slot) in (STATE_STOPPING, STATE_EXITED)
                                for w in self.workers), "every worker stopping")
-        h[A.H_SHUTDOWN] = 2
+        h[H_SHUTDOWN] = 2
         self.join_all()
 
     def join_all(self) -> None:
@@ -134,11 +145,11 @@ class Rig:
             raise self.errors[0]
 
     def block(self, slot: int) -> dict[str, int]:
-        return {name: int(self.arena.stats[slot, i]) for i, name in enumerate(S.NAMES)}
+        return {name: int(self.arena.stats[slot, i]) for i, name in enumerate(NAMES)}
 
     def close(self) -> None:
         h = self.arena.header
-        h[A.H_SHUTDOWN] = 2                   # a failed test must not leave threads running
+        h[H_SHUTDOWN] = 2                   # a failed test must not leave threads running
         for thread in self.threads:
             thread.join(DEADLINE)
         self.workers = []
@@ -175,7 +186,7 @@ def test_bounded_worker_runs_its_ops_then_parks_until_stopped(make_rig):
     wait_until(lambda: rig.state(0) == STATE_DONE, "the worker to finish its ops")
     done_ops = -(-3000 // CHUNK) * CHUNK                  # whole chunks
     assert worker.ops == done_ops
-    snap = S.Snapshot(rig.arena.stats[:1, :S.NR_STATS].copy(), rig.arena.stats[1, :S.NR_STATS].copy())
+    snap = Snapshot(rig.arena.stats[:1, :NR_STATS].copy(), rig.arena.stats[1, :NR_STATS].copy())
     assert snap.ops() == done_ops                        # published before DONE
     assert rig.block(0)["held_pages"] > 0
     assert audit(rig.arena).ok
@@ -211,20 +222,20 @@ def test_pause_parks_between_operations(make_rig):
     rig.start(worker)
     wait_until(lambda: worker.ops > 2 * CHUNK, "the worker to run")
     h, ctl = rig.arena.header, rig.arena.cpuctl[0]
-    h[A.H_PAUSE_REQ] = 5
-    wait_until(lambda: ctl[A.C_PAUSE_ACK] == 5, "the pause ack")
+    h[H_PAUSE_REQ] = 5
+    wait_until(lambda: ctl[C_PAUSE_ACK] == 5, "the pause ack")
     assert rig.state(0) == STATE_PAUSED
     ops = worker.ops
-    beat = int(ctl[A.C_HEARTBEAT])
+    beat = int(ctl[C_HEARTBEAT])
     result = audit(rig.arena)                       # a quiescent page array
     assert result.ok
     assert result.pages("allocated") == worker.workload.held_pages
-    wait_until(lambda: int(ctl[A.C_HEARTBEAT]) > beat, "a heartbeat while parked")
+    wait_until(lambda: int(ctl[C_HEARTBEAT]) > beat, "a heartbeat while parked")
     assert worker.ops == ops
-    h[A.H_PAUSE_REQ] = 0
+    h[H_PAUSE_REQ] = 0
     wait_until(lambda: worker.ops > ops, "the worker to resume")
     assert rig.state(0) == STATE_RUNNING
-    ctl[A.C_STOP] = 1                               # a reload's stop: this worker only
+    ctl[C_STOP] = 1                               # a reload's stop: this worker only
     rig.join_all()
     assert rig.state(0) == STATE_EXITED
     assert all_in_buddy(rig.arena)
@@ -275,7 +286,7 @@ def test_a_bounded_worker_drains_itself_when_short(make_rig):
     worker.check_watermark()
     assert worker.policy.pcp_pages() == 0
     assert worker.cpu.counters["drains_drain_all"] > 0
-    assert int(rig.arena.cpuctl[0, A.C_DRAIN_REQ]) == 0
+    assert int(rig.arena.cpuctl[0, C_DRAIN_REQ]) == 0
 
 
 def test_an_open_worker_asks_the_daemon_to_drain(make_rig):
@@ -286,12 +297,12 @@ def test_an_open_worker_asks_the_daemon_to_drain(make_rig):
     pcp = worker.policy.pcp_pages()
     worker.workload.drain_wanted = True
     worker.check_watermark()
-    assert int(rig.arena.cpuctl[0, A.C_DRAIN_REQ]) == 1
+    assert int(rig.arena.cpuctl[0, C_DRAIN_REQ]) == 1
     assert worker.policy.pcp_pages() == pcp
-    rig.arena.header[A.H_DRAIN_SEQ] += 1                 # the daemon's drain_all_pages()
+    rig.arena.header[H_DRAIN_SEQ] += 1                 # the daemon's drain_all_pages()
     assert worker.housekeeping()
     assert worker.policy.pcp_pages() == 0
-    assert int(rig.arena.cpuctl[0, A.C_DRAIN_ACK]) == int(rig.arena.header[A.H_DRAIN_SEQ])
+    assert int(rig.arena.cpuctl[0, C_DRAIN_ACK]) == int(rig.arena.header[H_DRAIN_SEQ])
     assert rig.block(0)["drain_all_requests_seen"] == 1
     assert worker.housekeeping()                         # once per request
     assert rig.block(0)["drain_all_requests_seen"] == 1
@@ -313,7 +324,7 @@ def test_below_the_low_watermark_a_worker_backs_off(make_rig):
     worker.check_watermark()
     assert worker.cpu.counters["alloc_fail_watermark"] == 1
     assert len(worker.workload.held) == held - int(held / BACKOFF_FRACTION + 0.999)
-    assert int(rig.arena.cpuctl[0, A.C_DRAIN_REQ]) == 1
+    assert int(rig.arena.cpuctl[0, C_DRAIN_REQ]) == 1
     assert not worker.workload.drain_wanted
 
 
@@ -346,5 +357,5 @@ def test_a_worker_notices_a_dead_daemon(make_rig):
     worker.seen_daemon = time.monotonic_ns() - DAEMON_TIMEOUT_NS - 1
     assert not worker.daemon_alive()
     assert not worker.housekeeping()
-    rig.arena.header[A.H_DAEMON_HEARTBEAT] = time.monotonic_ns()   # it beats again
+    rig.arena.header[H_DAEMON_HEARTBEAT] = time.monotonic_ns()   # it beats again
     assert worker.daemon_alive()

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from pcpd.daemon.audit import audit
 from pcpd.kernel import MAX_PAGE_ORDER, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE
-from pcpd.model import stats as S
 from pcpd.model.arena import RECORD_SIZES
 from pcpd.model.lock import ZoneLock
 from pcpd.model.memmap import NIL, memmap_for
+from pcpd.model.stats import Counters
 from pcpd.model.zone import (
     Z_CLAIMS,
     Z_FREE_PAGES,
@@ -41,7 +41,7 @@ class ZoneModel:
         policy = "legacy" if record_bytes == 64 else "memdesc"
         self.spec = ModelSpec(pages=pages, record_bytes=record_bytes, policy=policy)
         self.arena = create_arena(self.spec)
-        self.counters = S.Counters()
+        self.counters = Counters()
         lock = ZoneLock(threading.Lock(), self.arena, self.counters, 0)
         self.zone = Zone(self.arena, lock, self.counters)
         self.mm = memmap_for(self.arena)

@@ -26,9 +26,24 @@ import psutil
 
 from pcpd.config.settings import WorkloadSettings
 from pcpd.logs import configure_worker_logging
-from pcpd.model import arena as A
 from pcpd.model import rings
-from pcpd.model import stats as S
+from pcpd.model.arena import (
+    C_CPU,
+    C_DRAIN_ACK,
+    C_DRAIN_REQ,
+    C_HEARTBEAT,
+    C_PAUSE_ACK,
+    C_PID,
+    C_STATE,
+    C_STOP,
+    H_CREATOR,
+    H_DAEMON_HEARTBEAT,
+    H_DRAIN_SEQ,
+    H_PAUSE_REQ,
+    H_SHUTDOWN,
+    Arena,
+)
+from pcpd.model.stats import ALLOC_FAIL, INDEX
 from pcpd.model.zone import Z_WMARK_LOW
 from pcpd.spec import ModelSpec
 from workers.cpu import CpuAllocator, SharedLocks
@@ -42,7 +57,7 @@ VIRTUAL_OPS_PER_S = 100_000      # the op clock of deterministic runs
 DAEMON_TIMEOUT_NS = 15_000_000_000   # a daemon silent this long is presumed dead
 PARK_SLEEP = 0.002
 
-_LOW_WMARK_EVENTS = S.ALLOC_FAIL["watermark"]
+_LOW_WMARK_EVENTS = ALLOC_FAIL["watermark"]
 
 
 @dataclass(frozen=True)
@@ -84,7 +99,7 @@ def worker_main(arena_name: str, plan: WorkerPlan, locks: SharedLocks, log_conn)
     log = logging.getLogger("pcpd.worker")
     if plan.pin:
         psutil.Process().cpu_affinity([plan.cpu])
-    arena = A.Arena.attach(arena_name)
+    arena = Arena.attach(arena_name)
     try:
         Worker(arena, plan, locks).run()
     except Exception:
@@ -114,7 +129,7 @@ class _DecayClock:
 class Worker:
     """One CPU slot's allocator, workload and housekeeping."""
 
-    def __init__(self, arena: A.Arena, plan: WorkerPlan, locks: SharedLocks) -> None:
+    def __init__(self, arena: Arena, plan: WorkerPlan, locks: SharedLocks) -> None:
         self.arena = arena
         self.plan = plan
         self.header = arena.header
@@ -129,7 +144,7 @@ class Worker:
         self.workload = Workload(plan.workload, plan.seed, plan.cpu, plan.workers, slot_of,
                                  self._send)
         try:
-            self.daemon: psutil.Process | None = psutil.Process(int(self.header[A.H_CREATOR]))
+            self.daemon: psutil.Process | None = psutil.Process(int(self.header[H_CREATOR]))
         except psutil.NoSuchProcess:
             self.daemon = None                      # gone already: the first check leaves
         self.seen_daemon = time.monotonic_ns()
@@ -138,18 +153,18 @@ class Worker:
 
     def _send(self, pfn: int, order: int, t: int, dst: int) -> bool:
         if self.outbox.push(dst, rings.encode(pfn, t, order)):
-            self.v[S.INDEX["free_remote_out"]] += 1
+            self.v[INDEX["free_remote_out"]] += 1
             return True
         return False
 
     # -- the loop -----------------------------------------------------------------
     def run(self) -> None:
         ctl, header, plan = self.ctl, self.header, self.plan
-        ctl[A.C_PID] = os.getpid()
-        ctl[A.C_CPU] = plan.cpu
-        ctl[A.C_STOP] = 0
-        ctl[A.C_DRAIN_ACK] = header[A.H_DRAIN_SEQ]
-        ctl[A.C_STATE] = STATE_RUNNING
+        ctl[C_PID] = os.getpid()
+        ctl[C_CPU] = plan.cpu
+        ctl[C_STOP] = 0
+        ctl[C_DRAIN_ACK] = header[H_DRAIN_SEQ]
+        ctl[C_STATE] = STATE_RUNNING
         self.log.info("started: policy %s, workload %s, seed %d", plan.spec.policy,
                       plan.workload.name, plan.seed)
         step, policy = self.workload.step, self.policy
@@ -157,7 +172,7 @@ class Worker:
         start = time.monotonic()
         next_fold = time.monotonic_ns()
         decay = _DecayClock(plan)
-        while not (header[A.H_SHUTDOWN] or ctl[A.C_STOP]):
+        while not (header[H_SHUTDOWN] or ctl[C_STOP]):
             for _ in range(CHUNK):
                 step(policy)
             self.ops += CHUNK
@@ -181,7 +196,7 @@ class Worker:
     def pace(self, rate: float, start: float) -> bool:
         """Open loop: hold the schedule, in slices short enough to keep housekeeping
         (heartbeat, pauses) on time however low the rate; False if the daemon died."""
-        while not (self.header[A.H_SHUTDOWN] or self.ctl[A.C_STOP]):
+        while not (self.header[H_SHUTDOWN] or self.ctl[C_STOP]):
             ahead = self.ops / rate - (time.monotonic() - start)
             if ahead <= 0:
                 break
@@ -202,14 +217,14 @@ class Worker:
             if self.plan.deterministic:             # no waiting on the daemon's timing
                 self.policy.drain_all("drain_all")
             else:
-                self.ctl[A.C_DRAIN_REQ] += 1
+                self.ctl[C_DRAIN_REQ] += 1
 
     def park_until_stop(self) -> None:
         """A bounded run is done: publish, then wait (parkable) for the daemon's stop."""
         header, ctl = self.header, self.ctl
         self.fold()
-        ctl[A.C_STATE] = STATE_DONE
-        while not (header[A.H_SHUTDOWN] or ctl[A.C_STOP]):
+        ctl[C_STATE] = STATE_DONE
+        while not (header[H_SHUTDOWN] or ctl[C_STOP]):
             if not self.housekeeping():
                 return
             time.sleep(PARK_SLEEP * 5)
@@ -220,7 +235,7 @@ class Worker:
         taken = self.inbox.take(lambda pfn, t, order: policy.receive(pfn, order, t))
         for pfn, t, order in taken:
             policy.free(pfn, order, t)
-        self.v[S.INDEX["free_remote_in"]] += len(taken)
+        self.v[INDEX["free_remote_in"]] += len(taken)
 
     def housekeeping(self) -> bool:
         """Fold stats, heartbeat, drains, pauses; False when the daemon has died."""
@@ -228,13 +243,13 @@ class Worker:
             self.log.error("the daemon is gone; exiting")
             return False
         ctl, header = self.ctl, self.header
-        if header[A.H_DRAIN_SEQ] != ctl[A.C_DRAIN_ACK]:     # drain_all_pages()
-            ctl[A.C_DRAIN_ACK] = header[A.H_DRAIN_SEQ]
+        if header[H_DRAIN_SEQ] != ctl[C_DRAIN_ACK]:     # drain_all_pages()
+            ctl[C_DRAIN_ACK] = header[H_DRAIN_SEQ]
             self.policy.drain_all("drain_all")
-            self.v[S.INDEX["drain_all_requests_seen"]] += 1
+            self.v[INDEX["drain_all_requests_seen"]] += 1
         self.fold()
-        pause = int(header[A.H_PAUSE_REQ])
-        if pause and pause != ctl[A.C_PAUSE_ACK]:
+        pause = int(header[H_PAUSE_REQ])
+        if pause and pause != ctl[C_PAUSE_ACK]:
             self.park(pause)
         return True
 
@@ -250,7 +265,7 @@ class Worker:
                 return False
         except psutil.NoSuchProcess:
             return False
-        beat = int(self.header[A.H_DAEMON_HEARTBEAT])
+        beat = int(self.header[H_DAEMON_HEARTBEAT])
         now = time.monotonic_ns()
         if beat > self.seen_daemon:
             self.seen_daemon = beat
@@ -259,42 +274,42 @@ class Worker:
     def fold(self) -> None:
         v = self.v
         self.policy.publish_gauges()
-        v[S.INDEX["held_pages"]] = self.workload.held_pages
-        v[S.INDEX["inflight_pages"]] = self.outbox.queued_pages()
-        v[S.INDEX["pressure_waves"]] = self.workload.waves
+        v[INDEX["held_pages"]] = self.workload.held_pages
+        v[INDEX["inflight_pages"]] = self.outbox.queued_pages()
+        v[INDEX["pressure_waves"]] = self.workload.waves
         now = time.monotonic_ns()
-        v[S.INDEX["heartbeat_ns"]] = now
+        v[INDEX["heartbeat_ns"]] = now
         self.cpu.counters.fold(self.block)
-        self.ctl[A.C_HEARTBEAT] = now
+        self.ctl[C_HEARTBEAT] = now
 
     def park(self, pause: int) -> None:
         """Hold still between operations while the daemon audits or recovers."""
         ctl, header = self.ctl, self.header
-        was = int(ctl[A.C_STATE])
-        ctl[A.C_STATE] = STATE_PAUSED
-        ctl[A.C_PAUSE_ACK] = pause
-        while header[A.H_PAUSE_REQ] == pause:
+        was = int(ctl[C_STATE])
+        ctl[C_STATE] = STATE_PAUSED
+        ctl[C_PAUSE_ACK] = pause
+        while header[H_PAUSE_REQ] == pause:
             if not self.daemon_alive():
                 break
-            ctl[A.C_HEARTBEAT] = time.monotonic_ns()
+            ctl[C_HEARTBEAT] = time.monotonic_ns()
             time.sleep(PARK_SLEEP)
-        ctl[A.C_STATE] = was
+        ctl[C_STATE] = was
 
     def stop(self) -> None:
         """Free what is held, wait for the others (shutdown), drain, exit."""
         ctl, header = self.ctl, self.header
         self.workload.release_all(self.policy)
-        ctl[A.C_STATE] = STATE_STOPPING
+        ctl[C_STATE] = STATE_STOPPING
         self.fold()
-        if header[A.H_SHUTDOWN]:
-            while header[A.H_SHUTDOWN] == 1 and self.daemon_alive():
-                ctl[A.C_HEARTBEAT] = time.monotonic_ns()
-                pause = int(header[A.H_PAUSE_REQ])
-                if pause and pause != ctl[A.C_PAUSE_ACK]:
+        if header[H_SHUTDOWN]:
+            while header[H_SHUTDOWN] == 1 and self.daemon_alive():
+                ctl[C_HEARTBEAT] = time.monotonic_ns()
+                pause = int(header[H_PAUSE_REQ])
+                if pause and pause != ctl[C_PAUSE_ACK]:
                     self.park(pause)
                 time.sleep(PARK_SLEEP)
         self.receive()
         pages = self.cpu.release()
         self.fold()
-        ctl[A.C_STATE] = STATE_EXITED
+        ctl[C_STATE] = STATE_EXITED
         self.log.info("stopped after %d ops; drained %d pages", self.ops, pages)

@@ -48,8 +48,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pcpd.analysis import results as R
 from pcpd.analysis.experiment import Plan, Point, Progress, run_point
+from pcpd.analysis.results import RunRecord, environment, host_name
 from pcpd.config.load import settings_from_dict, settings_to_dict
 from pcpd.config.settings import Settings
 from pcpd.errors import PcpdError, UsageError
@@ -146,14 +146,14 @@ class Cluster:
             raise UsageError(f"--scheduler {self.address}: no worker offers the {NODE} resource; "
                              f"start one on each machine with: {worker_command(self.address)}")
         try:
-            environments = self.client.run(R.environment, workers=list(self.workers))
+            environments = self.client.run(environment, workers=list(self.workers))
         except Exception as err:   # anything a worker raises comes back: most often pcpd missing there
             raise UsageError(f"--scheduler {self.address}: a worker cannot run pcpd "
                              f"({type(err).__name__}: {err}); install this pcpd on every worker") from None
         for addr, env in environments.items():
-            if env.get("pcpd_version") != R.environment()["pcpd_version"]:
+            if env.get("pcpd_version") != environment()["pcpd_version"]:
                 raise UsageError(f"--scheduler {self.address}: worker {addr} runs pcpd "
-                                 f"{env.get('pcpd_version')}, this is pcpd {R.environment()['pcpd_version']}; "
+                                 f"{env.get('pcpd_version')}, this is pcpd {environment()['pcpd_version']}; "
                                  "install the same pcpd on every worker")
         by_host: dict[str, int] = {}
         for host in self.workers.values():
@@ -164,7 +164,7 @@ class Cluster:
                                   "at the same time, so each competes with the others for its CPUs")
 
     def run(self, plan: Plan, points: list[Point], progress: Progress | None,
-            log_stream: TextIO) -> tuple[list[R.RunRecord], dict[str, dict[str, Any]]]:
+            log_stream: TextIO) -> tuple[list[RunRecord], dict[str, dict[str, Any]]]:
         """Run every point as one task; the records in ``points`` order, and each host's environment.
 
         A point's log lines and summary go to ``log_stream`` under a header
@@ -183,7 +183,7 @@ class Cluster:
                                       resources=point_resources(point.settings), retries=RETRIES, pure=False)
                    for i, point in enumerate(points)]
         index = {future.key: i for i, future in enumerate(futures)}
-        records: list[R.RunRecord | None] = [None] * len(points)
+        records: list[RunRecord | None] = [None] * len(points)
         hosts: dict[str, dict[str, Any]] = {}
         try:
             # this client is not Dask's default (set_as_default=False): name its loop
@@ -194,7 +194,7 @@ class Cluster:
                     raise UsageError(f"{point.label}: on {outcome.host}: {outcome.error}")
                 record = outcome.record
                 assert record is not None             # run_remote returns a record or an error
-                if outcome.environment.get("pcpd_version") != R.environment()["pcpd_version"]:
+                if outcome.environment.get("pcpd_version") != environment()["pcpd_version"]:
                     raise UsageError(f"{point.label}: {outcome.host} runs pcpd "
                                      f"{outcome.environment.get('pcpd_version')}; install the same pcpd "
                                      "on every worker")
@@ -247,7 +247,7 @@ class PointOutcome:
     host: str
     environment: dict[str, Any]           # ``results.environment()`` of that host
     log: str                              # the daemon's and workers' log lines, then its summary
-    record: R.RunRecord | None = None
+    record: RunRecord | None = None
     error: str = ""                       # a mistake no rerun can fix (the child exited 2)
 
 
@@ -261,13 +261,13 @@ def run_remote(plan: Plan, point: Point) -> PointOutcome:
     child = subprocess.run([sys.executable, "-m", "pcpd.analysis.cluster"], input=pickle.dumps((plan, point)),
                            capture_output=True, env=env, check=False)
     log = child.stderr.decode(errors="replace")
-    host = R.host_name()
+    host = host_name()
     if child.returncode == 0:
-        record, environment = pickle.loads(child.stdout)
-        return PointOutcome(host, environment, log, record=record)
+        record, env = pickle.loads(child.stdout)
+        return PointOutcome(host, env, log, record=record)
     last = log.strip().splitlines()[-1] if log.strip() else ""
     if child.returncode == EXIT_USAGE:
-        return PointOutcome(host, R.environment(), log, error=last.removeprefix("error: "))
+        return PointOutcome(host, environment(), log, error=last.removeprefix("error: "))
     how = (f"killed by {signal.Signals(-child.returncode).name}" if child.returncode < 0
            else f"exited {child.returncode}" + (f": {last}" if last else ""))
     raise PointFailed(f"on {host}, the run's process {how}")
@@ -316,7 +316,7 @@ def main() -> int:
         print("interrupted", file=sys.stderr)
         return 130
     with result:
-        pickle.dump((record, R.environment()), result)
+        pickle.dump((record, environment()), result)
     return 0
 
 

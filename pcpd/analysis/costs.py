@@ -60,9 +60,28 @@ from typing import Any
 from pcpd.errors import PcpdError
 from pcpd.kernel import DEFAULT_ERA, ERAS, HIGH_BOUNDS_ERAS, MAX_PAGE_ORDER, MEMDESC_TYPES, PAGE_ORDERS
 from pcpd.model import sizing
-from pcpd.model import stats as S
 from pcpd.model.arena import RECORD_SIZES, Arena
 from pcpd.model.memmap import NIL
+from pcpd.model.stats import (
+    ALLOC_BUDDY,
+    ALLOC_HIT,
+    ALLOC_REFILL,
+    CAUSES,
+    DATA_W,
+    DESC_R,
+    DESC_W,
+    DRAIN_CAUSES,
+    DRAIN_PAGES,
+    DRAINS,
+    FREE_BUDDY,
+    INDEX,
+    LINES_R,
+    LINES_W,
+    REFILL_PAGES,
+    SLAB_ALLOC,
+    SLAB_FREE,
+    SLAB_SHARED,
+)
 from pcpd.policies import MEMDESC_DEFAULT_RECORD_BYTES, POLICIES, PROPOSAL
 from pcpd.spec import ModelSpec
 from workers.cpu import CpuAllocator, SharedLocks, create_arena, format_arena
@@ -114,21 +133,21 @@ class _Model:
 
 
 def _alloc_outcome(d: list[int]) -> str:
-    if d[S.ALLOC_HIT]:
+    if d[ALLOC_HIT]:
         return "hit"
-    if d[S.ALLOC_REFILL]:
+    if d[ALLOC_REFILL]:
         return "miss"
-    if d[S.ALLOC_BUDDY]:
+    if d[ALLOC_BUDDY]:
         return "bypass"
     raise PcpdError("an allocation failed on a fresh zone")   # the arena is sized to prevent it
 
 
 def _drain_cause(d: list[int]) -> str | None:
-    return next((c for c in S.DRAIN_CAUSES if d[S.DRAINS[c]]), None)
+    return next((c for c in DRAIN_CAUSES if d[DRAINS[c]]), None)
 
 
 def _free_outcome(d: list[int]) -> str:
-    if d[S.FREE_BUDDY]:
+    if d[FREE_BUDDY]:
         return "bypass"
     return "miss" if _drain_cause(d) else "hit"
 
@@ -176,22 +195,22 @@ def _free_rows(arena: Arena, spec: ModelSpec, t: int, order: int) -> list[Row]:
 
 def _record(spec: ModelSpec, t: int, order: int, op: str, pcp: str,
             d: list[int]) -> dict[str, Any]:
-    written = {c: d[S.LINES_W[c]] for c in S.CAUSES}
-    read = {c: d[S.LINES_R[c]] for c in S.CAUSES}
+    written = {c: d[LINES_W[c]] for c in CAUSES}
+    read = {c: d[LINES_R[c]] for c in CAUSES}
     return {
         "policy": spec.policy, "memdesc": MEMDESC_TYPES[t], "order": order, "pcp": pcp, "op": op,
         "era": spec.era, "record_bytes": spec.record_bytes,
         "struct_page_lines_written": sum(written.values()),
         "struct_page_lines_read": sum(read.values()),
-        "descriptor_lines": d[S.DESC_W] + d[S.DESC_R],
-        "descriptor_lines_written": d[S.DESC_W],
-        "descriptor_lines_read": d[S.DESC_R],
-        "free_memory_lines_written": d[S.DATA_W],
-        "slab_ops": d[S.SLAB_ALLOC] + d[S.SLAB_FREE],
-        "slab_shared": d[S.SLAB_SHARED],
-        "zone_lock_acquisitions": d[S.INDEX["lock_acquisitions"]],
-        "refill_pages": d[S.REFILL_PAGES],
-        "drain_pages": sum(d[S.DRAIN_PAGES[c]] for c in S.DRAIN_CAUSES),
+        "descriptor_lines": d[DESC_W] + d[DESC_R],
+        "descriptor_lines_written": d[DESC_W],
+        "descriptor_lines_read": d[DESC_R],
+        "free_memory_lines_written": d[DATA_W],
+        "slab_ops": d[SLAB_ALLOC] + d[SLAB_FREE],
+        "slab_shared": d[SLAB_SHARED],
+        "zone_lock_acquisitions": d[INDEX["lock_acquisitions"]],
+        "refill_pages": d[REFILL_PAGES],
+        "drain_pages": sum(d[DRAIN_PAGES[c]] for c in DRAIN_CAUSES),
         "drain_cause": _drain_cause(d),
         "by_cause": {"written": written, "read": read},
     }

@@ -44,14 +44,24 @@ import numpy as np
 
 from pcpd import argtypes
 from pcpd.analysis import report
-from pcpd.analysis import results as R
+from pcpd.analysis.results import (
+    Results,
+    RunRecord,
+    dump,
+    dump_csv,
+    environment,
+    figures,
+    host_name,
+    machine_metadata,
+    window_counters,
+)
 from pcpd.config.load import load_settings, settings_hash, settings_to_dict, sweep_points
 from pcpd.config.settings import Settings
 from pcpd.daemon.console import summary_text
 from pcpd.daemon.supervisor import Daemon, RunOptions
 from pcpd.errors import ConfigError, PcpdError, UsageError
 from pcpd.logs import configure_daemon_logging
-from pcpd.model import stats as S
+from pcpd.model.stats import Snapshot
 
 if TYPE_CHECKING:
     from pcpd.analysis.cluster import Cluster
@@ -135,7 +145,7 @@ def plan_points(plan: Plan) -> list[Point]:
 # Running.
 
 def run_once(settings: Settings, policy: str, plan: Plan, point: Any = None, repetition: int = 0,
-             log_stream: TextIO | None = None) -> R.RunRecord:
+             log_stream: TextIO | None = None) -> RunRecord:
     """One measured run of ``settings`` under ``policy``.
 
     The daemon's summary goes to ``log_stream`` (or nowhere).  Its signal
@@ -155,25 +165,25 @@ def run_once(settings: Settings, policy: str, plan: Plan, point: Any = None, rep
         raise PcpdError(f"{policy}: the run ended before its measured window opened")
     # a bounded run is measured whole: workers may fold counters before the first snapshot
     start = _zero_snapshot(m.end) if plan.ops else m.start
-    return R.RunRecord(
+    return RunRecord(
         policy=policy, point=point, repetition=repetition, seed=settings.seed,
         seconds=m.seconds, ops=m.end.ops() - start.ops(), exit_code=outcome.exit_code,
         restarts=outcome.restarts, load_average=os.getloadavg()[0],
-        figures=R.figures(start, m.end, m.seconds, policy), counters=R.window_counters(start, m.end),
-        host=R.host_name())
+        figures=figures(start, m.end, m.seconds, policy), counters=window_counters(start, m.end),
+        host=host_name())
 
 
-def run_point(point: Point, plan: Plan, log_stream: TextIO | None = None) -> R.RunRecord:
+def run_point(point: Point, plan: Plan, log_stream: TextIO | None = None) -> RunRecord:
     """``run_once`` of one point of the plan: the one way a point runs, here or on a cluster node."""
     return run_once(point.settings, point.policy, plan, point.value, point.repetition, log_stream)
 
 
-def _zero_snapshot(like: S.Snapshot) -> S.Snapshot:
-    return S.Snapshot(np.zeros_like(like.per_cpu), np.zeros_like(like.retired))
+def _zero_snapshot(like: Snapshot) -> Snapshot:
+    return Snapshot(np.zeros_like(like.per_cpu), np.zeros_like(like.retired))
 
 
 def run_experiment(plan: Plan, progress: Progress | None = None,
-                   log_stream: TextIO | None = None) -> list[R.RunRecord]:
+                   log_stream: TextIO | None = None) -> list[RunRecord]:
     """Every run of the plan, one after another on this machine, in the order they ran."""
     runs = []
     for point in plan_points(plan):
@@ -205,7 +215,7 @@ class Progress:
         if self.tty:
             self._draw(f"running {label}")
 
-    def finish(self, label: str, run: R.RunRecord) -> None:
+    def finish(self, label: str, run: RunRecord) -> None:
         self.done += 1
         figs = run["figures"]
         outcome = (f"{figs['throughput_ops_per_second']:,.0f} ops/s, "
@@ -245,9 +255,9 @@ def experiment_metadata(plan: Plan, command: str = "",
     ``hosts`` maps each host that ran a run to its ``environment()``; None: this machine alone.
     """
     settings = plan.settings
-    hosts = {R.host_name(): R.environment()} if hosts is None else hosts
+    hosts = {host_name(): environment()} if hosts is None else hosts
     return {
-        **R.machine_metadata(hosts),
+        **machine_metadata(hosts),
         "hosts": hosts,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,
@@ -328,9 +338,9 @@ def command(args: argparse.Namespace) -> int:
         except OSError as err:
             raise UsageError(f"--out {out}: cannot create the directory: {err.strerror}") from None
         runs, hosts = _run_logged(plan, os.path.join(out, LOG), cluster)
-    results = R.Results(experiment_metadata(plan, command_line(args), hosts), runs)
-    R.dump(results, paths[0], replace=args.replace)
-    R.dump_csv(results, paths[1], replace=args.replace)
+    results = Results(experiment_metadata(plan, command_line(args), hosts), runs)
+    dump(results, paths[0], replace=args.replace)
+    dump_csv(results, paths[1], replace=args.replace)
     report.write_report(results, out, replace=args.replace)
     print(report.render_tables(results))
     for warning in report.warnings(results):
@@ -344,7 +354,7 @@ def command(args: argparse.Namespace) -> int:
 
 
 def _run_logged(plan: Plan, log_path: str,
-                cluster: Cluster | None = None) -> tuple[list[R.RunRecord], dict[str, dict[str, Any]]]:
+                cluster: Cluster | None = None) -> tuple[list[RunRecord], dict[str, dict[str, Any]]]:
     """Run the plan, here or on ``cluster``, with every daemon's and worker's log lines in ``log_path``.
 
     Returns the runs in plan order and the ``environment()`` of each host that ran one.
@@ -357,7 +367,7 @@ def _run_logged(plan: Plan, log_path: str,
         try:
             if cluster is not None:
                 return cluster.run(plan, plan_points(plan), progress, log_stream)
-            return run_experiment(plan, progress, log_stream), {R.host_name(): R.environment()}
+            return run_experiment(plan, progress, log_stream), {host_name(): environment()}
         finally:
             progress.close()
             root.handlers[:] = handlers

@@ -20,8 +20,8 @@ import os
 from time import perf_counter_ns
 from typing import Protocol
 
-from pcpd.model import arena as A
-from pcpd.model import stats as S
+from pcpd.model.arena import C_WAITING, H_LOCK_HOLDER_CPU, H_LOCK_HOLDER_PID, H_LOCK_LAST_CPU, H_LOCK_OP, Arena
+from pcpd.model.stats import INDEX, LOCK_WAIT_BUCKET, Counters, wait_bucket
 
 OP_NONE, OP_REFILL, OP_DRAIN, OP_BUDDY_ALLOC, OP_BUDDY_FREE = range(5)
 OP_NAMES = ("no op recorded", "refill", "drain", "buddy alloc", "buddy free")
@@ -32,15 +32,15 @@ class RawLock(Protocol):
     def release(self) -> None: ...
 
 
-_ACQ = S.INDEX["lock_acquisitions"]
-_UNCONT = S.INDEX["lock_uncontended"]
-_CONT = S.INDEX["lock_contended"]
-_WAIT = S.INDEX["lock_wait_ns"]
-_WAIT_MAX = S.INDEX["lock_wait_max_ns"]
-_HOLD = S.INDEX["lock_hold_ns"]
-_HOLD_MAX = S.INDEX["lock_hold_max_ns"]
-_SWITCH = S.INDEX["lock_owner_switches"]
-_WAITERS_MAX = S.INDEX["lock_waiters_max"]
+_ACQ = INDEX["lock_acquisitions"]
+_UNCONT = INDEX["lock_uncontended"]
+_CONT = INDEX["lock_contended"]
+_WAIT = INDEX["lock_wait_ns"]
+_WAIT_MAX = INDEX["lock_wait_max_ns"]
+_HOLD = INDEX["lock_hold_ns"]
+_HOLD_MAX = INDEX["lock_hold_max_ns"]
+_SWITCH = INDEX["lock_owner_switches"]
+_WAITERS_MAX = INDEX["lock_waiters_max"]
 
 
 class ZoneLock:
@@ -50,7 +50,7 @@ class ZoneLock:
     waits raise no C_WAITING word).
     """
 
-    def __init__(self, raw: RawLock, arena: A.Arena, counters: S.Counters, cpu: int) -> None:
+    def __init__(self, raw: RawLock, arena: Arena, counters: Counters, cpu: int) -> None:
         # the header through its memoryview: plain-int stores, ~2x cheaper than numpy scalars
         self.raw, self.header, self.cpuctl = raw, arena.headerq, arena.cpuctl
         self.v = counters.v
@@ -78,33 +78,33 @@ class ZoneLock:
             self._wait()
         v[_ACQ] += 1
         h = self.header
-        h[A.H_LOCK_HOLDER_PID] = self.pid
-        h[A.H_LOCK_OP] = op
-        if h[A.H_LOCK_LAST_CPU] != self.cpu:
-            if h[A.H_LOCK_LAST_CPU] >= 0:
+        h[H_LOCK_HOLDER_PID] = self.pid
+        h[H_LOCK_OP] = op
+        if h[H_LOCK_LAST_CPU] != self.cpu:
+            if h[H_LOCK_LAST_CPU] >= 0:
                 v[_SWITCH] += 1
-            h[A.H_LOCK_LAST_CPU] = self.cpu
-        h[A.H_LOCK_HOLDER_CPU] = self.cpu
+            h[H_LOCK_LAST_CPU] = self.cpu
+        h[H_LOCK_HOLDER_CPU] = self.cpu
         self._since = perf_counter_ns()
 
     def _wait(self) -> None:
         v = self.v
         ctl = self.cpuctl
         if self.cpu >= 0:
-            ctl[self.cpu, A.C_WAITING] = 1
-        waiters = int(ctl[:, A.C_WAITING].sum())
+            ctl[self.cpu, C_WAITING] = 1
+        waiters = int(ctl[:, C_WAITING].sum())
         if waiters > v[_WAITERS_MAX]:
             v[_WAITERS_MAX] = waiters
         t0 = perf_counter_ns()
         self.raw.acquire()
         waited = perf_counter_ns() - t0
         if self.cpu >= 0:
-            ctl[self.cpu, A.C_WAITING] = 0
+            ctl[self.cpu, C_WAITING] = 0
         v[_CONT] += 1
         v[_WAIT] += waited
         if waited > v[_WAIT_MAX]:
             v[_WAIT_MAX] = waited
-        v[S.LOCK_WAIT_BUCKET + S.wait_bucket(waited)] += 1
+        v[LOCK_WAIT_BUCKET + wait_bucket(waited)] += 1
 
     def release(self) -> None:
         held = perf_counter_ns() - self._since
@@ -113,7 +113,7 @@ class ZoneLock:
         if held > v[_HOLD_MAX]:
             v[_HOLD_MAX] = held
         h = self.header
-        h[A.H_LOCK_HOLDER_CPU] = -1
-        h[A.H_LOCK_OP] = OP_NONE
-        h[A.H_LOCK_HOLDER_PID] = 0
+        h[H_LOCK_HOLDER_CPU] = -1
+        h[H_LOCK_OP] = OP_NONE
+        h[H_LOCK_HOLDER_PID] = 0
         self.raw.release()

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import os
 
-from pcpd.model import arena as A
-from pcpd.model import stats as S
+from pcpd.model.arena import DESC_WORDS, H_SLAB_HOLDER_PID, H_SLAB_TOP, Arena
 from pcpd.model.lock import RawLock
+from pcpd.model.stats import SLAB_ALLOC, SLAB_FREE, SLAB_SHARED, Counters
 
 D_STATE, D_PFN, D_REFCOUNT, D_MAPPING, D_NEXT, D_PREV = range(6)
 D_MAPCOUNT = 7           # word 6 would be the folio's private, which nothing models
@@ -36,25 +36,25 @@ DS_FREE, DS_CACHED, DS_INUSE, DS_PCP, DS_INFLIGHT = range(5)
 SLAB_BATCH = 32
 SLAB_LOCAL_MAX = 2 * SLAB_BATCH
 # bound once: alloc() and free() run on every memdesc-pcpdesc operation
-_SLAB_ALLOC, _SLAB_FREE, _DESC_WORDS = S.SLAB_ALLOC, S.SLAB_FREE, A.DESC_WORDS
+_SLAB_ALLOC, _SLAB_FREE, _DESC_WORDS = SLAB_ALLOC, SLAB_FREE, DESC_WORDS
 
 
 def desc_state(mtype: int, state: int, order: int, cpu: int) -> int:
     return mtype | (state << 4) | (order << 8) | ((cpu + 1) << 16)
 
 
-def format_slab(arena: A.Arena) -> None:
+def format_slab(arena: Arena) -> None:
     """Every descriptor free, on the shared stack."""
     n = arena.geometry.desc_slots
     arena.descs[:] = 0
     arena.descfree[:n] = range(n)
-    arena.header[A.H_SLAB_TOP] = n
+    arena.header[H_SLAB_TOP] = n
 
 
 class DescriptorSlab:
     """One CPU's view of the descriptor cache."""
 
-    def __init__(self, arena: A.Arena, lock: RawLock, counters: S.Counters, cpu: int) -> None:
+    def __init__(self, arena: Arena, lock: RawLock, counters: Counters, cpu: int) -> None:
         self.d = arena.descq                # scalar stores: the memoryview (plain ints)
         self.free_stack = arena.descfree
         self.header = arena.header
@@ -82,26 +82,26 @@ class DescriptorSlab:
     def _refill(self) -> None:
         d, stack, h = self.d, self.free_stack, self.header
         with self._shared():
-            top = int(h[A.H_SLAB_TOP])
+            top = int(h[H_SLAB_TOP])
             take = min(SLAB_BATCH, top)
             got = stack[top - take:top].tolist()
-            h[A.H_SLAB_TOP] = top - take
+            h[H_SLAB_TOP] = top - take
         if not got:
             raise MemoryError("descriptor slab exhausted")
         cached = self._cached
         for idx in got:
-            d[idx * A.DESC_WORDS + D_STATE] = cached
+            d[idx * DESC_WORDS + D_STATE] = cached
         self.local.extend(got)
 
     def _flush(self, count: int) -> None:
         give, self.local = self.local[:count], self.local[count:]
         d = self.d
         for idx in give:
-            d[idx * A.DESC_WORDS + D_STATE] = DS_FREE
+            d[idx * DESC_WORDS + D_STATE] = DS_FREE
         with self._shared():
-            top = int(self.header[A.H_SLAB_TOP])
+            top = int(self.header[H_SLAB_TOP])
             self.free_stack[top:top + len(give)] = give
-            self.header[A.H_SLAB_TOP] = top + len(give)
+            self.header[H_SLAB_TOP] = top + len(give)
 
     def flush_all(self) -> None:
         """Return every locally cached descriptor (worker exit)."""
@@ -109,7 +109,7 @@ class DescriptorSlab:
             self._flush(len(self.local))
 
     def _shared(self) -> _SharedPart:
-        self.v[S.SLAB_SHARED] += 1
+        self.v[SLAB_SHARED] += 1
         return _SharedPart(self.lock, self.header)
 
 
@@ -121,8 +121,8 @@ class _SharedPart:
 
     def __enter__(self) -> None:
         self.lock.acquire()
-        self.header[A.H_SLAB_HOLDER_PID] = os.getpid()
+        self.header[H_SLAB_HOLDER_PID] = os.getpid()
 
     def __exit__(self, *exc: object) -> None:
-        self.header[A.H_SLAB_HOLDER_PID] = 0
+        self.header[H_SLAB_HOLDER_PID] = 0
         self.lock.release()

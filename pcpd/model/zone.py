@@ -37,10 +37,10 @@ from pcpd.kernel import (
     PAGEBLOCK_NR_PAGES,
     PAGEBLOCK_ORDER,
 )
-from pcpd.model import stats as S
 from pcpd.model.arena import H_MEMDESC, Arena
 from pcpd.model.lock import OP_BUDDY_ALLOC, OP_BUDDY_FREE, OP_DRAIN, OP_REFILL, ZoneLock
 from pcpd.model.memmap import MEMDESC_BUDDY, NIL, Memmap, memdesc_word, memmap_for
+from pcpd.model.stats import DATA_W, LINES_R, LINES_W, Counters
 
 # fallbacks[]: where each migratetype looks when its own lists are empty.
 FALLBACKS = {
@@ -65,8 +65,8 @@ Z_STEALS = 105
 # __rmqueue() modes, cached across one rmqueue_bulk().
 RMQUEUE_NORMAL, RMQUEUE_CLAIM, RMQUEUE_STEAL = 0, 1, 2
 
-_BW = S.LINES_W["buddy"]
-_BR = S.LINES_R["buddy"]
+_BW = LINES_W["buddy"]
+_BR = LINES_R["buddy"]
 
 
 def format_zone(arena: Arena, wmark_min: int, wmark_low: int, wmark_high: int,
@@ -117,7 +117,7 @@ class Zone:
     the lock records its own profile there too.
     """
 
-    def __init__(self, arena: Arena, lock: ZoneLock, counters: S.Counters) -> None:
+    def __init__(self, arena: Arena, lock: ZoneLock, counters: Counters) -> None:
         self.arena = arena
         self.z = arena.zoneq
         self.pb = arena.pageblockq
@@ -127,7 +127,7 @@ class Zone:
         self.v = counters.v
         # an 8-byte page keeps free-list links in the free memory, not the memmap
         self._links_in_free_memory = arena.record_bytes == 8
-        self._link = S.DATA_W if self._links_in_free_memory else _BW
+        self._link = DATA_W if self._links_in_free_memory else _BW
 
     # -- accounting and watermarks ----------------------------------------
     @property
@@ -175,7 +175,7 @@ class Zone:
         if neighbour != NIL:                 # the old head's (tail's) link to pfn
             v[self._link] += 1
         if self._links_in_free_memory:       # add_buddy() also wrote the block's own links
-            v[S.DATA_W] += 1
+            v[DATA_W] += 1
 
     def _del(self, pfn: int, order: int, mt: int) -> None:
         """__del_page_from_free_list(): mt is the list's type, which is always the

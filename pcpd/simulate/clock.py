@@ -41,22 +41,22 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pcpd.model import stats as S
 from pcpd.model.arena import Arena
 from pcpd.model.lock import OP_NONE, ZoneLock
+from pcpd.model.stats import INDEX, LOCK_WAIT_BUCKET, Counters, wait_bucket
 from pcpd.simulate.costs import PS_PER_NS, CostModel
 
 __all__ = ["CpuClock", "ZoneLockClock", "VirtualZoneLock", "LockFigures", "quantile"]
 
-_ACQ = S.INDEX["lock_acquisitions"]
-_UNCONT = S.INDEX["lock_uncontended"]
-_CONT = S.INDEX["lock_contended"]
-_WAIT = S.INDEX["lock_wait_ns"]
-_WAIT_MAX = S.INDEX["lock_wait_max_ns"]
-_HOLD = S.INDEX["lock_hold_ns"]
-_HOLD_MAX = S.INDEX["lock_hold_max_ns"]
-_SWITCH = S.INDEX["lock_owner_switches"]
-_WAITERS_MAX = S.INDEX["lock_waiters_max"]
+_ACQ = INDEX["lock_acquisitions"]
+_UNCONT = INDEX["lock_uncontended"]
+_CONT = INDEX["lock_contended"]
+_WAIT = INDEX["lock_wait_ns"]
+_WAIT_MAX = INDEX["lock_wait_max_ns"]
+_HOLD = INDEX["lock_hold_ns"]
+_HOLD_MAX = INDEX["lock_hold_max_ns"]
+_SWITCH = INDEX["lock_owner_switches"]
+_WAITERS_MAX = INDEX["lock_waiters_max"]
 
 Counting = Callable[[list[int]], int]
 
@@ -179,7 +179,7 @@ class ZoneLockClock:
         v[_WAIT] += ns
         if ns > v[_WAIT_MAX]:
             v[_WAIT_MAX] = ns
-        v[S.LOCK_WAIT_BUCKET + S.wait_bucket(ns)] += 1
+        v[LOCK_WAIT_BUCKET + wait_bucket(ns)] += 1
 
     def release(self, cpu: CpuClock) -> None:
         if self._holder is not cpu:
@@ -231,7 +231,7 @@ class VirtualZoneLock(ZoneLock):
     own claims) is timed, whoever wrote it.
     """
 
-    def __init__(self, clock: ZoneLockClock, cpu: CpuClock, arena: Arena, counters: S.Counters) -> None:
+    def __init__(self, clock: ZoneLockClock, cpu: CpuClock, arena: Arena, counters: Counters) -> None:
         # the real lock's bookkeeping is unused: one process, no pid to record for recovery
         super().__init__(threading.Lock(), arena, counters, cpu.slot)
         self.clock, self.cpu_clock = clock, cpu

@@ -26,7 +26,7 @@ import time
 
 from pcpd import argtypes
 from pcpd.analysis import report
-from pcpd.analysis import results as R
+from pcpd.analysis.results import Results
 from pcpd.config.load import load_settings, replace_path
 from pcpd.config.settings import Settings
 from pcpd.errors import PcpdError, UsageError
@@ -141,7 +141,7 @@ def command(args: argparse.Namespace) -> int:
         runs.append(output.run_record(result, settings.seed))
     meta = output.metadata(settings, policies, settings.simulate.ops, simulations[0].ring_slots,
                            command_line(args, settings, policies))
-    results = R.Results(meta, runs)
+    results = Results(meta, runs)
     written = output.write_all(results, out, replace=args.replace)
     print(report.render_tables(results))
     print()

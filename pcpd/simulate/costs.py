@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 from pcpd.config.settings import SimulateSettings
-from pcpd.model import stats as S
+from pcpd.model.stats import CAUSES, FREE_COUNTERS, INDEX, SERVED_COUNTERS
 
 __all__ = ["CostModel", "COST_SOURCES", "COST_KEYS", "PS_PER_NS", "line_counter", "potential_of"]
 
@@ -45,12 +45,12 @@ PS_PER_NS = 1000
 # Every counter that charges a cacheline: struct page lines by cause, descriptor lines,
 # and list links kept in free memory (8-byte pages, memdesc Misc lists).
 LINE_COUNTERS: tuple[str, ...] = (
-    *(f"lines_written_{c}" for c in S.CAUSES), *(f"lines_read_{c}" for c in S.CAUSES),
+    *(f"lines_written_{c}" for c in CAUSES), *(f"lines_read_{c}" for c in CAUSES),
     "desc_lines_written", "desc_lines_read", "data_lines_written",
 )
 # Allocations attempted: served (hit, refill then hit, straight from the buddy) or failed.
-ALLOC_COUNTERS: tuple[str, ...] = (*S.SERVED_COUNTERS, "alloc_fail_no_memory")
-FREE_COUNTERS: tuple[str, ...] = S.FREE_COUNTERS
+ALLOC_COUNTERS: tuple[str, ...] = (*SERVED_COUNTERS, "alloc_fail_no_memory")
+FREE_COUNTERS: tuple[str, ...] = FREE_COUNTERS
 SLAB_COUNTERS: tuple[str, ...] = ("slab_alloc", "slab_free")
 REMOTE_COUNTERS: tuple[str, ...] = ("free_remote_out", "free_remote_in")
 
@@ -135,7 +135,7 @@ class CostModel:
 
 def _summer(names: Sequence[str]) -> Callable[[list[int]], int]:
     """A function summing the named counters of a ``Counters.v`` list (itemgetter: one C call)."""
-    getter = operator.itemgetter(*(S.INDEX[n] for n in names))
+    getter = operator.itemgetter(*(INDEX[n] for n in names))
     return lambda v: sum(getter(v))
 
 
@@ -158,7 +158,7 @@ def potential_of(costs: CostModel) -> Callable[[list[int]], int]:
     weighted = [(n, w) for n, w in weighted if w]
     if not weighted:
         return lambda v: 0
-    getter = operator.itemgetter(*(S.INDEX[n] for n, _ in weighted), S.INDEX[weighted[0][0]])
+    getter = operator.itemgetter(*(INDEX[n] for n, _ in weighted), INDEX[weighted[0][0]])
     weights = [w for _, w in weighted] + [0]        # a second index keeps itemgetter's result a tuple
     mul = operator.mul
     return lambda v: sum(map(mul, weights, getter(v)))

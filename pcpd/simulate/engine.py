@@ -45,9 +45,9 @@ from pcpd.config.rules import assign_workloads, worker_cpus
 from pcpd.config.settings import Settings, WorkloadSettings
 from pcpd.daemon.audit import audit
 from pcpd.model import rings
-from pcpd.model import stats as S
 from pcpd.model.arena import RING_HEADER, Arena
 from pcpd.model.sizing import PcpLimits
+from pcpd.model.stats import ALLOC_FAIL, INDEX, NR_STATS, Snapshot
 from pcpd.model.zone import Z_WMARK_LOW
 from pcpd.simulate.clock import CpuClock, LockFigures, VirtualZoneLock, ZoneLockClock
 from pcpd.simulate.costs import PS_PER_NS, CostModel, line_counter, potential_of
@@ -66,9 +66,9 @@ RING_BUDGET_BYTES = 64 << 20
 MIN_RING_SLOTS = 56
 PS_PER_SECOND = PS_PER_NS * 10**9
 
-_LOW_WMARK_EVENTS = S.ALLOC_FAIL["watermark"]
-_REMOTE_OUT = S.INDEX["free_remote_out"]
-_REMOTE_IN = S.INDEX["free_remote_in"]
+_LOW_WMARK_EVENTS = ALLOC_FAIL["watermark"]
+_REMOTE_OUT = INDEX["free_remote_out"]
+_REMOTE_IN = INDEX["free_remote_in"]
 
 
 def ring_slots_for(ncpus: int) -> int:
@@ -137,7 +137,7 @@ class SimulationResult:
     ops_per_cpu: int                   # workload steps each CPU ran (a step is one operation, or a
                                        # pressure wave's frees; counted operations may differ a little)
     limits: PcpLimits                  # the PCP sizing the zone gave each CPU
-    snapshot: S.Snapshot               # every CPU's counters when the last one finished
+    snapshot: Snapshot               # every CPU's counters when the last one finished
     seconds: float                     # virtual: when the last CPU finished
     finish_seconds: tuple[float, ...]  # each CPU's clock after its last operation, by slot
     lock: LockFigures
@@ -279,19 +279,19 @@ class Simulation:
         self._pcp_peak = max(self._pcp_peak, self._pcp_total)
 
     # -- the end ----------------------------------------------------------------------
-    def _snapshot(self) -> S.Snapshot:
+    def _snapshot(self) -> Snapshot:
         """Every CPU's counters, gauges as a worker's fold sets them (``Worker.fold``)."""
         rows = []
         for vcpu in self.vcpus:
             v = vcpu.v
             vcpu.policy.publish_gauges()
-            v[S.INDEX["held_pages"]] = vcpu.workload.held_pages
-            v[S.INDEX["inflight_pages"]] = vcpu.outbox.queued_pages()
-            v[S.INDEX["pressure_waves"]] = vcpu.workload.waves
-            v[S.INDEX["heartbeat_ns"]] = vcpu.finished_at // PS_PER_NS
+            v[INDEX["held_pages"]] = vcpu.workload.held_pages
+            v[INDEX["inflight_pages"]] = vcpu.outbox.queued_pages()
+            v[INDEX["pressure_waves"]] = vcpu.workload.waves
+            v[INDEX["heartbeat_ns"]] = vcpu.finished_at // PS_PER_NS
             rows.append(list(v))
         per_cpu = np.array(rows, dtype=np.int64)
-        return S.Snapshot(per_cpu=per_cpu, retired=np.zeros(S.NR_STATS, dtype=np.int64))
+        return Snapshot(per_cpu=per_cpu, retired=np.zeros(NR_STATS, dtype=np.int64))
 
     def _exit(self, arena: Arena) -> tuple[bool, str]:
         """Worker.stop for every CPU: free what is held, take the inbox, drain; then audit."""

@@ -29,10 +29,20 @@ from typing import Any, cast
 import numpy as np
 
 from pcpd.analysis import report
-from pcpd.analysis import results as R
 from pcpd.analysis.experiment import Plan, experiment_metadata
+from pcpd.analysis.results import (
+    Results,
+    RunRecord,
+    csv_header,
+    csv_rows,
+    dump,
+    figures,
+    host_name,
+    window_counters,
+    write_atomic,
+)
 from pcpd.config.settings import Settings
-from pcpd.model import stats as S
+from pcpd.model.stats import Snapshot
 from pcpd.simulate.costs import COST_SOURCES, CostModel
 from pcpd.simulate.engine import SimulationResult
 
@@ -73,7 +83,7 @@ VIRTUAL_FIGURES: tuple[tuple[str, str, str], ...] = (
 VIRTUAL_COLUMNS = tuple(f"virtual_{key}" for key, _, _ in VIRTUAL_FIGURES)
 
 
-def virtual_of(run: R.RunRecord) -> dict[str, Any]:
+def virtual_of(run: RunRecord) -> dict[str, Any]:
     """A run's ``virtual`` entry ({} for a real run's record).
 
     Kept beside ``RunRecord``'s keys rather than among them: real-mode readers
@@ -119,17 +129,17 @@ def virtual_figures(result: SimulationResult) -> dict[str, Any]:
     }
 
 
-def run_record(result: SimulationResult, seed: int) -> R.RunRecord:
+def run_record(result: SimulationResult, seed: int) -> RunRecord:
     """The run as a results file records it: real mode's record, with its ``virtual`` figures."""
     end = result.snapshot
-    start = S.Snapshot(np.zeros_like(end.per_cpu), np.zeros_like(end.retired))   # the whole run
-    record = R.RunRecord(
+    start = Snapshot(np.zeros_like(end.per_cpu), np.zeros_like(end.retired))   # the whole run
+    record = RunRecord(
         policy=result.policy, point=None, repetition=0, seed=seed, seconds=result.seconds,
         ops=result.ops, exit_code=result.exit_code, restarts=0,
         # this machine's load does not touch virtual time: never a "busy machine" warning
         load_average=0.0,
-        figures=R.figures(start, end, result.seconds, result.policy),
-        counters=R.window_counters(start, end), host=R.host_name())
+        figures=figures(start, end, result.seconds, result.policy),
+        counters=window_counters(start, end), host=host_name())
     cast(dict[str, Any], record)["virtual"] = virtual_figures(result)
     return record
 
@@ -162,7 +172,7 @@ def _value(unit: str, value: Any) -> str:
     return f"{value:,.0f}"
 
 
-def virtual_rows(results: R.Results) -> list[list[str]]:
+def virtual_rows(results: Results) -> list[list[str]]:
     """Header, then one row per virtual figure: label and one cell per run (policy)."""
     runs = results.runs
     rows = [["virtual time", *(run["policy"] for run in runs)]]
@@ -179,7 +189,7 @@ def cost_rows(meta: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def virtual_section(results: R.Results) -> list[str]:
+def virtual_section(results: Results) -> list[str]:
     meta = results.metadata
     return [
         "## Virtual time", "",
@@ -194,7 +204,7 @@ def virtual_section(results: R.Results) -> list[str]:
     ]
 
 
-def summary_lines(results: R.Results) -> list[str]:
+def summary_lines(results: Results) -> list[str]:
     """The short text on stdout: one paragraph per run."""
     out = []
     for run in results.runs:
@@ -229,26 +239,26 @@ def summary_lines(results: R.Results) -> list[str]:
 # ---------------------------------------------------------------------------
 # Files.
 
-def csv_text(results: R.Results) -> str:
+def csv_text(results: Results) -> str:
     """Real mode's columns (``results.csv_rows``), then ``mode`` and the virtual figures."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*R.csv_header(results), "mode", *VIRTUAL_COLUMNS])
-    for run, row in zip(results.runs, R.csv_rows(results)):
+    writer.writerow([*csv_header(results), "mode", *VIRTUAL_COLUMNS])
+    for run, row in zip(results.runs, csv_rows(results)):
         v = virtual_of(run)
         writer.writerow([*row, MODE, *("" if v.get(key) is None else v[key] for key, _, _ in VIRTUAL_FIGURES)])
     return buffer.getvalue()
 
 
-def write_all(results: R.Results, directory: str, *, replace: bool = False) -> list[str]:
+def write_all(results: Results, directory: str, *, replace: bool = False) -> list[str]:
     """results.json, results.csv, report.md (with its plot) in ``directory``; the paths written."""
     paths = [os.path.join(directory, name) for name in OUTPUTS]
-    R.dump(results, paths[0], replace=replace)
-    R.write_atomic(paths[1], csv_text(results).encode(), replace=replace)
-    R.write_atomic(paths[3], report.plot_policies(results), replace=replace)
+    dump(results, paths[0], replace=replace)
+    write_atomic(paths[1], csv_text(results).encode(), replace=replace)
+    write_atomic(paths[3], report.plot_policies(results), replace=replace)
     text = report.render_report(results, [report.POLICIES_PNG]).rstrip("\n").split("\n")
     # the virtual sections go before the plots and definitions, after the tables and warnings
     at = next((i for i, line in enumerate(text) if line in ("## Plots", "## Definitions")), len(text))
     text[at:at] = virtual_section(results)
-    R.write_atomic(paths[2], ("\n".join(text) + "\n").encode(), replace=replace)
+    write_atomic(paths[2], ("\n".join(text) + "\n").encode(), replace=replace)
     return paths

@@ -100,10 +100,10 @@ import numpy as np
 
 from pcpd.kernel import MIGRATE_PCPTYPES, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
 from pcpd.model import memmap, rings
-from pcpd.model import stats as S
 from pcpd.model.arena import C_STATE, Arena
 from pcpd.model.lock import OP_REFILL
 from pcpd.model.memmap import NIL, lines_spanned
+from pcpd.model.stats import ALLOC_MISS_TYPE, DRAIN_PAGES, DRAINS, INDEX, LINES_R, LINES_W, REFILL_PAGES, REFILLS
 from pcpd.model.zone import RMQUEUE_NORMAL, Z_FREE_PAGES
 from workers.pcp import PerCpuPages
 from workers.policies.base import (
@@ -132,8 +132,8 @@ PG_PCP_BUDDY = 1 << 4
 # time, or is about to.  0, no worker at all, is a single-process model: routed.
 OFFLINE_STATES = (4, 5)
 
-_BUDDY_W, _BUDDY_R = S.LINES_W["buddy"], S.LINES_R["buddy"]
-_REMOTE_OUT, _REMOTE_IN = S.INDEX["free_remote_out"], S.INDEX["free_remote_in"]
+_BUDDY_W, _BUDDY_R = LINES_W["buddy"], LINES_R["buddy"]
+_REMOTE_OUT, _REMOTE_IN = INDEX["free_remote_out"], INDEX["free_remote_in"]
 _PB = PAGEBLOCK_ORDER
 
 # The policies of each arena that live in this process, by CPU slot: a routed free
@@ -306,9 +306,9 @@ class PcpBuddyPolicy(LegacyPolicy):
         for head, o in got:                        # onto the PCP buddy, split there on demand
             self._piece_add(head, o, mt)
         pcp.count += pages
-        v[S.REFILLS] += 1
-        v[S.REFILL_PAGES] += pages
-        v[S.ALLOC_MISS_TYPE + t] += 1
+        v[REFILLS] += 1
+        v[REFILL_PAGES] += pages
+        v[ALLOC_MISS_TYPE + t] += 1
         return any(self.free_lists[o][mt] for o in range(order, _PB + 1))
 
     def _grow_high(self, pages: int) -> None:
@@ -385,8 +385,8 @@ class PcpBuddyPolicy(LegacyPolicy):
         self.zone.free_pcppages_bulk(blocks)
         self._clear_below_high()
         pages = sum(1 << o for _, o in blocks)
-        self.v[S.DRAINS[cause]] += 1
-        self.v[S.DRAIN_PAGES[cause]] += pages
+        self.v[DRAINS[cause]] += 1
+        self.v[DRAIN_PAGES[cause]] += pages
         return pages
 
     def _take_pieces(self, want: int) -> list[tuple[int, int]]:
