@@ -121,6 +121,16 @@ FREE_TYPE = INDEX["free_type_anon"]
 PCP_PAGES_TYPE = INDEX["pcp_pages_type_anon"]
 ALLOC_GRID = INDEX["alloc_anon_order_0"]          # + 11 * type + order
 LOCK_WAIT_BUCKET = INDEX["lock_wait_bucket_0"]
+# zone->lock's counters (pcpd.model.lock records them; pcpd.simulate.clock in virtual time)
+LOCK_ACQUISITIONS = INDEX["lock_acquisitions"]
+LOCK_UNCONTENDED = INDEX["lock_uncontended"]
+LOCK_CONTENDED = INDEX["lock_contended"]
+LOCK_WAIT_NS = INDEX["lock_wait_ns"]
+LOCK_WAIT_MAX_NS = INDEX["lock_wait_max_ns"]
+LOCK_HOLD_NS = INDEX["lock_hold_ns"]
+LOCK_HOLD_MAX_NS = INDEX["lock_hold_max_ns"]
+LOCK_OWNER_SWITCHES = INDEX["lock_owner_switches"]
+LOCK_WAITERS_MAX = INDEX["lock_waiters_max"]
 
 
 class Counters:

@@ -43,20 +43,27 @@ from dataclasses import dataclass, field
 
 from pcpd.model.arena import Arena
 from pcpd.model.lock import OP_NONE, ZoneLock
-from pcpd.model.stats import INDEX, LOCK_WAIT_BUCKET, Counters, wait_bucket
+from pcpd.model.stats import (
+    LOCK_ACQUISITIONS,
+    LOCK_CONTENDED,
+    LOCK_HOLD_MAX_NS,
+    LOCK_HOLD_NS,
+    LOCK_OWNER_SWITCHES,
+    LOCK_UNCONTENDED,
+    LOCK_WAIT_BUCKET,
+    LOCK_WAIT_MAX_NS,
+    LOCK_WAIT_NS,
+    LOCK_WAITERS_MAX,
+    Counters,
+    wait_bucket,
+)
 from pcpd.simulate.costs import PS_PER_NS, CostModel
 
 __all__ = ["CpuClock", "ZoneLockClock", "VirtualZoneLock", "LockFigures", "quantile"]
 
-_ACQ = INDEX["lock_acquisitions"]
-_UNCONT = INDEX["lock_uncontended"]
-_CONT = INDEX["lock_contended"]
-_WAIT = INDEX["lock_wait_ns"]
-_WAIT_MAX = INDEX["lock_wait_max_ns"]
-_HOLD = INDEX["lock_hold_ns"]
-_HOLD_MAX = INDEX["lock_hold_max_ns"]
-_SWITCH = INDEX["lock_owner_switches"]
-_WAITERS_MAX = INDEX["lock_waiters_max"]
+_ACQ, _UNCONT, _CONT = LOCK_ACQUISITIONS, LOCK_UNCONTENDED, LOCK_CONTENDED
+_WAIT, _WAIT_MAX, _HOLD, _HOLD_MAX = LOCK_WAIT_NS, LOCK_WAIT_MAX_NS, LOCK_HOLD_NS, LOCK_HOLD_MAX_NS
+_SWITCH, _WAITERS_MAX = LOCK_OWNER_SWITCHES, LOCK_WAITERS_MAX
 
 Counting = Callable[[list[int]], int]
 
