@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from pcpd.daemon.helpers import restart_helpers
 from pcpd.logs import LogReader
 from pcpd.model import stats
 from pcpd.model.arena import (
@@ -105,6 +106,7 @@ class WorkerSlots:
         ctl[C_HEARTBEAT] = time.monotonic_ns()
         process = self.ctx.Process(target=worker_main, name=f"pcpd-cpu{slot.cpu}",
                                    args=(self.arena.name, plan, self.locks, writer))
+        restart_helpers(self.locks)                  # a killed forkserver or tracker, first
         process.start()
         slot.process = process
         slot.handle = psutil.Process(process.pid)

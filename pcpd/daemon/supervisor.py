@@ -25,12 +25,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-import multiprocessing.forkserver
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing import resource_tracker
 from typing import TYPE_CHECKING
 
 from pcpd.config.rules import assign_workloads, available_cpu_set, worker_cpus
@@ -39,10 +37,11 @@ from pcpd.daemon import audit, recovery
 from pcpd.daemon.console import StatusLine
 from pcpd.daemon.drains import DrainRequests
 from pcpd.daemon.faults import FaultInjector
+from pcpd.daemon.helpers import restart_helpers, start_helpers
 from pcpd.daemon.parking import PAUSE_TIMEOUT, Parked
 from pcpd.daemon.reload import load_reload, stop_for_reload
 from pcpd.daemon.report import RunReport
-from pcpd.daemon.signals import RunSignals, held_from_children
+from pcpd.daemon.signals import RunSignals
 from pcpd.daemon.slots import Slot, WorkerSlots, exit_status
 from pcpd.errors import ConfigError, WorkerLost
 from pcpd.model import stats
@@ -177,6 +176,7 @@ class Daemon:
         with contextlib.ExitStack() as stack:
             self.signals = stack.enter_context(RunSignals())
             self.locks = start_helpers(self.ctx)
+            stack.callback(restart_helpers, self.locks, False)   # runs last: the locks' unregisters follow
             removed = remove_stale()
             if removed:
                 log.info("removed %d stale segment(s) of dead pcpd runs: %s", len(removed), ", ".join(removed))
@@ -419,19 +419,3 @@ class Daemon:
         self.arena.unlink()
         self.heartbeat = self.exporter = None         # their views pin the mapping
         self.arena.close()
-
-
-def start_helpers(ctx: multiprocessing.context.ForkServerContext) -> SharedLocks:
-    """Start the forkserver and create the cross-process locks (whose semaphores the
-    resource tracker removes once this process is gone)."""
-    ctx.set_forkserver_preload(["workers.worker"])
-    # the resource tracker and the forkserver start here and keep the group's
-    # SIGINT/SIGTERM/SIGHUP away (as do the workers forked later): those signals
-    # are the daemon's to act on.  The tracker first, alone: once started it
-    # unblocks SIGINT and SIGTERM in the thread that started it.
-    with held_from_children():
-        resource_tracker.ensure_running()
-    with held_from_children():
-        locks = SharedLocks(ctx.Lock(), ctx.Lock())
-        multiprocessing.forkserver.ensure_running()
-    return locks
