@@ -92,25 +92,28 @@ class Lines:
 
 
 def test_fifty_kills_lose_no_page(tmp_path):
-    """>= 50 SIGKILLs, every other one at a worker holding zone->lock."""
-    proc = _start([_config(tmp_path), "--duration", "40", "--kill-interval", "0.3",
-                   "--audit-interval", "1", "--status-interval", "100"])
+    """>= 50 SIGKILLs, every other one at a worker holding zone->lock; stopped once they happened."""
+    proc = _start([_config(tmp_path), "--duration", "0", "--kill-interval", "0.1",
+                   "--audit-interval", "0.5", "--status-interval", "100"])
+    err = Lines(proc.stderr)
     try:
-        out, err = proc.communicate(timeout=240)
+        err.wait_for(r"worker pid \d+ died", count=50, timeout=240)
+        # logging kept flowing: a replacement announces itself after fifty kills
+        err.wait_for(r"INFO started:", count=len(err.wait_for(r"INFO started:")) + 1)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
     finally:
         _kill_group(proc)
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == 0, err.text()[-3000:]
     kills = re.search(r"kills (\d+) \((\d+) holding zone->lock\), audits (\d+) \((\d+) failed\)", out)
     assert kills, out
     total, holding, audits, failed = map(int, kills.groups())
     assert total >= 50
     assert holding >= 10
-    assert failed == 0 and audits >= 20
+    assert failed == 0 and audits >= 5
     assert "pages lost 0" in out and "every PCP drained: yes" in out
     assert re.search(r"final audit ok: buddy (\d+) \+ pcp 0 \+ allocated 0 \+ inflight 0 = \1", out)
-    # logging kept flowing: replacements announced themselves after the kills
-    assert err.count("INFO started:") >= total
-    assert "CONSERVATION VIOLATED" not in err
+    assert "CONSERVATION VIOLATED" not in err.text()
     assert not _segments(proc.pid)
 
 
