@@ -6,11 +6,13 @@ tracefs access), skipped with the reason otherwise.
 """
 
 import json
+import lzma
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import zlib
 
 import pytest
 from replay_lines import BUNDLE_THP, THP_ZONEINFO, alloc, free, thp_like
@@ -77,6 +79,16 @@ def test_plain_traces_and_zeros_are_not_bundles(tmp_path):
     assert not is_bundle(tmp_path / "zeros") and not is_bundle(tmp_path / "t.txt")
     assert not is_bundle("-") and not is_bundle(tmp_path / "missing")
     assert is_bundle(BUNDLE_THP)
+
+
+def test_a_file_that_is_no_tar_is_never_decompressed(tmp_path, monkeypatch):
+    """A large file of zeros is told apart by its first bytes: no decompressor reads it to its end."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a decompressor was tried")
+    monkeypatch.setattr(lzma, "LZMADecompressor", refuse)
+    monkeypatch.setattr(zlib, "decompressobj", refuse)
+    (tmp_path / "zeros").write_bytes(bytes(8 << 20))
+    assert not is_bundle(tmp_path / "zeros")
 
 
 @pytest.mark.parametrize("meta, message", [
