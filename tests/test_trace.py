@@ -436,23 +436,23 @@ def test_streams_without_holding_events():
                    f"kmem:mm_page_alloc: page=0x{i:x} pfn=0x{0x100000 + i:x} order={i % 4} "
                    f"migratetype=1 gfp_flags=GFP_HIGHUSER_MOVABLE|__GFP_COMP\n")
 
-    events = parse_lines(synthetic(200_000), "synthetic")
+    events = parse_lines(synthetic(80_000), "synthetic")
     assert isinstance(events, Iterator) and iter(events) is events
     assert produced == 0                      # nothing is read until asked
     blocks, order_sum, peak = [], 0, 0
     for count, event in enumerate(events, 1):
         assert produced == count              # one line read per event, none ahead
         order_sum += event.order
-        if count % 50_000 == 0:
+        if count % 20_000 == 0:
             blocks.append(sys.getallocatedblocks())
-        # tracemalloc slows every allocation ~8x, so it watches a 20k-line
-        # window; keeping those events alone would take ~5 MB.
-        if count == 100_000:
+        # tracemalloc slows every allocation ~8x, so it watches a 5k-line
+        # window; keeping those events alone would take ~1.2 MB.
+        if count == 40_000:
             tracemalloc.start()
-        elif count == 120_000:
+        elif count == 45_000:
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
-    assert count == 200_000 and order_sum == 300_000
+    assert count == 80_000 and order_sum == 120_000
     assert peak < 256 * 1024
     assert max(blocks) - min(blocks) < 1000   # over the whole run, not just the window
 
