@@ -269,7 +269,23 @@ def overview() -> dict:
                            (f"sum(pcpd_pcp_pages{sel()})", "on PCP lists"),
                            (f"sum(pcpd_inflight_pages{sel()})", "in flight"),
                            (f"sum(pcpd_allocated_pages{sel()})", "allocated")), stack=True, axis=PAGES, w=24),
+        tuning_panel(),
     ])
+
+
+def tuning_panel() -> dict:
+    """high, free_count and the refill size of every CPU, all in pages."""
+    batch = f"max by (job, instance) (pcpd_pcp_batch_pages{sel()})"
+    refill = f"max by (cpu) (2 ^ pcpd_pcp_alloc_factor{sel()} * on (job, instance) group_left () {batch})"
+    return timeseries(
+        "PCP auto-tuning per CPU",
+        "Each CPU's PCP high (pages it may hold before a drain; nr_pcp_high() tunes it from 6.7 and "
+        "decay_pcp_high() lowers it every second), free_count (recent frees, halved by each "
+        "allocation) and its order-0 refill size, batch << alloc_factor (pcpd_pcp_alloc_factor).",
+        targets((f"max by (cpu) (pcpd_pcp_high_pages{sel()})", "high {{cpu}}"),
+                (f"max by (cpu) (pcpd_pcp_free_count_pages{sel()})", "free_count {{cpu}}"),
+                (refill, "refill {{cpu}}")),
+        axis=PAGES, w=24)
 
 
 def pcp_detail() -> dict:

@@ -13,7 +13,8 @@ rates and ratios are Prometheus' to derive, from the same counters that
 for supervisors, from a thread of its own.
 
 Series are summed over CPU slots by default; ``per_cpu`` adds a ``cpu`` label
-(see docs/metrics.md for every metric, its labels and its unit).  This module
+(see docs/metrics.md for every metric, its labels and its unit).  The PCP
+auto-tuning gauges (high, free_count, alloc_factor) carry it in both modes.  This module
 reads pcpd.model.arena, pcpd.model.stats and pcpd.model.zone; nothing in pcpd imports it but the
 daemon.
 """
@@ -97,7 +98,9 @@ class _StatFamily:
     ``series`` maps label values to the stats name that holds the value.
     ``combine`` is how CPU slots sum up without a cpu label: "total" follows
     pcpd.model.stats (counters add the retired block, GAUGES sum the live blocks,
-    MAXIMA take the max); "max" takes the largest live value.
+    MAXIMA take the max); "max" takes the largest live value.  ``always_per_cpu``
+    families carry the cpu label in both modes: a CPU's PCP tuning state means
+    nothing summed over CPUs, and one gauge per CPU keeps the series bounded.
     """
 
     name: str
@@ -107,6 +110,7 @@ class _StatFamily:
     series: _Series
     scale: float = 1.0
     combine: str = "total"
+    always_per_cpu: bool = False
 
 
 def _one(stat: str) -> _Series:
@@ -162,8 +166,17 @@ STAT_FAMILIES: tuple[_StatFamily, ...] = (
                 "Pages on the per-memdesc-type PCP lists of the memdesc policy "
                 "(zero under policies whose PCP lists are not typed).",
                 ("memdesc",), _by(stats.MEMDESC_TYPES, lambda t: f"pcp_pages_type_{t}")),
-    _StatFamily("pcpd_pcp_high_pages", "gauge", "PCP high: pages a PCP may hold before it drains.",
-                (), _one("pcp_high")),
+    # -- PCP auto-tuning, per CPU (stats.TUNING_GAUGES: how a CPU's PCPs combine) --
+    _StatFamily("pcpd_pcp_high_pages", "gauge",
+                "PCP high: pages the CPU's PCPs may hold before they drain (auto-tuned from 6.7).",
+                (), _one("pcp_high"), always_per_cpu=True),
+    _StatFamily("pcpd_pcp_free_count_pages", "gauge",
+                "PCP free_count: pages freed to the CPU's PCPs since its last allocation, halved by "
+                "each allocation (6.7+; free_factor, a shift, in 5.14-6.6).",
+                (), _one("pcp_free_count"), always_per_cpu=True),
+    _StatFamily("pcpd_pcp_alloc_factor", "gauge",
+                "PCP alloc_factor: a refill takes batch << alloc_factor pages (6.7+; the largest "
+                "of the CPU's PCPs).", (), _one("pcp_alloc_factor"), always_per_cpu=True),
     _StatFamily("pcpd_pcp_batch_pages", "gauge",
                 "PCP batch: pages per refill or drain chunk (the largest of any CPU when summed).",
                 (), _one("pcp_batch"), combine="max"),
@@ -316,7 +329,7 @@ class PcpdCollector:
 
         for spec in STAT_FAMILIES:
             cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
-            add(cls(spec.name, spec.doc, labels=cpu + spec.labels))
+            add(cls(spec.name, spec.doc, labels=(("cpu",) if spec.always_per_cpu else cpu) + spec.labels))
         add(HistogramMetricFamily(_LOCK_WAIT, _LOCK_WAIT_DOC, labels=cpu))
         buddy = ("node", "zone", "size")
         add(GaugeMetricFamily("pcpd_buddyinfo_blocks",
@@ -357,16 +370,14 @@ class PcpdCollector:
         return out
 
     def _stat_families(self, families: Families, snap: stats.Snapshot) -> Iterator[Metric]:
-        if self.per_cpu:
-            rows = snap.per_cpu.tolist()
-            retired = snap.retired.tolist()
-        else:
-            totals = snap.totals()
+        rows = snap.per_cpu.tolist()
+        retired = snap.retired.tolist()
+        totals = None if self.per_cpu else snap.totals()
         for spec in STAT_FAMILIES:
             family = families[spec.name]
             for values, stat in spec.series:
                 i = stats.INDEX[stat]
-                if not self.per_cpu:
+                if totals is not None and not spec.always_per_cpu:
                     total = (int(snap.per_cpu[:, i].max(initial=0)) if spec.combine == "max"
                              else totals[stat])
                     family.add_metric(values, total * spec.scale)

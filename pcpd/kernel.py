@@ -39,6 +39,14 @@ DEFAULT_ERA = "6.7"
 # Eras that auto-tune pcp->high between high_min and high_max (6.7+): a zone's
 # PCP limits are high_min/high_max there, a fixed high before.
 HIGH_BOUNDS_ERAS = ("6.7",)
+# Eras whose nr_pcp_high() limits the PCP while kswapd reclaims (ZONE_RECLAIM_ACTIVE,
+# c49c2c47dab6, 5.14) and whose fast path sets ALLOC_NOFRAGMENT (6bb154504f8b, 5.0).
+RECLAIM_ACTIVE_ERAS = ("5.14", "6.7")
+ALLOC_NOFRAGMENT_ERAS = ("5.13", "5.14", "6.7")
+# How decay_pcp_high() frees the excess over high: in batch-sized chunks, the pcp
+# lock taken per chunk (fc4b909c368f, Oct 2025: v6.19, and 6.12.y/6.18.y stable), or
+# in one free_pcppages_bulk() call (6.7 up to then).
+DECAY_DRAINS = ("batched", "one-call")
 
 # --- struct page records
 STRUCT_PAGE_BYTES = 64                   # sizeof(struct page) today

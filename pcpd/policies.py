@@ -149,6 +149,11 @@ BUILTIN: tuple[PolicyTraits, ...] = (
         memdesc=False, typed_pcps=False, record_sizes=_PAGE64, default_record_bytes=STRUCT_PAGE_BYTES,
         implementation="workers.policies.pcp_buddy:PcpBuddyPolicy"),
     PolicyTraits(
+        "pcp-buddy-spb", "pcp-buddy whose pageblock claims steer by superpageblock: movable to the "
+                         "fullest clean one, unmovable into tainted ones (van Riel 2026)",
+        memdesc=False, typed_pcps=False, record_sizes=_PAGE64, default_record_bytes=STRUCT_PAGE_BYTES,
+        implementation="workers.policies.pcp_buddy_spb:PcpBuddySpbPolicy"),
+    PolicyTraits(
         "memdesc-pcpdesc", "memdescs without descriptor caching: slab round trip and memdesc words "
                            "set on every alloc and free",
         memdesc=True, typed_pcps=False, record_sizes=_MEMDESC_RECORD_SIZES,

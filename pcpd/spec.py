@@ -66,7 +66,9 @@ class ModelSpec:
     high_max: int = 0
     high_fraction: int = 0
     scale_max: int = PCP_BATCH_SCALE_MAX
-    free_high_batch: bool = False
+    free_high_batch: bool = False         # PCPF_FREE_HIGH_BATCH forced on
+    cache_slice: int = 0                  # per_cpu_data_slice_size, bytes; 0: no cacheinfo
+    decay_drain: str = "batched"          # pcpd.kernel.DECAY_DRAINS
     pcp_enabled: bool = True
     options: PolicyOptions = field(default_factory=PolicyOptions)
 
@@ -88,7 +90,10 @@ class ModelSpec:
             high_min=self.high_min or None, high_max=self.high_max or None)
 
     def tuning(self) -> PcpTuning:
-        return PcpTuning(self.limits(), self.era, self.scale_max, self.free_high_batch)
+        limits = self.limits()
+        # zone_pcp_update_cacheinfo(), unless the model forces the flag on
+        flag = self.free_high_batch or sizing.pcpf_free_high_batch(self.cache_slice, limits.batch)
+        return PcpTuning(limits, self.era, self.scale_max, flag, self.decay_drain)
 
     def geometry(self, ring_slots: int = 1024) -> Geometry:
         return Geometry(self.pages, self.record_bytes, self.ncpus, ring_slots)
@@ -105,7 +110,9 @@ class ModelSpec:
             policy=name, era=era, ncpus=ncpus, nsplit=settings.kernel.nsplit,
             batch=knobs.batch, high=knobs.high, high_min=knobs.high_min, high_max=knobs.high_max,
             high_fraction=pcp.high_fraction, scale_max=pcp.scale_max,
-            free_high_batch=pcp.free_high_batch, pcp_enabled=pcp.enabled,
+            free_high_batch=pcp.free_high_batch,
+            cache_slice=pcp.cache_slice or sizing.per_cpu_data_slice_size(),
+            decay_drain=pcp.decay_drain, pcp_enabled=pcp.enabled,
             options=PolicyOptions(settings.policy.noncompound_free,
                                   settings.policy.noncompound_alloc, settings.policy.memdesc_high))
 

@@ -158,8 +158,10 @@ def test_a_point_naming_cpus_its_node_lacks_comes_back_as_that_nodes_error():
     assert outcome.error.startswith("far.toml: cpus: CPU 4095 is not available to this process")
 
 
-def test_a_real_mode_point_takes_a_whole_node():
-    assert point_resources(load_settings(str(TINY))) == {"pcpd-node": 1}
+def test_a_real_mode_point_takes_a_whole_node_and_a_virtual_one_none():
+    settings = load_settings(str(TINY))
+    assert point_resources(plan_experiment(settings)) == {"pcpd-node": 1}
+    assert point_resources(plan_experiment(settings, mode="virtual", ops=100)) == {}
 
 
 # --- a LocalCluster ---------------------------------------------------------------------
@@ -208,7 +210,25 @@ def test_a_local_cluster_reruns_an_interrupted_point_and_gives_the_local_counts(
     capsys.readouterr()
     assert main(["compare", str(local_json), str(out / "results.json")]) == 0   # one machine: comparable
     compared = capsys.readouterr().out
-    assert re.search(r"^\| struct page lines/op .* \| same +\|$", compared, re.M), compared
+    assert re.search(r"^\| Amean +\| struct page lines/op .* \( +same\) +\|$", compared, re.M), compared
+
+
+def test_virtual_points_share_workers_that_offer_no_pcpd_node(tmp_path, capsys):
+    """Virtual runs take no resource: a worker without pcpd-node runs them, two threads at a time,
+    with the counts and virtual times of a local run."""
+    virtual = ["experiment", str(TINY), "--mode", "virtual", "--ops", "500", "--eras", "5.14,6.7",
+               "--repeat", "1"]
+    assert main([*virtual, "--out", str(tmp_path / "local")]) == 0
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
+                                  dashboard_address=":0", local_directory=str(tmp_path)) as lc:
+        capsys.readouterr()
+        assert main([*virtual, "--out", str(tmp_path / "cluster"), "--scheduler", lc.scheduler_address]) == 0
+    err = capsys.readouterr().err
+    assert f"4 runs on {lc.scheduler_address}: 1 worker(s) on " in err
+    local, remote = (load(str(tmp_path / side / "results.json")) for side in ("local", "cluster"))
+    assert counts(remote) == counts(local)
+    assert [(run["era"], run["seconds"]) for run in remote.runs] == [(run["era"], run["seconds"]) for run in local.runs]
+    assert remote.metadata["mode"] == "virtual"
 
 
 def test_runs_on_unlike_machines_are_marked_and_refused_by_compare(local):

@@ -7,12 +7,16 @@ from pathlib import Path
 import pytest
 
 from pcpd.analysis.compare import (
+    SAMPLES,
     Verdict,
     check_comparable,
+    comparison_rows,
     describe_change,
     flatten,
     judge,
+    percent_change,
     regularized_beta,
+    side,
     welch_t_test,
     workload_differences,
 )
@@ -23,6 +27,7 @@ from pcpd.errors import UsageError
 ROOT = Path(__file__).resolve().parent.parent
 THROUGHPUT = FIGURE_BY_KEY["throughput_ops_per_second"]
 LOCK = FIGURE_BY_KEY["zone_lock_acquisitions_per_1k_ops"]
+P50 = FIGURE_BY_KEY["zone_lock_wait_p50_seconds"]
 
 
 # --- statistics ------------------------------------------------------------
@@ -65,31 +70,52 @@ def test_welch_refuses_what_it_cannot_test(a, b, why):
 
 
 def test_judge_never_turns_a_statistics_error_into_a_verdict():
-    assert judge([1.0], [2.0]) == Verdict(2.0, None, reason="needs at least 2 runs on each side")
-    assert judge([2.0, 2.0], [3.0, 3.0]).significant is None
-    assert judge([2.0, 2.0], [2.0, 2.0]) == Verdict(1.0, False, reason="identical runs")
-    assert judge([], [1.0]).significant is None
+    assert judge([1.0], [2.0]) == Verdict(None, reason="needs at least 2 runs on each side")
+    assert judge([2.0, 2.0], [3.0, 3.0]) == Verdict(None, reason="no spread in either set of runs")
 
 
 def test_judge_follows_the_t_test():
     clear = judge([100, 101, 99, 100], [150, 151, 149, 150])
-    assert clear.significant is True and clear.ratio == pytest.approx(1.5)
+    assert clear.significant is True and clear.p_value < 0.05
     noisy = judge([100, 140, 60], [110, 150, 70])
     assert noisy.significant is False and noisy.p_value > 0.05
 
 
+@pytest.mark.parametrize("figure, a, b, change", [   # mmtests' pdiff and pndiff: positive is better
+    (THROUGHPUT, 100.0, 150.0, 50.0),
+    (THROUGHPUT, 100.0, 80.0, -20.0),
+    (LOCK, 30.0, 20.0, 100 / 3),
+    (LOCK, 20.0, 30.0, -50.0),
+])
+def test_percent_change_is_positive_where_b_is_better(figure, a, b, change):
+    assert percent_change(figure, a, b) == pytest.approx(change)
+
+
 @pytest.mark.parametrize("figure, a, b, verdict, text", [
-    (THROUGHPUT, 100.0, 142.0, Verdict(1.42, True, 0.01), "1.42x faster"),
-    (THROUGHPUT, 142.0, 100.0, Verdict(0.7, False, 0.3), "1.42x slower, not significant"),
-    (LOCK, 30.0, 20.0, Verdict(0.67, True, 0.01), "1.50x lower (better)"),
-    (LOCK, 20.0, 30.0, Verdict(1.5, None, None, "needs at least 2 runs on each side"),
-     "1.50x higher (worse); no test: needs at least 2 runs on each side"),
-    (LOCK, 0.0, 5.0, Verdict(None, True, 0.01), "up from 0"),
-    (LOCK, 5.0, 5.0, Verdict(1.0, False, reason="identical runs"), "same"),
-    (LOCK, None, 5.0, Verdict(None, None, reason="no values on one side"), "only in B"),
+    (THROUGHPUT, 100.0, 142.0, Verdict(True, 0.01), "*  42.00%*"),
+    (THROUGHPUT, 142.0, 100.0, Verdict(False, 0.3), "( -29.58%)"),
+    (LOCK, 30.0, 20.0, Verdict(True, 0.01), "*  33.33%*"),
+    (LOCK, 20.0, 30.0, Verdict(None, None, "needs at least 2 runs on each side"), "( -50.00%)"),
+    (LOCK, 100.0, 100.001, Verdict(False, 0.9), "(   0.00%)"),      # too small to print: not -0.00%
+    (LOCK, 0.0, 5.0, Verdict(True, 0.01), "*  from 0*"),
+    (LOCK, 0.0001, 5.0, Verdict(None, None, "no spread in either set of runs"), "( from ~0)"),
+    (LOCK, 5.0, 5.0, Verdict(None), "(    same)"),
 ])
 def test_describe_change(figure, a, b, verdict, text):
     assert describe_change(figure, a, b, verdict) == text
+
+
+def test_a_wait_quantile_of_few_waits_means_nothing():
+    waits = [f"lock_wait_bucket_{i}" for i in range(12)]
+    assert SAMPLES[P50.key].counters == tuple(waits)
+    few = Results(meta(), [run("legacy", 0, {"zone_lock_wait_p50_seconds": 9e-7}, dict.fromkeys(waits, 0)
+                               | {"lock_wait_bucket_0": 3}),
+                           run("legacy", 1, {"zone_lock_wait_p50_seconds": 2e-6}, dict.fromkeys(waits, 40))])
+    assert side(few, None, "legacy", P50).too_few == "n/a (3 waits)"        # the fewest of any repetition
+    enough = Results(meta(), few.runs[1:])
+    assert side(enough, None, "legacy", P50).too_few == ""
+    unknown = Results(meta(), [run("legacy", 0, {"zone_lock_wait_p50_seconds": 9e-7}, {})])
+    assert side(unknown, None, "legacy", P50).too_few == ""               # no counters: nothing to judge by
 
 
 # --- what may be compared -----------------------------------------------------
@@ -163,16 +189,18 @@ def test_a_file_that_ran_on_different_machines_is_refused_even_against_its_like(
 
 # --- the command --------------------------------------------------------------
 
+def run(policy: str, repetition: int, figures: dict, counters: dict) -> dict:
+    values = dict.fromkeys(FIGURE_KEYS)
+    values.update(figures)
+    return {"policy": policy, "point": None, "repetition": repetition, "seed": 1 + repetition, "seconds": 1.0,
+            "ops": 100, "exit_code": 0, "restarts": 0, "load_average": 0.5, "figures": values,
+            "counters": counters, "host": "vm"}
+
+
 def results_file(path: Path, throughput: dict[str, list[float]], **metadata) -> str:
-    runs = []
-    for policy, values in throughput.items():
-        for i, value in enumerate(values):
-            figures = dict.fromkeys(FIGURE_KEYS)
-            figures.update(throughput_ops_per_second=value, pcp_hit_ratio=0.9,
-                           zone_lock_acquisitions_per_1k_ops=30.0 + i)
-            runs.append({"policy": policy, "point": None, "repetition": i, "seed": 1 + i, "seconds": 1.0,
-                         "ops": 100, "exit_code": 0, "restarts": 0, "load_average": 0.5,
-                         "figures": figures, "counters": {}, "host": "vm"})
+    runs = [run(policy, i, {"throughput_ops_per_second": value, "pcp_hit_ratio": 0.9,
+                            "zone_lock_acquisitions_per_1k_ops": 30.0 + i}, {})
+            for policy, values in throughput.items() for i, value in enumerate(values)]
     dump(Results(meta(**metadata), runs), str(path))
     return str(path)
 
@@ -190,25 +218,60 @@ def test_compare_command_output(tmp_path):
     assert done.stdout == f"""\
 A = {a}
 B = {b}
-mean ±stdev of the repetitions; changes tested with Welch's t-test at 95%
+Hmean where higher is better, Amean where lower is better, of the repetitions; (x%): B's
+change from A, positive where B is better (mmtests' sign); *x%*: significant by Welch's
+t-test at 95%; n/a (N waits): a repetition had too few events for the figure to mean anything
 
 legacy
-| figure                |          A |          B | change (B against A) |
-|-----------------------|-----------:|-----------:|----------------------|
-| throughput            | 100.0k ±1% | 150.0k ±1% | 1.50x faster         |
-| PCP hit rate          |  90.0% ±0% |  90.0% ±0% | same                 |
-| zone->lock per 1k ops |   31.0 ±3% |   31.0 ±3% | same                 |
+| stat     | figure                |                 A |                 B |
+|----------|-----------------------|------------------:|------------------:|
+| Hmean    | throughput            | 100.0k (   0.00%) | 150.0k *  50.01%* |
+| Hmean    | PCP hit rate          |  90.0% (   0.00%) |  90.0% (    same) |
+| Amean    | zone->lock per 1k ops |   31.0 (   0.00%) |   31.0 (    same) |
+| Stddev   | throughput            |   1.0k            |   1.0k            |
+| Stddev   | PCP hit rate          |   0.0%            |   0.0%            |
+| Stddev   | zone->lock per 1k ops |   1.00            |   1.00            |
+| CoeffVar | throughput            |  1.00%            |  0.67%            |
+| CoeffVar | PCP hit rate          |  0.00%            |  0.00%            |
+| CoeffVar | zone->lock per 1k ops |  3.23%            |  3.23%            |
 
 memdesc
-| figure                |           A |           B | change (B against A)          |
-|-----------------------|------------:|------------:|-------------------------------|
-| throughput            | 150.0k ±27% | 146.7k ±34% | 1.02x slower, not significant |
-| PCP hit rate          |   90.0% ±0% |   90.0% ±0% | same                          |
-| zone->lock per 1k ops |    31.0 ±3% |    31.0 ±3% | same                          |
+| stat     | figure                |                 A |                 B |
+|----------|-----------------------|------------------:|------------------:|
+| Hmean    | throughput            | 142.7k (   0.00%) | 135.5k (  -5.07%) |
+| Hmean    | PCP hit rate          |  90.0% (   0.00%) |  90.0% (    same) |
+| Amean    | zone->lock per 1k ops |   31.0 (   0.00%) |   31.0 (    same) |
+| Stddev   | throughput            |  40.0k            |  50.3k            |
+| Stddev   | PCP hit rate          |   0.0%            |   0.0%            |
+| Stddev   | zone->lock per 1k ops |   1.00            |   1.00            |
+| CoeffVar | throughput            | 26.67%            | 34.32%            |
+| CoeffVar | PCP hit rate          |  0.00%            |  0.00%            |
+| CoeffVar | zone->lock per 1k ops |  3.23%            |  3.23%            |
 
 warning: {a}: memdesc: standard deviation >= 10% of the mean in throughput (27%)
 warning: {b}: memdesc: standard deviation >= 10% of the mean in throughput (34%)
 """
+
+
+def test_identical_runs_with_a_handful_of_waits_are_never_a_ratio(tmp_path, capsys):
+    """Two runs of one workload: p50 of 3 waits 0.9 us against 10.5 ms, a window without acquisitions."""
+    waits = {f"lock_wait_bucket_{i}": 0 for i in range(12)}
+    paths = []
+    for name, p50, bucket in (("a", 9e-7, 0), ("b", 10.5e-3, 7)):
+        counters = {"lock_acquisitions": 0, **waits, f"lock_wait_bucket_{bucket}": 3}
+        figures = {"throughput_ops_per_second": 1e5, "zone_lock_contended_ratio": 0.0,
+                   "zone_lock_wait_p50_seconds": p50, "zone_lock_wait_p99_seconds": p50 * 2}
+        dump(Results(meta(), [run("legacy", 0, figures, counters)]), str(tmp_path / name))
+        paths.append(str(tmp_path / name))
+    assert main(["compare", *paths]) == 0
+    rows = {line.split("|")[2].strip(): line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| Amean") or line.startswith("| Hmean")}
+    assert [cell.strip() for cell in rows["zone->lock wait p50"].split("|")[3:5]] == ["n/a (3 waits)"] * 2
+    assert rows["zone->lock wait p99"].count("n/a (3 waits)") == 2
+    assert rows["zone->lock contended"].count("n/a (0 acquisitions)") == 2
+    assert "%" not in "".join(rows[label] for label in ("zone->lock wait p50", "zone->lock wait p99",
+                                                           "zone->lock contended"))
+    assert rows["throughput"].endswith(" 100.0k (    same) |")
 
 
 def test_compare_refuses_different_machines_with_one_line(tmp_path, capsys):
@@ -237,17 +300,32 @@ def test_compare_rejects_bad_files_with_exit_2(tmp_path, capsys):
                                        "supported (written by a newer pcpd?); this pcpd reads versions 1, 2\n")
 
 
-def test_one_run_a_side_gets_a_ratio_but_no_verdict(tmp_path, capsys):
+def test_one_run_a_side_gets_a_change_but_no_mark(tmp_path, capsys):
     a = results_file(tmp_path / "a.json", {"legacy": [100e3]})
     b = results_file(tmp_path / "b.json", {"legacy": [200e3]})
     assert main(["compare", a, b]) == 0
     out = capsys.readouterr().out
-    assert "| 2.00x faster; no test: needs at least 2 runs on each side |" in out
-    assert "significant" not in out
+    assert "| Hmean | throughput            | 100.0k (   0.00%) | 200.0k ( 100.00%) |" in out
+    assert "no t-test (needs at least 2 runs on each side): every change\n" in out
+    assert "Stddev" not in out and "*" not in out.split("legacy")[1]
+
+
+def test_an_untested_change_is_named_under_its_table():
+    a = Results(meta(), [run("legacy", i, {"throughput_ops_per_second": v, "pcp_hit_ratio": 0.9}, {})
+                         for i, v in enumerate([100.0, 110.0])])
+    b = Results(meta(), [run("legacy", i, {"throughput_ops_per_second": v, "pcp_hit_ratio": 0.95}, {})
+                         for i, v in enumerate([100.0, 112.0])])
+    rows, notes = comparison_rows(a, b, None, "legacy")
+    assert notes == ["no t-test (no spread in either set of runs): PCP hit rate"]
+    assert rows[2] == ["Hmean", "PCP hit rate", "90.0% (   0.00%)", "95.0% (   5.56%)"]
+    assert [row[0] for row in rows[1:]] == ["Hmean"] * 2 + ["Stddev"] * 2 + ["CoeffVar"] * 2
 
 
 def test_a_checked_in_file_compared_with_itself_is_the_same(capsys):
     old = str(ROOT / "tests" / "data" / "results" / "v1-tiny.json")
     assert main(["compare", old, old]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "|  " in line]
-    assert rows and all(line.rstrip(" |").endswith("same") for line in rows if "figure" not in line)
+    out = capsys.readouterr().out
+    means = [line for line in out.splitlines() if line.startswith(("| Hmean", "| Amean"))]
+    assert len(means) == 21 and not any("*" in line for line in means)
+    assert all(line.endswith("(    same) |") or line.count("n/a (") == 2 for line in means)
+    assert any("n/a (" in line for line in means)        # v1-tiny's windows hold a handful of waits

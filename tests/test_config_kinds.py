@@ -70,8 +70,8 @@ BAD_KEYS = [
                             '(write it as a string: "6.7")'),
     ("[kernel]\nera = \"6.8\"", 'got "6.8" (did you mean "6.7"?)'),
     ("[policy]\nname = \"memdsc\"", 'policy.name: expected one of "legacy", "legacy-tailmask", "compound", '
-                                    '"compound-lazy", "compound-contig", "pcp-buddy", "memdesc-pcpdesc", '
-                                    '"memdesc", got "memdsc" (did you mean "memdesc"?)'),
+                                    '"compound-lazy", "compound-contig", "pcp-buddy", "pcp-buddy-spb", '
+                                    '"memdesc-pcpdesc", "memdesc", got "memdsc" (did you mean "memdesc"?)'),
     ("[[workload]]\nlifetime = \"LIFO\"", 'workload[0].lifetime: expected one of "random", "fifo", "lifo"'),
     ("[experiment]\npolicies = []", "experiment.policies: expected a non-empty array of policy names"),
     ("[experiment]\npolicies = [\"memdesc\", \"memdesc\"]", 'experiment.policies: lists "memdesc" twice'),

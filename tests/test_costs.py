@@ -107,7 +107,11 @@ def test_memdesc_hit_leaves_the_memmap_alone(table):
         for op in ("alloc", "free"):
             r = one(table, policy="memdesc", memdesc=name, order=9, op=op, pcp="hit")
             assert r["struct_page_lines_written"] == r["struct_page_lines_read"] == 0
-            assert 1 <= r["descriptor_lines"] <= 2
+            # the folio's line and the list neighbour's; an allocation also loads the
+            # folio's pfn from the line it writes (charged as a read, as memdesc-pcpdesc does)
+            assert 1 <= r["descriptor_lines_written"] <= 2
+            assert r["descriptor_lines_read"] == (op == "alloc")
+            assert r["lines_touched"] == r["descriptor_lines_written"]
 
 
 def test_memdesc_without_descriptor_caching_rewrites_every_memdesc_word(table):
@@ -221,8 +225,23 @@ def test_text_table(table):
     text = format_table(rows_of(table, order=9), "6.7", 16)
     lines = text.splitlines()
     assert lines[0].startswith("era 6.7: PCP batch 63, high 3920..28672")
+    assert lines[3].startswith("touched: distinct lines the operation touched")
+    assert "touched" in lines[5].split()
     legacy = next(line for line in lines if line.startswith("legacy") and " 9 alloc hit" in line)
     assert "prep 511" in legacy and "32.1" in legacy
+    # W, then touched after the lock column: page[1] counted once
+    assert legacy.split()[6] == "513" and legacy.split()[13] == "513"
+
+
+def test_lines_touched_is_deduplicated_per_operation(table):
+    r = one(table, policy="legacy", memdesc="anon", order=0, op="free", pcp="miss")
+    charged = r["struct_page_lines_written"] + r["struct_page_lines_read"]
+    assert r["traced"]["struct_page_lines_written"] < r["struct_page_lines_written"]
+    assert r["lines_touched"] < charged           # a drain's steps revisit the same lines
+    # every memdesc word, the new descriptor and list neighbour, and the popped pcpdesc
+    # (loaded for its pfn, then freed to the slab: one line)
+    r = one(table, policy="memdesc-pcpdesc", memdesc="anon", order=9, op="alloc", pcp="hit")
+    assert r["lines_touched"] == 512 * 16 // 64 + r["traced"]["descriptor_lines_written"] + 1
 
 
 def test_command_json(capsys):
@@ -232,6 +251,8 @@ def test_command_json(capsys):
     assert {(r["op"], r["pcp"]) for r in rows} == {("alloc", "miss"), ("alloc", "hit"),
                                                    ("free", "hit"), ("free", "miss")}
     assert all(r["policy"] == "legacy" and r["order"] == 9 for r in rows)
+    hit = next(r for r in rows if (r["op"], r["pcp"]) == ("alloc", "hit"))
+    assert hit["lines_touched"] == hit["traced"]["struct_page_lines_written"] == 513
 
 
 def test_command_text(capsys):

@@ -1,16 +1,21 @@
 """Tests for pcpd.analysis.experiment: plans for every preset, rejections, a real short experiment,
-identical counts from one seed, the progress display."""
+identical counts from one seed, the progress display; virtual mode and era axes, ^C and --resume,
+metrics served during runs."""
 
 import csv
 import dataclasses
 import io
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from pcpd.analysis import experiment as experiment_module
 from pcpd.analysis.experiment import Progress, plan_experiment, run_once
 from pcpd.analysis.report import format_ratio
 from pcpd.analysis.results import FIGURE_KEYS, load
@@ -30,7 +35,7 @@ TWO_CPUS = frozenset({0, 1})
 def test_every_preset_plans_an_experiment(path):
     settings = load_settings(str(path), available_cpus=TWO_CPUS)
     plan = plan_experiment(settings, duration=None if settings.duration else 5.0, available_cpus=TWO_CPUS)
-    points = len(settings.sweep.values) or 1
+    points = (len(settings.sweep.values) or 1) * (len(settings.experiment.eras) or 1)
     assert plan.runs == points * settings.experiment.repeat * len(settings.experiment.policies)
     assert plan.warmup < plan.duration
     for _value, point in plan.points:
@@ -82,7 +87,7 @@ def test_bad_config_is_a_one_line_error(tmp_path, capsys, text, message):
     (["--duration", "-1"], "argument --duration: expected seconds > 0, got '-1'"),
     (["--policies", "legacy,lgacy"], "argument --policies: unknown policy 'lgacy'; choose from legacy, "
                                      "legacy-tailmask, compound, compound-lazy, compound-contig, pcp-buddy, "
-                                     "memdesc-pcpdesc, memdesc"),
+                                     "pcp-buddy-spb, memdesc-pcpdesc, memdesc"),
     (["--policies", "legacy,legacy"], "argument --policies: policy 'legacy' is listed twice"),
     (["--repeat", "0"], "argument --repeat: expected a number >= 1, got '0'"),
 ])
@@ -258,3 +263,215 @@ def test_progress_redraws_a_bar_on_a_terminal():
     frames = stream.getvalue().split("\r")[1:]
     assert frames[0] == "[........................] 0/4  running legacy"
     assert frames[1] == "[######..................] 1/4 0:30 left  legacy: 123,456 ops/s, hit 50.0%\n"
+
+
+# --- virtual mode and kernel eras ---------------------------------------------------------
+
+VIRTUAL = ["--mode", "virtual", "--ops", "1000", "--eras", "5.14,6.7"]
+
+
+def virtual_experiment(out: Path, *extra: str) -> int:
+    return main(["experiment", str(TINY), *VIRTUAL, "--out", str(out), *extra])
+
+
+def without_wall_clock(results) -> list[dict]:
+    """The runs with the one figure that is this machine's, not the model's, left out."""
+    runs = [dict(run, virtual=dict(run["virtual"])) for run in results.runs]
+    for run in runs:
+        del run["virtual"]["wall_seconds"]
+    return runs
+
+
+@pytest.fixture(scope="module")
+def virtual(tmp_path_factory):
+    """The tiny config's policies in virtual time under two eras, and the same experiment again."""
+    first, second = tmp_path_factory.mktemp("virtual"), tmp_path_factory.mktemp("again")
+    assert virtual_experiment(first) == 0
+    assert virtual_experiment(second) == 0
+    return first, second
+
+
+def test_a_virtual_experiment_writes_labelled_results_per_era(virtual):
+    out, _ = virtual
+    results = load(str(out / "results.json"))
+    meta = results.metadata
+    assert meta["mode"] == "virtual" and meta["virtual"]["cpus"] == 2
+    assert (meta["sweep_key"], meta["sweep_values"], meta["eras"]) == ("kernel.era", ["5.14", "6.7"],
+                                                                      ["5.14", "6.7"])
+    assert (meta["ops"], meta["runs_planned"], meta["incomplete"]) == (1000, 8, False)
+    assert [(r["point"], r["era"], r["repetition"], r["policy"]) for r in results.runs] == [
+        (era, era, rep, policy) for era in ("5.14", "6.7") for rep in (0, 1) for policy in ("legacy", "memdesc")]
+    for run in results.runs:
+        assert run["exit_code"] == 0 and run["virtual"]["cpus"] == 2
+        assert run["seconds"] == pytest.approx(run["virtual"]["cpu_seconds_max"])
+    # 6.7 sizes high from high_min/high_max and tunes it: fewer trips to the zone than 5.14
+    locks = {era: results.values(era, "legacy", "zone_lock_acquisitions_per_1k_ops") for era in ("5.14", "6.7")}
+    assert max(locks["6.7"]) < min(locks["5.14"])
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(row["kernel.era"], row["era"], row["mode"]) for row in rows] == \
+        [(run["era"], run["era"], "virtual") for run in results.runs]
+    report = (out / "report.md").read_text()
+    assert "## kernel.era = 5.14" in report and "## kernel.era = 6.7" in report
+    assert "## Virtual time" in report and "| legacy 6.7 #2 " in report
+    assert "![sweep](sweep.png)" in report and (out / "sweep.png").stat().st_size > 0
+
+
+def test_a_virtual_experiment_repeats_its_counts_and_virtual_times(virtual, capsys):
+    first, second = virtual
+    a, b = load(str(first / "results.json")), load(str(second / "results.json"))
+    assert without_wall_clock(a) == without_wall_clock(b)
+    capsys.readouterr()
+    assert main(["compare", str(first), str(second)]) == 0
+    assert "kernel.era = 6.7" in capsys.readouterr().out
+
+
+def test_eras_and_a_sweep_make_one_point_of_each_pair():
+    text = TINY_TEXT + '\n[sweep]\nkey = "pcp.batch"\nvalues = [31, 63]\n'
+    settings = parse_settings(text, "sweep.toml", available_cpus=TWO_CPUS)
+    plan = plan_experiment(settings, eras=("6.7", "5.14"), available_cpus=TWO_CPUS)
+    assert plan.point_key == "kernel.era, pcp.batch"
+    assert [(value, point.kernel.era, point.pcp.batch) for value, point in plan.points] == [
+        ("6.7, 31", "6.7", 31), ("5.14, 31", "5.14", 31), ("6.7, 63", "6.7", 63), ("5.14, 63", "5.14", 63)]
+    assert plan.runs == 4 * 2 * 2
+
+
+def test_virtual_cpus_come_from_the_option_then_simulate_cpus_then_the_config():
+    text = TINY_TEXT.replace("cpus = [0, 1]", "cpus = [0, 1, 2]") + "\n[simulate]\ncpus = 8\n"
+    settings = parse_settings(text, "virtual.toml", available_cpus=range(4096))
+    assert plan_experiment(settings, mode="virtual").settings.cpus == tuple(range(8))
+    plan = plan_experiment(settings, mode="virtual", cpus=4, ops=300)
+    assert (plan.settings.cpus, plan.ops, plan.duration, plan.warmup) == (tuple(range(4)), 300, 0.0, 0.0)
+    assert experiment_module.experiment_metadata(plan)["virtual"]["cpus"] == 4
+    own = parse_settings(text.replace("cpus = 8", "cpus = 0"), "virtual.toml", available_cpus=range(4096))
+    assert plan_experiment(own, mode="virtual").settings.cpus == (0, 1, 2)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode", "virtual", "--listen", "127.0.0.1:9999"], "--listen: virtual-mode runs have no daemon"),
+    (["--mode", "virtual", "--duration", "5"], "--duration: virtual-mode runs are bounded by operations"),
+    (["--cpus", "4"], "--cpus: only a virtual-mode experiment (--mode virtual) has virtual CPUs"),
+    (["--resume", "."], "--resume .: no results.json there: no experiment to resume"),
+])
+def test_options_the_mode_does_not_take_are_one_line_errors(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["experiment", str(TINY), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"pcpd experiment: error: {message}")
+
+
+@pytest.mark.parametrize("text, message", [
+    (TINY_TEXT + 'eras = ["5.15"]\n', "experiment.eras[0]: expected one of"),
+    (TINY_TEXT + 'mode = "simulated"\n', "experiment.mode: expected one of"),
+])
+def test_bad_mode_or_eras_in_a_config_is_a_one_line_error(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    assert main(["experiment", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_bad_eras_argument_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["experiment", str(TINY), "--out", str(tmp_path), "--eras", "6.7,5.15"])
+    assert done.value.code == 2
+    assert capsys.readouterr().err == ("pcpd experiment: error: argument --eras: unknown kernel era '5.15'; "
+                                       "choose from 4.18, 5.13, 5.14, 6.7\n")
+
+
+# --- ^C keeps the finished runs; --resume finishes them ---------------------------------------
+
+def test_an_interrupted_experiment_keeps_its_runs_and_resumes_to_the_same_files(virtual, tmp_path, capsys,
+                                                                                 monkeypatch):
+    out = tmp_path / "interrupted"
+    real_run_point, calls, interrupt_at = experiment_module.run_point, [], [3]
+
+    def counted(point, plan, log_stream=None):
+        """run_point, but a ^C as the ``interrupt_at``-th run starts."""
+        calls.append(point.label)
+        if len(calls) == interrupt_at[0]:
+            raise KeyboardInterrupt
+        return real_run_point(point, plan, log_stream)
+
+    monkeypatch.setattr(experiment_module, "run_point", counted)
+    assert virtual_experiment(out) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted after 2 of 8 runs; wrote {out / 'results.json'}" in err
+    assert err.rstrip().endswith(f"continue with: pcpd experiment {TINY} --mode virtual --eras 5.14,6.7 "
+                                 f"--ops 1000 --resume {out}")
+    partial = load(str(out / "results.json"))
+    assert len(partial.runs) == 2 and partial.metadata["incomplete"] is True
+    assert "- incomplete: the experiment was interrupted after 2 of its 8 runs" in (out / "report.md").read_text()
+    assert len((out / "results.csv").read_text().splitlines()) == 3
+
+    assert virtual_experiment(out, "--ops", "999", "--resume", str(out)) == 2      # another plan
+    assert capsys.readouterr().err.startswith(f"pcpd experiment: error: --resume {out}: that experiment ran "
+                                              "with another config_hash")
+    calls.clear()
+    interrupt_at[0] = 0
+    assert virtual_experiment(out, "--resume", str(out)) == 0
+    assert len(calls) == 6                                       # only the runs it lacked
+    capsys.readouterr()
+    whole, resumed = load(str(virtual[0] / "results.json")), load(str(out / "results.json"))
+    assert without_wall_clock(resumed) == without_wall_clock(whole)
+    assert {k: v for k, v in resumed.metadata.items() if k != "date"} == \
+        {k: v for k, v in whole.metadata.items() if k != "date"}
+    assert resumed.metadata["date"] == partial.metadata["date"]
+    for name in ("report.md", "results.csv"):
+        assert _steady(out / name) == _steady(virtual[0] / name), name
+    assert virtual_experiment(out, "--resume", str(out)) == 2
+    assert "that experiment finished all its 8 runs" in capsys.readouterr().err
+
+
+def _steady(path: Path) -> list[str]:
+    """A file's lines without the date and this machine's wall-clock times."""
+    lines = path.read_text().splitlines()
+    if path.suffix == ".csv":
+        column = lines[0].split(",").index("virtual_wall_seconds")
+        return [",".join(cells[:column] + cells[column + 1:]) for cells in (line.split(",") for line in lines)]
+    return [line for line in lines if not line.startswith(("| date ", "| wall-clock time here "))]
+
+
+def test_sigint_during_a_real_experiment_keeps_the_finished_runs_while_each_run_serves_metrics(tmp_path):
+    """The one end-to-end proof: a daemon per run serving /metrics at --listen, and ^C after a run."""
+    out, port = tmp_path / "out", free_port()
+    process = subprocess.Popen([sys.executable, "-m", "pcpd", "experiment", str(TINY), "--out", str(out),
+                                "--listen", f"127.0.0.1:{port}"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        metrics = scrape_until(f"http://127.0.0.1:{port}/metrics", 'policy="legacy"', deadline=60)
+        assert "pcpd_" in metrics
+        first = process.stderr.readline()                    # the first run's progress line, when it ends
+        assert first.startswith("pcpd experiment: [1/4] legacy, repetition 1/2: "), first
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "interrupted after" in process.stderr.read()
+    results = load(str(out / "results.json"))
+    assert results.metadata["incomplete"] is True and 1 <= len(results.runs) < 4
+    assert results.runs[0]["policy"] == "legacy" and results.runs[0]["exit_code"] == 0
+    assert "- incomplete: the experiment was interrupted" in (out / "report.md").read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape_until(url: str, needle: str, deadline: float) -> str:
+    """The first page at ``url`` containing ``needle``, polled until ``deadline`` seconds pass."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                page = answer.read().decode()
+            if needle in page:
+                return page
+        except OSError:
+            pass                                             # no daemon serving yet, or between runs
+        time.sleep(0.05)
+    raise AssertionError(f"{url} served nothing with {needle!r} within {deadline} s")

@@ -519,3 +519,48 @@ def test_no_control_by_http(server, method):
         status = s.recv(64).split(b" ")[1]
     assert status in (b"404", b"405", b"501")
     assert get(server, "/-/healthy")[0] == 200
+
+
+# ---------------------------------------------------------------------------
+# PCP auto-tuning: one gauge per CPU in both label modes.
+
+def test_tuning_gauges_carry_a_cpu_label_in_both_modes(arena):
+    for slot, (high, free_count, alloc_factor) in enumerate(((3548, 63, 2), (4000, 0, 0))):
+        arena.stats[slot, INDEX["pcp_high"]] = high
+        arena.stats[slot, INDEX["pcp_free_count"]] = free_count
+        arena.stats[slot, INDEX["pcp_alloc_factor"]] = alloc_factor
+    arena.stats[2, INDEX["pcp_high"]] = 999              # the retired block holds no gauge
+    for registry in (registry_for(arena, cpus=[4, 7]), registry_for(arena, per_cpu=True, cpus=[4, 7])):
+        assert value(registry, "pcpd_pcp_high_pages", cpu="4") == 3548
+        assert value(registry, "pcpd_pcp_high_pages", cpu="7") == 4000
+        assert value(registry, "pcpd_pcp_free_count_pages", cpu="4") == 63
+        assert value(registry, "pcpd_pcp_alloc_factor", cpu="4") == 2
+        assert value(registry, "pcpd_pcp_alloc_factor", cpu="7") == 0
+        assert value(registry, "pcpd_pcp_high_pages") is None
+        assert value(registry, "pcpd_pcp_high_pages", cpu="retired") is None
+    # the other families keep their mode: summed here
+    assert value(registry_for(arena), "pcpd_pcp_pages") == 0
+
+
+def test_a_cpu_with_one_pcp_per_memdesc_type_sums_high_and_free_count_and_takes_the_largest_alloc_factor():
+    spec = ModelSpec(pages=4096, record_bytes=16, policy="memdesc", ncpus=1)
+    arena = create_arena(spec, ring_slots=8)
+    try:
+        cpu = CpuAllocator(arena, spec, SharedLocks.local(), 0)
+        types = ("anon", "slab", "pagetable")
+        blocks = [(cpu.policy.alloc(stats.MEMDESC_TYPES.index(t), 0), stats.MEMDESC_TYPES.index(t))
+                  for _ in range(200) for t in types]
+        for pfn, t in blocks[:300]:
+            cpu.policy.free(pfn, 0, t)
+        pcps = cpu.policy.pcps
+        pcps[0].alloc_factor, pcps[1].alloc_factor = 1, 3     # as refill-starved PCPs have them
+        cpu.policy.publish_gauges()
+        cpu.counters.fold(arena.stats[0])
+        registry = registry_for(arena)
+        assert sum(p.high > 0 for p in pcps) >= 2 and sum(p.free_count > 0 for p in pcps) >= 2
+        assert value(registry, "pcpd_pcp_high_pages", cpu="0") == sum(p.high for p in pcps)
+        assert value(registry, "pcpd_pcp_free_count_pages", cpu="0") == sum(p.free_count for p in pcps)
+        assert value(registry, "pcpd_pcp_alloc_factor", cpu="0") == 3
+    finally:
+        arena.close()
+        arena.unlink()

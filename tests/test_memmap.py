@@ -2,11 +2,13 @@
 
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pcpd.model.arena import DESC_WORDS, H_MEMDESC, RECORD_SIZES, Arena, Geometry
+from pcpd.model.linetrace import LineTrace, TracedArena, slab_words, untraced
 from pcpd.model.memmap import (
     BUDDY_HEAD8,
     FLAG_ORDER_SHIFT,
@@ -188,3 +190,59 @@ def test_movable_pages_memdesc_layouts(record_bytes):
 def test_layouts_cover_every_record_size():
     assert set(LAYOUTS) == set(RECORD_SIZES)
     assert all(LAYOUTS[rb].record_bytes == rb for rb in RECORD_SIZES)
+
+
+# -- the tracing mode (pcpd.model.linetrace) ---------------------------------------------
+
+@contextmanager
+def traced_arena(record_bytes: int):
+    with arena_of(record_bytes) as arena:
+        trace = LineTrace()
+        yield arena, TracedArena(arena, trace), trace
+
+
+def test_traced_scalar_accesses_record_their_lines():
+    with traced_arena(64) as (arena, ta, trace):
+        ta.memq[5 * 8 + 1] = 7                        # page 5's line
+        assert arena.memq[5 * 8 + 1] == 7
+        assert ta.memq[9 * 8] == 0 and ta.memq[-1] == 0
+        assert trace.written["memmap"] == {5} and trace.read["memmap"] == {9, PAGES - 1}
+        ta.memq[0:24]                                 # three records: three lines
+        assert trace.read["memmap"] == {0, 1, 2, 9, PAGES - 1}
+        ta.descq[DESC_WORDS + 9] = 1                  # descriptor 1's second line
+        ta.freelinksq[5 * 2 + 1] = 3                  # page 5's links: a line of their own
+        assert arena.freelinksq[11] == 3
+        assert (trace.written["descs"], trace.written["freelinks"]) == ({3}, {5})
+        assert trace.lines_touched() == 5 + 1 + 1 + 1     # page 5 read and written: once
+        trace.clear()
+        assert trace.lines_touched() == 0 and not trace.read["memmap"]
+
+
+def test_traced_numpy_views_record_what_they_load_and_store():
+    with traced_arena(16) as (arena, ta, trace):      # 4 records a line
+        ta.mem[2 * 5:2 * 20:2] = 1                    # pages 5..19: lines 1..4
+        assert trace.written["memmap"] == {1, 2, 3, 4} and not trace.read["memmap"]
+        assert arena.mem[2 * 19] == 1 and arena.mem[2 * 20] == 0
+        view = ta.mem[2 * 40:2 * 48:2]                # a view loads nothing
+        assert not trace.read["memmap"]
+        view &= ~1                                    # read and rewrite: pages 40..47, lines 10, 11
+        assert trace.read["memmap"] == trace.written["memmap"] - {1, 2, 3, 4} == {10, 11}
+        trace.clear()
+        got = ta.mem[np.array([0, 2 * 100])]          # a fancy index: a plain copy, both loaded
+        assert type(got) is np.ndarray and trace.read["memmap"] == {0, 25}
+        total = (ta.mem[2 * 200:2 * 204] & 0xF).sum()  # a ufunc's input: loaded; its result plain
+        assert total == 0 and trace.read["memmap"] == {0, 25, 50}
+        assert ta.mem[2 * 300:2 * 304].copy().tolist() == [0] * 8
+        assert ta.mem[2 * 400:2 * 404].tolist() == [0] * 8
+        assert trace.read["memmap"] == {0, 25, 50, 75, 100} and not trace.written["memmap"]
+
+
+def test_a_traced_arena_is_only_a_view():
+    with traced_arena(8) as (arena, ta, _):
+        assert untraced(ta) is arena and untraced(arena) is arena
+        assert slab_words(arena) is arena.descq and slab_words(ta) is ta.slab_descq
+        assert (ta.pages, ta.record_bytes, ta.zoneq) == (arena.pages, arena.record_bytes, arena.zoneq)
+        with pytest.raises(TypeError, match="close the arena"):
+            ta.close()
+        with pytest.raises(TypeError, match="unlink the arena"):
+            ta.unlink()

@@ -8,11 +8,14 @@ pseudo-code checks the tuned 6.7 fast path and the 5.14 rules on random
 alloc/free sequences.
 """
 
+from array import array
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcpd.model.sizing import NR_PCP_LISTS, PcpLimits, order_to_pindex, pcp_limits
+from pcpd.model.zone import BELOW_HIGH, RECLAIM_ACTIVE, Z_FLAGS, Z_FREE_PAGES, Z_WMARK_HIGH
 from pcpd.spec import ModelSpec
 from workers.cpu import CpuAllocator, SharedLocks, create_arena
 from workers.pcp import PCPF_FREE_HIGH_BATCH, PCPF_PREV_FREE_HIGH_ORDER, PerCpuPages
@@ -25,6 +28,16 @@ THP_LIST = order_to_pindex(9, MOVABLE)
 
 def pcp_of(era: str, *zone, **kwargs) -> PerCpuPages:
     return PerCpuPages(pcp_limits(era, *(zone or EXAMPLE_A)), era, **kwargs)
+
+
+def zone_words(below_high: bool = False, reclaim_active: bool = False) -> memoryview:
+    """A zone's words with only its flags set, as free_check() reads them."""
+    words = array("q", bytes(8 * (Z_FLAGS + 1)))
+    words[Z_FLAGS] = (BELOW_HIGH if below_high else 0) | (RECLAIM_ACTIVE if reclaim_active else 0)
+    return memoryview(words)
+
+
+CLEAR = zone_words()
 
 
 def push(pcp: PerCpuPages, pfn: int, order: int) -> None:
@@ -51,7 +64,7 @@ def test_each_era_starts_from_its_sizing(era, batch, high, orders):
 
 def test_6_7_high_clamps_into_high_min_on_first_use():
     pcp = pcp_of("6.7")
-    assert pcp.nr_pcp_high(False, False) == 3920
+    assert pcp.nr_pcp_high(False, False, False) == 3920
     assert (pcp.high_min, pcp.high_max) == (3920, 28672)
 
 
@@ -59,9 +72,9 @@ def test_16_gib_zone_with_16_cpus():
     """Example B: high_min 518 drains a 6.7 CPU at 518; 5.14 also at 518; 5.13 at 378."""
     zone = (4194304, 8290, 16)
     pcp = pcp_of("6.7", *zone)
-    assert pcp.nr_pcp_high(False, False) == 518 and pcp.high_max == 32768
-    assert pcp_of("5.14", *zone).nr_pcp_high(False, False) == 518
-    assert pcp_of("5.13", *zone).nr_pcp_high(False, False) == 378
+    assert pcp.nr_pcp_high(False, False, False) == 518 and pcp.high_max == 32768
+    assert pcp_of("5.14", *zone).nr_pcp_high(False, False, False) == 518
+    assert pcp_of("5.13", *zone).nr_pcp_high(False, False, False) == 378
 
 
 # -- refill size: nr_pcp_alloc(), section 2.5 ---------------------------------------------
@@ -120,7 +133,7 @@ def test_pcp_effectively_off_refills_one_block():
     pcp = PerCpuPages(PcpLimits(1, 0, 0, 0), "6.7")      # pcp disabled: BOOT_PAGESET_*
     assert pcp.nr_pcp_alloc(0, False) == 1
     push(pcp, 7, 0)
-    assert pcp.free_check(0, False) == 1                 # every free drains
+    assert pcp.free_check(0, CLEAR) == 1                 # every free drains
 
 
 # -- drain threshold and size: sections 3.3-3.6 -----------------------------------------
@@ -129,10 +142,10 @@ def test_6_7_drains_free_count_once_count_reaches_high():
     pcp = pcp_of("6.7")
     for pfn in range(3919):
         push(pcp, pfn, 0)
-        assert pcp.free_check(0, False) == 0
+        assert pcp.free_check(0, CLEAR) == 0
     push(pcp, 3919, 0)
     assert pcp.free_count == 2016                    # capped at batch << 5
-    assert pcp.free_check(0, False) == 2016          # clamp(free_count, batch, high - batch)
+    assert pcp.free_check(0, CLEAR) == 2016          # clamp(free_count, batch, high - batch)
     assert pcp.drain_cause == "high"
 
 
@@ -141,10 +154,10 @@ def test_thp_capacity_example():
     pcp = pcp_of("6.7")
     for i in range(7):
         push(pcp, 512 * i, 9)
-        assert pcp.free_check(9, False) == 0
+        assert pcp.free_check(9, CLEAR) == 0
     push(pcp, 512 * 7, 9)
     assert pcp.count == 4096
-    n = pcp.free_check(9, False)
+    n = pcp.free_check(9, CLEAR)
     assert pcp.free_count == 2048 and n == 2048
     drained = pcp.take_for_drain(n, THP_LIST)
     assert drained == [(512 * i, 9) for i in range(4)]   # the coldest THPs, from the tail
@@ -154,14 +167,14 @@ def test_thp_capacity_example():
 def test_free_high_after_high_order_frees():
     """Section 3.4: free_count >= batch + high_min // 2 and the previous free was order 1-3."""
     pcp = pcp_of("6.7")
-    pcp.nr_pcp_high(False, False)
+    pcp.nr_pcp_high(False, False, False)
     pcp.high = 8000
     pcp.free_count = 63 + 3920 // 2
     push(pcp, 0, 3)
-    assert pcp.free_check(3, False) == 0             # first high-order free: sets the flag only
+    assert pcp.free_check(3, CLEAR) == 0             # first high-order free: sets the flag only
     assert pcp.flags & PCPF_PREV_FREE_HIGH_ORDER
     push(pcp, 8, 3)
-    n = pcp.free_check(3, False)
+    n = pcp.free_check(3, CLEAR)
     assert pcp.drain_cause == "free_high"
     assert n == min(pcp.count, 63 << 5)
     assert pcp.high == 8000 - (63 << 5)              # high drops by batch << SCALE_MAX
@@ -170,34 +183,66 @@ def test_free_high_after_high_order_frees():
 def test_free_high_batch_flag_needs_a_batch_on_the_list():
     pcp = pcp_of("6.7", free_high_batch=True)
     assert pcp.flags & PCPF_FREE_HIGH_BATCH
-    pcp.nr_pcp_high(False, False)
+    pcp.nr_pcp_high(False, False, False)
     pcp.free_count = 5000
     pcp.flags |= PCPF_PREV_FREE_HIGH_ORDER
     push(pcp, 0, 1)                                  # count 2 < batch: no free_high
-    assert pcp.free_check(1, False) == 0
+    assert pcp.free_check(1, CLEAR) == 0
 
 
 def test_order_0_and_thp_frees_clear_the_high_order_flag():
     pcp = pcp_of("6.7")
     push(pcp, 0, 2)
-    pcp.free_check(2, False)
+    pcp.free_check(2, CLEAR)
     assert pcp.flags & PCPF_PREV_FREE_HIGH_ORDER
     push(pcp, 4, 0)
-    pcp.free_check(0, False)
+    pcp.free_check(0, CLEAR)
     assert not pcp.flags & PCPF_PREV_FREE_HIGH_ORDER
 
 
 def test_below_high_drains_down_to_high_min():
     pcp = pcp_of("6.7")
-    pcp.nr_pcp_high(False, False)
+    pcp.nr_pcp_high(False, False, False)
     pcp.high = 10000
     for pfn in range(3920):
         push(pcp, pfn, 0)
     pcp.free_count = 500
-    n = pcp.free_check(0, zone_below_high=True)
+    n = pcp.free_check(0, zone_words(below_high=True))
     assert pcp.free_count == 501
     assert pcp.high == 10000 - 501                   # lowered by max(free_count, batch)
     assert n == 501                                  # threshold max(count, high_min) = 3920
+
+
+def test_reclaim_active_keeps_four_batches_and_lowers_high():
+    """nr_pcp_high() while kswapd runs: high drops by max(free_count, batch), and the
+    threshold is min(4 * batch, high), before any tuning or ZONE_BELOW_HIGH rule."""
+    pcp = pcp_of("6.7")
+    pcp.nr_pcp_high(False, False, False)
+    pcp.high = 10000
+    for pfn in range(300):
+        push(pcp, pfn, 0)
+    assert pcp.free_check(0, CLEAR) == 0             # 300 of 10000: kswapd asleep, no drain
+    pcp.free_count = 20
+    n = pcp.free_check(0, zone_words(below_high=True, reclaim_active=True))
+    assert pcp.high == 10000 - 63                    # max(free_count 21, batch 63)
+    assert n == min(max(21, 63), 252 - 63)           # nr_pcp_free() against high 4 * 63
+
+
+def test_reclaim_active_threshold_floors_at_high_min():
+    pcp = pcp_of("6.7")
+    pcp.nr_pcp_high(False, False, False)
+    assert pcp.nr_pcp_high(False, False, True) == 252 and pcp.high == 3920
+    tiny = PerCpuPages(PcpLimits(63, 100, 100, 100), "6.7")
+    assert tiny.nr_pcp_high(False, False, True) == 100    # min(4 * batch, high)
+
+
+@pytest.mark.parametrize("era, threshold", [("5.14", 252), ("5.13", 378), ("4.18", 186)])
+def test_reclaim_active_before_6_7(era, threshold):
+    """5.14-6.6: min(4 * batch, high) while reclaim is active (c49c2c47dab6); none before."""
+    pcp = pcp_of(era)
+    high = pcp.high
+    assert pcp.nr_pcp_high(False, False, True) == threshold
+    assert pcp.high == high                          # high itself unchanged before 6.7
 
 
 def test_5_14_drain_grows_by_free_factor():
@@ -205,7 +250,7 @@ def test_5_14_drain_grows_by_free_factor():
     sizes = []
     for pfn in range(20000):
         push(pcp, pfn, 0)
-        n = pcp.free_check(0, False)
+        n = pcp.free_check(0, CLEAR)
         if n:
             sizes.append(n)
             pcp.count -= n
@@ -220,7 +265,7 @@ def test_5_14_free_high_drains_everything():
     pcp.free_count = 1                               # free_factor
     for pfn in range(0, 80, 8):
         push(pcp, pfn, 3)
-    assert pcp.free_check(3, False) == pcp.count == 80
+    assert pcp.free_check(3, CLEAR) == pcp.count == 80
 
 
 @pytest.mark.parametrize("era, high, batch", [("5.13", 378, 63), ("4.18", 186, 31)])
@@ -228,9 +273,9 @@ def test_old_eras_drain_one_batch_at_high(era, high, batch):
     pcp = pcp_of(era)
     for pfn in range(high - 1):
         push(pcp, pfn, 0)
-        assert pcp.free_check(0, False) == 0
+        assert pcp.free_check(0, CLEAR) == 0
     push(pcp, high, 0)
-    assert pcp.free_check(0, False) == batch
+    assert pcp.free_check(0, CLEAR) == batch
 
 
 # -- the drain's list selection: free_pcppages_bulk(), section 3.7 -------------------------
@@ -286,6 +331,65 @@ def test_decay_is_floored_at_count_minus_2016_and_returns_the_excess():
     assert pcp.decay_excess() == 1080 and pcp.high == 3920
 
 
+@pytest.mark.parametrize("decay_drain", ["batched", "one-call"])
+def test_decay_drains_in_batches_or_in_one_call(decay_drain):
+    """decay_pcp_high(): the same excess either way, in batch-sized chunks from
+    fc4b909c368f, in one free_pcppages_bulk() before; ZONE_BELOW_HIGH stays."""
+    spec = ModelSpec(pages=2048, batch=8, high_min=32, high_max=512, decay_drain=decay_drain)
+    arena = create_arena(spec)
+    try:
+        cpu = CpuAllocator(arena, spec, SharedLocks.local(), 0)
+        p = cpu.policy
+        held = [p.alloc(T_ANON, 0) for _ in range(104)]
+        for pfn in held:
+            p.free(pfn, 0, T_ANON)
+        pcp = p.pcp
+        assert pcp.count >= 104 and cpu.counters["drains_high"] == 0
+        pcp.high = pcp.count
+        arena.zone[Z_FLAGS] = BELOW_HIGH
+        before = pcp.count
+        excess = pcp.high >> 3
+        assert p.decay() == excess and pcp.count == before - excess
+        assert excess > spec.batch
+        chunks = -(-excess // spec.batch) if decay_drain == "batched" else 1
+        assert cpu.counters["drains_decay"] == chunks
+        assert cpu.counters["drain_pages_decay"] == excess
+        assert p.below_high                          # decay does not clear it
+        p.drain_all()
+        assert pcp.count == 0 and p.below_high       # nor does drain_all_pages()
+        del cpu, p
+    finally:
+        try:
+            arena.close()
+        finally:
+            arena.unlink()
+
+
+def test_free_path_drain_clears_below_high_another_cpu_set():
+    """The flags are the shared zone's: CPU 0's refill below the high watermark sets
+    ZONE_BELOW_HIGH, CPU 1's free path reads it, drains, and clears it."""
+    spec = ModelSpec(pages=2048, ncpus=2, batch=8, high_min=32, high_max=512)
+    arena = create_arena(spec)
+    try:
+        locks = SharedLocks.local()
+        cpu0, cpu1 = (CpuAllocator(arena, spec, locks, slot) for slot in (0, 1))
+        held = [cpu1.policy.alloc(T_ANON, 0) for _ in range(64)]
+        arena.zone[Z_WMARK_HIGH] = int(arena.zone[Z_FREE_PAGES])      # free pages now at high
+        cpu0.policy.alloc(T_ANON, 0)                 # a refill: get_page_from_freelist() sets it
+        assert int(arena.zone[Z_FLAGS]) == BELOW_HIGH and cpu1.policy.below_high
+        arena.zone[Z_WMARK_HIGH] = 0
+        for pfn in held:
+            cpu1.policy.free(pfn, 0, T_ANON)         # drains once count reaches high_min
+        assert cpu1.counters["drains_high"] >= 1
+        assert int(arena.zone[Z_FLAGS]) == 0
+        del cpu0, cpu1
+    finally:
+        try:
+            arena.close()
+        finally:
+            arena.unlink()
+
+
 @pytest.mark.parametrize("era", ["4.18", "5.13", "5.14"])
 def test_no_decay_before_6_7(era):
     pcp = pcp_of(era)
@@ -297,7 +401,7 @@ def test_no_decay_before_6_7(era):
 # -- the rules as the reference writes them, against the implementation ---------------------
 
 class Reference67:
-    """Sections 2.4-2.5 and 3.3-3.6 for 6.7+, as written there (no reclaim_active)."""
+    """Sections 2.4-2.5 and 3.3-3.6 for 6.7+, as written there."""
 
     def __init__(self, batch, high_min, high_max, scale_max=5, free_high_batch=False):
         self.batch, self.high_min, self.high_max = batch, high_min, high_max
@@ -326,7 +430,7 @@ class Reference67:
             n = max(n >> order, 2)
         return n
 
-    def commit(self, order, below_high):
+    def commit(self, order, below_high, reclaim_active):
         self.alloc_factor >>= 1
         self.count += 1 << order
         free_high = False
@@ -338,12 +442,12 @@ class Reference67:
             self.prev_high_order = False
         if self.free_count < self.batch << self.scale_max:
             self.free_count += 1 << order
-        h = self.nr_pcp_high(free_high, below_high)
+        h = self.nr_pcp_high(free_high, below_high, reclaim_active)
         if self.count < h:
             return 0
         return self.nr_pcp_free(h, free_high)
 
-    def nr_pcp_high(self, free_high, below_high):
+    def nr_pcp_high(self, free_high, below_high, reclaim_active):
         self.clamp_high()
         h = self.high
         if h == 0:
@@ -351,6 +455,9 @@ class Reference67:
         if free_high:
             self.high = max(h - (self.batch << self.scale_max), self.high_min)
             return 0
+        if reclaim_active:
+            self.high = max(h - max(self.free_count, self.batch), self.high_min)
+            return min(self.batch << 2, self.high)
         if self.high_min == self.high_max:
             return h
         if below_high:
@@ -381,10 +488,12 @@ class Reference514:
         n = self.batch
         return max(n >> order, 2) if n > 1 else n
 
-    def commit(self, order, below_high):
+    def commit(self, order, below_high, reclaim_active):
         self.count += 1 << order
         free_high = self.free_factor != 0 and 1 <= order <= 3
         h = 0 if (self.high == 0 or free_high) else self.high
+        if h and reclaim_active:
+            h = min(self.batch << 2, h)
         if self.count < h:
             return 0
         if free_high:
@@ -410,7 +519,8 @@ def _ref_state(ref, era: str) -> tuple:
     return (ref.high, ref.count, ref.free_factor)
 
 
-steps = st.lists(st.tuples(st.booleans(), st.sampled_from([0, 0, 0, 1, 2, 3, 9]), st.booleans()),
+steps = st.lists(st.tuples(st.booleans(), st.sampled_from([0, 0, 0, 1, 2, 3, 9]), st.booleans(),
+                           st.sampled_from([False, False, False, True])),
                  min_size=1, max_size=400)
 
 
@@ -427,7 +537,7 @@ def test_pcp_matches_the_reference_rules(era, batch, high_min, span, free_high_b
     else:
         ref = Reference514(batch, limits.high)
     pfn = 0
-    for is_alloc, order, below_high in steps:
+    for is_alloc, order, below_high, reclaim_active in steps:
         lst = pcp.lists[order_to_pindex(order, MOVABLE)]
         if is_alloc:
             pcp.free_count >>= 1                     # __rmqueue_pcplist(), done by the policy
@@ -450,8 +560,8 @@ def test_pcp_matches_the_reference_rules(era, batch, high_min, span, free_high_b
             lst.append(pfn)
             pfn += 1 << order
             pcp.count += 1 << order
-            n = pcp.free_check(order, below_high)
-            assert n == ref.commit(order, below_high)
+            n = pcp.free_check(order, zone_words(below_high, reclaim_active))
+            assert n == ref.commit(order, below_high, reclaim_active)
             if n:
                 drained = pcp.take_for_drain(n, order_to_pindex(order, MOVABLE))
                 ref.count -= sum(1 << o for _, o in drained)

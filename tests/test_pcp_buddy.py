@@ -1,12 +1,18 @@
-"""pcp-buddy: the pageblock-owning PCP (Weiner's pcp buddy allocator RFC, van Riel's remote llist).
+"""pcp-buddy: the pageblock-owning PCP (Weiner's pcp buddy allocator RFC, van Riel's remote llist),
+and pcp-buddy-spb, its superpageblock steering (van Riel's superpageblock series).
 
 Claims take whole pageblocks under one zone->lock and split them outside it;
 frees of an owned pageblock's blocks go back to its owner, in this process at
 once and across processes as ring messages; drains merge bottom-up and give
-whole pageblocks (and their ownership) back; phase 0 recovers fragments.
+whole pageblocks (and their ownership) back; phase 0 recovers fragments;
+without whole pageblocks, phase 2 takes chunks and phase 3 is today's refill,
+all four phases under one zone->lock.  pcp-buddy-spb steers each claim by
+superpageblock: movable into the fullest clean one, unmovable into tainted ones.
 """
 
 from __future__ import annotations
+
+import random
 
 import pytest
 from audit_blocks import pages_by_cpu
@@ -20,6 +26,7 @@ from workers import worker
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import T_ANON, T_KERNEL
 from workers.policies.pcp_buddy import OFFLINE_STATES, PG_PCP_BUDDY
+from workers.policies.pcp_buddy_spb import SpbCensus, superpageblock_census, superpageblock_pageblocks
 
 # a PCP that holds several pageblocks without draining (the reference zone's limits)
 KNOBS = {"pages": 8192, "batch": 63, "high_min": 3920, "high_max": 28672}
@@ -29,9 +36,10 @@ KNOBS = {"pages": 8192, "batch": 63, "high_min": 3920, "high_max": 28672}
 def make_cpus():
     made = []
 
-    def make(ncpus: int = 2, separate: bool = False, **knobs) -> tuple[Arena, list[CpuAllocator]]:
+    def make(ncpus: int = 2, separate: bool = False, policy: str = "pcp-buddy",
+             **knobs) -> tuple[Arena, list[CpuAllocator]]:
         """``separate``: each CPU on its own mapping of the arena, as in its own process."""
-        spec = ModelSpec(policy="pcp-buddy", ncpus=ncpus, **{**KNOBS, **knobs})
+        spec = ModelSpec(policy=policy, ncpus=ncpus, **{**KNOBS, **knobs})
         arena = create_arena(spec)
         locks = SharedLocks.local()
         views = [Arena.attach(arena.name) if separate else arena for _ in range(ncpus)]
@@ -179,22 +187,45 @@ def test_a_whole_pageblock_claim_takes_the_requested_type(make_cpus):
     assert arena.pbowner[pb] == 1 and arena.pbowner[pb ^ 1] == 0
 
 
-def test_without_whole_pageblocks_the_refill_is_todays(make_cpus):
-    arena, (cpu, _) = make_cpus(pages=2048)
+def pin_every_pageblock(cpu) -> list[int]:
+    """One page allocated in every pageblock of a 2048-page zone, the rest of each back in
+    the zone as fragments the CPU has forgotten: no whole pageblock, nothing for phase 0."""
     pins = []
-    for _ in range(4):                                # pin a page in every pageblock
+    for _ in range(4):
         pins.append(cpu.policy.alloc(T_ANON, 0))
         cpu.policy._drain(cpu.policy.pcp, cpu.policy.pcp_pages(), 0, "high")
-        cpu.policy.fragmented.clear()                 # and forget them: phase 0 finds nothing
+        cpu.policy.fragmented.clear()
     assert {p >> PAGEBLOCK_ORDER for p in pins} == {0, 1, 2, 3}
+    return pins
+
+
+def test_without_whole_pageblocks_phase_2_takes_chunks_and_splits_them_on_the_pcp(make_cpus):
+    arena, (cpu, _) = make_cpus(pages=2048)
+    pin_every_pageblock(cpu)
     c = cpu.counters
-    refills, owners = c["refills"], arena.pbowner.tolist()
-    pfn = cpu.policy.alloc(T_ANON, 0)                 # phase 3: rmqueue_bulk of a batch
+    refills, locks, owners = c["refills"], c["lock_acquisitions"], arena.pbowner.tolist()
+    pfn = cpu.policy.alloc(T_ANON, 0)
     assert pfn != NIL and c["refills"] == refills + 1
-    assert arena.pbowner.tolist() == owners           # nothing claimed
-    cached = audit(arena).blocks["pcp"]               # the batch sits on the cached lists
-    assert len(cached.pfn) and not any(arena.mem[p * 8] & PG_PCP_BUDDY for p in cached.pfn.tolist())
+    assert c["lock_acquisitions"] == locks + 1             # all four phases under one zone->lock
+    assert arena.pbowner.tolist() == owners                # nothing claimed
+    cached = sorted(audit(arena).blocks["pcp"].pfn.tolist() + [pfn])
+    assert not any(arena.mem[p * 8] & PG_PCP_BUDDY for p in cached)
+    # order-0 blocks of larger chunks: runs of contiguous pages (rmqueue_bulk() would take
+    # the smallest blocks first, the order-0 fragment of each pageblock)
+    runs = sum(1 for a, b in zip(cached, cached[1:]) if b == a + 1)
+    assert runs >= len(cached) // 2
     assert audit(arena).ok
+
+
+def test_phase_3_is_todays_rmqueue_bulk_with_its_fallbacks(make_cpus):
+    arena, (cpu, _) = make_cpus(pages=2048)
+    pin_every_pageblock(cpu)                          # every free page is movable
+    c = cpu.counters
+    locks = c["lock_acquisitions"]
+    pfn = cpu.policy.alloc(T_KERNEL, 0)               # phase 2 finds no unmovable chunk
+    assert pfn != NIL and c["lock_acquisitions"] == locks + 1
+    assert arena.pageblock[pfn >> PAGEBLOCK_ORDER] == MIGRATE_UNMOVABLE   # __rmqueue_claim()
+    assert not arena.mem[pfn * 8] & PG_PCP_BUDDY and audit(arena).ok
 
 
 def test_a_replacement_inherits_its_slots_pageblocks(make_cpus):
@@ -219,3 +250,92 @@ def test_a_pageblock_whose_type_changes_while_owned_still_merges(make_cpus):
         cpu.policy.free(pfn, 0, T_ANON)               # filed under UNMOVABLE
     assert cpu.policy.drain_all() == PAGEBLOCK_NR_PAGES
     assert audit(arena).ok and cpu.zone.free_pages == arena.pages
+
+
+# -- pcp-buddy-spb: superpageblock steering (van Riel) ------------------------------------
+
+def watch_claims(policy) -> list[tuple[SpbCensus, int, list[tuple[int, int]]]]:
+    """Every phase-1 claim the policy makes: the census before it, the type, what it took."""
+    seen = []
+    claim = policy._claim_new
+
+    def watched(order: int, mt: int) -> list[tuple[int, int]]:
+        census = superpageblock_census(policy.arena)
+        got = claim(order, mt)
+        seen.append((census, mt, got))
+        return got
+
+    policy._claim_new = watched
+    return seen
+
+
+def steering_violations(seen) -> int:
+    """Claims that break the series' rules: a movable claim not in the fullest clean
+    superpageblock with a free pageblock (lowest first among equals), when there is one;
+    a non-movable claim outside the tainted superpageblocks when one has a free pageblock."""
+    bad = 0
+    for census, mt, got in seen:
+        if not got:
+            continue
+        spb = (got[0][0] >> PAGEBLOCK_ORDER) // census.size
+        if mt == MIGRATE_MOVABLE:
+            clean = [s for s in range(len(census.total)) if not census.tainted[s]
+                     and 0 < census.nr_free[s] < census.total[s]]
+            if clean and spb != min(clean, key=lambda s: (census.nr_free[s], s)):
+                bad += 1
+        elif any(census.tainted & (census.nr_free > 0)) and not census.tainted[spb]:
+            bad += 1
+    return bad
+
+
+@pytest.mark.parametrize("policy, steered", [("pcp-buddy-spb", True), ("pcp-buddy", False)])
+def test_claims_steer_by_superpageblock(make_cpus, policy, steered):
+    """A seeded mix of movable and unmovable traffic on two CPUs: the steered policy keeps
+    every rule at every claim; the same traffic under pcp-buddy breaks them (the rules
+    are not met by chance), and taints more superpageblocks."""
+    arena, cpus = make_cpus(policy=policy, pages=32768)
+    assert superpageblock_pageblocks(len(arena.pageblock)) == 4
+    seen = [watch_claims(cpu.policy) for cpu in cpus]
+    rng = random.Random(7)
+    held: list[list[tuple[int, int, int]]] = [[], []]
+    for step in range(3000):
+        c = rng.randrange(2)
+        if held[c] and rng.random() < 0.45:
+            pfn, order, t = held[c].pop(rng.randrange(len(held[c])))
+            cpus[c].policy.free(pfn, order, t)
+        else:
+            t = rng.choice((T_ANON, T_ANON, T_ANON, T_KERNEL))
+            order = rng.choice((0, 0, 2, 9))
+            pfn = cpus[c].policy.alloc(t, order)
+            if pfn != NIL:
+                held[c].append((pfn, order, t))
+        if step % 500 == 499:
+            cpus[c].policy.drain_all()
+    claims = [claim for per_cpu in seen for claim in per_cpu]
+    assert len(claims) > 20 and {mt for _, mt, _ in claims} == {MIGRATE_MOVABLE, MIGRATE_UNMOVABLE}
+    violations = steering_violations(claims)
+    assert (violations == 0) if steered else (violations > 0)
+    assert audit(arena).ok
+
+
+def test_an_unmovable_refill_adopts_a_fragment_of_a_full_tainted_superpageblock(make_cpus):
+    arena, (a, b, c) = make_cpus(ncpus=3, policy="pcp-buddy-spb")
+    assert superpageblock_pageblocks(len(arena.pageblock)) == 2
+    pin = a.policy.alloc(T_KERNEL, 0)                 # an unmovable pageblock in superpageblock 0
+    pb = pin >> PAGEBLOCK_ORDER
+    b.policy.alloc(T_ANON, PAGEBLOCK_ORDER)           # its neighbour, movable and in use
+    a.policy.drain_all()                              # pb's fragments back in the zone, unowned
+    census = superpageblock_census(arena)
+    spb = pb // census.size
+    assert census.tainted[spb] and census.nr_free[spb] == 0 and arena.pbowner[pb] == 0
+    assert sum(census.tainted) == 1 and sum(census.empty) == len(census.total) - 1
+    free_before = c.zone.free_pages
+    pfn = c.policy.alloc(T_KERNEL, 0)                 # 21/40: adopted rather than an empty one tainted
+    assert pfn >> PAGEBLOCK_ORDER == pb and arena.pbowner[pb] == 3
+    assert pb in c.policy.fragmented and c.zone.free_pages == free_before - 256
+    assert sum(superpageblock_census(arena).tainted) == 1
+    assert audit(arena).ok
+
+
+def test_superpageblocks_are_a_sixteenth_of_the_arena_up_to_the_real_size():
+    assert [superpageblock_pageblocks(n) for n in (4, 16, 64, 512, 8192, 65536)] == [2, 2, 4, 32, 512, 512]

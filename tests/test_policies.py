@@ -26,9 +26,9 @@ from workers.policies import POLICIES, T_ANON, T_FILE, T_KERNEL, T_PAGETABLE, T_
 
 PAGES = 2048
 # Policies whose PCP is refilled a batch at a time and keeps what its own CPU frees;
-# pcp-buddy claims whole pageblocks and routes frees to their owner instead
-# (test_pcp_buddy.py holds it to its own refill, hit and remote-free rules).
-BATCH_PCP = [name for name in POLICIES if name != "pcp-buddy"]
+# pcp-buddy and pcp-buddy-spb claim whole pageblocks and route frees to their owner
+# instead (test_pcp_buddy.py holds them to their own refill, hit and remote-free rules).
+BATCH_PCP = [name for name in POLICIES if name not in ("pcp-buddy", "pcp-buddy-spb")]
 
 
 class Model:

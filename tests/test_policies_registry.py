@@ -95,7 +95,7 @@ def test_unknown_policy():
 
 def test_trait_queries():
     assert policy_names(memdesc=False) == ("legacy", "legacy-tailmask", "compound", "compound-lazy",
-                                           "compound-contig", "pcp-buddy")
+                                           "compound-contig", "pcp-buddy", "pcp-buddy-spb")
     assert policy_names(memdesc=True) == ("memdesc-pcpdesc", "memdesc")
     assert policy_names(typed_pcps=True) == ("memdesc",)
     assert policy_names() == tuple(POLICIES)

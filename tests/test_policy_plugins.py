@@ -5,8 +5,8 @@ entry_points.txt) and its module on sys.path, which is all an installed
 distribution is to ``importlib.metadata``, and point a registry at it.  One
 end-to-end test has pip install the example plug-in in examples/ (as a
 wheel) into a throwaway virtual environment and drives the ``pcpd`` command
-line there: ``policies``, ``check``, ``costs``, ``run``, ``replay`` and
-``experiment``.
+line there: ``policies``, ``check``, ``costs``, ``run``, ``replay``, ``experiment``
+and ``simulate``.
 """
 
 from __future__ import annotations
@@ -251,3 +251,15 @@ def test_an_installed_plugin_is_usable_in_every_command(tmp_path):
     pcpd_cmd("experiment", str(config), "--duration", "1", "--repeat", "1", "--out", str(tmp_path / "exp"))
     results = json.loads((tmp_path / "exp" / "results.json").read_text())
     assert "example-nothp" in json.dumps(results)
+
+    # virtual time: both policies on the same seeded operations, so the plug-in's one
+    # change shows in the counts (every THP it frees goes to the buddy, none to a PCP)
+    simulated = pcpd_cmd("simulate", str(config), "--cpus", "2", "--ops", "400",
+                         "--policy", "legacy,example-nothp", "--out", str(tmp_path / "sim"))
+    assert "audit ok" in simulated.stdout
+    runs = json.loads((tmp_path / "sim" / "results.json").read_text())["runs"]
+    by_policy = {run["policy"]: run for run in runs}
+    assert set(by_policy) == {"legacy", "example-nothp"}
+    legacy, nothp = by_policy["legacy"]["counters"], by_policy["example-nothp"]["counters"]
+    assert by_policy["legacy"]["ops"] == by_policy["example-nothp"]["ops"] == 800
+    assert nothp["free_buddy"] > legacy["free_buddy"] and nothp["free_pcp"] < legacy["free_pcp"]

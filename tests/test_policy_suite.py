@@ -24,8 +24,11 @@ cost-table sanity
     ``pcpd costs`` measures the policy: every (type, order) has its rows, the
     counts are non-negative and add up by cause, a PCP hit takes no
     zone->lock and a miss refills under one, and every allocation writes the
-    state that says it is allocated.  (Traced == charged cachelines, once a
-    tracing mode exists, belongs here too.)
+    state that says it is allocated.
+traced == charged
+    the same rows, measured over a TracedArena: a PCP hit charges exactly the
+    lines its accessors touched, a miss or bypass at least each of them once
+    (the rules and their conventions: tests/test_traced_lines.py).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import random
 
 import pytest
 from audit_blocks import pages_by_cpu
+from test_traced_lines import mismatches
 
 from pcpd.analysis.costs import cost_table
 from pcpd.daemon.audit import audit
@@ -315,12 +319,38 @@ def test_audit_classifies_every_state_and_catches_a_wiped_head(make_machine, lay
     assert not audit(m.arena).ok
 
 
-# -- cost-table sanity ----------------------------------------------------------------------
+# -- cost-table sanity and traced == charged ------------------------------------------------
+
+COST_TYPES, COST_ORDERS = ("anon", "slab", "kernel"), (0, 2, 4, 9)
+# Policies whose charges the tracer shows wrong, until their owner fixes them (reported).
+TRACED_MISCHARGES = {
+    "pcp-buddy": "charges the PCP buddy's piece list links without storing them ('Piece links are "
+                 "charged, not stored'): an alloc hit charges one struct page line more than it "
+                 "touches per piece list it unlinks from or links to (_piece_take, _piece_add)",
+    "pcp-buddy-spb": "pcp-buddy's piece links, and superpageblock_census() loads every pageblock "
+                     "head's record at each claim (29 lines only loaded on an alloc miss here) "
+                     "uncharged: charge them as buddy reads, or read through linetrace.untraced() "
+                     "if the census stands for the kernel's per-superpageblock counters",
+}
+
+
+@pytest.fixture(scope="module")
+def cost_rows():
+    """Each policy's traced cost-table rows, measured once for both tests below."""
+    measured: dict[str, list] = {}
+
+    def rows(policy: str) -> list:
+        if policy not in measured:
+            measured[policy] = cost_table(policies=[policy], types=COST_TYPES, orders=COST_ORDERS)
+        return measured[policy]
+
+    return rows
+
 
 @pytest.mark.parametrize("policy", SUITE)
-def test_cost_table_is_sane(policy):
-    types, orders = ("anon", "slab", "kernel"), (0, 2, 4, 9)
-    rows = cost_table(policies=[policy], types=types, orders=orders)
+def test_cost_table_is_sane(cost_rows, policy):
+    types, orders = COST_TYPES, COST_ORDERS
+    rows = cost_rows(policy)
     assert {r["policy"] for r in rows} == {policy}
     for memdesc in types:
         for order in orders:
@@ -346,3 +376,11 @@ def test_cost_table_is_sane(policy):
         if r["op"] == "alloc":                        # something must say the block is taken
             assert r["struct_page_lines_written"] + r["descriptor_lines_written"] \
                 + r["free_memory_lines_written"] > 0, where
+
+
+@pytest.mark.parametrize("policy", [pytest.param(p, marks=pytest.mark.xfail(
+    p in TRACED_MISCHARGES, reason=TRACED_MISCHARGES.get(p, ""), strict=True)) for p in SUITE])
+def test_traced_lines_equal_charges(cost_rows, policy):
+    rows = cost_rows(policy)
+    assert rows and all("traced" in r for r in rows)
+    assert [p for r in rows for p in mismatches(r)] == []

@@ -3,15 +3,22 @@
 from pathlib import Path
 
 import pytest
+from matplotlib.container import ErrorbarContainer
 
 from pcpd.analysis.report import (
+    PLOTTED,
     POLICIES_PNG,
     REPORT,
     SWEEP_PNG,
+    TUNING_PNG,
     Summary,
+    axis_unit,
     baseline,
     cell,
     comparison_rows,
+    draw_policies,
+    draw_sweep,
+    draw_tuning,
     format_ratio,
     format_table,
     format_value,
@@ -215,3 +222,128 @@ def test_sweeps_plot_against_the_sweep_value(tmp_path):
     assert [Path(p).name for p in written] == [REPORT, SWEEP_PNG]
     assert (tmp_path / SWEEP_PNG).read_bytes().startswith(PNG_SIGNATURE)
     assert "## pcp.batch = 1023" in (tmp_path / REPORT).read_text()
+
+
+# ---------------------------------------------------------------------------
+# Plots a reader can read: the matplotlib objects, not the pixels.
+
+def panel(fig, key: str):
+    return fig.axes[PLOTTED.index(key)]
+
+
+def error_bars(ax) -> list[tuple[float, float, float]]:
+    """(x, bottom, top) of every error bar drawn on ``ax``."""
+    out = []
+    for container in ax.containers:
+        if isinstance(container, ErrorbarContainer):
+            for segment in container.lines[2][0].get_segments():
+                (x, low), (_, high) = segment
+                out.append((float(x), float(low), float(high)))
+    return out
+
+
+LINES = "struct_page_lines_per_op"
+P99 = "zone_lock_wait_p99_seconds"
+DWARFED = results({"legacy": [{LINES: 309.0, "throughput_ops_per_second": 100.0}],
+                   "compound": [{LINES: 5.4, "throughput_ops_per_second": 110.0}],
+                   "memdesc": [{LINES: 1.9, "throughput_ops_per_second": 105.0}]})
+
+
+def test_a_policy_that_dwarfs_the_others_puts_the_panel_on_a_log_axis_with_every_value_written():
+    fig = draw_policies(DWARFED)
+    lines = panel(fig, LINES)
+    assert lines.get_yscale() == "log"
+    assert [t.get_text() for t in lines.texts] == ["309", "5.40", "1.90"]
+    assert [bar.get_height() for bar in lines.patches] == [309.0, 5.4, 1.9]
+    throughput = panel(fig, "throughput_ops_per_second")
+    assert throughput.get_yscale() == "linear"
+    assert [t.get_text() for t in throughput.texts] == ["100", "110", "105"]
+
+
+def test_error_bars_only_where_repetitions_are_several_and_never_below_zero():
+    assert all(not error_bars(ax) for ax in draw_policies(DWARFED).axes)
+    mixed = results({"legacy": [{LINES: 1.0}, {LINES: 9.0}], "memdesc": [{LINES: 2.0}]})
+    fig = draw_policies(mixed)
+    ((x, low, high),) = error_bars(panel(fig, LINES))       # legacy only: memdesc ran once
+    stdev = 32 ** 0.5
+    assert x == 0 and low == 0.0 and high == pytest.approx(5.0 + stdev)
+    assert fig.get_suptitle().endswith("mean, ±1 stdev")
+    assert draw_policies(DWARFED).get_suptitle().endswith(": mean")
+
+
+@pytest.mark.parametrize("key, values, factor, unit", [
+    (P99, [0.016, 0.002], 1e3, "ms"),
+    (P99, [16e-6], 1e6, "µs"),
+    (P99, [2e-8], 1e9, "ns"),
+    (P99, [1.5], 1.0, "s"),
+    ("throughput_ops_per_second", [2_500_000.0, 900_000.0], 1e-6, "M ops/s"),
+    ("throughput_ops_per_second", [41_000.0], 1e-3, "k ops/s"),
+    ("throughput_ops_per_second", [9.0], 1.0, "ops/s"),
+    ("pcp_hit_ratio", [0.97], 100.0, "%"),
+    ("pcp_pages", [120_000.0], 1e-3, "k pages"),
+    (LINES, [3.1], 1.0, "lines/op"),
+])
+def test_axis_units_scale_to_the_values(key, values, factor, unit):
+    assert axis_unit(FIGURE_BY_KEY[key], values) == (factor, unit)
+
+
+def test_a_panel_is_drawn_in_its_scaled_unit():
+    fig = draw_policies(results({"legacy": [{P99: 0.016}], "memdesc": [{P99: 0.004}]}))
+    ax = panel(fig, P99)
+    assert ax.get_ylabel() == "ms"
+    assert [bar.get_height() for bar in ax.patches] == pytest.approx([16.0, 4.0])
+    assert [t.get_text() for t in ax.texts] == ["16.0 ms", "4.0 ms"]
+
+
+SWEEP = results({p: [{"point": v, "throughput_ops_per_second": 10.0 * v,
+                      "zone_lock_acquisitions_per_1k_ops": 0.0 if v == 1023 else 3.0,
+                      P99: None if v == 1023 else 2e-6} for v in (63, 127, 1023)]
+                 for p in ("legacy", "memdesc")}, sweep_key="pcp.batch")
+
+
+def test_sweeps_are_ticked_at_the_swept_values():
+    ax = panel(draw_sweep(SWEEP), "throughput_ops_per_second")
+    assert ax.get_xscale() == "log"                         # 1023 / 63 >= 16
+    assert list(ax.get_xticks()) == [63, 127, 1023]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["63", "127", "1023"]
+    assert list(ax.get_xticks(minor=True)) == []
+    assert ax.get_xlabel() == "pcp.batch" and ax.get_ylabel() == "k ops/s"
+
+
+def test_a_sweep_point_without_zone_lock_acquisitions_is_warned_about_not_left_blank():
+    found = warnings(SWEEP)
+    for policy in ("legacy", "memdesc"):
+        assert any(w.startswith(f"{policy} at pcp.batch = 1023: no zone->lock acquisition in the measured "
+                                "window") for w in found)
+    assert not any("pcp.batch = 63: no zone->lock" in w for w in found)
+    ax = panel(draw_sweep(SWEEP), P99)
+    assert [t.get_text() for t in ax.texts] == [
+        "no zone->lock acquisition in the window:\nlegacy at 1023\nmemdesc at 1023"]
+    assert "- memdesc at pcp.batch = 1023: no zone->lock acquisition" in render_report(SWEEP, [])
+
+
+def tuning(cpus: list[int], seconds: list[float], high: list[list[int]]) -> dict:
+    return {"interval": 1.0, "cpus": cpus, "seconds": seconds, "high": high,
+            "free_count": [[v // 2 for v in row] for row in high], "alloc_factor": [[0] * len(seconds)] * len(cpus)}
+
+
+def test_runs_with_tuning_series_plot_high_and_free_count_per_cpu(tmp_path):
+    tuned = results({"legacy": [{}, {}], "memdesc": [{}]})
+    tuned.runs[1]["tuning"] = tuning([0, 1], [1.0, 2.0, 3.0], [[3548, 3600, 3700], [3548, 4000, 4096]])
+    tuned.runs[2]["tuning"] = tuning([0, 1], [1.0, 2.0], [[600, 700], [800, 900]])
+    fig = draw_tuning(tuned)
+    assert len(fig.axes) == 4                               # high and free_count, per policy
+    high, free_count = fig.axes[0], fig.axes[1]
+    assert high.get_title() == "legacy, repetition 2: high: pages it may hold"
+    assert [list(line.get_ydata()) for line in high.lines] == [[3548, 3600, 3700], [3548, 4000, 4096]]
+    assert [list(line.get_xdata()) for line in high.lines] == [[1.0, 2.0, 3.0]] * 2
+    assert [list(line.get_ydata()) for line in free_count.lines] == [[1774, 1800, 1850], [1774, 2000, 2048]]
+    assert [t.get_text() for t in high.get_legend().get_texts()] == ["cpu 0", "cpu 1"]
+    assert fig.axes[2].get_title() == "memdesc, repetition 1: high: pages it may hold"
+    written = write_report(tuned, str(tmp_path))
+    assert [Path(p).name for p in written] == [REPORT, POLICIES_PNG, TUNING_PNG]
+    assert (tmp_path / TUNING_PNG).read_bytes().startswith(PNG_SIGNATURE)
+    text = (tmp_path / REPORT).read_text()
+    assert "![tuning](tuning.png)" in text and "- **PCP auto-tuning** (tuning.png): " in text
+    assert "PCP auto-tuning" not in render_report(TWO, [POLICIES_PNG])
+    assert draw_tuning(TWO) is None

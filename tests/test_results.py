@@ -193,6 +193,8 @@ def test_dump_refuses_to_overwrite_without_replace(tmp_path):
      "runs[0].point: expected a sweep value or null"),
     ({"format": FORMAT, "version": 2, "metadata": metadata(), "runs": [{**run(), "repetition": True}]},
      "runs[0].repetition: expected an integer"),
+    ({"format": FORMAT, "version": 2, "metadata": metadata(), "runs": [{**run(), "era": 6.7}]},
+     "runs[0].era: expected a kernel era"),
 ])
 def test_load_names_the_file_and_the_problem(tmp_path, document, message):
     path = tmp_path / "bad.json"
@@ -225,6 +227,15 @@ def test_csv_has_one_row_per_run_with_every_figure(tmp_path):
     assert float(row["throughput_ops_per_second"]) == 1234.5678901234      # full precision
     assert row["pcp.batch"] == "63" and row["stranded_pages"] == ""
     assert len(list(csv_rows(results))) == 1
+
+
+def test_csv_names_each_runs_era_and_the_configs_for_older_runs(tmp_path):
+    meta = metadata(config={"name": "t", "kernel": {"era": "5.14"}})
+    results = Results(meta, [{**run(), "era": "6.7"}, run(repetition=1)])     # the second: an older file's
+    path = tmp_path / "r.csv"
+    dump_csv(results, str(path))
+    with open(path, newline="") as f:
+        assert [row["era"] for row in csv.DictReader(f)] == ["6.7", "5.14"]
 
 
 def test_environment_names_the_machine(tmp_path):

@@ -1,12 +1,18 @@
 """pcpd.model.sizing against the conformance vectors and worked examples of the
 kernel reference (sections 1.4-1.7 and 9), plus properties of the formulas."""
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pcpd.config.load import parse_settings
+from pcpd.config.settings import DEFAULT_SETTINGS
+from pcpd.errors import ConfigError
 from pcpd.kernel import ERAS, HPAGE_PMD_ORDER, NR_PCP_LISTS, PAGE_ORDERS
 from pcpd.model.sizing import (
+    NO_CACHEINFO_SLICE,
     PcpLimits,
     Watermarks,
     calculate_min_free_kbytes,
@@ -14,12 +20,15 @@ from pcpd.model.sizing import (
     order_to_pindex,
     pcp_allowed_order,
     pcp_limits,
+    pcpf_free_high_batch,
+    per_cpu_data_slice_size,
     pindex_to_order,
     recommended_min_free_kbytes,
     zone_batchsize,
     zone_highsize,
     zone_watermarks,
 )
+from pcpd.spec import ModelSpec
 
 UNMOVABLE, MOVABLE, RECLAIMABLE = 0, 1, 2
 
@@ -300,3 +309,82 @@ def test_watermarks_are_evenly_spaced(managed, extra, wsf, thp, nr_zones):
 def test_min_free_kbytes_is_monotone_and_clamped(a, b):
     a, b = sorted((a, b))
     assert 128 <= calculate_min_free_kbytes(a) <= calculate_min_free_kbytes(b) <= 262144
+
+
+# -- PCPF_FREE_HIGH_BATCH: zone_pcp_update_cacheinfo() from cacheinfo ------------------------
+
+def _cache(root, *leaves: tuple[int, str, str, str]) -> str:
+    """A sysfs cpu0/cache directory: (index, type, size, shared_cpu_list) per leaf."""
+    for index, kind, size, shared in leaves:
+        leaf = root / f"index{index}"
+        leaf.mkdir()
+        for name, text in (("type", kind), ("size", size), ("shared_cpu_list", shared)):
+            (leaf / name).write_text(text + "\n")
+    return str(root)
+
+
+def test_data_slice_is_the_last_level_over_its_sharers(tmp_path):
+    root = _cache(tmp_path, (0, "Data", "48K", "0"), (1, "Instruction", "32K", "0"),
+                  (2, "Unified", "2048K", "0"), (3, "Unified", "32M", "0-7,16-23"))
+    assert per_cpu_data_slice_size(root) == (32 << 20) // 16
+
+
+def test_data_slice_reads_leaves_in_numeric_order(tmp_path):
+    leaves = [(i, "Unified", f"{i + 1}K", "0") for i in range(11)]
+    assert per_cpu_data_slice_size(_cache(tmp_path, *leaves)) == 11 << 10   # index10, not index9
+
+
+@pytest.mark.parametrize("leaves", [
+    [],
+    [(0, "Data", "48K", "0"), (1, "Instruction", "32K", "0")],    # the last level is no data cache
+    [(0, "Unified", "", "0")],
+    [(0, "Unified", "1M", "")],
+])
+def test_no_usable_cacheinfo_gives_no_slice(tmp_path, leaves):
+    assert per_cpu_data_slice_size(_cache(tmp_path, *leaves)) == NO_CACHEINFO_SLICE == 0
+
+
+def test_no_cache_directory_gives_no_slice(tmp_path):
+    assert per_cpu_data_slice_size(str(tmp_path / "missing")) == NO_CACHEINFO_SLICE
+
+
+@pytest.mark.parametrize("slice_bytes, batch, flag", [
+    (0, 63, False),
+    (756 << 10, 63, False),                # 189 pages: not more than 3 * 63
+    ((756 << 10) + 4096, 63, True),
+    (2 << 20, 63, True),                   # 32 MiB L3 over 16 CPUs
+    (2 << 20, 4095, False),
+])
+def test_free_high_batch_needs_more_than_three_batches_of_cache(slice_bytes, batch, flag):
+    assert pcpf_free_high_batch(slice_bytes, batch) is flag
+
+
+def test_model_spec_sets_the_flag_from_its_cache_slice():
+    spec = ModelSpec(pages=1 << 18)
+    batch = spec.limits().batch
+    assert not spec.tuning().free_high_batch                     # no cacheinfo: clear
+    roomy = dataclasses.replace(spec, cache_slice=(3 * batch + 1) << 12)
+    assert roomy.tuning().free_high_batch
+    small = dataclasses.replace(spec, cache_slice=(3 * batch) << 12)
+    assert not small.tuning().free_high_batch
+    assert dataclasses.replace(small, free_high_batch=True).tuning().free_high_batch
+
+
+def test_config_keys_load_and_bad_values_are_one_line_errors():
+    text = '[pcp]\ncache_slice = "1MiB"\ndecay_drain = "one-call"\n'
+    pcp = parse_settings(text, "x.toml").pcp
+    assert (pcp.cache_slice, pcp.decay_drain) == (1 << 20, "one-call")
+    for bad, key in (('cache_slice = "lots"', "pcp.cache_slice"), ('decay_drain = "all"', "pcp.decay_drain")):
+        with pytest.raises(ConfigError) as info:
+            parse_settings(f"[pcp]\n{bad}\n", "x.toml")
+        assert str(info.value).startswith(f"x.toml: {key}: ") and "\n" not in str(info.value)
+
+
+def test_config_cache_slice_overrides_this_machine():
+    pcp = dataclasses.replace(DEFAULT_SETTINGS.pcp, cache_slice=4096, decay_drain="one-call")
+    settings = dataclasses.replace(DEFAULT_SETTINGS, pcp=pcp)
+    spec = ModelSpec.from_settings(settings, ncpus=1)
+    assert spec.cache_slice == 4096 and not spec.tuning().free_high_batch
+    assert spec.tuning().decay_drain == "one-call"
+    machine = ModelSpec.from_settings(DEFAULT_SETTINGS, ncpus=1)
+    assert machine.cache_slice == per_cpu_data_slice_size()

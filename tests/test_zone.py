@@ -20,7 +20,10 @@ from pcpd.model.lock import ZoneLock
 from pcpd.model.memmap import NIL, memmap_for
 from pcpd.model.stats import Counters
 from pcpd.model.zone import (
+    BELOW_HIGH,
+    RECLAIM_ACTIVE,
     Z_CLAIMS,
+    Z_FLAGS,
     Z_FREE_PAGES,
     Z_HEAD,
     Z_NR_FREE,
@@ -31,7 +34,7 @@ from pcpd.model.zone import (
     Zone,
 )
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
-from workers.policies import T_ANON
+from workers.policies import T_ANON, T_SLAB
 
 
 class ZoneModel:
@@ -313,6 +316,55 @@ def test_partial_claim_moves_every_free_block(legacy_zone):
     assert list(arena.pageblock) == [MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE]
 
 
+def test_nofragment_takes_no_piece_of_a_foreign_pageblock(legacy_zone):
+    """ALLOC_NOFRAGMENT: __rmqueue_claim() from pageblock_order up only, no __rmqueue_steal()."""
+    arena, cpu = legacy_zone
+    for order in (8, 8, 8):
+        cpu.policy.alloc(T_ANON, order)
+    zone = cpu.zone
+    assert _free(arena) == {768: 8}                   # half of pageblock 1, MOVABLE
+    assert zone.rmqueue_bulk(0, MIGRATE_RECLAIMABLE, 4, nofragment=True) == []
+    assert int(arena.zone[Z_CLAIMS]) == int(arena.zone[Z_STEALS]) == 0
+    assert list(arena.pageblock) == [MIGRATE_MOVABLE] * 2
+    assert zone.rmqueue_bulk(0, MIGRATE_RECLAIMABLE, 1) == [768]     # without it: the 256-of-512 claim
+
+
+def test_nofragment_still_claims_whole_pageblocks(make_zone):
+    m = make_zone(pages=1024)
+    assert m.zone.rmqueue_bulk(3, MIGRATE_UNMOVABLE, 2, nofragment=True) == [0, 8]
+    assert list(m.arena.pageblock) == [MIGRATE_UNMOVABLE] * 2
+    assert int(m.arena.zone[Z_CLAIMS]) == 1
+
+
+def test_refill_retries_without_nofragment(legacy_zone):
+    """get_page_from_freelist(): nothing without fragmenting, so the zonelist is walked
+    again without ALLOC_NOFRAGMENT; the one zone gives the claim then."""
+    arena, cpu = legacy_zone
+    for order in (8, 8, 8):
+        cpu.policy.alloc(T_ANON, order)
+    assert cpu.policy.alloc(T_SLAB, 0) == 768         # slab is RECLAIMABLE
+    assert cpu.counters["refills"] == 1
+    assert int(arena.zone[Z_CLAIMS]) == 1
+
+
+def test_nofragment_is_off_before_5_0():
+    spec = ModelSpec(pages=1024, policy="legacy", era="4.18")
+    arena = create_arena(spec)
+    try:
+        cpu = CpuAllocator(arena, spec, SharedLocks.local(), 0)
+        for order in (8, 8, 8):
+            cpu.policy.alloc(T_ANON, order)
+        assert not cpu.zone.nofragment
+        assert cpu.zone.rmqueue_buddy(0, MIGRATE_RECLAIMABLE) == 768
+        assert int(arena.zone[Z_STEALS]) == 0 and int(arena.zone[Z_CLAIMS]) == 1
+        del cpu
+    finally:
+        try:
+            arena.close()
+        finally:
+            arena.unlink()
+
+
 def _free(arena) -> dict[int, int]:
     pfns, orders = memmap_for(arena).buddy_heads(0, arena.pages)
     return dict(zip(pfns.tolist(), orders.tolist()))
@@ -330,6 +382,93 @@ def test_watermark_ok(make_zone):
     z.rmqueue_buddy(0, MIGRATE_MOVABLE)              # no order-10 block remains
     assert not z.watermark_ok(10, 0)
     assert z.watermark_ok(9, 0)
+
+
+# -- zone->flags: ZONE_BELOW_HIGH and ZONE_RECLAIM_ACTIVE ------------------------------
+
+def _marks(m: ZoneModel, low: int, high: int) -> None:
+    m.arena.zone[Z_WMARK_MIN], m.arena.zone[Z_WMARK_LOW], m.arena.zone[Z_WMARK_HIGH] = low // 2, low, high
+
+
+def test_an_allocation_under_the_high_watermark_sets_below_high(make_zone):
+    m = make_zone(pages=1024)
+    _marks(m, low=200, high=300)
+    z = m.zone
+    z.rmqueue_buddy(9, MIGRATE_MOVABLE)               # tested before taking: 1024 - 511 > 300
+    z.check_watermarks(0)                            # 512 free
+    assert not z.below_high and not z.reclaim_active
+    z.rmqueue_buddy(8, MIGRATE_MOVABLE)               # get_page_from_freelist(): 512 - 255 <= 300
+    assert z.below_high and not z.reclaim_active
+    z.check_watermarks(0)                            # 256 free, above low
+    assert int(m.arena.zone[Z_FLAGS]) == BELOW_HIGH  # one load of zone->flags shows it alone
+
+
+def test_below_high_follows_the_order_of_the_allocation(make_zone):
+    m = make_zone(pages=1024)
+    _marks(m, low=10, high=20)
+    m.zone.rmqueue_buddy(9, MIGRATE_MOVABLE)
+    m.zone.check_watermarks(9)                       # 512 free but no order-9 block left
+    assert m.zone.below_high and not m.zone.reclaim_active
+
+
+def test_free_path_clears_below_high_once_above_the_high_watermark(make_zone):
+    m = make_zone(pages=1024)
+    _marks(m, low=200, high=300)
+    z = m.zone
+    big = z.rmqueue_buddy(9, MIGRATE_MOVABLE)
+    mid = z.rmqueue_buddy(8, MIGRATE_MOVABLE)
+    z.check_watermarks(0)
+    z.clear_below_high()                             # 256 free: still below high
+    assert z.below_high
+    z.free_one_page(mid, 8)
+    z.clear_below_high()
+    assert not z.below_high
+    z.free_one_page(big, 9)
+    z.check_watermarks(0)
+    assert not z.below_high
+
+
+def test_kswapd_is_active_from_the_low_watermark_until_above_high(make_zone):
+    m = make_zone(pages=1024)
+    _marks(m, low=200, high=300)
+    z = m.zone
+    z.rmqueue_buddy(9, MIGRATE_MOVABLE)
+    mid = z.rmqueue_buddy(8, MIGRATE_MOVABLE)
+    small = z.rmqueue_buddy(6, MIGRATE_MOVABLE)       # 192 free
+    assert not z.reclaim_active
+    z.check_watermarks(0)                            # below low: wake_all_kswapds()
+    assert z.reclaim_active
+    z.free_one_page(small, 6)                        # 256: between low and high, kswapd goes on
+    assert z.reclaim_active
+    z.free_pcppages_bulk([(mid + 128, 7)])           # 384 > high: pgdat_balanced()
+    assert not z.reclaim_active
+    assert z.below_high                              # only the free path's drain clears it
+
+
+def test_each_flag_is_its_own_byte_of_the_flags_word(make_zone):
+    """set_bit()/clear_bit() as single byte stores: one flag's change leaves the other."""
+    m = make_zone(pages=1024)
+    _marks(m, low=1024, high=1024)
+    m.zone.check_watermarks(0)
+    assert int(m.arena.zone[Z_FLAGS]) == BELOW_HIGH | RECLAIM_ACTIVE
+    _marks(m, low=0, high=0)
+    m.zone.clear_below_high()
+    assert int(m.arena.zone[Z_FLAGS]) == RECLAIM_ACTIVE
+    m.zone.free_one_page(m.zone.rmqueue_buddy(0, MIGRATE_MOVABLE), 0)   # kswapd balanced
+    assert int(m.arena.zone[Z_FLAGS]) == 0
+
+
+def test_flags_from_watermarks(make_zone):
+    m = make_zone(pages=1024)
+    _marks(m, low=600, high=1024)
+    m.zone.flags_from_watermarks()
+    assert m.zone.below_high and not m.zone.reclaim_active
+    _marks(m, low=1024, high=1024)
+    m.zone.flags_from_watermarks()
+    assert m.zone.below_high and m.zone.reclaim_active
+    _marks(m, low=10, high=20)
+    m.zone.flags_from_watermarks()
+    assert not m.zone.below_high and not m.zone.reclaim_active
 
 
 # -- zone->lock -----------------------------------------------------------------------

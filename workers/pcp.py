@@ -5,10 +5,16 @@ mm/page_alloc.c (nr_pcp_alloc, nr_pcp_high, nr_pcp_free, free_high,
 decay_pcp_high, the free_pcppages_bulk selection).  It never touches the
 page array: policies write page and descriptor state around it.
 
+The zone-wide state these rules read (ZONE_BELOW_HIGH, ZONE_RECLAIM_ACTIVE)
+lives in the shared zone's flags word (``pcpd.model.zone``): the free path
+loads it on every free, as nr_pcp_high() tests zone->flags, and never writes it.
+
 Simplifications, all eras: 14 lists (the two THP lists of 6.11+, so the
 round-robin order of a drain differs slightly before 6.11); the quota-based
-free_pcppages_bulk() of kernels before ~5.18 is not modelled; decay drains in
-batch-sized chunks (2025-10+), other drains in one call (6.7-6.18).
+free_pcppages_bulk() of kernels before ~5.18 is not modelled; a free-path
+drain is one free_pcppages_bulk() call (6.7-6.18; its batching in
+91e691296646, Oct 2025, is not modelled); decay drains in one call or in
+batches by ``PcpTuning.decay_drain`` (fc4b909c368f).
 
 Lists are deques with the head on the right (LIFO: ``append``/``pop``) and
 the tail on the left (refills append there; drains take from there).  They
@@ -27,8 +33,10 @@ from pcpd.kernel import (
     PAGE_ALLOC_COSTLY_ORDER,
     PAGE_ORDERS,
     PCP_BATCH_SCALE_MAX,
+    RECLAIM_ACTIVE_ERAS,
 )
 from pcpd.model.sizing import PcpLimits, order_to_pindex, pcp_allowed_order, pindex_to_order
+from pcpd.model.zone import BELOW_HIGH, RECLAIM_ACTIVE, Z_FLAGS
 
 PCPF_PREV_FREE_HIGH_ORDER = 1 << 0
 PCPF_FREE_HIGH_BATCH = 1 << 1
@@ -40,7 +48,7 @@ class PerCpuPages:
     __slots__ = (
         "lists", "count", "high", "high_min", "high_max", "batch", "flags",
         "alloc_factor", "free_count", "era", "scale_max", "tuned", "free_cap",
-        "allowed", "pindex", "drain_cause",
+        "allowed", "pindex", "drain_cause", "reclaim_limit",
     )
 
     def __init__(self, limits: PcpLimits, era: str, scale_max: int = PCP_BATCH_SCALE_MAX,
@@ -60,6 +68,7 @@ class PerCpuPages:
         self.era = era
         self.scale_max = scale_max
         self.tuned = era == "6.7" and limits.high_min != limits.high_max
+        self.reclaim_limit = era in RECLAIM_ACTIVE_ERAS
         self.free_cap = self.batch << scale_max     # batch << CONFIG_PCP_BATCH_SCALE_MAX
         self.drain_cause = "high"
         self.allowed = [pcp_allowed_order(o, era) for o in PAGE_ORDERS]
@@ -113,14 +122,15 @@ class PerCpuPages:
             return self.free_count != 0 and 1 <= order <= PAGE_ALLOC_COSTLY_ORDER
         return False
 
-    def free_check(self, order: int, zone_below_high: bool) -> int:
+    def free_check(self, order: int, zone_words: memoryview) -> int:
         """After pushing a block: pages to drain now, or 0.
 
         free_frozen_page_commit()'s tail: free_high, nr_pcp_high(), and
-        nr_pcp_free() once count has reached the threshold.  ``drain_cause``
-        says why ("free_high" or "high").
+        nr_pcp_free() once count has reached the threshold.  ``zone_words`` is
+        the shared zone (its flags); ``drain_cause`` says why ("free_high" or "high").
         """
-        if self.tuned and (order == 0 or order == HPAGE_PMD_ORDER) and not zone_below_high:
+        zone_flags = zone_words[Z_FLAGS]
+        if self.tuned and (order == 0 or order == HPAGE_PMD_ORDER) and not zone_flags:
             # the common 6.7 case inlined; the kernel's steps, in its order (reads
             # before writes: in a steady state the first two are already 0)
             if self.alloc_factor:
@@ -134,22 +144,32 @@ class PerCpuPages:
             free_high = False
         else:
             free_high = self.free_commit(order)
-        high = self.nr_pcp_high(free_high, zone_below_high)
+        high = self.nr_pcp_high(free_high, bool(zone_flags & BELOW_HIGH),
+                                bool(zone_flags & RECLAIM_ACTIVE))
         if self.count < high:
             return 0
         self.drain_cause = "free_high" if free_high else "high"
         return self.nr_pcp_free(high, free_high)
 
-    def nr_pcp_high(self, free_high: bool, zone_below_high: bool) -> int:
+    def nr_pcp_high(self, free_high: bool, zone_below_high: bool, reclaim_active: bool) -> int:
         """nr_pcp_high(): the drain threshold; count >= it drains."""
         if self.era != "6.7":
-            return 0 if (self.high == 0 or free_high) else self.high
+            if self.high == 0 or free_high:
+                return 0
+            if reclaim_active and self.reclaim_limit:   # 5.14-6.6: at most 4 batches while kswapd runs
+                return min(self.batch << 2, self.high)
+            return self.high
         high = self.high = min(max(self.high, self.high_min), self.high_max)
         if high == 0:
             return 0
         if free_high:
             self.high = max(high - self.free_cap, self.high_min)
             return 0
+        if reclaim_active:
+            # kswapd is reclaiming: shrink high as below the high watermark, and
+            # keep at most 4 batches on the PCP meanwhile
+            self.high = max(high - max(self.free_count, self.batch), self.high_min)
+            return min(self.batch << 2, self.high)
         if not self.tuned:
             return high
         if zone_below_high:

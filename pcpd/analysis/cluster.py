@@ -13,7 +13,10 @@ Workers, one per machine, are started with the ``pcpd-node`` resource::
 
 A real-mode point owns a whole machine (its workers are pinned to the
 machine's CPUs and its figures are the machine's), so every such task asks
-for one ``pcpd-node``, and a node runs one point at a time.
+for one ``pcpd-node``, and a node runs one point at a time.  A virtual-mode
+point models its CPUs in one process and its figures do not depend on the
+machine, so it asks for no resource: any worker thread takes one, several
+share a node, and workers need not offer ``pcpd-node`` at all.
 
 On the node, the task runs the point in a fresh ``python -m
 pcpd.analysis.cluster`` child: the daemon installs signal handlers, which
@@ -48,10 +51,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pcpd.analysis.experiment import Plan, Point, Progress, run_point
+from pcpd.analysis.experiment import Finished, Plan, Point, Progress, run_point
 from pcpd.analysis.results import RunRecord, environment, host_name
 from pcpd.config.load import settings_from_dict, settings_to_dict
-from pcpd.config.settings import Settings
 from pcpd.errors import PcpdError, UsageError
 from pcpd.logs import configure_daemon_logging
 
@@ -72,15 +74,15 @@ ADDRESS = re.compile(r"^(?:(?P<scheme>[a-z0-9+.-]+)://)?(?P<host>\[[0-9A-Fa-f:.]
 SCHEMES = ("tcp", "tls", "ws", "wss")
 
 
-def point_resources(settings: Settings) -> dict[str, float]:
-    """The Dask resources one point of ``settings`` needs.
+def point_resources(plan: Plan) -> dict[str, float]:
+    """The Dask resources one point of ``plan`` needs.
 
-    Every point today is a real-mode run, which measures a whole machine: it
-    takes the node's one ``pcpd-node``.  Virtual-mode points (issue 13) will
-    model their CPUs instead of owning them, so several may share a node: they
-    will ask for no resource at all ({}), and any worker thread may take them.
+    A real-mode run measures a whole machine: it takes the node's one
+    ``pcpd-node``.  A virtual-mode run models its CPUs instead of owning them
+    and its figures are the same on any machine, so several may share a node:
+    it asks for no resource ({}), and any worker thread may take it.
     """
-    return {NODE: 1}
+    return {} if plan.virtual else {NODE: 1}
 
 
 def worker_command(address: str) -> str:
@@ -101,8 +103,9 @@ def check_address(address: str) -> None:
         raise UsageError(f"--scheduler {address}: port {match['port']} is out of range (1-65535)")
 
 
-def connect(address: str, timeout: float | None = None) -> Cluster:
-    """A connection to the scheduler at ``address`` with at least one ``pcpd-node`` worker.
+def connect(address: str, timeout: float | None = None, *, whole_nodes: bool = True) -> Cluster:
+    """A connection to the scheduler at ``address`` with at least one ``pcpd-node`` worker
+    (any worker unless ``whole_nodes``: virtual-mode points take no resource).
 
     Raises UsageError, before anything runs, for a malformed or unreachable
     address, a cluster without such a worker, a worker that cannot run this
@@ -119,7 +122,7 @@ def connect(address: str, timeout: float | None = None) -> Cluster:
     except (OSError, TimeoutError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UsageError(f"--scheduler {address}: cannot reach the scheduler: {first}") from None
-    cluster = Cluster(address, client)
+    cluster = Cluster(address, client, whole_nodes)
     try:
         cluster.check_workers()
     except BaseException:
@@ -134,15 +137,20 @@ class Cluster:
 
     address: str
     client: distributed.Client
+    whole_nodes: bool = True                                # points take a pcpd-node (real mode)
     workers: dict[str, str] = field(default_factory=dict)   # worker address -> its host
     notes: list[str] = field(default_factory=list)          # warnings about the cluster, for stderr
 
     def check_workers(self) -> None:
-        """Find the ``pcpd-node`` workers and check that each runs this pcpd (UsageError if not)."""
+        """Find the workers that may run points (those with a ``pcpd-node`` when points take one)
+        and check that each runs this pcpd (UsageError if not)."""
         info = self.client.scheduler_info(n_workers=-1)
         self.workers = {addr: str(w.get("host", addr)) for addr, w in info["workers"].items()
-                        if (w.get("resources") or {}).get(NODE, 0) >= 1}
+                        if not self.whole_nodes or (w.get("resources") or {}).get(NODE, 0) >= 1}
         if not self.workers:
+            if not self.whole_nodes:
+                raise UsageError(f"--scheduler {self.address}: the cluster has no worker; start one with: "
+                                 f"{worker_command(self.address)}")
             raise UsageError(f"--scheduler {self.address}: no worker offers the {NODE} resource; "
                              f"start one on each machine with: {worker_command(self.address)}")
         try:
@@ -159,13 +167,16 @@ class Cluster:
         for host in self.workers.values():
             by_host[host] = by_host.get(host, 0) + 1
         for host, count in sorted(by_host.items()):
-            if count > 1:
+            if count > 1 and self.whole_nodes:
                 self.notes.append(f"{count} workers on {host} offer {NODE}: their points run on that machine "
                                   "at the same time, so each competes with the others for its CPUs")
 
-    def run(self, plan: Plan, points: list[Point], progress: Progress | None,
-            log_stream: TextIO) -> tuple[list[RunRecord], dict[str, dict[str, Any]]]:
+    def run(self, plan: Plan, points: list[Point], progress: Progress | None, log_stream: TextIO,
+            finished: Finished | None = None) -> tuple[list[RunRecord], dict[str, dict[str, Any]]]:
         """Run every point as one task; the records in ``points`` order, and each host's environment.
+
+        ``finished(i, record, host, environment)`` is called as the run of
+        ``points[i]`` comes back.
 
         A point's log lines and summary go to ``log_stream`` under a header
         naming its host, in the order the points finish.  On an error or ^C
@@ -176,11 +187,12 @@ class Cluster:
 
         for note in self.notes:
             print(f"pcpd experiment: warning: {note}", file=sys.stderr, flush=True)
+        offering = f"with {NODE} " if self.whole_nodes else ""
         print(f"pcpd experiment: {len(points)} runs on {self.address}: {len(self.workers)} worker(s) "
-              f"with {NODE} on {', '.join(sorted(set(self.workers.values())))}", file=sys.stderr, flush=True)
+              f"{offering}on {', '.join(sorted(set(self.workers.values())))}", file=sys.stderr, flush=True)
         batch = uuid.uuid4().hex[:8]              # keys unique to this experiment on a shared scheduler
         futures = [self.client.submit(run_remote, plan, point, key=f"pcpd-point-{batch}-{i}",
-                                      resources=point_resources(point.settings), retries=RETRIES, pure=False)
+                                      resources=point_resources(plan), retries=RETRIES, pure=False)
                    for i, point in enumerate(points)]
         index = {future.key: i for i, future in enumerate(futures)}
         records: list[RunRecord | None] = [None] * len(points)
@@ -200,6 +212,8 @@ class Cluster:
                                      "on every worker")
                 records[index[future.key]] = record
                 hosts[outcome.host] = outcome.environment
+                if finished:
+                    finished(index[future.key], record, outcome.host, outcome.environment)
                 log_stream.write(f"--- {point.label}: on {outcome.host} ---\n{outcome.log}")
                 log_stream.flush()
                 if progress:
@@ -304,7 +318,9 @@ def main() -> int:
     try:
         # the config was checked against the CPUs of the machine that read it; a daemon
         # given CPUs this one lacks would restart its workers for ever, so check here too
-        settings_from_dict(settings_to_dict(point.settings), point.settings.source)
+        # (a virtual run's CPUs are its own, whatever this machine has)
+        settings_from_dict(settings_to_dict(point.settings), point.settings.source,
+                           available_cpus=point.settings.cpus if plan.virtual else None)
         record = run_point(point, plan, sys.stderr)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)

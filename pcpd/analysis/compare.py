@@ -1,11 +1,30 @@
-"""``pcpd compare A B``: how B's figures differ from A's, run by run.
+"""``pcpd compare A B``: how B's figures differ from A's, in the layout of mmtests' compare-kernels.
 
-For every (sweep point, policy) both files ran, each figure gets the ratio of
-B's mean to A's ("1.42x faster", "1.20x lower (better)") and Welch's
-two-sample t-test at 95% over the repetitions: "not significant" where the
-repetitions do not support a difference.  Where the test cannot be made
-(fewer than two runs on a side, no spread in either), the ratio is printed
-with "no test" and the reason, never a verdict.
+For every (sweep point, policy) both files ran, one Markdown table: a row per
+statistic and figure, a column per file, A the baseline::
+
+    | stat     | figure                |                 A |                 B |
+    |----------|-----------------------|------------------:|------------------:|
+    | Hmean    | throughput            | 100.0k (   0.00%) | 150.0k *  50.01%* |
+    | Amean    | zone->lock per 1k ops |   31.0 (   0.00%) |   20.0 (  35.48%) |
+    | Stddev   | throughput            |   1.0k            |   1.0k            |
+    | CoeffVar | throughput            |  1.00%            |  0.67%            |
+
+The mean is the harmonic mean where higher is better (rates) and the
+arithmetic mean where lower is better (costs), as mmtests chooses it; the
+bracket is B's change from A with mmtests' sign (``pdiff``, ``pndiff``):
+positive is better either way.  ``*`` in place of the brackets marks a change
+that Welch's two-sample t-test at 95% over the repetitions supports; where the
+test cannot be made (fewer than two runs on a side, no spread in either) the
+change is never marked and a line under the table says why.  Stddev and
+CoeffVar rows follow, without a change: a ratio of two spreads from a few
+repetitions is noise itself.
+
+A figure computed from too few events in a repetition's window (``SAMPLES``:
+a wait quantile of a handful of contended acquisitions, a share of no
+acquisitions) reads ``n/a (3 waits)``, the fewest any repetition had, and gets
+no change.  Identical means read ``same``; a base that shows as 0 gives no
+percentage ("from 0").
 
 Results from different workloads (the config as run, outside the
 ``[experiment]`` and ``[exporter]`` tables) or different machines
@@ -14,7 +33,8 @@ the differences are printed first.  A file whose runs ran on machines that diffe
 (a sweep on a cluster of unlike nodes) is a machine difference in itself,
 even against a file mixed the same way: which point ran where may differ.
 
-Imports: the standard library, ``pcpd.analysis.results``, ``pcpd.analysis.report``.
+Imports: the standard library, ``pcpd.analysis.results``, ``pcpd.analysis.report``,
+``pcpd.model.stats``.
 """
 
 from __future__ import annotations
@@ -29,8 +49,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pcpd.analysis import report
-from pcpd.analysis.results import FIGURES, MACHINE_METADATA, Figure, Results, load, mixed_machine
+from pcpd.analysis.results import FIGURES, MACHINE_METADATA, Figure, Results, RunRecord, load, mixed_machine
 from pcpd.errors import UsageError
+from pcpd.model import stats
 
 ALPHA = 0.05                      # two-sided: a 95% test
 # keys of the config as run that do not change what a run measures ([simulate] only matters to
@@ -39,19 +60,106 @@ IGNORED_CONFIG = ("name", "policy.name", "experiment.", "exporter.", "simulate."
 # how a run is measured, beside its config: real or virtual time (absent: real), and a
 # virtual run's CPUs and cost model (pcpd simulate)
 MEASUREMENT_METADATA = ("warmup", "ops", "mode", "virtual")
+CHANGE_WIDTH = 8                  # "  -5.30%" in its brackets, as mmtests' " (%7.2f%%)"
+
+
+# ---------------------------------------------------------------------------
+# What a figure of one file amounts to.
+
+@dataclass(frozen=True)
+class Samples:
+    """What one repetition's figure is computed from (``pcpd.model.stats.derive``).
+
+    A repetition whose window summed fewer than ``minimum`` of ``counters``
+    gives the figure no meaning: a share of nothing, or a quantile that is one
+    of a handful of events.
+    """
+
+    counters: tuple[str, ...]
+    noun: str                      # plural: "waits"
+    minimum: int
+
+    def count(self, run: RunRecord) -> int | None:
+        """The window's events; None where the run's counters do not hold them."""
+        counters = run["counters"]
+        if not all(name in counters for name in self.counters):
+            return None
+        return sum(counters[name] for name in self.counters)
+
+    def too_few(self, count: int) -> str:
+        return f"n/a ({count:,} {self.noun if count != 1 else self.noun[:-1]})"
+
+
+_WAITS = tuple(f"lock_wait_bucket_{i}" for i in range(len(stats.LOCK_WAIT_BUCKETS) + 1))
+_OPS = Samples(stats.OPS_COUNTERS, "ops", 1)
+_ACQUISITIONS = Samples(("lock_acquisitions",), "acquisitions", 1)
+# The events behind each figure that has a minimum.  A share or a per-op figure needs one
+# (a window with none stores 0, not a measurement).  A wait quantile needs 5 waits beyond
+# it: with fewer it is one of the few longest waits, read off a histogram bucket 4x wide.
+SAMPLES: dict[str, Samples] = {
+    "pcp_hit_ratio": Samples(stats.SERVED_COUNTERS, "allocations", 1),
+    "zone_lock_acquisitions_per_1k_ops": _OPS,
+    "zone_lock_contended_ratio": _ACQUISITIONS,
+    "zone_lock_wait_p50_seconds": Samples(_WAITS, "waits", 10),
+    "zone_lock_wait_p99_seconds": Samples(_WAITS, "waits", 500),
+    "zone_lock_hold_mean_seconds": _ACQUISITIONS,
+    "struct_page_lines_per_op": _OPS,
+    "descriptor_lines_per_op": _OPS,
+    "slab_ops_per_op": _OPS,
+}
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """B against A for one figure: the ratio of the means and the t-test's answer.
+    """Welch's t-test's answer for one figure: None where no test was made, ``reason`` saying why."""
 
-    ``significant`` is None where no test was made; ``reason`` then says why.
-    """
-
-    ratio: float | None
     significant: bool | None
     p_value: float | None = None
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class Side:
+    """One file's repetitions of one figure at one (point, policy).
+
+    ``too_few`` ("n/a (3 waits)") where a repetition had too few events for
+    the figure to mean anything; ``values`` then count for nothing.
+    """
+
+    figure: Figure
+    values: list[float]
+    runs: int
+    too_few: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.values) and not self.too_few
+
+    @property
+    def mean(self) -> float:
+        """mmtests' mean of the repetitions: harmonic where higher is better, arithmetic otherwise."""
+        if self.figure.better == "higher":
+            return statistics.harmonic_mean(self.values)
+        return statistics.fmean(self.values)
+
+    @property
+    def stdev(self) -> float | None:
+        return statistics.stdev(self.values) if self.usable and len(self.values) > 1 else None
+
+
+def mean_name(figure: Figure) -> str:
+    return "Hmean" if figure.better == "higher" else "Amean"
+
+
+def side(results: Results, point: Any, policy: str, figure: Figure) -> Side:
+    """``figure`` at (point, policy) in ``results``, marked ``too_few`` where a repetition lacked events."""
+    runs = results.select(point, policy)
+    values = results.values(point, policy, figure.key)
+    rule = SAMPLES.get(figure.key)
+    counts = [n for run in runs if (n := rule.count(run)) is not None] if rule else []
+    fewest = min(counts, default=None)
+    too_few = rule.too_few(fewest) if rule and fewest is not None and fewest < rule.minimum else ""
+    return Side(figure, values, len(runs), too_few)
 
 
 # ---------------------------------------------------------------------------
@@ -109,43 +217,32 @@ def _beta_fraction(a: float, b: float, x: float, *, eps: float = 1e-15, tiny: fl
 
 
 def judge(a: Sequence[float], b: Sequence[float]) -> Verdict:
-    """The ratio of B's mean to A's, and whether the runs support a difference."""
-    if not a or not b:
-        return Verdict(None, None, reason="no values on " + ("either side" if not (a or b) else
-                                                               "one side"))
-    mean_a, mean_b = statistics.fmean(a), statistics.fmean(b)
-    ratio = mean_b / mean_a if mean_a else None
+    """Whether the repetitions support a difference between A and B, by Welch's t-test at 95%."""
     try:
         _, _, p = welch_t_test(a, b)
     except ValueError as why:
-        if mean_a == mean_b and len(set(a) | set(b)) == 1:
-            return Verdict(ratio, False, reason="identical runs")
-        return Verdict(ratio, None, reason=str(why))
-    return Verdict(ratio, p < ALPHA, p)
+        return Verdict(None, reason=str(why))
+    return Verdict(p < ALPHA, p)
 
 
-def describe_change(figure: Figure, a_mean: float | None, b_mean: float | None, verdict: Verdict) -> str:
-    """"1.42x faster", "1.20x lower (better)", with the test's answer where it has one."""
-    if a_mean is None or b_mean is None:
-        return f"only in {'A' if b_mean is None else 'B'}"
+def percent_change(figure: Figure, a_mean: float, b_mean: float) -> float:
+    """B's change from A in percent, positive where B is better: mmtests' pdiff, or pndiff for costs."""
+    change = 100 * (b_mean - a_mean) / a_mean
+    return change if figure.better == "higher" else -change
+
+
+def describe_change(figure: Figure, a_mean: float, b_mean: float, verdict: Verdict) -> str:
+    """B's bracket: "(   5.30%)", "*   5.30%*" where the t-test supports it, "(    same)", "(  from 0)"."""
     if a_mean == b_mean:
         text = "same"
-    elif not a_mean or not b_mean:
-        text = "up from 0" if not a_mean else "down to 0"
+    elif report.format_value(figure, a_mean) == report.format_value(figure, 0.0):
+        text = "from 0" if not a_mean else "from ~0"     # never a percentage of (about) nothing
     else:
-        up = b_mean > a_mean
-        factor = b_mean / a_mean if up else a_mean / b_mean
-        if figure.unit == "ops/s":
-            text = f"{factor:.2f}x {'faster' if up else 'slower'}"
-        else:
-            text = f"{factor:.2f}x {'higher' if up else 'lower'}"
-            if figure.better:
-                text += " (better)" if up == (figure.better == "higher") else " (worse)"
-    if verdict.significant is None:
-        return f"{text}; no test: {verdict.reason}" if verdict.reason else text
-    if not verdict.significant and a_mean != b_mean:
-        return f"{text}, not significant"
-    return text
+        # round first: a change too small to print is 0.00%, not -0.00%
+        text = f"{round(percent_change(figure, a_mean, b_mean), 2) + 0.0:.2f}%"
+    if verdict.significant:
+        return f"*{text:>{CHANGE_WIDTH}}*"
+    return f"({text:>{CHANGE_WIDTH}})"
 
 
 # ---------------------------------------------------------------------------
@@ -198,19 +295,69 @@ def _show(value: Any) -> str:
 # ---------------------------------------------------------------------------
 # The comparison.
 
-def comparison_rows(a: Results, b: Results, point: Any, policy: str) -> list[list[str]]:
-    """Header row, then one row per figure either side has: A's cell, B's cell, the change."""
-    rows = [["figure", "A", "B", "change (B against A)"]]
+_NO_CHANGE = " " * (CHANGE_WIDTH + 2)    # keeps the values of a column aligned in a terminal
+
+
+def _value(s: Side) -> str:
+    """The mean as the table shows it: "-" where there is none, ``too_few`` where it means nothing."""
+    if s.too_few:
+        return s.too_few
+    if not s.values:
+        return "-"
+    text = report.format_value(s.figure, s.mean)
+    return text + (f" [n={len(s.values)}]" if len(s.values) < s.runs else "")
+
+
+def mean_row(a: Side, b: Side, verdict: Verdict) -> list[str]:
+    """``Hmean | throughput | 100.0k (   0.00%) | 150.0k *  50.00%*``: B's change only where both mean something."""
+    both = a.usable and b.usable
+    change = describe_change(a.figure, a.mean, b.mean, verdict) if both else _NO_CHANGE
+    base = f"({0:{CHANGE_WIDTH - 1}.2f}%)" if a.usable else _NO_CHANGE
+    return [mean_name(a.figure), a.figure.label, f"{_value(a)} {base}", f"{_value(b)} {change}"]
+
+
+def spread_rows(a: Side, b: Side) -> list[list[str]]:
+    """Stddev (the sample standard deviation) and CoeffVar of each side's repetitions, as
+    mmtests prints both; none for a side of fewer than 2 runs."""
+    if a.stdev is None and b.stdev is None:
+        return []
+
+    def stddev(s: Side) -> str:
+        return "-" if s.stdev is None else report.format_value(s.figure, s.stdev)
+
+    def coeffvar(s: Side) -> str:
+        # of the arithmetic mean, as the report's ±% and its 10% warning: one spread, one number
+        if s.stdev is None or not statistics.fmean(s.values):
+            return "-"
+        return f"{100 * s.stdev / statistics.fmean(s.values):.2f}%"
+
+    return [["Stddev", a.figure.label, *(f"{stddev(s)} {_NO_CHANGE}" for s in (a, b))],
+            ["CoeffVar", a.figure.label, *(f"{coeffvar(s)} {_NO_CHANGE}" for s in (a, b))]]
+
+
+def comparison_rows(a: Results, b: Results, point: Any, policy: str) -> tuple[list[list[str]], list[str]]:
+    """The table's rows (header, mean rows, then Stddev and CoeffVar rows, as mmtests
+    orders them) for every figure either side has, and a line for each reason a
+    difference could not be tested."""
+    means, spreads = [], []
+    changes = 0
+    untested: dict[str, list[str]] = {}
     for fig in FIGURES:
-        va, vb = a.values(point, policy, fig.key), b.values(point, policy, fig.key)
-        sa, sb = report.summarize(va), report.summarize(vb)
-        if sa is None and sb is None:
+        sa, sb = side(a, point, policy, fig), side(b, point, policy, fig)
+        if not (sa.values or sb.values or sa.too_few or sb.too_few):
             continue
-        change = describe_change(fig, sa.mean if sa else None, sb.mean if sb else None, judge(va, vb))
-        cells = (report.cell(fig, sa, None, len(a.select(point, policy))),
-                 report.cell(fig, sb, None, len(b.select(point, policy))))
-        rows.append([fig.label, *cells, change])
-    return rows
+        verdict = Verdict(None)
+        if sa.usable and sb.usable and sa.mean != sb.mean:
+            changes += 1
+            verdict = judge(sa.values, sb.values)
+            if verdict.significant is None:
+                untested.setdefault(verdict.reason, []).append(fig.label)
+        means.append(mean_row(sa, sb, verdict))
+        spreads += spread_rows(sa, sb)
+    spreads.sort(key=lambda row: row[0] != "Stddev")     # every Stddev row, then every CoeffVar row
+    notes = [f"no t-test ({why}): {', '.join(labels) if len(labels) < changes else 'every change'}"
+             for why, labels in untested.items()]
+    return [["stat", "figure", "A", "B"], *means, *spreads], notes
 
 
 def render_comparison(a: Results, b: Results, names: tuple[str, str]) -> str:
@@ -222,7 +369,8 @@ def render_comparison(a: Results, b: Results, names: tuple[str, str]) -> str:
     for point in points:
         for policy in policies:
             title = policy if point is None else f"{policy}, {key} = {point}"
-            parts += [title, report.format_table(comparison_rows(a, b, point, policy), left=(0, 3)), ""]
+            rows, notes = comparison_rows(a, b, point, policy)
+            parts += [title, report.format_table(rows, left=(0, 1)), *notes, ""]
     for name, res, other in ((names[0], a, b), (names[1], b, a)):
         only = [p for p in res.policies() if p not in other.policies()]
         if only:
@@ -233,6 +381,13 @@ def render_comparison(a: Results, b: Results, names: tuple[str, str]) -> str:
         for warning in report.warnings(compared):
             parts.append(f"warning: {name}: {warning}")
     return "\n".join(parts).rstrip("\n")
+
+
+LEGEND = """\
+Hmean where higher is better, Amean where lower is better, of the repetitions; (x%): B's
+change from A, positive where B is better (mmtests' sign); *x%*: significant by Welch's
+t-test at 95%; n/a (N waits): a repetition had too few events for the figure to mean anything
+"""
 
 
 def check_comparable(a: Results, b: Results, names: tuple[str, str], force: bool) -> list[str]:
@@ -281,7 +436,6 @@ def command(args: argparse.Namespace) -> int:
         raise UsageError(f"{names[0]} and {names[1]} have no policy and sweep point in common")
     for line in lines:
         print(line)
-    print(f"A = {names[0]}\nB = {names[1]}\nmean ±stdev of the repetitions; "
-          "changes tested with Welch's t-test at 95%\n")
+    print(f"A = {names[0]}\nB = {names[1]}\n{LEGEND}")
     print(render_comparison(a, b, names))
     return 0

@@ -35,9 +35,20 @@ Each record also has ``struct_page_lines_written``/``_read`` (the sums of
 links kept inside free blocks: the 8-byte page's buddy lists, memdesc Misc
 PCP lists), ``slab_ops`` (slab allocs + frees; ``slab_shared`` counts trips
 to the slab's shared part), ``zone_lock_acquisitions``, ``refill_pages``,
-``drain_pages`` and ``drain_cause``.  Lines are counted per cause, so a line
-two causes touch counts once for each (legacy's large-rmappable write lands
-in page[1], whose line compound_prep also wrote).
+``drain_pages`` and ``drain_cause``.  Those are the charges the policy code
+makes, per cause and per step: a refill or a drain charges each buddy step
+the lines it touches, so a line that several steps of one operation touch
+(taken from a free list, put on the PCP, popped) counts once per step.
+
+Traced lines.  The consumer CPU runs over a ``TracedArena``
+(``pcpd.model.linetrace``), which records the set of lines each operation
+actually loaded and stored, so each record (unless ``traced=False``) also
+has ``lines_touched``: every distinct struct page, descriptor and
+free-memory line the operation touched, each once however often and by
+however many causes; and ``traced``, the traced counts set against each
+charged figure (``*_read_only``: lines loaded and never stored).  A PCP hit
+charges exactly what it touches (tests/test_traced_lines.py holds every hit
+row to it); misses and bypasses charge each touched line at least once.
 
 Blocks freed on the measured CPU (0) are allocated by a second CPU and
 handed over (``send``/``receive``), so CPU 0's PCP starts empty and fills
@@ -61,6 +72,7 @@ from pcpd.errors import PcpdError
 from pcpd.kernel import DEFAULT_ERA, ERAS, HIGH_BOUNDS_ERAS, MAX_PAGE_ORDER, MEMDESC_TYPES, PAGE_ORDERS
 from pcpd.model import sizing
 from pcpd.model.arena import RECORD_SIZES, Arena
+from pcpd.model.linetrace import LineTrace, TracedArena
 from pcpd.model.memmap import NIL
 from pcpd.model.stats import (
     ALLOC_BUDDY,
@@ -108,20 +120,30 @@ def model_spec(policy: str, era: str = DEFAULT_ERA,
 
 
 class _Model:
-    """A freshly formatted zone and two CPUs sharing it."""
+    """A freshly formatted zone and two CPUs sharing it; with a ``trace``, the
+    consumer CPU runs over a TracedArena recording into it."""
 
-    def __init__(self, arena: Arena, spec: ModelSpec) -> None:
+    def __init__(self, arena: Arena, spec: ModelSpec, trace: LineTrace | None = None) -> None:
         format_arena(arena, spec)
         locks = SharedLocks.local()
-        self.consumer = CpuAllocator(arena, spec, locks, CONSUMER)
+        self.trace = trace
+        mine = arena if trace is None else TracedArena(arena, trace)
+        self.consumer = CpuAllocator(mine, spec, locks, CONSUMER)
         self.producer = CpuAllocator(arena, spec, locks, PRODUCER)
 
     def measure(self, op: Callable[[], object]) -> list[int]:
-        """Run op on the consumer CPU: how much each of its counters rose, by index."""
+        """Run op on the consumer CPU: how much each of its counters rose, by index;
+        ``traced()`` then says which lines it touched."""
         v = self.consumer.counters.v
         before = list(v)
+        if self.trace is not None:
+            self.trace.clear()
         op()
         return [after - b for after, b in zip(v, before)]
+
+    def traced(self) -> dict[str, int] | None:
+        """What the trace saw of the last measured operation (None untraced)."""
+        return None if self.trace is None else _traced(self.trace)
 
     def hand_over(self, t: int, order: int) -> int:
         """A block allocated by the producer CPU, now the consumer's to free; NIL if none."""
@@ -130,6 +152,27 @@ class _Model:
             self.producer.policy.send(pfn, order, t, CONSUMER)
             self.consumer.policy.receive(pfn, order, t)
         return pfn
+
+
+def _traced(trace: LineTrace) -> dict[str, int]:
+    """What the trace saw, by the charged figure each count stands against, and
+    ``lines_touched``: every distinct line (a descriptor line the slab and the
+    policy both touched is one line)."""
+    read, written = trace.read, trace.written
+    descs = trace.touched("descs") | trace.touched("slab")
+    return {
+        "struct_page_lines_written": len(written["memmap"]),
+        "struct_page_lines_read": len(read["memmap"]),
+        "struct_page_lines_read_only": len(read["memmap"] - written["memmap"]),
+        "descriptor_lines_written": len(written["descs"]),
+        "descriptor_lines_read": len(read["descs"]),
+        "descriptor_lines_read_only": len(read["descs"] - written["descs"]),
+        "free_memory_lines_written": len(written["freelinks"]),
+        "free_memory_lines_read": len(read["freelinks"]),
+        "free_memory_lines_read_only": len(read["freelinks"] - written["freelinks"]),
+        "slab_lines": len(trace.touched("slab")),
+        "lines_touched": len(trace.touched("memmap")) + len(descs) + len(trace.touched("freelinks")),
+    }
 
 
 def _alloc_outcome(d: list[int]) -> str:
@@ -152,33 +195,33 @@ def _free_outcome(d: list[int]) -> str:
     return "miss" if _drain_cause(d) else "hit"
 
 
-Row = tuple[str, str, list[int]]      # op, PCP outcome, counter increases
+Row = tuple[str, str, list[int], dict[str, int] | None]   # op, PCP outcome, counter increases, traced
 
 
-def _alloc_rows(arena: Arena, spec: ModelSpec, t: int, order: int) -> list[Row]:
-    model = _Model(arena, spec)
+def _alloc_rows(arena: Arena, spec: ModelSpec, t: int, order: int, traced: bool) -> list[Row]:
+    model = _Model(arena, spec, LineTrace() if traced else None)
     alloc = model.consumer.policy.alloc
     d = model.measure(lambda: alloc(t, order))
-    rows = [("alloc", _alloc_outcome(d), d)]
+    rows = [("alloc", _alloc_outcome(d), d, model.traced())]
     if rows[0][1] == "bypass":
         return rows
-    model = _Model(arena, spec)
+    model = _Model(arena, spec, LineTrace() if traced else None)
     alloc, free = model.consumer.policy.alloc, model.consumer.policy.free
     free(alloc(t, order), order, t)                    # prime: the list now holds a block
     d = model.measure(lambda: alloc(t, order))
     if _alloc_outcome(d) == "hit":
-        rows.append(("alloc", "hit", d))
+        rows.append(("alloc", "hit", d, model.traced()))
     return rows
 
 
-def _free_rows(arena: Arena, spec: ModelSpec, t: int, order: int) -> list[Row]:
+def _free_rows(arena: Arena, spec: ModelSpec, t: int, order: int, traced: bool) -> list[Row]:
     """Free handed-over blocks until one drains: the second free is the hit.
 
     A policy that sends the frees to another CPU's PCP (pcp-buddy: the
     pageblock's owner, which is the producer here) leaves the freeing CPU's
     PCP empty, so it never drains there: it gets its hit row and no miss row.
     """
-    model = _Model(arena, spec)
+    model = _Model(arena, spec, LineTrace() if traced else None)
     free = model.consumer.policy.free
     rows = []
     nth = 0
@@ -186,7 +229,7 @@ def _free_rows(arena: Arena, spec: ModelSpec, t: int, order: int) -> list[Row]:
         d = model.measure(lambda: free(pfn, order, t))
         outcome = _free_outcome(d)
         if outcome != "hit" or nth == 1:               # the first free met an empty list
-            rows.append(("free", outcome, d))
+            rows.append(("free", outcome, d, model.traced()))
         if outcome != "hit" or (nth == 1 and not model.consumer.policy.pcp_pages()):
             break
         nth += 1
@@ -194,10 +237,10 @@ def _free_rows(arena: Arena, spec: ModelSpec, t: int, order: int) -> list[Row]:
 
 
 def _record(spec: ModelSpec, t: int, order: int, op: str, pcp: str,
-            d: list[int]) -> dict[str, Any]:
+            d: list[int], seen: dict[str, int] | None) -> dict[str, Any]:
     written = {c: d[LINES_W[c]] for c in CAUSES}
     read = {c: d[LINES_R[c]] for c in CAUSES}
-    return {
+    record = {
         "policy": spec.policy, "memdesc": MEMDESC_TYPES[t], "order": order, "pcp": pcp, "op": op,
         "era": spec.era, "record_bytes": spec.record_bytes,
         "struct_page_lines_written": sum(written.values()),
@@ -214,16 +257,22 @@ def _record(spec: ModelSpec, t: int, order: int, op: str, pcp: str,
         "drain_cause": _drain_cause(d),
         "by_cause": {"written": written, "read": read},
     }
+    if seen is not None:
+        record["lines_touched"] = seen["lines_touched"]
+        record["traced"] = seen
+    return record
 
 
 def cost_table(era: str = DEFAULT_ERA, record_bytes: int = DEFAULT_MEMDESC_RECORD,
                policies: Iterable[str] = PROPOSAL, types: Iterable[str] = MEMDESC_TYPES,
-               orders: Iterable[int] = PAGE_ORDERS) -> list[dict[str, Any]]:
+               orders: Iterable[int] = PAGE_ORDERS, traced: bool = True) -> list[dict[str, Any]]:
     """Measure every (policy, memdesc type, order): alloc and free, hit and miss.
 
     Rows come in policy, type, order order, each group as alloc miss, alloc
     hit, free hit, free miss (or alloc bypass, free bypass).  Identical
-    arguments give identical rows.
+    arguments give identical rows.  ``traced`` runs the measured CPU over a
+    TracedArena and adds ``lines_touched`` and ``traced`` to each row; the
+    charged figures are the same either way.
     """
     sizing.check_era(era)
     if record_bytes not in RECORD_SIZES:
@@ -231,18 +280,20 @@ def cost_table(era: str = DEFAULT_ERA, record_bytes: int = DEFAULT_MEMDESC_RECOR
     type_ids, order_list = [MEMDESC_TYPES.index(name) for name in types], list(orders)
     rows = []
     for policy in policies:
-        rows += _policy_rows(model_spec(policy, era, record_bytes), type_ids, order_list)
+        rows += _policy_rows(model_spec(policy, era, record_bytes), type_ids, order_list, traced)
     return rows
 
 
-def _policy_rows(spec: ModelSpec, types: list[int], orders: list[int]) -> list[dict[str, Any]]:
+def _policy_rows(spec: ModelSpec, types: list[int], orders: list[int],
+                 traced: bool) -> list[dict[str, Any]]:
     arena = create_arena(spec)
     try:
         rows = []
         for t in types:
             for order in orders:
-                measured = _alloc_rows(arena, spec, t, order) + _free_rows(arena, spec, t, order)
-                rows += [_record(spec, t, order, op, pcp, d) for op, pcp, d in measured]
+                measured = (_alloc_rows(arena, spec, t, order, traced)
+                            + _free_rows(arena, spec, t, order, traced))
+                rows += [_record(spec, t, order, *row) for row in measured]
         return rows
     finally:
         try:
@@ -265,10 +316,13 @@ def format_table(rows: Sequence[dict[str, Any]], era: str, record_bytes: int) ->
         f"{REFERENCE_ZONE[2]} CPUs); arena {COST_PAGES} pages",
         f"struct page: 64 B for legacy and compound, {record_bytes} B for the memdesc policies",
         "W/R: struct page cachelines written/read; desc: descriptor lines; free: lines of free "
-        "memory (list links); slab: slab alloc+free; lock: zone->lock acquisitions",
+        "memory (list links); slab: slab alloc+free; lock: zone->lock acquisitions "
+        "(all as charged, per cause and per step)",
+        "touched: distinct lines the operation touched (struct page, descriptor, free memory; "
+        "each line once), traced from the accessors",
         "",
         f"{'policy':<16} {'memdesc':<9} {'ord':>3} {'op':<5} {'pcp':<6} {'rec':>3} "
-        f"{'W':>5} {'W KiB':>6} {'R':>5} {'desc':>4} {'free':>4} {'slab':>4} {'lock':>4}  "
+        f"{'W':>5} {'W KiB':>6} {'R':>5} {'desc':>4} {'free':>4} {'slab':>4} {'lock':>4} {'touched':>7}  "
         f"written by cause / read by cause",
     ]
     for r in rows:
@@ -281,7 +335,7 @@ def format_table(rows: Sequence[dict[str, Any]], era: str, record_bytes: int) ->
             f"{r['record_bytes']:>3} {r['struct_page_lines_written']:>5} "
             f"{r['struct_page_lines_written'] * 64 / 1024:>6.1f} {r['struct_page_lines_read']:>5} "
             f"{r['descriptor_lines']:>4} {r['free_memory_lines_written']:>4} {r['slab_ops']:>4} "
-            f"{r['zone_lock_acquisitions']:>4}  {causes}".rstrip())
+            f"{r['zone_lock_acquisitions']:>4} {r.get('lines_touched', '-'):>7}  {causes}".rstrip())
     return "\n".join(out)
 
 

@@ -4,7 +4,9 @@ Every number a report shows is the mean of a figure over the repetitions at
 one (sweep point, policy), with its spread (standard deviation) and its ratio
 to the baseline policy (``legacy``, or the first policy run when legacy was
 not).  The same table goes to the terminal and into report.md.  Plots use
-matplotlib's Agg canvas directly, so no GUI backend or pyplot state is involved.
+matplotlib's Agg canvas directly, so no GUI backend or pyplot state is involved;
+where the runs carry the daemon's PCP tuning series, tuning.png shows each
+CPU's high and free_count over time.
 
 Imports: the standard library, ``pcpd.analysis.results``, ``pcpd.model.stats``; matplotlib
 only when a plot is drawn.
@@ -25,6 +27,7 @@ from pcpd.analysis.results import (
     FIGURES,
     Figure,
     Results,
+    RunRecord,
     host_cpu_count,
     mixed_machine,
     write_atomic,
@@ -41,6 +44,7 @@ PLOTTED = ("throughput_ops_per_second", "pcp_hit_ratio", "zone_lock_acquisitions
 REPORT = "report.md"
 POLICIES_PNG = "policies.png"
 SWEEP_PNG = "sweep.png"
+TUNING_PNG = "tuning.png"
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,10 @@ def point_title(results: Results, point: Any) -> str:
 def warnings(results: Results) -> list[str]:
     """What makes the numbers less trustworthy: failed runs, restarts, few runs, wide spreads."""
     out = []
+    if results.metadata.get("incomplete"):
+        out.append(f"incomplete: the experiment was interrupted after {len(results.runs)} of its "
+                   f"{results.metadata.get('runs_planned', '?')} runs; `pcpd experiment ... --resume DIR` "
+                   "runs the rest")
     for run in results.runs:
         where = _where(results, run["point"], run["policy"]) + f", repetition {run['repetition'] + 1}"
         if run["exit_code"]:
@@ -240,6 +248,11 @@ def warnings(results: Results) -> list[str]:
                    "and `pcpd compare` tests have little power")
     for point in results.points():
         for policy in results.policies():
+            if _no_lock(results, point, policy):
+                out.append(f"{_where(results, point, policy)}: {NO_LOCK} in the measured window, so "
+                           "zone->lock contention, waits and hold times have nothing to report there "
+                           "(every allocation and free was a PCP hit: a longer window, or a smaller "
+                           "pcp.high, would refill and drain)")
             wide = []
             for fig in FIGURES:
                 summary = summarize(results.values(point, policy, fig.key))
@@ -308,7 +321,12 @@ def render_report(results: Results, images: Sequence[str]) -> str:
               "zone->lock trips that happened while the stranded pages sat unused beside them."]
     lines += ["- **Measured window**: each run starts its workers, waits the warm-up, then reads every "
               "counter at the start and the end of the window; figures are the differences "
-              "(pages on PCPs: as at the end).", ""]
+              "(pages on PCPs: as at the end)."]
+    if TUNING_PNG in images:
+        lines += ["- **PCP auto-tuning** (tuning.png): each CPU's PCP `high` and `free_count` as the daemon "
+                  "sampled them once a second over the first run of each policy, warm-up included; a CPU "
+                  "with one PCP per memdesc type shows their sum."]
+    lines += [""]
     return "\n".join(lines)
 
 
@@ -345,7 +363,8 @@ def _setup_lines(meta: dict, hosts_line: str = "") -> list[str]:
             ["config", f"{meta.get('source', '')} (hash {meta['config_hash']})"],
             ["policies", ", ".join(meta.get("policies", []))],
             ["runs", f"{meta.get('repeat', '?')} repetition(s); {bound}; seeds {meta['seed']}+repetition"],
-            ["kernel era", str(config.get("kernel", {}).get("era", "?"))],
+            ["kernel era", ", ".join(meta["eras"]) if meta.get("eras")
+             else str(config.get("kernel", {}).get("era", "?"))],
             ["machine", "several: see Where the runs ran" if mixed_machine(meta) else
              f"{meta['cpu_model']}, {meta['cpu_count']} CPUs, {meta['kernel']}"],
             ["software", f"pcpd {meta['pcpd_version']}, {meta['python']}"]]
@@ -362,9 +381,15 @@ def _setup_lines(meta: dict, hosts_line: str = "") -> list[str]:
 
 
 def write_report(results: Results, directory: str, *, replace: bool = False) -> list[str]:
-    """Write report.md and its plots into ``directory``; the paths written."""
+    """Write report.md and its plots into ``directory``; the paths written.
+
+    ``tuning.png`` only where runs carry a tuning series (pcpd experiment's daemons sample one).
+    """
     images = {SWEEP_PNG: plot_sweep(results)} if results.metadata.get("sweep_key") \
         else {POLICIES_PNG: plot_policies(results)}
+    tuning = draw_tuning(results)
+    if tuning is not None:
+        images[TUNING_PNG] = _png(tuning)
     written = []
     for name, png in images.items():
         write_atomic(os.path.join(directory, name), png, replace=replace)
@@ -376,12 +401,26 @@ def write_report(results: Results, directory: str, *, replace: bool = False) -> 
 
 # ---------------------------------------------------------------------------
 # Plots.
+#
+# Each plot is drawn by a draw_* function that returns the matplotlib Figure
+# (what the tests inspect) and written as PNG by plot_*.  Readability rules,
+# for every panel: values in a unit scaled to them (16 ms, not 16,000 us);
+# a log axis where one policy dwarfs another (struct page lines: 309 vs 1.9
+# leaves linear bars invisible), and the value written on every bar; error
+# bars (one stdev) only where several repetitions gave one, never below zero;
+# sweeps ticked at the swept values; a zone->lock panel whose window saw no
+# acquisition says so instead of staying blank.
 
-def _figure(panels: int):
+LOG_RATIO = 20.0                     # largest / smallest positive value: a log axis from here
+ZONE_LOCK_FIGURES = frozenset(["zone_lock_contended_ratio", "zone_lock_wait_p50_seconds",
+                               "zone_lock_wait_p99_seconds", "zone_lock_hold_mean_seconds"])
+NO_LOCK = "no zone->lock acquisition"
+
+
+def _figure(panels: int, columns: int = 4):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure as MplFigure
 
-    columns = 4
     rows = math.ceil(panels / columns)
     fig = MplFigure(figsize=(4 * columns, 3.2 * rows), layout="constrained")
     FigureCanvasAgg(fig)
@@ -394,55 +433,199 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _axis_label(fig: Figure) -> str:
-    return {"ratio": "share", "seconds": "us"}.get(fig.unit, fig.unit)
+def axis_unit(figure: Figure, values: Sequence[float]) -> tuple[float, str]:
+    """(factor, unit) that puts ``values`` of ``figure`` on an axis in readable numbers."""
+    top = max((abs(v) for v in values), default=0.0)
+    if figure.unit == "ratio":
+        return 100.0, "%"
+    if figure.unit == "seconds":
+        for factor, unit in ((1.0, "s"), (1e3, "ms"), (1e6, "µs")):
+            if top * factor >= 1:
+                return factor, unit
+        return 1e9, "ns"
+    if figure.unit in ("ops/s", "pages"):
+        for factor, prefix in ((1e-6, "M "), (1e-3, "k ")):
+            if top * factor >= 1:
+                return factor, prefix + figure.unit
+    return 1.0, figure.unit
 
 
-def _scaled(fig: Figure, value: float) -> float:
-    return value * 1e6 if fig.unit == "seconds" else value
+def _dwarfed(values: Sequence[float]) -> bool:
+    """One value is ``LOG_RATIO`` times another: only a log axis shows both."""
+    positive = [v for v in values if v > 0]
+    return len(positive) > 1 and max(positive) >= LOG_RATIO * min(positive)
 
 
-def plot_policies(results: Results) -> bytes:
-    """Bar charts of the main figures, one bar per policy, error bars one stdev (PNG)."""
+def _log_y(ax) -> None:
+    """A log y axis whose ticks read as plain numbers (0.1, 1, 10), not powers of ten."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+
+
+def _errors(summaries: Sequence[Summary], factor: float) -> list[list[float]]:
+    """[lower, upper] error lengths of one stdev, the lower one stopping at zero."""
+    return [[min(s.stdev, s.mean) * factor for s in summaries], [s.stdev * factor for s in summaries]]
+
+
+def _title(ax, figure: Figure) -> None:
+    ax.set_title(f"{figure.label} ({figure.better or 'neither'} is better)", fontsize=9)
+
+
+def _no_lock(results: Results, point: Any, policy: str) -> bool:
+    """Every run at (point, policy) that measured zone->lock traffic saw no acquisition."""
+    seen = results.values(point, policy, "zone_lock_acquisitions_per_1k_ops")
+    return bool(seen) and not any(seen)
+
+
+def _note_missing(ax, figure: Figure, empty: bool, no_lock: Sequence[str]) -> None:
+    """Say why a panel, or some of its bars or points, show nothing."""
+    if figure.key in ZONE_LOCK_FIGURES and no_lock:
+        text = f"{NO_LOCK} in the window:\n" + "\n".join(no_lock)
+    elif empty:
+        text = "no run had this figure"
+    else:
+        return
+    ax.text(0.5, 0.97, text, transform=ax.transAxes, ha="center", va="top", fontsize=7, color="tab:red")
+
+
+def draw_policies(results: Results):
+    """Bars of the main figures, one per policy, each labelled with its value (a matplotlib Figure)."""
     point = results.points()[0]
     policies = results.policies()
     fig, axes = _figure(len(PLOTTED))
     for ax, key in zip(axes, PLOTTED):
         figure = FIGURE_BY_KEY[key]
-        summaries = [summarize(results.values(point, p, key)) for p in policies]
-        heights = [_scaled(figure, s.mean) if s else 0.0 for s in summaries]
-        errors = [_scaled(figure, s.stdev) if s else 0.0 for s in summaries]
-        ax.bar(range(len(policies)), heights, yerr=errors, capsize=3, color="tab:blue")
+        summaries = {p: s for p in policies if (s := summarize(results.values(point, p, key)))}
+        factor, unit = axis_unit(figure, [s.mean for s in summaries.values()])
+        if _dwarfed([s.mean for s in summaries.values()]):
+            _log_y(ax)
+        xs = [i for i, p in enumerate(policies) if p in summaries]
+        shown = list(summaries.values())
+        ax.bar(xs, [s.mean * factor for s in shown], color="tab:blue")
+        spread = [(x, s) for x, s in zip(xs, shown) if s.n > 1]
+        if spread:
+            ax.errorbar([x for x, _ in spread], [s.mean * factor for _, s in spread],
+                        yerr=_errors([s for _, s in spread], factor), fmt="none", ecolor="black", capsize=3)
+        for x, s in zip(xs, shown):         # each value above its bar and error bar
+            top = (s.mean + (s.stdev if s.n > 1 else 0.0)) * factor
+            # a zero has no place on a log axis: its label sits on the axis' floor
+            at, coords = ((x, top), "data") if top > 0 or ax.get_yscale() == "linear" \
+                else ((x, 0.0), ("data", "axes fraction"))
+            ax.annotate(format_value(figure, s.mean), at, xycoords=coords, xytext=(0, 2),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(policies)), policies, rotation=20, fontsize=8)
-        ax.set_title(f"{figure.label} ({figure.better or 'neither'} is better)", fontsize=9)
-        ax.set_ylabel(_axis_label(figure), fontsize=8)
-    fig.suptitle(f"pcpd experiment {results.metadata['config']['name']}: mean ±1 stdev")
-    return _png(fig)
+        ax.margins(y=0.15)                  # room for the value labels
+        _title(ax, figure)
+        ax.set_ylabel(unit, fontsize=8)
+        _note_missing(ax, figure, not shown,
+                      [p for p in policies if p not in summaries and _no_lock(results, point, p)])
+    fig.suptitle(f"pcpd experiment {results.metadata['config']['name']}: mean"
+                 + (", ±1 stdev" if _repeated(results) else ""))
+    return fig
 
 
-def plot_sweep(results: Results) -> bytes:
-    """The main figures against the sweep variable, one line per policy (PNG)."""
+def _repeated(results: Results) -> bool:
+    return any(len(results.select(pt, p)) > 1 for pt in results.points() for p in results.policies())
+
+
+def draw_sweep(results: Results):
+    """The main figures against the swept value, one line per policy (a matplotlib Figure)."""
     points = results.points()
+    key_name = results.metadata["sweep_key"]
     numeric = all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in points)
     xs = list(points) if numeric else list(range(len(points)))
     log_x = numeric and min(xs) > 0 and max(xs) / min(xs) >= 16
     fig, axes = _figure(len(PLOTTED))
     for ax, key in zip(axes, PLOTTED):
         figure = FIGURE_BY_KEY[key]
-        for policy in results.policies():
-            summaries = [summarize(results.values(p, policy, key)) for p in points]
-            shown = [(x, s) for x, s in zip(xs, summaries) if s is not None]
-            if shown:
-                ax.errorbar([x for x, _ in shown], [_scaled(figure, s.mean) for _, s in shown],
-                            yerr=[_scaled(figure, s.stdev) for _, s in shown],
-                            marker="o", capsize=3, label=policy)
+        lines = {policy: [(x, s) for x, p in zip(xs, points) if (s := summarize(results.values(p, policy, key)))]
+                 for policy in results.policies()}
+        means = [s.mean for shown in lines.values() for _, s in shown]
+        factor, unit = axis_unit(figure, means)
+        if _dwarfed(means):
+            _log_y(ax)
+        for policy, shown in lines.items():
+            if not shown:
+                continue
+            (line,) = ax.plot([x for x, _ in shown], [s.mean * factor for _, s in shown], marker="o", label=policy)
+            spread = [(x, s) for x, s in shown if s.n > 1]
+            if spread:
+                ax.errorbar([x for x, _ in spread], [s.mean * factor for _, s in spread],
+                            yerr=_errors([s for _, s in spread], factor), fmt="none",
+                            ecolor=line.get_color(), capsize=3)
         if log_x:
             ax.set_xscale("log", base=2)
-        if not numeric:
-            ax.set_xticks(xs, [str(p) for p in points], fontsize=8)
-        ax.set_title(f"{figure.label} ({figure.better or 'neither'} is better)", fontsize=9)
-        ax.set_xlabel(results.metadata["sweep_key"], fontsize=8)
-        ax.set_ylabel(_axis_label(figure), fontsize=8)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"pcpd experiment {results.metadata['config']['name']}: mean ±1 stdev")
-    return _png(fig)
+            ax.set_xlim(min(xs) / 1.2, max(xs) * 1.2)
+        else:                                # also places an empty panel's ticks
+            pad = (max(xs) - min(xs)) * 0.05 or 0.5
+            ax.set_xlim(min(xs) - pad, max(xs) + pad)
+        ax.set_xticks(xs, [str(p) for p in points], fontsize=8)
+        ax.set_xticks([], minor=True)        # a log axis would add its own between the swept values
+        _title(ax, figure)
+        ax.set_xlabel(key_name, fontsize=8)
+        ax.set_ylabel(unit, fontsize=8)
+        _note_missing(ax, figure, not means,
+                      [f"{policy} at {p}" for p in points for policy in results.policies()
+                       if summarize(results.values(p, policy, key)) is None and _no_lock(results, p, policy)])
+    labelled = next((ax for ax in axes if ax.get_legend_handles_labels()[0]), None)
+    if labelled is not None:                 # one legend, on the first panel with a line
+        labelled.legend(fontsize=7)
+    fig.suptitle(f"pcpd experiment {results.metadata['config']['name']}: mean"
+                 + (", ±1 stdev" if _repeated(results) else ""))
+    return fig
+
+
+def tuning_runs(results: Results) -> dict[str, RunRecord]:
+    """Per policy, the first run (in point and repetition order) that carries a tuning series."""
+    out: dict[str, RunRecord] = {}
+    for run in results.runs:
+        if "tuning" in run and run["tuning"]["seconds"]:
+            out.setdefault(run["policy"], run)
+    return out
+
+
+def draw_tuning(results: Results):
+    """Each CPU's PCP high and free_count over time, one row per policy; None without series."""
+    runs = tuning_runs(results)
+    if not runs:
+        return None
+    fig, axes = _figure(2 * len(runs), columns=2)
+    meta = results.metadata
+    key_name = meta.get("sweep_key")
+    warmup = meta.get("warmup") or 0
+    # before 6.7 the free_count slot holds free_factor, a shift (workers/pcp.py)
+    counted = meta["config"].get("kernel", {}).get("era", "6.7") == "6.7"
+    free_count = ("free_count: recent frees", "pages") if counted else ("free_factor", "shift")
+    for (policy, run), row in zip(runs.items(), range(0, len(axes), 2)):
+        tuning = run["tuning"]
+        where = f"{policy}" + (f" at {key_name} = {run['point']}" if key_name else "") \
+            + f", repetition {run['repetition'] + 1}"
+        for ax, key, (what, unit) in zip(axes[row:row + 2], ("high", "free_count"),
+                                         (("high: pages it may hold", "pages"), free_count)):
+            few = len(tuning["seconds"]) <= 30       # a short run: mark each sample
+            for cpu, values in zip(tuning["cpus"], tuning[key]):
+                ax.plot(tuning["seconds"], values, label=f"cpu {cpu}", linewidth=1, marker="o" if few else "")
+            ax.set_xlim(left=0)
+            if warmup:
+                ax.axvline(warmup, color="grey", linestyle=":", linewidth=1)    # the measured window opens
+            ax.set_title(f"{where}: {what}", fontsize=9)
+            ax.set_xlabel("seconds since the run started" + (" (dotted: the window opens)" if warmup else ""),
+                          fontsize=8)
+            ax.set_ylabel(unit, fontsize=8)
+            if len(tuning["cpus"]) <= 8:
+                ax.legend(fontsize=7)
+    fig.suptitle(f"pcpd experiment {results.metadata['config']['name']}: PCP auto-tuning per CPU "
+                 "(sampled by the daemon)")
+    return fig
+
+
+def plot_policies(results: Results) -> bytes:
+    """``draw_policies`` as PNG."""
+    return _png(draw_policies(results))
+
+
+def plot_sweep(results: Results) -> bytes:
+    """``draw_sweep`` as PNG."""
+    return _png(draw_sweep(results))

@@ -14,7 +14,9 @@ settings as a TOML-shaped dict).  ``MACHINE_METADATA`` names the keys that
 identify the machine.  Runs may come from several machines (a sweep on a Dask
 cluster): each run names its ``host``, ``hosts`` holds each host's
 ``environment()``, and a machine key the hosts differ on holds the list of
-their values (``machine_metadata``, ``mixed_machine``).
+their values (``machine_metadata``, ``mixed_machine``).  An experiment's
+file is rewritten as each run ends: until every run of its plan
+(``runs_planned``) is in, ``incomplete`` is true.
 
 Each run carries its ``figures`` (``FIGURES``, computed by ``figures()`` from
 the counters of the measured window with ``pcpd.model.stats.derive``) and the raw ``counters`` they came from:
@@ -40,7 +42,7 @@ import socket
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from pcpd import __version__
 from pcpd.errors import InputError, UsageError
@@ -61,6 +63,10 @@ FORMAT = "pcpd-result"
 #      value every host shares, or, where the hosts differ, the sorted list of
 #      their values: a version-1 reader would take such a file for one
 #      machine's (and its report code would fail on a list of CPU counts).
+#      Optional keys added since, which a reader without them reads right by
+#      ignoring them: each run's ``era`` (run_era), and ``eras``,
+#      ``runs_planned`` and ``incomplete`` in metadata (an era axis folds the
+#      era into each run's ``point``, so every reader keeps eras apart).
 RESULT_VERSION = 2
 
 REQUIRED_METADATA = ("kernel", "cpu_model", "cpu_count", "python", "pcpd_version",
@@ -81,6 +87,7 @@ RUN_FIELD_TYPES: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
     ("restarts", int, "an integer"),
     ("seconds", (int, float), "a number"),
     ("host", (str, type(None)), "a host name or null"),
+    ("era", str, "a kernel era"),
 )
 
 class RunRecord(TypedDict):
@@ -98,6 +105,12 @@ class RunRecord(TypedDict):
     figures: dict[str, float | None]
     counters: dict[str, int]
     host: str | None           # hostname of the machine that ran it; None in a version-1 file
+    # the kernel era it ran (kernel.era, or its point's in an era sweep); older files lack it:
+    # their runs ran the config's kernel.era (run_era)
+    era: NotRequired[str]
+    # each CPU's PCP high, free_count, alloc_factor over the run (pcpd.daemon.report.TuningSeries;
+    # docs/metrics.md); optional: older files and runs that did not sample lack it
+    tuning: NotRequired[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -378,7 +391,34 @@ def _checked(document: dict, path: str, run_keys: tuple[str, ...]) -> Results:
         for key, kinds, expected in RUN_FIELD_TYPES:
             if key in run and (not isinstance(run[key], kinds) or isinstance(run[key], bool)):
                 raise InputError(f"{path}: runs[{i}].{key}: expected {expected}")
+        problem = tuning_problem(run["tuning"]) if "tuning" in run else None
+        if problem:
+            raise InputError(f"{path}: runs[{i}].tuning: {problem}")
     return Results(metadata, runs)
+
+
+def tuning_problem(tuning: object) -> str | None:
+    """What makes a run's ``tuning`` series unreadable; None when it is well formed:
+    ``seconds`` and ``cpus`` arrays, and per ``stats.TUNING_KEYS`` one array per CPU
+    holding one integer per entry of ``seconds``."""
+    def numbers(values: object, kinds: type | tuple[type, ...]) -> bool:
+        return isinstance(values, list) and all(isinstance(v, kinds) and not isinstance(v, bool)
+                                                for v in values)
+
+    if not isinstance(tuning, dict):
+        return "expected an object"
+    seconds, cpus = tuning.get("seconds"), tuning.get("cpus")
+    if not numbers(seconds, (int, float)):
+        return "seconds: expected an array of numbers"
+    if not numbers(cpus, int):
+        return "cpus: expected an array of CPU numbers"
+    assert isinstance(seconds, list) and isinstance(cpus, list)       # for mypy: numbers() said so
+    for key in stats.TUNING_KEYS:
+        rows = tuning.get(key)
+        if not (isinstance(rows, list) and len(rows) == len(cpus)
+                and all(numbers(r, int) and len(r) == len(seconds) for r in rows)):
+            return f"{key}: expected, per CPU in cpus, an array of {len(seconds)} integers"
+    return None
 
 
 _LOADERS = {1: _load_v1, 2: _load_v2}
@@ -387,7 +427,12 @@ _LOADERS = {1: _load_v1, 2: _load_v2}
 def csv_header(results: Results) -> list[str]:
     sweep_key = results.metadata.get("sweep_key") or "point"
     return ["policy", sweep_key, "repetition", "seed", "seconds", "ops", "exit_code", "restarts",
-            "load_average", "host", *FIGURE_KEYS]
+            "load_average", "host", "era", *FIGURE_KEYS]
+
+
+def run_era(results: Results, run: RunRecord) -> str:
+    """The kernel era ``run`` ran: its own ``era``, else (an older file) the config's."""
+    return run.get("era") or str(results.metadata["config"].get("kernel", {}).get("era", ""))
 
 
 def csv_rows(results: Results) -> Iterable[list[Any]]:
@@ -396,7 +441,7 @@ def csv_rows(results: Results) -> Iterable[list[Any]]:
         figs = run["figures"]
         yield [run["policy"], "" if run["point"] is None else run["point"], run["repetition"],
                run["seed"], run["seconds"], run["ops"], run["exit_code"], run["restarts"],
-               run["load_average"], run.get("host") or "",
+               run["load_average"], run.get("host") or "", run_era(results, run),
                *("" if figs.get(key) is None else figs[key] for key in FIGURE_KEYS)]
 
 

@@ -34,6 +34,7 @@ from pcpd.config.kinds import (
     setting,
 )
 from pcpd.kernel import (
+    DECAY_DRAINS,
     DEFAULT_ERA,
     ERAS,
     MAX_PAGE_ORDER,
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 POLICIES = policy_names()               # the registry's, in its order
+MODES = ("real", "virtual")             # how pcpd experiment runs a point
+MAX_VIRTUAL_CPUS = 1024                 # pcpd.simulate.engine's: ncpus^2 rings must fit its budget
 ORDER_KEYS = tuple(str(order) for order in range(MAX_PAGE_ORDER + 1))
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 # host:port, the host a name, an IPv4 address or a bracketed IPv6 address; "" disables.
@@ -117,7 +120,16 @@ class PcpSettings:
     decay_interval: float = setting(Real(0, above=True), 1.0,
                                     "seconds between decay_pcp_high() ticks (6.7+)")
     free_high_batch: bool = setting(Flag(), False,
-                                    "PCPF_FREE_HIGH_BATCH: the CPU's LLC slice is larger than 3 * batch")
+                                    "true: PCPF_FREE_HIGH_BATCH set on every CPU; false: set as "
+                                    "zone_pcp_update_cacheinfo() does, when cache_slice is over 3 * batch pages")
+    cache_slice: int = setting(ByteSize(0, 1 << 40, 1, "any number of bytes"), 0,
+                               "the per-CPU share of the last-level cache (cacheinfo's "
+                               "per_cpu_data_slice_size); 0 = this machine's, from "
+                               "/sys/devices/system/cpu/cpu0/cache (0 there without cache information)")
+    decay_drain: str = setting(Choice(DECAY_DRAINS), "batched",
+                               "how decay_pcp_high() frees the excess: batched = batch-sized chunks "
+                               "(fc4b909c368f: v6.19, 6.12.y and 6.18.y stable), one-call = one "
+                               "free_pcppages_bulk() (6.7 until then)")
     enabled: bool = setting(Flag(), True, "false: the boot pageset (high 0, batch 1), so every "
                                           "allocation and free goes to the buddy under zone->lock")
 
@@ -225,7 +237,14 @@ class ExperimentSettings:
     policies: tuple[str, ...] = setting(Items(Choice(POLICIES), "policy names", unique=True, nonempty=True),
                                         PROPOSAL, "policies to run, in order")
     repeat: int = setting(Integer(1, 1000), 3, "runs per policy (and per sweep value)")
-    warmup: float = setting(Real(0), 1.0, "seconds at the start of each run left out of the results")
+    warmup: float = setting(Real(0), 1.0, "seconds at the start of each run left out of the results "
+                                          "(real mode)")
+    mode: str = setting(Choice(MODES), "real",
+                        "real: a daemon on this machine's CPUs per run; virtual: the run in virtual time "
+                        "on simulate.cpus virtual CPUs (pcpd simulate's engine)")
+    eras: tuple[str, ...] = setting(Items(Choice(ERAS), "kernel eras", unique=True), (),
+                                    "kernel eras every point runs under, in order, on the same seeded "
+                                    "workload; [] = kernel.era alone")
 
 
 # Cost constants of virtual-time mode, in nanoseconds.  Their sources are in
@@ -239,6 +258,8 @@ class SimulateSettings:
     """``pcpd simulate``: virtual CPUs interleaved by a discrete-event clock, and its cost model."""
 
     ops: int = setting(Integer(1, 10**9), 10_000, "operations per virtual CPU (--ops overrides)")
+    cpus: int = setting(Integer(0, MAX_VIRTUAL_CPUS), 0,
+                        "virtual CPUs 0..N-1 (--cpus overrides); 0 = the CPUs the config names")
     alloc_ns: float = setting(Real(0, 1e6, above=True), 23.0,
                               "fixed cost of one allocation, beyond the cachelines it charges")
     free_ns: float = setting(Real(0, 1e6, above=True), 23.0,

@@ -40,7 +40,7 @@ from pcpd.daemon.faults import FaultInjector
 from pcpd.daemon.helpers import restart_helpers, start_helpers
 from pcpd.daemon.parking import PAUSE_TIMEOUT, Parked
 from pcpd.daemon.reload import load_reload, stop_for_reload
-from pcpd.daemon.report import RunReport
+from pcpd.daemon.report import RunReport, TuningSeries
 from pcpd.daemon.signals import RunSignals
 from pcpd.daemon.slots import Slot, WorkerSlots, exit_status
 from pcpd.errors import ConfigError, WorkerLost
@@ -233,12 +233,15 @@ class Daemon:
         chaos = (FaultInjector(self.arena, self.slots, opts.kill_interval, self.settings.seed)
                  if opts.kill_interval else None)
         self.report.note_memory()
+        tuning = self.report.tuning = TuningSeries(self.cpus)
         while not self.signals.stop:
             time.sleep(TICK)
             now = time.monotonic()
             self._supervise(now, chaos)
             self.notifier.watchdog(now)
             self._open_window(now, start)
+            if tuning.due(now - start):
+                tuning.sample(now - start, self.snapshot())
             if audits.due(now):
                 self.audit_now()
             if status.due(now):
@@ -248,6 +251,7 @@ class Daemon:
         window.end = self.snapshot()
         window.seconds = time.monotonic() - window.opened
         self.report.seconds = time.monotonic() - start
+        tuning.sample(self.report.seconds, window.end)      # the state the run ended in
 
     def _open_window(self, now: float, start: float) -> None:
         """Open the measured window once the warm-up is over (at the start without one)."""

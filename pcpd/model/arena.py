@@ -206,6 +206,7 @@ class Arena:
         self._views: list[memoryview] = []
         self.headerq = self._scalar_view(buf, regions["header"])
         self.zoneq = self._scalar_view(buf, regions["zone"])
+        self.zoneb = self._scalar_view(buf, regions["zone"], "b")   # zone->flags' bytes
         self.memq = self._scalar_view(buf, regions["memmap"])
         self.freelinksq = self._scalar_view(buf, regions["freelinks"])
         self.descq = self._scalar_view(buf, regions["descs"])

@@ -25,7 +25,10 @@ page is on).
 
 Callers charge cachelines: one line per record touched (record sizes divide
 64, so a record never straddles lines); a run of records counts the lines it
-spans (``lines_spanned``).
+spans (``lines_spanned``).  The tracing mode (``pcpd.model.linetrace``) hands
+a Memmap built over a ``TracedArena`` views that record the lines each
+access touches, so the charges can be checked against them; a Memmap over a
+plain arena is the same code over the plain views.
 
 Scalar accessors (the buddy's per-block work under zone->lock) go through the
 arena's memoryviews (``q``, ``linksq``), whose items are plain ints: a numpy
@@ -48,6 +51,7 @@ PG_PCP = 1 << 2
 PG_INFLIGHT = 1 << 3
 PG_LRU = 1 << 5
 PG_ALLOC = 1 << 6
+PG_LARGE_RMAPPABLE = 1 << 7   # in page[1]'s flags (folio->_flags_1), as the kernel keeps it
 FLAG_CPU_SHIFT = 8       # cpu + 1, 8 bits
 FLAG_ORDER_SHIFT = 16    # 4 bits
 FLAG_TYPE_SHIFT = 24     # memdesc type nibble of the allocation

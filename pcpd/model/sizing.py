@@ -20,6 +20,7 @@ Sizes are in base pages (4 KiB) unless a name ends in ``kbytes``.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from pcpd.kernel import (
@@ -250,6 +251,65 @@ def _pageset_limits_pre_5_14(era: str, managed: int, fraction: int,
     if batch is None:
         batch = default_batch
     return PcpLimits(batch, high, high, high)
+
+
+# cacheinfo of the CPU the model's PCP sizing reads (drivers/base/cacheinfo.c via sysfs)
+CACHEINFO_DIR = "/sys/devices/system/cpu/cpu0/cache"
+# per_cpu_data_slice_size where sysfs has no usable last-level cache: 0, as the
+# kernel leaves it, so PCPF_FREE_HIGH_BATCH stays clear
+NO_CACHEINFO_SLICE = 0
+
+
+def per_cpu_data_slice_size(cache_dir: str = CACHEINFO_DIR) -> int:
+    """``update_per_cpu_data_slice_size_cpu()``: the last-level cache's size over
+    the CPUs sharing it, in bytes, from *cache_dir*'s ``index*`` entries.
+
+    The last level is the highest ``index`` (``cache_leaves - 1``); it counts only
+    if it is a Data or Unified cache.  Returns ``NO_CACHEINFO_SLICE`` where the
+    directory, a file or that cache is missing or unreadable.
+    """
+    try:
+        leaves = sorted((entry for entry in os.listdir(cache_dir) if entry.startswith("index")),
+                        key=lambda entry: int(entry[5:]) if entry[5:].isdigit() else -1)
+        if not leaves:
+            return NO_CACHEINFO_SLICE
+        llc = os.path.join(cache_dir, leaves[-1])
+        kind = _read_text(os.path.join(llc, "type"))
+        size = _parse_cache_size(_read_text(os.path.join(llc, "size")))
+        shared = _count_cpu_list(_read_text(os.path.join(llc, "shared_cpu_list")))
+    except (OSError, ValueError):
+        return NO_CACHEINFO_SLICE
+    if kind not in ("Data", "Unified") or not shared:
+        return NO_CACHEINFO_SLICE
+    return size // shared
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="ascii") as f:
+        return f.read(256).strip()
+
+
+def _parse_cache_size(text: str) -> int:
+    """sysfs's cache ``size``: ``"32K"``, ``"2048K"``, ``"16M"``."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if text[-1:] in units:
+        return int(text[:-1]) * units[text[-1]]
+    return int(text)
+
+
+def _count_cpu_list(text: str) -> int:
+    """CPUs in a sysfs CPU list such as ``"0-3,8-11"`` (cpumask_weight())."""
+    count = 0
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
+
+
+def pcpf_free_high_batch(data_slice_bytes: int, batch: int) -> bool:
+    """``zone_pcp_update_cacheinfo()`` (6.7+): PCPF_FREE_HIGH_BATCH when the CPU's
+    share of the last-level cache holds more than three batches of pages."""
+    return (data_slice_bytes >> PAGE_SHIFT) > 3 * batch
 
 
 def pcp_allowed_order(order: int, era: str) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 
 from pcpd.model.arena import DESC_WORDS, H_SLAB_HOLDER_PID, H_SLAB_TOP, Arena
+from pcpd.model.linetrace import slab_words
 from pcpd.model.lock import RawLock
 from pcpd.model.stats import SLAB_ALLOC, SLAB_FREE, SLAB_SHARED, Counters
 
@@ -55,7 +56,9 @@ class DescriptorSlab:
     """One CPU's view of the descriptor cache."""
 
     def __init__(self, arena: Arena, lock: RawLock, counters: Counters, cpu: int) -> None:
-        self.d = arena.descq                # scalar stores: the memoryview (plain ints)
+        # scalar stores: the memoryview (plain ints); traced apart from the policies'
+        # descriptor lines under a TracedArena (slab work is counted in slab_ops)
+        self.d = slab_words(arena)
         self.free_stack = arena.descfree
         self.header = arena.header
         self.lock = lock

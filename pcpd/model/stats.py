@@ -58,6 +58,7 @@ def _names() -> list[str]:
         "free_pcp", "free_buddy", "free_remote_out", "free_remote_in",
         "refills", "refill_pages",
         "pcp_pages", "pcp_high", "pcp_batch",          # gauges
+        "pcp_free_count", "pcp_alloc_factor",          # gauges: 6.7+ auto-tuning state
         "held_pages", "inflight_pages",                # gauges
         "slab_alloc", "slab_free", "slab_shared",
         "desc_lines_written", "desc_lines_read", "data_lines_written",
@@ -84,9 +85,17 @@ INDEX: dict[str, int] = {n: i for i, n in enumerate(NAMES)}
 NR_STATS = len(NAMES)
 BLOCK_WORDS = (NR_STATS + 7) // 8 * 8            # one block is a whole number of cachelines
 GAUGES = frozenset(
-    ["pcp_pages", "pcp_high", "pcp_batch", "held_pages", "inflight_pages", "heartbeat_ns"]
+    ["pcp_pages", "pcp_high", "pcp_batch", "pcp_free_count", "pcp_alloc_factor",
+     "held_pages", "inflight_pages", "heartbeat_ns"]
     + [f"pcp_pages_type_{t}" for t in MEMDESC_TYPES]
 )
+# A CPU's PCP auto-tuning state, one value per CPU however many PCPs it has
+# (the memdesc policy keeps one per type): high and free_count add up (the
+# CPU's capacity, its recent frees), alloc_factor is the largest (how far the
+# most refill-starved PCP of the CPU scales its batch).  The daemon samples
+# these over a run; the exporter shows them per CPU.
+TUNING_GAUGES = ("pcp_high", "pcp_free_count", "pcp_alloc_factor")
+TUNING_KEYS = tuple(name.removeprefix("pcp_") for name in TUNING_GAUGES)   # as a run record names them
 MAXIMA = frozenset(["lock_wait_max_ns", "lock_hold_max_ns", "lock_waiters_max"])
 # The counts every figure is built from, each a sum of these counters:
 # allocations attempted (failures included: the type x order grid counts before the attempt),

@@ -16,6 +16,43 @@ Zone words (int64):
                                  accounted once per block freed or allocated, as
                                  account_freepages() is, not per list operation
     Z_MANAGED, Z_WMARK_MIN/LOW/HIGH, Z_CLAIMS, Z_STEALS
+    Z_FLAGS                      zone->flags: ZONE_BELOW_HIGH and ZONE_RECLAIM_ACTIVE,
+                                 one byte each (see "zone->flags" below)
+
+zone->flags.  The kernel sets and clears these bits with atomic set_bit() and
+clear_bit(); here each flag is one byte of the Z_FLAGS word, 0 or 1, so setting
+or clearing one is a single byte store that no other process's update can undo
+(a read-modify-write of a word of bits could), and one load of the word tests
+them all, as the free path does on every free.  A flag is tested before it is
+written, so it is stored only when it changes, and only where the kernel
+changes it:
+
+- ZONE_BELOW_HIGH is set by get_page_from_freelist() when an allocation fails
+  the high watermark, and cleared by free_frozen_page_commit() after a drain
+  once the high watermark is met again (not by decay or drain_all_pages()).
+  The model runs get_page_from_freelist()'s check when an allocation reaches
+  the zone (a PCP refill, or an order the PCP does not keep); a PCP hit does
+  not change NR_FREE_PAGES, so the flag is set at the next allocation that
+  reaches the zone rather than at the next allocation.
+- ZONE_RECLAIM_ACTIVE models kswapd.  An allocation that finds free pages at or
+  below the low watermark leaves the fast path; the slow path's
+  wake_all_kswapds() starts kswapd, whose balance_pgdat() marks the zone
+  (set_reclaim_active()).  kswapd reclaims until pgdat_balanced(): free pages
+  above the high watermark, then clear_reclaim_active().  The model has no
+  kswapd: the flag is set at the allocation that finds the zone at or below
+  its low watermark and cleared when pages coming back to the zone (a drain or
+  a buddy free) lift it above its high watermark.  Order 0 both ways: kswapd
+  falls back to order-0 balancing once it has reclaimed for a high order.
+
+ALLOC_NOFRAGMENT (6bb154504f8b, 5.0: not in the 4.18 era).
+alloc_flags_nofragment() sets it on the fast path for ZONE_NORMAL when a DMA32
+zone lies below it (x86-64), the zone this model is.
+Under it __rmqueue() claims only whole pageblocks of another migratetype
+(__rmqueue_claim() from pageblock_order up) and never steals; when the zone has
+nothing for the allocation that way, get_page_from_freelist() would try the
+DMA32 zone the same way, then walk the zonelist again without the flag.  With
+one zone the model goes straight to that retry: the same zone, fragmenting
+fallbacks allowed.
 
 A Zone reads and writes zone words, pageblock types and page records through
 the arena's memoryviews (plain ints), not numpy scalars: the buddy path makes
@@ -24,6 +61,8 @@ three times a memoryview's) was about half of its cost (issue 12).
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -61,6 +100,21 @@ Z_WMARK_LOW = 102
 Z_WMARK_HIGH = 103
 Z_CLAIMS = 104
 Z_STEALS = 105
+Z_FLAGS = 106
+
+# zone->flags bits the model keeps: each its byte of Z_FLAGS (1 when set), and
+# its bit in the word as one load of Z_FLAGS sees it on this machine.
+ZONE_BELOW_HIGH, ZONE_RECLAIM_ACTIVE = 0, 1
+
+
+def _flag_bit(flag: int) -> int:
+    return 1 << 8 * (flag if sys.byteorder == "little" else 7 - flag)
+
+
+BELOW_HIGH = _flag_bit(ZONE_BELOW_HIGH)
+RECLAIM_ACTIVE = _flag_bit(ZONE_RECLAIM_ACTIVE)
+
+_FLAG_AT = Z_FLAGS * 8                     # Z_FLAGS' first byte in the zone's bytes
 
 # __rmqueue() modes, cached across one rmqueue_bulk().
 RMQUEUE_NORMAL, RMQUEUE_CLAIM, RMQUEUE_STEAL = 0, 1, 2
@@ -120,6 +174,7 @@ class Zone:
     def __init__(self, arena: Arena, lock: ZoneLock, counters: Counters) -> None:
         self.arena = arena
         self.z = arena.zoneq
+        self._flag = arena.zoneb            # zone->flags' bytes: self._flag[_FLAG_AT + flag]
         self.pb = arena.pageblockq
         self.mm = memmap_for(arena)
         self.pages = arena.pages
@@ -128,6 +183,8 @@ class Zone:
         # an 8-byte page keeps free-list links in the free memory, not the memmap
         self._links_in_free_memory = arena.record_bytes == 8
         self._link = DATA_W if self._links_in_free_memory else _BW
+        # alloc_flags_nofragment() on the fast path (the policy clears it for eras before 5.0)
+        self.nofragment = True
 
     # -- accounting and watermarks ----------------------------------------
     @property
@@ -149,6 +206,53 @@ class Zone:
             if any(z[Z_NR_FREE + MIGRATE_PCPTYPES * o:Z_NR_FREE + MIGRATE_PCPTYPES * (o + 1)]):
                 return True
         return False
+
+    # -- zone->flags (see the module docstring) ------------------------------
+    def test_flag(self, flag: int) -> bool:
+        """test_bit(flag, &zone->flags)"""
+        return bool(self._flag[_FLAG_AT + flag])
+
+    def _set_flag(self, flag: int, on: bool) -> None:
+        """set_bit() / clear_bit(): one byte store."""
+        self._flag[_FLAG_AT + flag] = on
+
+    @property
+    def below_high(self) -> bool:
+        return self.test_flag(ZONE_BELOW_HIGH)
+
+    @property
+    def reclaim_active(self) -> bool:
+        """kswapd is reclaiming."""
+        return self.test_flag(ZONE_RECLAIM_ACTIVE)
+
+    def check_watermarks(self, order: int) -> None:
+        """get_page_from_freelist()'s watermark tests for one allocation, before rmqueue().
+
+        The high watermark sets ZONE_BELOW_HIGH (detected here to keep the free
+        path cheap); the low watermark failing wakes kswapd (ZONE_RECLAIM_ACTIVE).
+        """
+        z = self.z
+        if not self.below_high and not self.watermark_ok(order, z[Z_WMARK_HIGH]):
+            self._set_flag(ZONE_BELOW_HIGH, True)
+        if not self.reclaim_active and z[Z_FREE_PAGES] <= z[Z_WMARK_LOW]:
+            self._set_flag(ZONE_RECLAIM_ACTIVE, True)      # wake_all_kswapds() -> set_reclaim_active()
+
+    def clear_below_high(self) -> None:
+        """free_frozen_page_commit() after its drain: clear ZONE_BELOW_HIGH once
+        zone_watermark_ok() against the high watermark passes again."""
+        if self.below_high and self.watermark_ok(0, self.z[Z_WMARK_HIGH]):
+            self._set_flag(ZONE_BELOW_HIGH, False)
+
+    def _kswapd_balanced(self) -> None:
+        """balance_pgdat() stops once pgdat_balanced(): clear_reclaim_active()."""
+        if self.reclaim_active and self.z[Z_FREE_PAGES] > self.z[Z_WMARK_HIGH]:
+            self._set_flag(ZONE_RECLAIM_ACTIVE, False)
+
+    def flags_from_watermarks(self) -> None:
+        """Both flags as the zone's free pages say now (a zone set up mid-life, as a replay's)."""
+        z = self.z
+        self._set_flag(ZONE_BELOW_HIGH, not self.watermark_ok(0, z[Z_WMARK_HIGH]))
+        self._set_flag(ZONE_RECLAIM_ACTIVE, z[Z_FREE_PAGES] <= z[Z_WMARK_LOW])
 
     def pageblock_mt(self, pfn: int) -> int:
         """get_pfnblock_migratetype()"""
@@ -254,9 +358,13 @@ class Zone:
                 return fmt
         return -1
 
-    def _rmqueue_claim(self, order: int, mt: int) -> int:
-        """__rmqueue_claim(): largest fallback block first, try to own its pageblock."""
-        for cur in range(MAX_PAGE_ORDER, order - 1, -1):
+    def _rmqueue_claim(self, order: int, mt: int, nofragment: bool) -> int:
+        """__rmqueue_claim(): largest fallback block first, try to own its pageblock.
+
+        Under ALLOC_NOFRAGMENT only whole pageblocks are taken from another type.
+        """
+        min_order = PAGEBLOCK_ORDER if nofragment and order < PAGEBLOCK_ORDER else order
+        for cur in range(MAX_PAGE_ORDER, min_order - 1, -1):
             fmt = self._find_suitable_fallback(cur, mt, claimable=True)
             if fmt == -1:
                 continue
@@ -312,36 +420,47 @@ class Zone:
             return pfn
         return NIL
 
-    def _rmqueue(self, order: int, mt: int, mode: int) -> tuple[int, int]:
-        """__rmqueue(): NORMAL, then CLAIM, then STEAL; the mode sticks for a refill."""
+    def _rmqueue(self, order: int, mt: int, mode: int, nofragment: bool = False) -> tuple[int, int]:
+        """__rmqueue(): NORMAL, then CLAIM, then STEAL (never under ALLOC_NOFRAGMENT);
+        the mode sticks for a refill."""
         if mode == RMQUEUE_NORMAL:
             pfn = self._rmqueue_smallest(order, mt)
             if pfn != NIL:
                 return pfn, mode
         if mode <= RMQUEUE_CLAIM:
-            pfn = self._rmqueue_claim(order, mt)
+            pfn = self._rmqueue_claim(order, mt, nofragment)
             if pfn != NIL:
                 return pfn, RMQUEUE_NORMAL
+        if nofragment:
+            return NIL, mode
         pfn = self._rmqueue_steal(order, mt)
         return pfn, (RMQUEUE_STEAL if pfn != NIL else mode)
 
     # -- entry points (take zone->lock) -----------------------------------
-    def rmqueue_bulk(self, order: int, mt: int, count: int) -> list[int]:
+    def rmqueue_bulk(self, order: int, mt: int, count: int, nofragment: bool = False) -> list[int]:
         """rmqueue_bulk(): up to count blocks under one zone->lock acquisition."""
         out: list[int] = []
         mode = RMQUEUE_NORMAL
         with self.lock(OP_REFILL):
             for _ in range(count):
-                pfn, mode = self._rmqueue(order, mt, mode)
+                pfn, mode = self._rmqueue(order, mt, mode, nofragment)
                 if pfn == NIL:
                     break
                 out.append(pfn)
         return out
 
     def rmqueue_buddy(self, order: int, mt: int) -> int:
-        """rmqueue_buddy(): one block per zone->lock acquisition."""
+        """get_page_from_freelist() for a block the PCP does not serve: the watermark
+        flags, then rmqueue_buddy() (one block per zone->lock acquisition), with
+        ALLOC_NOFRAGMENT first and again without it if that found nothing."""
+        self.check_watermarks(order)
+        if self.nofragment:
+            with self.lock(OP_BUDDY_ALLOC):
+                pfn = self._rmqueue(order, mt, RMQUEUE_NORMAL, True)[0]
+            if pfn != NIL:
+                return pfn
         with self.lock(OP_BUDDY_ALLOC):
-            return self._rmqueue(order, mt, RMQUEUE_NORMAL)[0]
+            return self._rmqueue(order, mt, RMQUEUE_NORMAL, False)[0]
 
     def free_pcppages_bulk(self, blocks: list[tuple[int, int]]) -> None:
         """free_pcppages_bulk(): give drained blocks back under one acquisition.
@@ -353,11 +472,13 @@ class Zone:
         with self.lock(OP_DRAIN):
             for pfn, order in blocks:
                 free_one_page(pfn, order, pb[pfn >> PAGEBLOCK_ORDER])
+        self._kswapd_balanced()
 
     def free_one_page(self, pfn: int, order: int) -> None:
         """free_one_page(): one block straight to the buddy."""
         with self.lock(OP_BUDDY_FREE):
             self._split_large_buddy(pfn, order)
+        self._kswapd_balanced()
 
     def _split_large_buddy(self, pfn: int, order: int) -> None:
         """split_large_buddy(): pageblock-sized pieces above order 9, each with its type."""

@@ -69,7 +69,7 @@ from pcpd.kernel import (
 from pcpd.model.arena import Arena
 from pcpd.model.memmap import NIL
 from pcpd.model.sizing import pindex_to_order
-from pcpd.model.zone import Z_CLAIMS, Z_FREE_PAGES, Z_HEAD, Z_STEALS, Z_WMARK_HIGH, Zone
+from pcpd.model.zone import Z_CLAIMS, Z_FREE_PAGES, Z_HEAD, Z_STEALS, Zone
 from pcpd.pagetypeinfo import ZonePageTypes
 from pcpd.replay.decode import Decoded
 from pcpd.zoneinfo import Pageset
@@ -479,7 +479,7 @@ def _reset(models: list[CpuAllocator], plan: StartPlan, saved: list[list[tuple[i
     """PCP tuning state as at boot but for high, every counter zeroed."""
     zone = models[0].zone
     zone.z[Z_CLAIMS] = zone.z[Z_STEALS] = 0
-    below_high = not zone.watermark_ok(0, zone.watermark(Z_WMARK_HIGH))
+    zone.flags_from_watermarks()
     for slot, model in enumerate(models):
         policy = model.policy
         high = plan.cpus[slot].high if slot < len(plan.cpus) else None
@@ -488,7 +488,6 @@ def _reset(models: list[CpuAllocator], plan: StartPlan, saved: list[list[tuple[i
             pcp.free_count = 0
             pcp.flags = flags
             pcp.high = boot_high if high is None else min(max(high, pcp.high_min), pcp.high_max)
-        policy.below_high = below_high
         v = model.counters.v
         v[:] = [0] * len(v)
         if slot < len(report.pcp):

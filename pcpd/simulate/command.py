@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG", help="TOML config (the one pcpd run takes)")
     parser.add_argument("--cpus", type=virtual_cpus, metavar="N",
                         help=f"virtual CPUs 0..N-1, 1..{MAX_VIRTUAL_CPUS}, independent of this machine "
-                             "(default: the CPUs the config names)")
+                             "(default: the config's simulate.cpus, else the CPUs the config names)")
     parser.add_argument("--ops", "--duration-ops", dest="ops", type=argtypes.positive_count, metavar="K",
                         help="operations per virtual CPU (default: the config's simulate.ops)")
     parser.add_argument("--policy", type=argtypes.policy_list, metavar="P[,P...]",
@@ -63,22 +63,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replace", action="store_true", help="overwrite results already in DIR")
 
 
+def on_virtual_cpus(settings: Settings, cpus: int | None = None) -> Settings:
+    """The settings on their virtual CPUs: 0..cpus-1, else 0..simulate.cpus-1, else the config's ``cpus``.
+
+    ``settings`` must have been loaded with every CPU number available
+    (``ANY_CPU``).  Raises ConfigError for a config these CPUs make invalid
+    (a workload naming a CPU beyond them), UsageError when no CPU count is known.
+    """
+    count = cpus or settings.simulate.cpus
+    if count:
+        virtual = range(count)
+        return replace_path(settings, "cpus", list(virtual), available_cpus=virtual)
+    if not settings.cpus:
+        raise UsageError(f"{settings.source} names no cpus: pass --cpus N or set simulate.cpus (virtual "
+                         "CPUs do not come from this machine)")
+    if len(settings.cpus) > MAX_VIRTUAL_CPUS:
+        raise UsageError(f"{settings.source} names {len(settings.cpus)} cpus; virtual time runs at most "
+                         f"{MAX_VIRTUAL_CPUS}")
+    return settings
+
+
 def settings_for(args: argparse.Namespace) -> Settings:
     """The config as it runs: virtual CPUs, era and seed from the command line, validated.
 
     Raises ConfigError (one line) for a config these choices make invalid,
     UsageError when no CPU count is known.
     """
-    settings = load_settings(args.config, available_cpus=ANY_CPU)
-    if args.cpus is not None:
-        cpus = range(args.cpus)
-        settings = replace_path(settings, "cpus", list(cpus), available_cpus=cpus)
-    elif not settings.cpus:
-        raise UsageError(f"{args.config} names no cpus: pass --cpus N (virtual CPUs do not come from "
-                         "this machine)")
-    elif len(settings.cpus) > MAX_VIRTUAL_CPUS:
-        raise UsageError(f"{args.config} names {len(settings.cpus)} cpus; pcpd simulate runs at most "
-                         f"{MAX_VIRTUAL_CPUS}")
+    settings = on_virtual_cpus(load_settings(args.config, available_cpus=ANY_CPU), args.cpus)
     virtual = settings.cpus
     if args.era is not None:
         settings = replace_path(settings, "kernel.era", args.era, available_cpus=virtual)

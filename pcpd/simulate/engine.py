@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pcpd.config.rules import assign_workloads, worker_cpus
-from pcpd.config.settings import Settings, WorkloadSettings
+from pcpd.config.settings import MAX_VIRTUAL_CPUS, Settings, WorkloadSettings
 from pcpd.daemon.audit import audit
 from pcpd.model import rings
 from pcpd.model.arena import RING_HEADER, Arena
@@ -59,7 +59,6 @@ from workers.workloads import BACKOFF_FRACTION, Workload
 
 __all__ = ["MAX_VIRTUAL_CPUS", "Simulation", "SimulationResult", "ring_slots_for", "simulate"]
 
-MAX_VIRTUAL_CPUS = 1024
 # The rings are ncpus x ncpus (src, dst) pairs; above about 90 CPUs their slots shrink so all
 # of them fit this budget (a real run has 1024 slots a ring and one ring per pair of workers).
 RING_BUDGET_BYTES = 64 << 20

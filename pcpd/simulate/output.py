@@ -172,10 +172,20 @@ def _value(unit: str, value: Any) -> str:
     return f"{value:,.0f}"
 
 
+def run_label(results: Results, run: RunRecord) -> str:
+    """A run's column head: its policy, with its point and repetition where the runs have several."""
+    label = run["policy"]
+    if run["point"] is not None:
+        label += f" {run['point']}"
+    if results.metadata.get("repeat", 1) > 1:
+        label += f" #{run['repetition'] + 1}"
+    return label
+
+
 def virtual_rows(results: Results) -> list[list[str]]:
     """Header, then one row per virtual figure: label and one cell per run (policy)."""
     runs = results.runs
-    rows = [["virtual time", *(run["policy"] for run in runs)]]
+    rows = [["virtual time", *(run_label(results, run) for run in runs)]]
     for key, label, unit in VIRTUAL_FIGURES:
         rows.append([label, *(_value(unit, virtual_of(run).get(key)) for run in runs)])
     return rows
@@ -252,11 +262,15 @@ def csv_text(results: Results) -> str:
 
 def write_all(results: Results, directory: str, *, replace: bool = False) -> list[str]:
     """results.json, results.csv, report.md (with its plot) in ``directory``; the paths written."""
-    paths = [os.path.join(directory, name) for name in OUTPUTS]
+    # an experiment's sweep (or era axis) plots against its points, as real mode's report does
+    swept = bool(results.metadata.get("sweep_key"))
+    image = report.SWEEP_PNG if swept else report.POLICIES_PNG
+    paths = [os.path.join(directory, name) for name in (*OUTPUTS[:3], image)]
     dump(results, paths[0], replace=replace)
     write_atomic(paths[1], csv_text(results).encode(), replace=replace)
-    write_atomic(paths[3], report.plot_policies(results), replace=replace)
-    text = report.render_report(results, [report.POLICIES_PNG]).rstrip("\n").split("\n")
+    write_atomic(paths[3], report.plot_sweep(results) if swept else report.plot_policies(results),
+                 replace=replace)
+    text = report.render_report(results, [image]).rstrip("\n").split("\n")
     # the virtual sections go before the plots and definitions, after the tables and warnings
     at = next((i for i, line in enumerate(text) if line in ("## Plots", "## Definitions")), len(text))
     text[at:at] = virtual_section(results)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from pcpd.kernel import (
+    ALLOC_NOFRAGMENT_ERAS,
     DEFAULT_ERA,
     MEMDESC_TYPES,
     MIGRATE_MOVABLE,
@@ -19,7 +20,7 @@ from pcpd.model import memmap, stats
 from pcpd.model.arena import Arena
 from pcpd.model.sizing import PcpLimits
 from pcpd.model.slab import DescriptorSlab
-from pcpd.model.zone import Z_WMARK_HIGH, Zone
+from pcpd.model.zone import Zone
 from pcpd.policies import PolicyTraits, policy_traits
 from workers.pcp import PerCpuPages
 
@@ -46,6 +47,9 @@ RMAP_W, RMAP_R = stats.LINES_W["rmappable"], stats.LINES_R["rmappable"]
 DESC_W, DESC_R, DATA_W = stats.DESC_W, stats.DESC_R, stats.DATA_W
 FREE_TYPE = stats.FREE_TYPE
 W_LINK, W_PREV, W_REFCOUNT = memmap.W_LINK, memmap.W_PREV, memmap.W_REFCOUNT64
+# Drains free_frozen_page_commit() makes (stats.DRAIN_CAUSES), the only ones after
+# which it clears ZONE_BELOW_HIGH.
+FREE_PATH_DRAINS = ("high", "free_high")
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class PcpTuning:
     era: str = DEFAULT_ERA
     scale_max: int = PCP_BATCH_SCALE_MAX
     free_high_batch: bool = False
+    decay_drain: str = "batched"        # pcpd.kernel.DECAY_DRAINS
 
     def new_pcp(self, divide: int = 1) -> PerCpuPages:
         limits = self.limits
@@ -96,7 +101,7 @@ class Policy:
         self.rb = arena.record_bytes
         self.w = arena.record_bytes // 8
         self.pbq = arena.pageblockq
-        self.below_high = False
+        zone.nofragment = tuning.era in ALLOC_NOFRAGMENT_ERAS      # alloc_flags_nofragment()
         self.pcps = self._make_pcps()
         self.pcp = self.pcps[0]
         # (type, order) -> the list an allocation pops, and its counter
@@ -141,26 +146,39 @@ class Policy:
         return [self.pcps[0]] * len(TYPES)
 
     # -- shared machinery ----------------------------------------------------
-    # ZONE_BELOW_HIGH is a zone flag; each CPU keeps its own copy, refreshed only
-    # where the kernel sets or clears the flag, so the free fast path reads no
-    # zone state.  Another CPU's change shows at this CPU's next refill or drain.
-    def _set_below_high(self) -> None:
-        """ZONE_BELOW_HIGH is set on the allocation side (get_page_from_freelist)."""
-        zone = self.zone
-        if not self.below_high and not zone.watermark_ok(0, zone.watermark(Z_WMARK_HIGH)):
-            self.below_high = True
+    # ZONE_BELOW_HIGH and ZONE_RECLAIM_ACTIVE are the shared zone's flags
+    # (pcpd.model.zone): every CPU sees another's change at its next test.
+    @property
+    def below_high(self) -> bool:
+        """ZONE_BELOW_HIGH, for refills that tune high themselves (pcp_buddy)."""
+        return self.zone.below_high
 
-    def _clear_below_high(self) -> None:
-        """... and cleared on the free side after a drain (free_frozen_page_commit)."""
-        zone = self.zone
-        if self.below_high and zone.watermark_ok(0, zone.watermark(Z_WMARK_HIGH)):
-            self.below_high = False
+    def _set_below_high(self, order: int = 0) -> None:
+        """get_page_from_freelist()'s watermark tests, for an allocation that reaches
+        the zone (order 0 where a caller refills by pageblock)."""
+        self.zone.check_watermarks(order)
+
+    def _clear_below_high(self, cause: str) -> None:
+        """free_frozen_page_commit() clears ZONE_BELOW_HIGH after its drain; decay and
+        drain_all_pages() leave it."""
+        if cause in FREE_PATH_DRAINS:
+            self.zone.clear_below_high()
 
     def _refill(self, pcp: PerCpuPages, lst, order: int, t: int) -> bool:
-        """rmqueue_pcplist() with an empty list: rmqueue_bulk() then _enter()."""
-        self._set_below_high()
-        n = pcp.nr_pcp_alloc(order, self.below_high)
-        blocks = self.zone.rmqueue_bulk(order, MIGRATETYPE_OF[t], n)
+        """rmqueue_pcplist() with an empty list: rmqueue_bulk() then _enter().
+
+        The first pass runs under ALLOC_NOFRAGMENT; if it finds nothing, rmqueue()'s
+        rmqueue_buddy() would fail the same way (not repeated here) and
+        get_page_from_freelist() walks the zonelist again without the flag:
+        nr_pcp_alloc() and rmqueue_bulk() once more (pcpd.model.zone).
+        """
+        zone, mt = self.zone, MIGRATETYPE_OF[t]
+        zone.check_watermarks(order)
+        n = pcp.nr_pcp_alloc(order, zone.below_high)
+        blocks = zone.rmqueue_bulk(order, mt, n, zone.nofragment)
+        if not blocks and zone.nofragment:
+            n = pcp.nr_pcp_alloc(order, zone.below_high)
+            blocks = zone.rmqueue_bulk(order, mt, n)
         if not blocks:
             return False
         self._enter(pcp, lst, blocks, order, t)
@@ -179,7 +197,7 @@ class Policy:
             return 0
         blocks = self._leave(pcp, entries)
         self.zone.free_pcppages_bulk(blocks)
-        self._clear_below_high()
+        self._clear_below_high(cause)
         pages = sum(1 << order for _, order in blocks)
         self.v[stats.DRAINS[cause]] += 1
         self.v[stats.DRAIN_PAGES[cause]] += pages
@@ -194,12 +212,15 @@ class Policy:
         return pages
 
     def decay(self) -> int:
-        """decay_pcp_high() on every PCP, draining the excess in batch chunks."""
+        """decay_pcp_high() on every PCP: the excess over the lowered high goes in
+        batch-sized chunks, one free_pcppages_bulk() and zone->lock hold each
+        (fc4b909c368f), or in one call before it (``PcpTuning.decay_drain``)."""
         pages = 0
+        batched = self.tuning.decay_drain == "batched"
         for pcp in self.pcps:
             excess = pcp.decay_excess()
             while excess > 0:
-                chunk = min(excess, pcp.batch)
+                chunk = min(excess, pcp.batch) if batched else excess
                 pages += self._drain(pcp, chunk, 0, "decay")
                 excess -= chunk
         return pages
@@ -214,7 +235,10 @@ class Policy:
     def publish_gauges(self) -> None:
         v = self.v
         v[stats.INDEX["pcp_pages"]] = self.pcp_pages()
+        # one value per CPU over its PCPs: stats.TUNING_GAUGES says how they combine
         v[stats.INDEX["pcp_high"]] = sum(p.high for p in self.pcps)
+        v[stats.INDEX["pcp_free_count"]] = sum(p.free_count for p in self.pcps)
+        v[stats.INDEX["pcp_alloc_factor"]] = max(p.alloc_factor for p in self.pcps)
         v[stats.INDEX["pcp_batch"]] = self.pcps[0].batch
         for t, pages in enumerate(self.pcp_pages_by_type()):
             v[stats.PCP_PAGES_TYPE + t] = pages

@@ -42,21 +42,23 @@ written by the tail loop), and its chunking is the block itself (blocks are
 aligned).  ``compound-contig`` ignores ``policy.noncompound_free`` and
 ``noncompound_alloc``: keeping and serving non-compound blocks is what it
 is.  Whether a popped block is prepped is read from its head's flags before
-the shared fast path (``_Page64Policy.alloc``) rewrites them; in the kernel
-that is the PG_head bit of the line the allocation touches anyway, so it is
-charged nothing.
+the shared fast path (``_Page64Policy.alloc``) rewrites them: the PG_head bit
+of the line the allocation writes anyway, charged as one ``page_state`` read
+(a hit loads the head line; the traced-lines test holds every load to a
+charge).
 """
 
 from __future__ import annotations
 
 from pcpd.kernel import PAGE_ORDERS
-from pcpd.model import memmap
-from workers.policies.base import COMPOUND_OF, FOLIO_OF, MIGRATETYPE_OF, RMAP_R, RMAP_W, T_KERNEL, TYPES
+from pcpd.model import memmap, stats
+from workers.policies.base import COMPOUND_OF, FOLIO_OF, MIGRATETYPE_OF, RMAP_W, T_KERNEL, TYPES
 from workers.policies.struct_page import CompoundPolicy, _Page64Policy
 
 __all__ = ["CompoundLazyPolicy", "CompoundContigPolicy"]
 
 _PG_HEAD = memmap.PG_HEAD
+_PAGE_R = stats.LINES_R["page_state"]
 
 
 class _PerEntryCompound(CompoundPolicy):
@@ -74,7 +76,11 @@ class _PerEntryCompound(CompoundPolicy):
             # the pop in the shared fast path rewrites the head's flags: note first
             # whether the block it will take (the list head, or a refill's) is prepped
             lst = self._lists[t][order]
-            self._popped_prepped = bool(self.mem[lst[-1] * 8] & _PG_HEAD) if lst else self.eager_refill[t]
+            if lst:
+                self._popped_prepped = bool(self.mem[lst[-1] * 8] & _PG_HEAD)
+                self.v[_PAGE_R] += 1
+            else:
+                self._popped_prepped = self.eager_refill[t]
         return super().alloc(t, order)
 
     def _after_pcp_alloc(self, pfn: int, t: int, order: int) -> None:
@@ -83,7 +89,9 @@ class _PerEntryCompound(CompoundPolicy):
             if not prepped:                            # the first allocation preps
                 self._prep_compound_page(pfn, order)
             if FOLIO_OF[t]:                            # folio_prep_large_rmappable() / page_rmappable_folio()
-                self.v[RMAP_W] += 1
+                self._set_large_rmappable(pfn, True)
+                if prepped:                            # else page[1] is prep's line, charged there
+                    self.v[RMAP_W] += 1
         elif prepped:                                  # hand out plain pages: undo compound
             self._free_tail_pages(pfn, order, compound=True)
 
@@ -130,8 +138,6 @@ class CompoundContigPolicy(_PerEntryCompound):
             # at its order as one non-compound block
             self._free_tail_pages(pfn, order, compound=False)
             return 0
-        if FOLIO_OF[t]:                                # folio_undo_large_rmappable()
-            self.v[RMAP_W] += 1
-            if order > 1:                              # folio_unqueue_deferred_split()
-                self.v[RMAP_R] += 1
+        if FOLIO_OF[t]:
+            self._undo_large_rmappable(pfn, order)
         return _PG_HEAD

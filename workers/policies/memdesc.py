@@ -8,6 +8,7 @@ from __future__ import annotations
 from pcpd.kernel import PAGE_ORDERS, PAGEBLOCK_ORDER
 from pcpd.model import memmap
 from pcpd.model.arena import DESC_WORDS
+from pcpd.model.linetrace import untraced
 from pcpd.model.memmap import NIL, lines_spanned
 from pcpd.model.slab import (
     D_DEFERRED,
@@ -62,6 +63,10 @@ class _MemdescPolicy(Policy):
             raise ValueError(f"policy {self.name} needs a descriptor slab")
         self.mw = memmap.memdesc_word(self.rb)
         self.d = self.arena.descq
+        # page->memdesc read only to find the folio the caller holds (folio_put() is
+        # handed the folio; pcpd's workloads hand pfns around): not a memmap access,
+        # so neither charged nor traced
+        self._held = untraced(self.arena).memq
         self._dstate_inuse = [[desc_state(MEMDESC_OF[t], DS_INUSE, o, self.cpu) for o in PAGE_ORDERS]
                               for t in range(len(TYPES))]
         self._dstate_pcp = [[desc_state(MEMDESC_OF[t], DS_PCP, o, self.cpu) for o in PAGE_ORDERS]
@@ -103,7 +108,7 @@ class _MemdescPolicy(Policy):
 
     def _desc_of(self, pfn: int) -> int:
         """page->memdesc -> descriptor index (the caller holds the folio already)."""
-        return self.mem[pfn * self.w + self.mw] >> 4
+        return self._held[pfn * self.w + self.mw] >> 4
 
     def _desc_pfn(self, idx: int) -> int:
         return self.d[idx * DESC_WORDS + D_PFN]
@@ -225,7 +230,7 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
         self._desc_push(pcp.lists[pindex], pidx)
         pcp.count += 1 << order
         v[FREE_PCP] += 1
-        drain = pcp.free_check(order, self.below_high)
+        drain = pcp.free_check(order, self.zone.z)
         if drain:
             self._drain(pcp, drain, pindex, pcp.drain_cause)
 
@@ -240,6 +245,7 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
             self._set_memdesc(pfn, order, memmap.MEMDESC_BUDDY)
             self.slab.free(pidx)
             out.append((pfn, order))
+        self.v[DESC_R] += len(entries)                 # each pcpdesc's pfn
         return out
 
 
@@ -286,6 +292,7 @@ class MemdescPolicy(_MemdescPolicy):
         d[base + D_STATE] = self._dstate_inuse[t][order]
         d[base + D_REFCOUNT] = 1
         v[DESC_W] += 2 if lst else 1
+        v[DESC_R] += 1                                 # the pfn, as memdesc-pcpdesc reads it
         return d[base + D_PFN]
 
     def free(self, pfn: int, order: int, t: int) -> None:
@@ -303,7 +310,7 @@ class MemdescPolicy(_MemdescPolicy):
             self._misc_push(lst, pfn)
         else:
             d = self.d
-            idx = self.mem[pfn * self.w + self.mw] >> 4   # the folio the caller holds
+            idx = self._held[pfn * self.w + self.mw] >> 4   # the folio the caller holds
             base = idx * DESC_WORDS
             old = lst[-1] if lst else NIL
             d[base + D_STATE] = self._dstate_pcp[t][order]
@@ -318,7 +325,7 @@ class MemdescPolicy(_MemdescPolicy):
             lst.append(idx)
         pcp.count += 1 << order
         v[FREE_PCP] += 1
-        drain = pcp.free_check(order, self.below_high)
+        drain = pcp.free_check(order, self.zone.z)
         if drain:
             self._drain(pcp, drain, pindex, pcp.drain_cause)
 
@@ -366,4 +373,6 @@ class MemdescPolicy(_MemdescPolicy):
                 self.slab.free(entry)
             self._set_memdesc(pfn, order, memmap.MEMDESC_BUDDY)
             out.append((pfn, order))
+        if not misc:
+            self.v[DESC_R] += len(entries)             # each descriptor's pfn
         return out

@@ -2,11 +2,18 @@
 
 Sources: Johannes Weiner, "[RFC 0/2] mm: page_alloc: pcp buddy allocator"
 (linux-mm, 3 April 2026; 1/2 "replace pageblock_flags bitmap with struct
-pageblock_data", 2/2 "per-cpu pageblock buddy allocator"), and Rik van
-Riel's follow-up series built on it (RFC, April-May 2026: "1GB
-superpageblock memory allocation", whose "split-path PCP free with
-local-trylock + remote-llist" moves remote frees onto a per-CPU lockless
-list the owner absorbs).
+pageblock_data", 2/2 "per-cpu pageblock buddy allocator"):
+https://lkml.iu.edu/hypermail/linux/kernel/2604.0/05978.html (0/2),
+https://lkml.iu.edu/hypermail/linux/kernel/2604.0/05977.html (2/2), and the
+review thread (van Riel on phase 0's owned-block list,
+https://lkml.iu.edu/2604.0/08177.html; Frank van der Linden on the phases and
+CMA, https://lkml.iu.edu/2604.0/08626.html).  Rik van Riel's follow-up series
+built on it ("1GB superpageblock memory allocation", RFC, 30 April and 20 May
+2026) has its remote frees pushed onto a per-CPU lockless list the owner
+absorbs ("split-path PCP free with local-trylock + remote-llist",
+https://lkml.iu.edu/2605.2/08737.html, cited from an earlier reading: the
+search corpus did not return it again for this revision); its
+superpageblock steering is ``pcp-buddy-spb`` (workers/policies/pcp_buddy_spb.py).
 
 What the RFC changes, and how it is modelled here:
 
@@ -24,14 +31,21 @@ What the RFC changes, and how it is modelled here:
   pcp->lock on drain" (``__free_one_page``'s merging, on the PCP), so a
   drain gives larger chunks back under zone->lock.  Orders 4-8, which today
   always go through the buddy, are served too.
-* Refill phases (RFC 2/2): phase 0 pulls this CPU's owned fragments that
+* Refill phases (RFC 2/2), all four in ``rmqueue_bulk()`` under one
+  zone->lock acquisition: phase 0 pulls this CPU's owned fragments that
   drains left in the zone buddy back onto the PCP (scanning only pageblocks
-  that had fragments drained, as ``pcp->owned_blocks`` does); phase 1
-  claims a whole pageblock (``__rmqueue`` at pageblock_order, changing its
-  migratetype to the requester's as a whole-block claim does); when neither
-  finds memory, phases 2 and 3 are today's refill (``rmqueue_bulk`` of a
-  batch onto the ordinary PCP lists, cached for batching only, never owned
-  nor merged), or the buddy for orders the PCP does not keep.
+  that had fragments drained, as ``pcp->owned_blocks`` does, and only those
+  of the requested migratetype); phase 1 claims a whole pageblock
+  (``__rmqueue`` at pageblock_order, changing its migratetype to the
+  requester's as a whole-block claim does).  Phase 0 and 1 pages are owned
+  and PagePCPBuddy.  When they give no piece that fits, phases 2 and 3 fill
+  the ordinary PCP list of the requested order with a batch "cached on PCP
+  for batching only -- no ownership, no merging": phase 2 "grab[s]
+  sub-pageblock chunks without migratetype stealing" (free blocks of the
+  requested type below pageblock_order, taken whole under zone->lock and
+  split into blocks of the requested order outside it), phase 3 is
+  "traditional __rmqueue() with migratetype fallback" (today's refill).
+  Orders the PCP keeps no list of (4-8 in 6.7) go to the buddy then.
 * Frees route to the owner: a block of an owned pageblock freed on another
   CPU is sent to the owning CPU, which adds it to its PCP buddy (RFC:
   "frees route back to that PCP instead of the freeing CPU's local one";
@@ -52,6 +66,13 @@ Modelling choices (none of these is fixed by the RFC):
 
 * Page state is legacy's: compound blocks are prepped on allocation and
   undone on free, so the comparison with ``legacy`` isolates ownership.
+* Phase 2 takes, for each chunk, the largest free block of the requested
+  type that fits in what is left of the batch (``nr_pcp_alloc()`` blocks of
+  the requested order), down to the requested order itself; the RFC says
+  "higher-order entries" without saying which.  Phase 3 runs only when
+  phase 2 found nothing.  On pcpd's presets neither runs: a 1 GiB arena
+  always has a whole free pageblock (``pcpd simulate``, 2 CPUs, 50,000 ops
+  per CPU, every preset: no refill reached phase 2).
 * Counting: pieces on the PCP buddy count in ``pcp->count`` against
   ``high`` exactly like cached pages; a claim counts as one refill of 512
   pages (plus what phase 0 recovered), and raises 6.7's auto-tuned ``high``
@@ -87,14 +108,15 @@ Modelling choices (none of these is fixed by the RFC):
   scanned.  Piece links are charged, not stored:
   which pieces a CPU holds is recorded in the page flags, its lists are a
   per-process cache.
-* Not modelled: the superpageblock (1 GiB) steering of van Riel's series,
-  whose arenas would be one superpageblock here; the pcp->lock trylock
-  against remote frees (each CPU's PCP is private to its process).
+* Not modelled: the pcp->lock trylock against remote frees (each CPU's PCP
+  is private to its process); the CMA handling Frank van der Linden asked
+  about (pcpd has no CMA pageblocks).
 """
 
 from __future__ import annotations
 
 import weakref
+from collections import deque
 
 import numpy as np
 
@@ -104,7 +126,7 @@ from pcpd.model.arena import C_STATE, Arena
 from pcpd.model.lock import OP_REFILL
 from pcpd.model.memmap import NIL, lines_spanned
 from pcpd.model.stats import ALLOC_MISS_TYPE, DRAIN_PAGES, DRAINS, INDEX, LINES_R, LINES_W, REFILL_PAGES, REFILLS
-from pcpd.model.zone import RMQUEUE_NORMAL, Z_FREE_PAGES
+from pcpd.model.zone import RMQUEUE_NORMAL, Z_FREE_PAGES, Z_HEAD
 from workers.pcp import PerCpuPages
 from workers.policies.base import (
     COMPOUND_OF,
@@ -117,6 +139,7 @@ from workers.policies.base import (
     PAGE_W,
     REFILL,
     RMAP_R,
+    W_PREV,
     W_REFCOUNT,
 )
 from workers.policies.struct_page import LegacyPolicy
@@ -238,14 +261,22 @@ class PcpBuddyPolicy(LegacyPolicy):
         mt = MIGRATETYPE_OF[t]
         pfn = self._piece_take(order, mt)
         outcome = HIT
-        if pfn == NIL:
-            if self._lists[t][order]:              # a cached phase 2/3 block: legacy's hit
-                return super().alloc(t, order)
-            if not self._claim(order, mt, t):      # phases 2 and 3: legacy's refill, or the buddy
-                return super().alloc(t, order)
-            pfn = self._piece_take(order, mt)
-            outcome = REFILL
         v = self.v
+        if pfn == NIL:
+            lst = self._lists[t][order]
+            if lst:                                # a cached phase 2/3 block: legacy's hit
+                return super().alloc(t, order)
+            outcome = REFILL
+            if self._rmqueue_bulk(order, mt, t, lst):
+                pfn = self._piece_take(order, mt)
+            elif lst:                              # phases 2 and 3 filled the cached list
+                pfn = lst.pop()
+                if lst:                            # list_del(): the new head's prev
+                    self.mem[lst[-1] * 8 + W_PREV] = NIL
+                    v[LINK_W] += 1
+            else:                                  # nothing on the PCP: the buddy, as legacy
+                v[self._alloc_ctr[t][order]] += 1
+                return self._alloc_buddy(t, order)
         v[self._alloc_ctr[t][order]] += 1
         v[outcome] += 1
         pcp = self.pcp
@@ -259,57 +290,115 @@ class PcpBuddyPolicy(LegacyPolicy):
             self._after_pcp_alloc(pfn, t, order)  # legacy's prep_compound_page()
         return pfn
 
-    def _claim(self, order: int, mt: int, t: int) -> bool:
-        """The refill's phases 0 and 1 under one zone->lock; True when a piece of
-        ``order`` and ``mt`` is now on the PCP buddy.
+    def _rmqueue_bulk(self, order: int, mt: int, t: int, lst: deque[int] | None) -> bool:
+        """rmqueue_bulk()'s four phases under one zone->lock acquisition; True when a
+        piece of ``order`` and ``mt`` is now on the PCP buddy.
 
-        Phase 0 stops once it has a piece that fits and a batch of pages, as
-        rmqueue_bulk() stops at its count; phase 1 claims one pageblock when
-        phase 0 found no piece that fits.
+        Phases 0 and 1 put owned pieces on the PCP buddy; when they give no
+        piece that fits, phases 2 and 3 fill ``lst``, the cached list of
+        ``order`` (None for orders the PCP keeps no list of, which then go to
+        the buddy): a batch, neither owned nor merged.  Phase 2 takes
+        sub-pageblock chunks of ``mt`` only (no fallback) and splits them into
+        blocks of ``order`` outside the lock; phase 3, when phase 2 found
+        none, is today's ``__rmqueue()`` with its fallbacks.
         """
-        pcp, zone, v = self.pcp, self.zone, self.v
-        got: list[tuple[int, int]] = []
-        pages = 0
+        pcp, zone = self.pcp, self.zone
+        chunks: list[tuple[int, int]] = []
+        blocks: list[int] = []
         with zone.lock(OP_REFILL):
-            for pb in sorted(self.fragmented):     # phase 0: owned fragments back from the zone
-                if pages >= pcp.batch and any(o >= order for _, o in got):
-                    break
-                if zone.pb[pb] != mt:
-                    continue
-                self.fragmented.discard(pb)
-                if self.owner_of[pb] != self.me:   # claimed by another CPU since
-                    self.owned.discard(pb)
-                    continue
-                start = pb << _PB
-                heads, orders = zone.mm.buddy_heads(start, PAGEBLOCK_NR_PAGES)
-                v[_BUDDY_R] += lines_spanned(start, PAGEBLOCK_NR_PAGES, self.rb)
-                if len(orders) and int(orders.max()) > _PB:
-                    self._disown(pb)               # merged past the pageblock: the zone's again
-                    continue
-                for head, o in zip(heads.tolist(), orders.tolist()):
-                    zone._del(head, o, mt)         # on the lists of its pageblock's type
-                    zone.z[Z_FREE_PAGES] -= 1 << o     # account_freepages(): _del leaves it to us
-                    got.append((head, o))
-                    pages += 1 << o
+            got = self._recover_fragments(order, mt)       # phase 0
             if not any(o >= order for _, o in got):
-                pfn = zone._rmqueue(_PB, mt, RMQUEUE_NORMAL)[0]    # phase 1: a whole pageblock
-                if pfn != NIL:
-                    pb = pfn >> _PB
-                    zone.pb[pb] = mt               # a whole-block claim changes its type
-                    self.owner_of[pb] = self.me
-                    self.owned.add(pb)
-                    got.append((pfn, _PB))
-                    pages += PAGEBLOCK_NR_PAGES
-        if not got:
-            return False                           # phases 2 and 3 (legacy's _refill) tune high
-        self._grow_high(pages)
+                got += self._claim_new(order, mt)          # phase 1
+            fits = any(o >= order for _, o in got)
+            if not fits and lst is not None:
+                self._set_below_high()
+                n = pcp.nr_pcp_alloc(order, self.below_high)   # tunes high as today's refill
+                chunks = self._grab_chunks(order, mt, n << order)          # phase 2
+                mode = RMQUEUE_NORMAL
+                while not chunks and len(blocks) < n:                      # phase 3
+                    pfn, mode = zone._rmqueue(order, mt, mode)
+                    if pfn == NIL:
+                        break
+                    blocks.append(pfn)
+        owned = sum(1 << o for _, o in got)
+        if fits:
+            self._grow_high(owned)
         for head, o in got:                        # onto the PCP buddy, split there on demand
             self._piece_add(head, o, mt)
-        pcp.count += pages
-        v[REFILLS] += 1
-        v[REFILL_PAGES] += pages
-        v[ALLOC_MISS_TYPE + t] += 1
-        return any(self.free_lists[o][mt] for o in range(order, _PB + 1))
+        for head, o in chunks:                     # expand() on the PCP, outside zone->lock
+            blocks.extend(range(head, head + (1 << o), 1 << order))
+        if blocks:
+            self._enter(pcp, lst, blocks, order, t)
+        pages = owned + (len(blocks) << order)
+        if pages:
+            pcp.count += pages
+            v = self.v
+            v[REFILLS] += 1
+            v[REFILL_PAGES] += pages
+            v[ALLOC_MISS_TYPE + t] += 1
+        return fits
+
+    def _recover_fragments(self, order: int, mt: int) -> list[tuple[int, int]]:
+        """Phase 0 (zone->lock held): this CPU's fragments of ``mt`` pageblocks back
+        from the zone, until a batch of pages and a piece that fits, as
+        rmqueue_bulk() stops at its count."""
+        zone, v = self.zone, self.v
+        got: list[tuple[int, int]] = []
+        pages = 0
+        for pb in sorted(self.fragmented):
+            if pages >= self.pcp.batch and any(o >= order for _, o in got):
+                break
+            if zone.pb[pb] != mt:
+                continue
+            self.fragmented.discard(pb)
+            if self.owner_of[pb] != self.me:       # claimed by another CPU since
+                self.owned.discard(pb)
+                continue
+            start = pb << _PB
+            heads, orders = zone.mm.buddy_heads(start, PAGEBLOCK_NR_PAGES)
+            v[_BUDDY_R] += lines_spanned(start, PAGEBLOCK_NR_PAGES, self.rb)
+            if len(orders) and int(orders.max()) > _PB:
+                self._disown(pb)                   # merged past the pageblock: the zone's again
+                continue
+            for head, o in zip(heads.tolist(), orders.tolist()):
+                zone._del(head, o, mt)             # on the lists of its pageblock's type
+                zone.z[Z_FREE_PAGES] -= 1 << o     # account_freepages(): _del leaves it to us
+                got.append((head, o))
+                pages += 1 << o
+        return got
+
+    def _claim_new(self, order: int, mt: int) -> list[tuple[int, int]]:
+        """Phase 1 (zone->lock held): one whole pageblock from the zone
+        (``__rmqueue()`` at pageblock_order), now this CPU's."""
+        pfn = self.zone._rmqueue(_PB, mt, RMQUEUE_NORMAL)[0]
+        if pfn == NIL:
+            return []
+        self._own(pfn >> _PB, mt)
+        return [(pfn, _PB)]
+
+    def _own(self, pb: int, mt: int) -> None:
+        """Record this CPU as the owner of ``pb``; a whole-block claim changes its type."""
+        self.zone.pb[pb] = mt
+        self.owner_of[pb] = self.me
+        self.owned.add(pb)
+
+    def _grab_chunks(self, order: int, mt: int, want: int) -> list[tuple[int, int]]:
+        """Phase 2 (zone->lock held): free blocks of ``mt`` below pageblock_order,
+        each the largest that fits in what is left of ``want`` pages, none smaller
+        than ``order``."""
+        zone, z = self.zone, self.zone.z
+        got: list[tuple[int, int]] = []
+        cur = _PB - 1
+        while want >= 1 << order and cur >= order:
+            pfn = z[Z_HEAD + MIGRATE_PCPTYPES * cur + mt]
+            if pfn == NIL or 1 << cur > want:
+                cur -= 1
+                continue
+            zone._del(pfn, cur, mt)
+            z[Z_FREE_PAGES] -= 1 << cur            # account_freepages()
+            got.append((pfn, cur))
+            want -= 1 << cur
+        return got
 
     def _grow_high(self, pages: int) -> None:
         """nr_pcp_alloc()'s tuning of pcp->high for a refill of ``pages``: clamped into
@@ -348,7 +437,7 @@ class PcpBuddyPolicy(LegacyPolicy):
         pcp.count += 1 << order
         self._piece_add(pfn, order, self.pbq[pfn >> _PB])     # merged at the next drain
         v[FREE_PCP] += 1
-        drain = pcp.free_check(order, self.below_high)
+        drain = pcp.free_check(order, self.zone.z)
         if drain:
             self._drain(pcp, drain, 0, pcp.drain_cause)
 
@@ -383,7 +472,7 @@ class PcpBuddyPolicy(LegacyPolicy):
         if not blocks:
             return 0
         self.zone.free_pcppages_bulk(blocks)
-        self._clear_below_high()
+        self._clear_below_high(cause)
         pages = sum(1 << o for _, o in blocks)
         self.v[DRAINS[cause]] += 1
         self.v[DRAIN_PAGES[cause]] += pages

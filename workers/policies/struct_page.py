@@ -87,10 +87,28 @@ class _Page64Policy(Policy):
             mem[first + memmap.W_MAPPING:end:8] = 0
             mem[first + memmap.W_LINK:end:8] = 0
             mem[first + memmap.W_PRIVATE64] = 0              # page[1] second-page fields
-        flags &= ~(memmap.PG_LRU | memmap.PG_ALLOC)             # PAGE_FLAGS_CHECK_AT_PREP
+        # PAGE_FLAGS_CHECK_AT_PREP, and PAGE_FLAGS_SECOND in page[1]
+        flags &= ~(memmap.PG_LRU | memmap.PG_ALLOC | memmap.PG_LARGE_RMAPPABLE)
         lines = lines_spanned(pfn + 1, n - 1, 64)
         self.v[UNDO_W] += lines
         self.v[UNDO_R] += lines
+
+    # large-rmappable folio state in page[1] and page[2] (order > 0 folios only)
+    def _set_large_rmappable(self, pfn: int, rmappable: bool) -> None:
+        """folio_set_large_rmappable() / folio_undo_large_rmappable(): page[1]'s flags.
+
+        Tail flags hold nothing else here, so this stores the whole word; the
+        caller charges page[1]'s line unless its tail work wrote that line already.
+        """
+        self.mem[(pfn + 1) * 8] = memmap.PG_LARGE_RMAPPABLE if rmappable else 0
+
+    def _unqueue_deferred_split(self, pfn: int) -> None:
+        """folio_unqueue_deferred_split(): list_empty(&folio->_deferred_list), in page[2].
+
+        pcpd queues no folio for deferred split, so the list is always empty: the
+        load is the whole cost; the caller charges page[2]'s line.
+        """
+        self.mem[(pfn + 2) * 8 + W_PREV]               # the load is the cost
 
     def _alloc_buddy(self, t: int, order: int) -> int:
         """rmqueue_buddy() then prep_new_page(): orders the PCP does not keep."""
@@ -103,7 +121,7 @@ class _Page64Policy(Policy):
         if order and COMPOUND_OF[t]:
             self._prep_compound_page(pfn, order)
             if FOLIO_OF[t]:                            # folio_prep_large_rmappable()
-                self.v[RMAP_W] += 1
+                self._set_large_rmappable(pfn, True)   # page[1]: prep's line, charged there
         return pfn
 
     def _free_buddy(self, pfn: int, order: int, t: int) -> None:
@@ -175,7 +193,7 @@ class _Page64Policy(Policy):
         lst.append(pfn)
         pcp.count += 1 << order
         v[FREE_PCP] += 1
-        drain = pcp.free_check(order, self.below_high)
+        drain = pcp.free_check(order, self.zone.z)
         if drain:
             self._drain(pcp, drain, pindex, pcp.drain_cause)
 
@@ -228,19 +246,22 @@ class LegacyPolicy(_Page64Policy):
 
     name = "legacy"
 
+    # The large-rmappable work lands in page[1] and page[2], lines the tail loops
+    # (prep_compound_page() writes page[1]; free_tail_page_prepare() reads and
+    # writes page[2]) touch in the same operation: charged there, once.
     def _after_pcp_alloc(self, pfn: int, t: int, order: int) -> None:
         if COMPOUND_OF[t]:                             # prep_new_page(): __GFP_COMP
             self._prep_compound_page(pfn, order)
             if FOLIO_OF[t]:                            # folio_prep_large_rmappable()
-                self.v[RMAP_W] += 1
+                self._set_large_rmappable(pfn, True)
 
     def _before_pcp_free(self, pfn: int, order: int, t: int) -> int:
         if not self.pcp.allowed[order]:
             self._free_buddy(pfn, order, t)
             return -1
-        self._free_tail_pages(pfn, order, COMPOUND_OF[t])   # __free_pages_prepare()
         if FOLIO_OF[t] and order > 1:                  # folio_unqueue_deferred_split()
-            self.v[RMAP_R] += 1
+            self._unqueue_deferred_split(pfn)
+        self._free_tail_pages(pfn, order, COMPOUND_OF[t])   # __free_pages_prepare()
         return 0
 
 
@@ -258,6 +279,7 @@ class CompoundPolicy(_Page64Policy):
         if not COMPOUND_OF[t]:                         # hand out plain pages: undo compound
             self._free_tail_pages(pfn, order, compound=True)
         elif FOLIO_OF[t]:                              # page_rmappable_folio(): page[1] flag
+            self._set_large_rmappable(pfn, True)
             self.v[RMAP_W] += 1
 
     def _before_pcp_free(self, pfn: int, order: int, t: int) -> int:
@@ -267,11 +289,18 @@ class CompoundPolicy(_Page64Policy):
             return -1
         if convert:                                    # make it compound to keep it
             self._prep_compound_page(pfn, order)
-        elif FOLIO_OF[t]:                              # folio_undo_large_rmappable()
-            self.v[RMAP_W] += 1
-            if order > 1:                              # folio_unqueue_deferred_split()
-                self.v[RMAP_R] += 1
+        elif FOLIO_OF[t]:
+            self._undo_large_rmappable(pfn, order)
         return memmap.PG_HEAD
+
+    def _undo_large_rmappable(self, pfn: int, order: int) -> None:
+        """A folio kept compound on the PCP stops being one: folio_undo_large_rmappable()
+        (page[1]) and, from order 2, folio_unqueue_deferred_split() (page[2])."""
+        self._set_large_rmappable(pfn, False)
+        self.v[RMAP_W] += 1
+        if order > 1:
+            self._unqueue_deferred_split(pfn)
+            self.v[RMAP_R] += 1
 
     def _enter(self, pcp, lst, blocks, order, t) -> None:
         super()._enter(pcp, lst, blocks, order, t)
