@@ -178,7 +178,7 @@ def test_refill_links_each_block_to_the_previous_tail(table):
 
 def test_8_byte_pages_move_buddy_links_into_free_memory():
     def miss(record_bytes):
-        [r] = [r for r in cost_table("6.7", record_bytes, ["memdesc"], ["anon"], [9])
+        [r] = [r for r in cost_table("6.7", record_bytes, ["memdesc"], ["anon"], [9], traced=False)
                if (r["op"], r["pcp"]) == ("alloc", "miss")]
         return r
     sixteen, eight = miss(16), miss(8)
@@ -189,13 +189,13 @@ def test_8_byte_pages_move_buddy_links_into_free_memory():
 
 
 def test_old_era_thp_cannot_stay_on_the_pcp():
-    rows = cost_table("5.13", 16, policies=["legacy"], types=["anon"], orders=[9])
+    rows = cost_table("5.13", 16, policies=["legacy"], types=["anon"], orders=[9], traced=False)
     assert {(r["op"], r["pcp"]) for r in rows} == {("alloc", "miss"), ("alloc", "hit"),
                                                    ("free", "miss")}   # high 378 < 512
 
 
 def test_4_18_keeps_only_order_0():
-    rows = cost_table("4.18", 8, policies=["memdesc"], types=["file"], orders=[0, 1, 9])
+    rows = cost_table("4.18", 8, policies=["memdesc"], types=["file"], orders=[0, 1, 9], traced=False)
     assert {r["order"] for r in rows if r["pcp"] == "bypass"} == {1, 9}
     assert {r["pcp"] for r in rows if r["order"] == 0} == {"hit", "miss"}
     assert {r["record_bytes"] for r in rows} == {8}
@@ -203,12 +203,12 @@ def test_4_18_keeps_only_order_0():
 
 def test_identical_arguments_give_identical_rows():
     args = ("6.7", 32, ["compound", "memdesc-pcpdesc"], ["slab", "kernel"], [1, 9])
-    rows = cost_table(*args)
+    rows = cost_table(*args, traced=False)      # tracing's own determinism: test_traced_lines
     groups = dict.fromkeys((r["policy"], r["memdesc"], r["order"]) for r in rows)
     assert list(groups) == [(p, t, o) for p in args[2] for t in args[3] for o in args[4]]
-    assert cost_table(*args) == rows
+    assert cost_table(*args, traced=False) == rows
     # each policy is measured on an arena of its own: the others do not change its rows
-    alone = cost_table(args[0], args[1], ["memdesc-pcpdesc"], *args[3:])
+    alone = cost_table(args[0], args[1], ["memdesc-pcpdesc"], *args[3:], traced=False)
     assert alone == [r for r in rows if r["policy"] == "memdesc-pcpdesc"]
 
 
