@@ -53,17 +53,27 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # parsing imports the subcommand's modules: the slowest part of a start, where ^C lands most
     try:
-        argv = sys.argv[1:] if argv is None else argv
-        selected = next((a for a in argv if not a.startswith("-")), None)
-        # imports the subcommand's modules: the slowest part of a start, where ^C lands most
-        parser = build_parser(selected if selected in COMMANDS else None)
-        args = parser.parse_args(argv)
+        parser, args = _parse(sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:
         return 130
     if not args.command:
         parser.print_help()
         return 2
+    return _run(args)
+
+
+def _parse(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """The parser of the subcommand ``argv`` names, and ``argv`` parsed (exits 2 on a mistake)."""
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(selected if selected in COMMANDS else None)
+    return parser, parser.parse_args(argv)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The subcommand's exit code: 2 for a user mistake, 1 for a failed run, 130 for ^C,
+    0 when the reader of stdout went away."""
     try:
         return importlib.import_module(args._module).command(args)
     except UsageError as err:

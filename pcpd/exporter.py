@@ -515,13 +515,16 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
+_TEXT = "text/plain; charset=utf-8"
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = 10                            # a client that stalls mid-request loses its thread
     protocol_version = "HTTP/1.1"
     default_request_version = "HTTP/1.0"    # so even a garbled request line gets a status line
     error_message_format = "%(code)d %(message)s\n"
-    error_content_type = "text/plain; charset=utf-8"
+    error_content_type = _TEXT
 
     def do_GET(self) -> None:
         self._respond(head=False)
@@ -532,20 +535,29 @@ class _Handler(BaseHTTPRequestHandler):
     def _respond(self, head: bool) -> None:
         path = urlsplit(self.path).path
         try:
-            if path == "/metrics":
-                status, ctype, body = self._metrics()
-            elif path == "/-/healthy":
-                status, ctype, body = 200, "text/plain; charset=utf-8", b"pcpd is Healthy.\n"
-            elif path == "/-/ready":
-                ready = self.server.ready()
-                status = 200 if ready else 503
-                ctype = "text/plain; charset=utf-8"
-                body = b"pcpd is Ready.\n" if ready else b"pcpd is not ready.\n"
-            else:
-                status, ctype, body = 404, "text/plain; charset=utf-8", b"404 page not found\n"
+            status, ctype, body = self._route(path)
         except Exception as err:            # a failed scrape answers 500, the server lives on
             log.warning("exporter: %s failed: %s", path, err)
-            status, ctype, body = 500, "text/plain; charset=utf-8", f"error: {err}\n".encode()
+            status, ctype, body = 500, _TEXT, f"error: {err}\n".encode()
+        self._send(status, ctype, body, head)
+
+    def _route(self, path: str) -> tuple[int, str, bytes]:
+        """(status, content type, body) of ``path``: Prometheus' own endpoints, else 404."""
+        if path == "/metrics":
+            return self._metrics()
+        if path == "/-/healthy":
+            return 200, _TEXT, b"pcpd is Healthy.\n"
+        if path == "/-/ready":
+            return self._ready()
+        return 404, _TEXT, b"404 page not found\n"
+
+    def _ready(self) -> tuple[int, str, bytes]:
+        if self.server.ready():
+            return 200, _TEXT, b"pcpd is Ready.\n"
+        return 503, _TEXT, b"pcpd is not ready.\n"
+
+    def _send(self, status: int, ctype: str, body: bytes, head: bool) -> None:
+        """The response; a large 200 body gzipped for a client that accepts it."""
         encoding = None
         if status == 200 and len(body) > 1024 and "gzip" in self.headers.get("Accept-Encoding", ""):
             body, encoding = gzip.compress(body, compresslevel=1), "gzip"

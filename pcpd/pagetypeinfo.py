@@ -67,47 +67,82 @@ class PageTypeInfo:
 
 def parse_pagetypeinfo_lines(lines: Iterable[str], source: str) -> PageTypeInfo:
     """Parse the lines of /proc/pagetypeinfo; InputError ``source:LINE: problem``."""
-    info = PageTypeInfo()
-    section = ""                        # "free", "blocks" or "mixed"
-    columns: list[str] = []
+    parser = _Parser(source)
     n = 0
     for n, raw in enumerate(lines, 1):
-        if too_long(raw):
-            raise InputError(f"{source}:{n}: a line too long for /proc/pagetypeinfo")
-        line = raw.strip()
-        if _BINARY.search(line):
-            raise InputError(f"{source}:{n}: binary data, not a /proc/pagetypeinfo text")
-        if not line:
-            continue
+        parser.feed(n, _text_line(raw, source, n))
+    if not parser.info.zones:
+        raise InputError(f"{source}:{max(n, 1)}: no zone rows, not a /proc/pagetypeinfo capture")
+    return parser.info
+
+
+def _text_line(raw: str, source: str, n: int) -> str:
+    """``raw`` stripped; InputError where it is too long or not text."""
+    if too_long(raw):
+        raise InputError(f"{source}:{n}: a line too long for /proc/pagetypeinfo")
+    line = raw.strip()
+    if _BINARY.search(line):
+        raise InputError(f"{source}:{n}: binary data, not a /proc/pagetypeinfo text")
+    return line
+
+
+# the section headers, each with the section its rows belong to
+_HEADERS = (("free", _FREE_HEADER), ("blocks", _BLOCK_HEADER), ("mixed", _MIXED_HEADER))
+
+
+@dataclass
+class _Parser:
+    """The capture read so far, and the section (and its header's columns) a row is in."""
+
+    source: str
+    info: PageTypeInfo = field(default_factory=PageTypeInfo)
+    section: str = ""                   # "free", "blocks" or "mixed"
+    columns: list[str] = field(default_factory=list)
+
+    def feed(self, n: int, line: str) -> None:
+        """Line ``n``, stripped: a blank, a header, a row of the current section, or an error."""
+        if not line or self._header(line):
+            return
+        if self.section == "free" and (m := _FREE_ROW.fullmatch(line)):
+            self._free_row(n, m)
+        elif self.section in ("blocks", "mixed") and (m := _BLOCK_ROW.fullmatch(line)):
+            self._block_row(n, m)
+        else:
+            raise InputError(f"{self.source}:{n}: unexpected {line[:60]!r}, not a /proc/pagetypeinfo line")
+
+    def _header(self, line: str) -> bool:
+        """Take a preamble or section header line; False if ``line`` is neither."""
         if m := _PREAMBLE.fullmatch(line):
             if m[1] == "Page block order":
-                info.pageblock_order = int(m[2])
-        elif m := _FREE_HEADER.fullmatch(line):
-            section, columns = "free", m[1].split()
-        elif m := _BLOCK_HEADER.fullmatch(line):
-            section, columns = "blocks", m[1].split()
-        elif m := _MIXED_HEADER.fullmatch(line):
-            section, columns = "mixed", m[1].split()
-        elif section == "free" and (m := _FREE_ROW.fullmatch(line)):
-            zone = _zone(info, m)
-            values = m[4].split()
-            if len(values) != len(columns):
-                raise InputError(f"{source}:{n}: {len(values)} counts under {len(columns)} orders")
-            zone.capped |= any(v.startswith(">") for v in values)
-            if m[3] in zone.free:
-                raise InputError(f"{source}:{n}: second {m[3]} row for Node {zone.node}, zone {zone.zone}")
-            zone.free[m[3]] = [int(v.lstrip(">")) for v in values]
-        elif section in ("blocks", "mixed") and (m := _BLOCK_ROW.fullmatch(line)):
-            values = m[3].split()
-            if len(values) != len(columns):
-                raise InputError(f"{source}:{n}: {len(values)} counts under {len(columns)} types")
-            if section == "blocks":
-                _zone(info, m).blocks = dict(zip(columns, map(int, values)))
-        else:
-            raise InputError(f"{source}:{n}: unexpected {line[:60]!r}, not a /proc/pagetypeinfo line")
-    if not info.zones:
-        raise InputError(f"{source}:{max(n, 1)}: no zone rows, not a /proc/pagetypeinfo capture")
-    return info
+                self.info.pageblock_order = int(m[2])
+            return True
+        for section, header in _HEADERS:
+            if m := header.fullmatch(line):
+                self.section, self.columns = section, m[1].split()
+                return True
+        return False
+
+    def _free_row(self, n: int, m: re.Match[str]) -> None:
+        """``Node 0, zone Normal, type Movable  29 142 ...``: free blocks per order."""
+        zone = _zone(self.info, m)
+        values = self._counts(n, m[4], "orders")
+        zone.capped |= any(v.startswith(">") for v in values)
+        if m[3] in zone.free:
+            raise InputError(f"{self.source}:{n}: second {m[3]} row for Node {zone.node}, zone {zone.zone}")
+        zone.free[m[3]] = [int(v.lstrip(">")) for v in values]
+
+    def _block_row(self, n: int, m: re.Match[str]) -> None:
+        """``Node 0, zone Normal  61 10660 ...``: pageblocks per type (mixed ones: checked, not kept)."""
+        values = self._counts(n, m[3], "types")
+        if self.section == "blocks":
+            _zone(self.info, m).blocks = dict(zip(self.columns, map(int, values)))
+
+    def _counts(self, n: int, text: str, unit: str) -> list[str]:
+        """A row's counts, one under each column of its header."""
+        values = text.split()
+        if len(values) != len(self.columns):
+            raise InputError(f"{self.source}:{n}: {len(values)} counts under {len(self.columns)} {unit}")
+        return values
 
 
 def _zone(info: PageTypeInfo, m: re.Match[str]) -> ZonePageTypes:

@@ -342,21 +342,32 @@ def compare_zones(zones: Sequence[ZoneInfo]) -> list[ZoneComparison]:
     populated = [z for z in zones if z.populated]
     nodes = len({z.node for z in populated})
     checked = [_check_zone(zone, max(1, zone.cpus // nodes)) for zone in populated]
-    # the newest era that reproduces every populated zone of the file
-    common = set(ERAS)
-    for _, _, _, problems in checked:
-        common &= {era for era in ERAS if not problems[era]}
-    file_era = max(common, key=ERAS.index, default=None)
-    comparisons = []
-    for zone, nsplit, models, problems in checked:
-        eras = tuple(era for era in ERAS if not problems[era])
-        era = _reported_era(zone, eras, file_era, models, problems)
-        comparisons.append(ZoneComparison(zone, nsplit, tuple(models.items()), eras, era,
-                                          tuple(problems[era])))
-    return comparisons
+    file_era = _file_era(checked)
+    return [_comparison(zone, nsplit, models, problems, file_era)
+            for zone, nsplit, models, problems in checked]
 
 
 _Checked = tuple[ZoneInfo, int, dict[str, PcpLimits], dict[str, list[str]]]
+
+
+def _matching_eras(problems: dict[str, list[str]]) -> tuple[str, ...]:
+    """The eras whose model reproduces a zone, oldest first."""
+    return tuple(era for era in ERAS if not problems[era])
+
+
+def _file_era(checked: list[_Checked]) -> str | None:
+    """The newest era that reproduces every populated zone of the file, if any does."""
+    common = set(ERAS)
+    for _, _, _, problems in checked:
+        common &= set(_matching_eras(problems))
+    return max(common, key=ERAS.index, default=None)
+
+
+def _comparison(zone: ZoneInfo, nsplit: int, models: dict[str, PcpLimits],
+                problems: dict[str, list[str]], file_era: str | None) -> ZoneComparison:
+    eras = _matching_eras(problems)
+    era = _reported_era(zone, eras, file_era, models, problems)
+    return ZoneComparison(zone, nsplit, tuple(models.items()), eras, era, tuple(problems[era]))
 
 
 def _check_zone(zone: ZoneInfo, nsplit: int) -> _Checked:
@@ -468,11 +479,7 @@ def comparison_to_json(c: ZoneComparison) -> dict[str, Any]:
 def format_report(source: str, zones: Sequence[ZoneInfo],
                   comparisons: Sequence[ZoneComparison]) -> str:
     """The text report: one table per populated zone, every era's model beside the capture."""
-    nodes = sorted({z.node for z in zones})
-    layout = ("6.7+ (high_min/high_max)" if any(z.has_high_bounds for z in zones)
-              else "pre-6.7 (no high_min/high_max)")
-    out = [f"{source}: {len(zones)} zones on {len(nodes)} node{'s' if len(nodes) > 1 else ''}, "
-           f"{len(comparisons)} populated; pageset layout {layout}"]
+    out = [_report_header(source, zones, comparisons)]
     for c in comparisons:
         out += [""] + _zone_table(c)
     unpopulated = [f"Node {z.node} {z.zone}" for z in zones if not z.populated]
@@ -482,6 +489,15 @@ def format_report(source: str, zones: Sequence[ZoneInfo],
         out += ["", "note: pagesets are sized at the last zone_pcp_update() (CPU hotplug, "
                     "watermark or sysctl change); managed pages can drift after it."]
     return "\n".join(out)
+
+
+def _report_header(source: str, zones: Sequence[ZoneInfo], comparisons: Sequence[ZoneComparison]) -> str:
+    """``FILE: 5 zones on 1 node, 2 populated; pageset layout ...``."""
+    nodes = len({z.node for z in zones})
+    layout = ("6.7+ (high_min/high_max)" if any(z.has_high_bounds for z in zones)
+              else "pre-6.7 (no high_min/high_max)")
+    return (f"{source}: {len(zones)} zones on {nodes} node{'s' if nodes > 1 else ''}, "
+            f"{len(comparisons)} populated; pageset layout {layout}")
 
 
 def _zone_table(c: ZoneComparison) -> list[str]:

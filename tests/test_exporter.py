@@ -365,10 +365,11 @@ def server(arena):
         yield srv
 
 
-def get(srv: MetricsServer, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+def get(srv: MetricsServer, path: str, headers: dict | None = None,
+        method: str = "GET") -> tuple[int, dict, bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
     try:
-        connection.request("GET", path, headers=headers or {})
+        connection.request(method, path, headers=headers or {})
         response = connection.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
@@ -394,6 +395,23 @@ def test_gzip_when_accepted(server):
     status, headers, body = get(server, "/metrics", {"Accept-Encoding": "gzip"})
     assert status == 200 and headers["Content-Encoding"] == "gzip"
     assert b"pcpd_allocations_total" in gzip.decompress(body)
+
+
+def test_gzip_only_when_accepted_and_worth_it(server):
+    status, headers, body = get(server, "/metrics")
+    assert status == 200 and "Content-Encoding" not in headers and b"pcpd_info" in body
+    # a body of 1 KiB or less goes as it is, whatever the client accepts
+    status, headers, body = get(server, "/-/healthy", {"Accept-Encoding": "gzip"})
+    assert (status, body) == (200, b"pcpd is Healthy.\n") and "Content-Encoding" not in headers
+
+
+def test_head_sends_the_headers_of_get_without_the_body(server):
+    for path in ("/metrics", "/-/healthy", "/-/ready", "/nowhere"):
+        status, headers, body = get(server, path, method="HEAD")
+        got = get(server, path)
+        assert (status, headers["Content-Type"]) == (got[0], got[1]["Content-Type"])
+        assert body == b""
+    assert get(server, "/-/healthy", method="HEAD")[1]["Content-Length"] == str(len(b"pcpd is Healthy.\n"))
 
 
 def test_health_and_readiness(server):

@@ -54,8 +54,21 @@ def test_a_real_capture():
     ("Free pages count per migrate type at order 0\nNode 0, zone N, type M 1\n"
      "Node 0, zone N, type M 2\n", "second M row"),
     ("Page block order: 9\n\x00\x01\n", "binary data"),
+    pytest.param("Page block order: 9\n" + "9" * 70_000 + "\n", "a line too long", id="too-long"),
+    ("Number of mixed blocks Unmovable Movable\nNode 0, zone N 1\n", "1 counts under 2 types"),
+    ("Free pages count per migrate type at order 0\nNode 0, zone N 1 2\n", "unexpected"),
+    ("Page block order: 9\nPages per block: 512\n\n", "^t:4: no zone rows"),
 ])
 def test_bad_input_is_one_line(text, message):
-    with pytest.raises(InputError, match=f"^t:[0-9]+: .*{message}") as exc:
+    pattern = message if message.startswith("^") else f"^t:[0-9]+: .*{message}"
+    with pytest.raises(InputError, match=pattern) as exc:
         parse_pagetypeinfo_lines(text.split("\n"), "t")
     assert "\n" not in str(exc.value)
+
+
+def test_mixed_blocks_are_not_pageblocks_and_pages_per_block_is_not_the_order():
+    info = parse_pagetypeinfo_lines(["Pages per block: 512", "Number of mixed blocks Unmovable Movable",
+                                     "Node 0, zone N 3 4", "Number of blocks type Unmovable Movable",
+                                     "Node 0, zone N 1 2"], "t")
+    assert info.pageblock_order is None
+    assert info.zone(0, "N").blocks == {"Unmovable": 1, "Movable": 2} and info.zone(0, "N").free == {}

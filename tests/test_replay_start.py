@@ -24,7 +24,7 @@ import pytest
 from replay_lines import BUNDLE_THP, THP_ZONEINFO, alloc, free, thp_like
 
 from pcpd.daemon.audit import audit
-from pcpd.kernel import MIGRATE_MOVABLE, MIGRATE_UNMOVABLE
+from pcpd.kernel import MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE
 from pcpd.model.arena import Arena
 from pcpd.model.zone import Z_FREE_PAGES
 from pcpd.pagetypeinfo import ZonePageTypes
@@ -192,6 +192,84 @@ def test_seed_is_conserved_for_every_policy(policy):
     finally:
         arena.close()
         arena.unlink()
+
+
+def _seeded(plan, pages, policy="legacy"):
+    """seed() on a fresh two-CPU arena: (pool, report, pageblock migratetypes, PCP pages per CPU)."""
+    spec = ModelSpec(pages=pages, policy=policy, ncpus=2)
+    arena = Arena.create(spec.geometry(ring_slots=1))
+    models: list[CpuAllocator] = []
+    try:
+        format_arena(arena, spec)
+        models += [CpuAllocator(arena, spec, SharedLocks.local(), slot) for slot in range(2)]
+        pool, report = seed(arena, models, plan)
+        assert audit(arena).ok
+        return pool, report, arena.pageblock.tolist(), [m.policy.pcp_pages() for m in models]
+    finally:
+        models.clear()
+        arena.close()
+        arena.unlink()
+
+
+SEED_LINES = [alloc(0x1000 + i) for i in range(40)] + [free(0x9000), free(0x9200, 2, cpu=1)]
+SEED_PAGETYPES = ZonePageTypes(0, "Normal", free={"Unmovable": [4, 0, 0, 1], "Movable": [0] * 10 + [20],
+                                                  "Reclaimable": [0, 2]},
+                               blocks={"Unmovable": 10, "Movable": 52, "Reclaimable": 2, "HighAtomic": 0})
+
+
+def test_seed_lays_out_regions_pool_filler_and_free_pages():
+    pagesets = {0: Pageset(0, 500, 1200, 63, 600, 4000), 1: Pageset(1, 80, 0, 63, 600, 4000)}
+    plan = build_plan("capture", _decoded(SEED_LINES), pagesets=pagesets, high_is_state=True,
+                      free_pages=21000, managed=32768, pagetypes=SEED_PAGETYPES)
+    anon = TYPES.index("anon")
+    # Unmovable, Reclaimable, Movable regions as the capture's pageblocks; the pool blocks
+    # after the PCP pages in the Movable region, largest first; free pages split as captured
+    pool, report, pageblocks, _ = _seeded(plan, 32768)
+    assert pageblocks == [MIGRATE_UNMOVABLE] * 10 + [MIGRATE_RECLAIMABLE] * 2 + [MIGRATE_MOVABLE] * 52
+    assert sorted(pool.items()) == [((0, 0, anon), [6728]), ((1, 2, anon), [6144])]
+    assert (report.filler_pages, report.pool_unplaced, report.pcp_unplaced_blocks) == (11183, 0, 0)
+    assert report.free_by_type == {"Unmovable": 12, "Reclaimable": 4, "Movable": 20984}
+    # an arena of 4 pageblocks: Unmovable keeps its share and Movable one MAX_ORDER block
+    pool, report, pageblocks, _ = _seeded(plan, 2048)
+    assert pageblocks == [MIGRATE_UNMOVABLE] * 2 + [MIGRATE_MOVABLE] * 2
+    assert sorted(pool.items()) == [((0, 0, anon), [1608]), ((1, 2, anon), [1024])]
+    assert (report.filler_pages, report.free_pages, report.free_by_type["Movable"]) == (1024, 439, 439)
+    assert [c["high_model"] for c in report.pcp] == [128, 0]       # high clamped to the small zone
+
+
+def test_seed_counts_what_the_arena_had_no_room_for():
+    pagesets = {0: Pageset(0, 3000, 1200, 63, 600, 4000), 1: Pageset(1, 80, 0, 63, 600, 4000)}
+    plan = build_plan("capture", _decoded(SEED_LINES), pagesets=pagesets, high_is_state=True,
+                      managed=32768)
+    pool, report, pageblocks, pcp_pages = _seeded(plan, 2048)
+    assert pageblocks == [MIGRATE_MOVABLE] * 4 and pcp_pages == [2044, 0]
+    assert sorted(pool.items()) == [((1, 2, TYPES.index("anon")), [0])]     # largest block first
+    assert (report.pool_unplaced, report.pcp_unplaced_blocks, report.free_pages) == (1, 1036, 0)
+
+
+def test_plan_names_what_it_could_not_tell():
+    decoded = _decoded(SEED_LINES)
+    plan = build_plan("capture", decoded, pagesets={0: Pageset(0, 5000, 1200, 63, 600, 600)},
+                      per_process=True, zoneinfo_given=True)
+    assert plan.cpus[0].remainder == 4960 and plan.cpus[0].remainder_pindex == 1
+    assert plan.cpus[1].count is None and plan.cpus[0].high is None     # high not state
+    assert [u.split(":")[0].split(" (")[0] for u in plan.unknown] == [
+        "the pagesets of CPU 1",
+        "auto-tuned pcp->high",
+        "whether the capture is from the trace's start",
+        "which lists held the captured count beyond what the trace shows",
+        "when the kernel refilled each list",
+        "other tasks' use of the PCP lists",
+        "the zone's free pages, not taken from the zoneinfo",
+        "pageblock migratetypes",
+        "free_count, alloc_factor and the PCPF flags of every CPU",
+        "the free lists' per-order shape"]
+    assert "CPU 0 held more than high" in plan.unknown[2]
+    trace = build_plan("trace", decoded)
+    assert trace.unknown[0].startswith("pcp->high and pcp->count of every CPU, not taken from a "
+                                       "capture (no zoneinfo): high starts at high_min")
+    assert len(trace.unknown) == 6 and all(c.count is None for c in trace.cpus)
+    assert build_plan("empty", decoded).unknown[0].endswith("(--start empty)")
 
 
 def test_start_empty_is_the_old_model(thp_trace):

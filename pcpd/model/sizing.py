@@ -200,6 +200,18 @@ def pcp_limits(
     """
     check_era(era)
     _check_fraction(fraction)
+    _check_explicit(era, batch, high, high_min, high_max)
+    if era in ("4.18", "5.13"):
+        return _pageset_limits_pre_5_14(era, managed, fraction, batch, high)
+    batch = batch if batch is not None else zone_batchsize(managed, era)
+    if era == "5.14":
+        return _pageset_limits_5_14(managed, low_wmark, nsplit, fraction, batch, high)
+    return _pageset_limits_6_7(managed, low_wmark, nsplit, fraction, batch, high, high_min, high_max)
+
+
+def _check_explicit(era: str, batch: int | None, high: int | None, high_min: int | None,
+                    high_max: int | None) -> None:
+    """ValueError for explicit values that no zone of *era* can have."""
     if era not in HIGH_BOUNDS_ERAS and (high_min is not None or high_max is not None):
         raise ValueError(f"high_min/high_max exist only in era 6.7, not {era}")
     if batch is not None and batch < 1:
@@ -208,30 +220,38 @@ def pcp_limits(
         if value is not None and value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
 
-    if era in ("4.18", "5.13"):
-        return _pageset_limits_pre_5_14(era, managed, fraction, batch, high)
 
-    batch = batch if batch is not None else zone_batchsize(managed, era)
-    if era == "5.14":
-        if high is None:
-            high = zone_highsize(managed, low_wmark, batch, nsplit, fraction)
-        return PcpLimits(batch, high, high, high)
+def _pageset_limits_5_14(managed: int, low_wmark: int, nsplit: int, fraction: int,
+                         batch: int, high: int | None) -> PcpLimits:
+    """5.14 to 6.6: one fixed high from the low watermark (``zone_highsize()``)."""
+    if high is None:
+        high = zone_highsize(managed, low_wmark, batch, nsplit, fraction)
+    return PcpLimits(batch, high, high, high)
 
+
+def _pageset_limits_6_7(managed: int, low_wmark: int, nsplit: int, fraction: int, batch: int,
+                        high: int | None, high_min: int | None, high_max: int | None) -> PcpLimits:
+    """6.7+: ``high`` auto-tuned between ``high_min`` and ``high_max``."""
     if high_min is not None and high_max is not None and high_min > high_max:
         raise ValueError(f"need high_min <= high_max, got {high_min} > {high_max}")
-    # 6.7: a manual fraction turns auto-tuning off by pinning min == max.
+    # a manual fraction turns auto-tuning off by pinning min == max
     if high_min is None:
         high_min = zone_highsize(managed, low_wmark, batch, nsplit, fraction)
     if high_max is None:
         high_max = (high_min if fraction else
                     zone_highsize(managed, low_wmark, batch, nsplit, MIN_PERCPU_PAGELIST_HIGH_FRACTION))
+    return PcpLimits(batch, _first_high(high, high_min, high_max), high_min, high_max)
+
+
+def _first_high(high: int | None, high_min: int, high_max: int) -> int:
+    """The ``high`` a CPU starts from: an explicit one inside the bounds, else the clamp."""
     if high is None:
         # nr_pcp_high() clamps pcp->high (0 at boot) into [high_min, high_max];
         # clamp() lets high_max win in a tiny zone whose low watermark tops managed / 8.
-        high = min(high_min, high_max)
-    elif not high_min <= high <= high_max:
+        return min(high_min, high_max)
+    if not high_min <= high <= high_max:
         raise ValueError(f"need high_min <= high <= high_max, got {high_min}, {high}, {high_max}")
-    return PcpLimits(batch, high, high_min, high_max)
+    return high
 
 
 def _pageset_limits_pre_5_14(era: str, managed: int, fraction: int,

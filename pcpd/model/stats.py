@@ -53,31 +53,42 @@ LOCK_WAIT_BUCKETS = tuple(2 ** e for e in range(10, 31, 2))  # ns: 1 us .. 1 s, 
 
 
 def _names() -> list[str]:
-    names = [
-        "alloc_hit", "alloc_refill", "alloc_buddy",
-        "free_pcp", "free_buddy", "free_remote_out", "free_remote_in",
-        "refills", "refill_pages",
-        "pcp_pages", "pcp_high", "pcp_batch",          # gauges
-        "pcp_free_count", "pcp_alloc_factor",          # gauges: 6.7+ auto-tuning state
-        "held_pages", "inflight_pages",                # gauges
-        "slab_alloc", "slab_free", "slab_shared",
-        "desc_lines_written", "desc_lines_read", "data_lines_written",
-        "lock_acquisitions", "lock_uncontended", "lock_contended",
-        "lock_wait_ns", "lock_wait_max_ns", "lock_hold_ns", "lock_hold_max_ns",
-        "lock_owner_switches", "lock_waiters_max",
-        "drain_all_requests_seen", "pressure_waves", "heartbeat_ns",
-    ]
-    names += [f"lines_written_{c}" for c in CAUSES]
-    names += [f"lines_read_{c}" for c in CAUSES]
-    names += [f"drains_{c}" for c in DRAIN_CAUSES]
-    names += [f"drain_pages_{c}" for c in DRAIN_CAUSES]
-    names += [f"alloc_fail_{c}" for c in ALLOC_FAIL_CAUSES]
-    names += [f"alloc_miss_type_{t}" for t in MEMDESC_TYPES]
-    names += [f"free_type_{t}" for t in MEMDESC_TYPES]
-    names += [f"pcp_pages_type_{t}" for t in MEMDESC_TYPES]   # gauges
-    names += [f"alloc_{t}_order_{o}" for t in MEMDESC_TYPES for o in ORDERS]
-    names += [f"lock_wait_bucket_{i}" for i in range(len(LOCK_WAIT_BUCKETS) + 1)]
-    return names
+    """Every counter's name, in slot order: the one-off counters, then the families."""
+    return (_SCALARS + _by_cause_names() + _by_type_names()
+            + [f"lock_wait_bucket_{i}" for i in range(len(LOCK_WAIT_BUCKETS) + 1)])
+
+
+_SCALARS = [
+    "alloc_hit", "alloc_refill", "alloc_buddy",
+    "free_pcp", "free_buddy", "free_remote_out", "free_remote_in",
+    "refills", "refill_pages",
+    "pcp_pages", "pcp_high", "pcp_batch",          # gauges
+    "pcp_free_count", "pcp_alloc_factor",          # gauges: 6.7+ auto-tuning state
+    "held_pages", "inflight_pages",                # gauges
+    "slab_alloc", "slab_free", "slab_shared",
+    "desc_lines_written", "desc_lines_read", "data_lines_written",
+    "lock_acquisitions", "lock_uncontended", "lock_contended",
+    "lock_wait_ns", "lock_wait_max_ns", "lock_hold_ns", "lock_hold_max_ns",
+    "lock_owner_switches", "lock_waiters_max",
+    "drain_all_requests_seen", "pressure_waves", "heartbeat_ns",
+]
+
+
+def _by_cause_names() -> list[str]:
+    """Cacheline touches, drains and allocation failures, one counter per cause."""
+    return ([f"lines_written_{c}" for c in CAUSES]
+            + [f"lines_read_{c}" for c in CAUSES]
+            + [f"drains_{c}" for c in DRAIN_CAUSES]
+            + [f"drain_pages_{c}" for c in DRAIN_CAUSES]
+            + [f"alloc_fail_{c}" for c in ALLOC_FAIL_CAUSES])
+
+
+def _by_type_names() -> list[str]:
+    """Refills, frees and PCP pages per memdesc type, then allocations per type and order."""
+    return ([f"alloc_miss_type_{t}" for t in MEMDESC_TYPES]
+            + [f"free_type_{t}" for t in MEMDESC_TYPES]
+            + [f"pcp_pages_type_{t}" for t in MEMDESC_TYPES]     # gauges
+            + [f"alloc_{t}_order_{o}" for t in MEMDESC_TYPES for o in ORDERS])
 
 
 NAMES: tuple[str, ...] = tuple(_names())
@@ -248,6 +259,15 @@ class Figures:
     slab_ops_per_op: float | None
 
 
+# the counter families derive() sums
+_LINES_WRITTEN = tuple(f"lines_written_{cause}" for cause in CAUSES)
+_LINES_READ = tuple(f"lines_read_{cause}" for cause in CAUSES)
+_ALLOC_FAILS = tuple(f"alloc_fail_{cause}" for cause in ALLOC_FAIL_CAUSES)
+_DRAINS = tuple(f"drains_{cause}" for cause in DRAIN_CAUSES)
+_DRAIN_PAGES = tuple(f"drain_pages_{cause}" for cause in DRAIN_CAUSES)
+_WAIT_BUCKETS = tuple(f"lock_wait_bucket_{i}" for i in range(len(LOCK_WAIT_BUCKETS) + 1))
+
+
 def derive(counters: Mapping[str, int], seconds: float | None = None, *,
            empty: float | None = None) -> Figures:
     """The figures of ``counters`` (every name in ``NAMES``), over ``seconds`` of time.
@@ -257,26 +277,26 @@ def derive(counters: Mapping[str, int], seconds: float | None = None, *,
     nothing becomes: None (undefined) by default; results files store 0.
     """
     c = counters
-    ops = sum(c[n] for n in OPS_COUNTERS)
-    served = sum(c[n] for n in SERVED_COUNTERS)
+    ops = _sum(c, OPS_COUNTERS)
+    served = _sum(c, SERVED_COUNTERS)
     acquisitions, contended = c["lock_acquisitions"], c["lock_contended"]
     by_cause = {cause: c[f"lines_written_{cause}"] + c[f"lines_read_{cause}"] for cause in CAUSES}
-    written = sum(c[f"lines_written_{cause}"] for cause in CAUSES)
-    read = sum(c[f"lines_read_{cause}"] for cause in CAUSES)
+    written = _sum(c, _LINES_WRITTEN)
+    read = _sum(c, _LINES_READ)
     struct_lines = sum(by_cause.values())
     desc_lines = c["desc_lines_written"] + c["desc_lines_read"]
     free_memory_lines = c["data_lines_written"]
     lines = written + read + desc_lines + free_memory_lines
     slab_ops = c["slab_alloc"] + c["slab_free"]
-    buckets = [c[f"lock_wait_bucket_{i}"] for i in range(len(LOCK_WAIT_BUCKETS) + 1)]
+    buckets = [c[n] for n in _WAIT_BUCKETS]
     return Figures(
         ops=ops,
-        allocs=sum(c[n] for n in ALLOC_COUNTERS),
+        allocs=_sum(c, ALLOC_COUNTERS),
         allocs_served=served,
-        frees=sum(c[n] for n in FREE_COUNTERS),
-        alloc_failures=sum(c[f"alloc_fail_{cause}"] for cause in ALLOC_FAIL_CAUSES),
-        drains=sum(c[f"drains_{cause}"] for cause in DRAIN_CAUSES),
-        drain_pages=sum(c[f"drain_pages_{cause}"] for cause in DRAIN_CAUSES),
+        frees=_sum(c, FREE_COUNTERS),
+        alloc_failures=_sum(c, _ALLOC_FAILS),
+        drains=_sum(c, _DRAINS),
+        drain_pages=_sum(c, _DRAIN_PAGES),
         struct_page_lines_written=written,
         struct_page_lines_read=read,
         struct_page_lines=struct_lines,
@@ -285,7 +305,7 @@ def derive(counters: Mapping[str, int], seconds: float | None = None, *,
         free_memory_lines=free_memory_lines,
         cachelines=lines,
         slab_ops=slab_ops,
-        ops_per_second=ops / seconds if seconds is not None and seconds > 0 else empty,
+        ops_per_second=_per_second(ops, seconds, empty),
         # PCP hit rate: hits over the allocations that got memory, not over those
         # attempted.  A failed allocation never reached a PCP list in a state that
         # could serve it, and the kernel's own allocation counters (pgalloc_*,
@@ -296,8 +316,8 @@ def derive(counters: Mapping[str, int], seconds: float | None = None, *,
         # 1000 * n / ops, in this order, as results files have always computed it
         lock_acquisitions_per_1k_ops=ratio(1000 * acquisitions, ops, empty),
         lock_contended_ratio=ratio(contended, acquisitions, empty),
-        lock_wait_mean_seconds=c["lock_wait_ns"] / contended / 1e9 if contended else empty,
-        lock_hold_mean_seconds=c["lock_hold_ns"] / acquisitions / 1e9 if acquisitions else empty,
+        lock_wait_mean_seconds=_mean_seconds(c["lock_wait_ns"], contended, empty),
+        lock_hold_mean_seconds=_mean_seconds(c["lock_hold_ns"], acquisitions, empty),
         lock_wait_p50_seconds=wait_quantile(buckets, 0.5),
         lock_wait_p99_seconds=wait_quantile(buckets, 0.99),
         struct_page_lines_per_op=ratio(struct_lines, ops, empty),
@@ -305,6 +325,20 @@ def derive(counters: Mapping[str, int], seconds: float | None = None, *,
         cachelines_per_op=ratio(lines, ops, empty),
         slab_ops_per_op=ratio(slab_ops, ops, empty),
     )
+
+
+def _sum(counters: Mapping[str, int], names: Sequence[str]) -> int:
+    return sum(counters[n] for n in names)
+
+
+def _per_second(n: int, seconds: float | None, empty: float | None) -> float | None:
+    """n over ``seconds`` of time; ``empty`` when no time (or none known) went by."""
+    return n / seconds if seconds is not None and seconds > 0 else empty
+
+
+def _mean_seconds(ns: int, n: int, empty: float | None) -> float | None:
+    """``ns`` nanoseconds over ``n`` events, in seconds; ``empty`` when there were none."""
+    return ns / n / 1e9 if n else empty
 
 
 def ratio(part: float, whole: float, empty: float | None = None) -> float | None:

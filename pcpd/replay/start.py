@@ -71,7 +71,7 @@ from pcpd.model.memmap import NIL
 from pcpd.model.sizing import pindex_to_order
 from pcpd.model.zone import Z_CLAIMS, Z_FREE_PAGES, Z_HEAD, Z_STEALS, Zone
 from pcpd.pagetypeinfo import ZonePageTypes
-from pcpd.replay.decode import Decoded
+from pcpd.replay.decode import Decoded, StartLists
 from pcpd.zoneinfo import Pageset
 from workers.cpu import CpuAllocator
 from workers.policies import MIGRATETYPE_OF, T_KERNEL, TYPES
@@ -140,39 +140,60 @@ def build_plan(mode: str, decoded: Decoded, *, pagesets: dict[int, Pageset] | No
         return StartPlan(mode, unknown=("everything: every CPU starts with high at high_min and "
                                         "empty PCP lists in an all-free, all-Movable zone "
                                         "(--start empty)",))
-    unknown: list[str] = []
-    cpus = []
-    missing = []
-    for cpu in decoded.cpus:
-        lists = decoded.start_lists.get(cpu)
-        pages = tuple(lists.pages()) if lists is not None else (0,) * NR_PCP_LISTS
-        anchored = tuple(a is not None for a in lists.anchor) if lists is not None else ()
-        p = pagesets.get(cpu) if pagesets is not None else None
-        if pagesets is not None and p is None:
-            missing.append(cpu)
-        count = p.count if p is not None else None
-        high = p.high if (p is not None and high_is_state and p.high) else None
-        remainder, where = 0, -1
-        if count is not None and count > sum(pages):
-            remainder, where = count - sum(pages), _remainder_list(pages, anchored)
-        cpus.append(CpuStart(cpu, high, count, pages, remainder, where))
+    cpus = [_cpu_start(cpu, decoded.start_lists.get(cpu),
+                       pagesets.get(cpu) if pagesets is not None else None, high_is_state)
+            for cpu in decoded.cpus]
     no_capture = ("not taken from the zoneinfo (--start trace)" if zoneinfo_given
                   else "not taken from a capture (no zoneinfo)")
+    unknown = (_pageset_unknowns(decoded, pagesets, high_is_state, no_capture)
+               + _trace_unknowns(decoded, cpus, per_process)
+               + _zone_unknowns(free_pages, pagetypes, no_capture))
+    return StartPlan(mode, tuple(cpus), free_pages, managed, pagetypes, dict(decoded.list_types),
+                     dict(decoded.pool), tuple(unknown))
+
+
+def _cpu_start(cpu: int, lists: StartLists | None, p: Pageset | None, high_is_state: bool) -> CpuStart:
+    """One CPU's start: the lists the trace shows, and the captured count beyond them."""
+    pages, anchored = _lists_shown(lists)
+    count = p.count if p is not None else None
+    high = p.high if (p is not None and high_is_state and p.high) else None
+    if count is None or count <= sum(pages):
+        return CpuStart(cpu, high, count, pages)
+    return CpuStart(cpu, high, count, pages, count - sum(pages), _remainder_list(pages, anchored))
+
+
+def _lists_shown(lists: StartLists | None) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+    """Pages per pindex the trace shows, and which lists it saw refilled (those are exact)."""
+    if lists is None:
+        return (0,) * NR_PCP_LISTS, ()
+    return tuple(lists.pages()), tuple(a is not None for a in lists.anchor)
+
+
+def _pageset_unknowns(decoded: Decoded, pagesets: dict[int, Pageset] | None, high_is_state: bool,
+                      no_capture: str) -> list[str]:
+    """What the capture's pagesets leave unknown: the CPUs it lacks, high, its moment."""
     if pagesets is None:
-        unknown.append(f"pcp->high and pcp->count of every CPU, {no_capture}: high starts at "
-                       f"high_min, and the lists hold only the pages the trace shows they held")
-    elif missing:
+        return [f"pcp->high and pcp->count of every CPU, {no_capture}: high starts at "
+                f"high_min, and the lists hold only the pages the trace shows they held"]
+    unknown = []
+    missing = [cpu for cpu in decoded.cpus if pagesets.get(cpu) is None]
+    if missing:
         unknown.append(f"the pagesets of CPU {','.join(map(str, missing))} (not in the capture)")
-    if pagesets is not None and not high_is_state:
+    if not high_is_state:
         unknown.append("auto-tuned pcp->high (the capture or the model's era has no high_min/"
                        "high_max): high starts at the era's value")
-    stale = [p.cpu for p in (pagesets or {}).values() if p.cpu in decoded.cpus
-             and p.count > _drain_above(p)]
+    stale = _stale_cpus(pagesets, decoded.cpus)
     if stale:
         unknown.append(f"whether the capture is from the trace's start: CPU "
-                       f"{','.join(map(str, sorted(stale)))} held more than high, which the "
+                       f"{','.join(map(str, stale))} held more than high, which the "
                        f"kernel drains at the next free; a capture taken earlier than the trace "
                        f"wants --start trace")
+    return unknown
+
+
+def _trace_unknowns(decoded: Decoded, cpus: list[CpuStart], per_process: bool) -> list[str]:
+    """What the trace leaves unknown about the lists' contents."""
+    unknown = []
     if any(c.remainder for c in cpus):
         unknown.append("which lists held the captured count beyond what the trace shows: it is "
                        "put on the order-0 list the trace used most without refilling it")
@@ -182,6 +203,12 @@ def build_plan(mode: str, decoded: Decoded, *, pagesets: dict[int, Pageset] | No
     if per_process:
         unknown.append("other tasks' use of the PCP lists (a per-process trace): the list "
                        "contents the trace implies may be off")
+    return unknown
+
+
+def _zone_unknowns(free_pages: int | None, pagetypes: ZonePageTypes | None, no_capture: str) -> list[str]:
+    """What neither capture nor trace tells of the zone and the PCP tuning state."""
+    unknown = []
     if free_pages is None:
         unknown.append(f"the zone's free pages, {no_capture}: all but the pool and PCP pages "
                        f"are free")
@@ -191,8 +218,12 @@ def build_plan(mode: str, decoded: Decoded, *, pagesets: dict[int, Pageset] | No
     unknown.append("free_count, alloc_factor and the PCPF flags of every CPU (not in /proc/zoneinfo): "
                    "0, so the first refills and drains are sized as after a quiet spell")
     unknown.append("the free lists' per-order shape: free pages are in the largest blocks that fit")
-    return StartPlan(mode, tuple(cpus), free_pages, managed, pagetypes, dict(decoded.list_types),
-                     dict(decoded.pool), tuple(unknown))
+    return unknown
+
+
+def _stale_cpus(pagesets: dict[int, Pageset], cpus: list[int]) -> list[int]:
+    """The trace's CPUs whose captured count is past where their next free drains."""
+    return sorted(p.cpu for p in pagesets.values() if p.cpu in cpus and p.count > _drain_above(p))
 
 
 def _drain_above(p: Pageset) -> int:
@@ -222,7 +253,6 @@ class SeedReport:
     mode: str
     pcp: list[dict[str, Any]] = field(default_factory=list)     # per CPU
     pool_blocks: int = 0
-    pool_pages: int = 0
     pool_unplaced: int = 0             # pre-capture blocks the arena had no room for
     pcp_unplaced_blocks: int = 0       # PCP blocks the arena had no room for
     free_pages: int = 0                # the model's NR_FREE_PAGES after seeding
@@ -257,17 +287,12 @@ def seed(arena: Arena, models: list[CpuAllocator], plan: StartPlan
     saved = [[(p.high, p.flags) for p in m.policy.pcps] for m in models]
     _take_all_free(zone)
     pcp_blocks = _pcp_blocks(models, plan, report)
-    pool_blocks = [(slot, order, t, n) for (cpu, order, t), n in sorted(plan.pool.items())
-                   for slot in [plan_slot(plan, cpu)] if slot >= 0]
-    regions, used, free_in = _regions(arena.pages, plan, pcp_blocks, pool_blocks, report)
-    pieces, free_blocks = _layout(regions, used, free_in, pcp_blocks, pool_blocks, report)
+    pool_blocks = _pool_blocks(plan)
+    regions, used = _regions(arena.pages, plan, pcp_blocks, pool_blocks)
+    pieces, free_blocks = _layout(regions, used, pcp_blocks, pool_blocks, report)
     pool = _allocate(models, pieces)
     _fill_pcps(models, pieces)
-    for pfn, order, mt in free_blocks:                 # the buddy's free lists, by region
-        zone._add(pfn, order, mt, to_tail=True)
-        zone.z[Z_FREE_PAGES] += 1 << order
-    for start, size, mt in regions:
-        arena.pageblock[start >> PAGEBLOCK_ORDER:(start + size) >> PAGEBLOCK_ORDER] = mt
+    _free_regions(arena, zone, regions, free_blocks)
     _reset(models, plan, saved, report)
     report.free_pages = int(zone.z[Z_FREE_PAGES])
     report.pageblocks = {MT_NAMES[mt]: int((arena.pageblock == mt).sum()) for mt in _REGION_ORDER}
@@ -281,6 +306,12 @@ def plan_slot(plan: StartPlan, cpu: int) -> int:
         if c.cpu == cpu:
             return slot
     return -1
+
+
+def _pool_blocks(plan: StartPlan) -> list[tuple[int, int, int, int]]:
+    """(slot, order, type, blocks) of the pre-capture pool, of the CPUs the plan seeds."""
+    return [(slot, order, t, n) for (cpu, order, t), n in sorted(plan.pool.items())
+            for slot in [plan_slot(plan, cpu)] if slot >= 0]
 
 
 def _take_all_free(zone: Zone) -> None:
@@ -325,9 +356,9 @@ def _default_type(mt: int) -> int:
 
 
 def _regions(pages: int, plan: StartPlan, pcp_blocks: list[tuple[int, int, int, int]],
-             pool_blocks: list[tuple[int, int, int, int]], report: SeedReport
-             ) -> tuple[list[tuple[int, int, int]], dict[int, int], dict[int, int]]:
-    """(start, size, mt) of each region, and the pages used and free in each.
+             pool_blocks: list[tuple[int, int, int, int]]
+             ) -> tuple[list[tuple[int, int, int]], dict[int, int]]:
+    """(start, size, mt) of each region, and the pages used in each (the rest is free).
 
     Unmovable and Reclaimable regions get the capture's share of pageblocks,
     at least room for their blocks and free pages; Movable gets the rest.
@@ -340,84 +371,125 @@ def _regions(pages: int, plan: StartPlan, pcp_blocks: list[tuple[int, int, int, 
     free_total = max(0, pages - sum(need.values()))
     if plan.free_pages is not None:
         free_total = min(plan.free_pages, free_total)
-    share: dict[int, int] = dict.fromkeys(_REGION_ORDER, 0)      # pages of pageblocks
+    share, free_want = _capture_shares(plan.pagetypes, pages, free_total)
+    regions = _region_bounds(pages, share, need, free_want)
+    free_in = _free_in(regions, need, free_want, free_total, plan.pagetypes is not None)
+    return regions, {mt: n - free_in[mt] for _, n, mt in regions}
+
+
+def _capture_shares(pt: ZonePageTypes | None, pages: int, free_total: int
+                    ) -> tuple[dict[int, int], dict[int, int]]:
+    """Pages of pageblocks and free pages each migratetype asks for: the capture's
+    shares scaled to the arena, else no pageblocks and every free page Movable."""
+    share: dict[int, int] = dict.fromkeys(_REGION_ORDER, 0)
     free_want: dict[int, int] = dict.fromkeys(_REGION_ORDER, 0)
     free_want[MIGRATE_MOVABLE] = free_total
-    pt = plan.pagetypes
-    if pt is not None and pt.blocks:
-        blocks: Counter[int] = Counter()
-        free: Counter[int] = Counter()
-        for name, n in pt.blocks.items():
-            blocks[PAGETYPE_MT.get(name, MIGRATE_MOVABLE)] += n
-        for name in pt.free:
-            free[PAGETYPE_MT.get(name, MIGRATE_MOVABLE)] += pt.free_pages(name)
-        for mt in _REGION_ORDER:                   # scaled to the arena
-            share[mt] = blocks[mt] * pages // max(sum(blocks.values()), 1)
-            free_want[mt] = free[mt] * free_total // max(sum(free.values()), 1)
-        free_want[MIGRATE_MOVABLE] += free_total - sum(free_want.values())
+    if pt is None or not pt.blocks:
+        return share, free_want
+    blocks: Counter[int] = Counter()
+    free: Counter[int] = Counter()
+    for name, n in pt.blocks.items():
+        blocks[PAGETYPE_MT.get(name, MIGRATE_MOVABLE)] += n
+    for name in pt.free:
+        free[PAGETYPE_MT.get(name, MIGRATE_MOVABLE)] += pt.free_pages(name)
+    for mt in _REGION_ORDER:
+        share[mt] = blocks[mt] * pages // max(sum(blocks.values()), 1)
+        free_want[mt] = free[mt] * free_total // max(sum(free.values()), 1)
+    free_want[MIGRATE_MOVABLE] += free_total - sum(free_want.values())     # the rounding
+    return share, free_want
+
+
+def _region_bounds(pages: int, share: dict[int, int], need: Counter[int],
+                   free_want: dict[int, int]) -> list[tuple[int, int, int]]:
+    """(start, size, mt) in _REGION_ORDER: Unmovable and Reclaimable in whole MAX_ORDER
+    blocks, as large as their share or their blocks and free pages; Movable the rest,
+    at least one MAX_ORDER block.  An empty region is left out."""
     regions = []
     start = 0
     for mt in _REGION_ORDER:
         n = pages - start
-        if mt != MIGRATE_MOVABLE:                  # whole MAX_ORDER blocks, Movable keeps one
-            n = max(share[mt], need[mt] + free_want[mt] if free_want[mt] else need[mt])
+        if mt != MIGRATE_MOVABLE:
+            n = max(share[mt], need[mt] + free_want[mt])
             n = max(0, min(-(-n // REGION) * REGION, pages - start - REGION))
         if n:
             regions.append((start, n, mt))
         start += n
+    return regions
+
+
+def _free_in(regions: list[tuple[int, int, int]], need: Counter[int], free_want: dict[int, int],
+             free_total: int, have_pagetypes: bool) -> dict[int, int]:
+    """The free pages of each region: what it asks for, as far as its room allows."""
     free_in: dict[int, int] = {}
-    for _, n, mt in regions:
+    for _, n, mt in regions:                       # in _REGION_ORDER: Movable comes last
         room = max(0, n - need[mt])
-        # without pagetypeinfo an Unmovable or Reclaimable region is only as large as its
-        # blocks need, rounded up to whole MAX_ORDER blocks: the rounding stays free
-        free_in[mt] = room if (pt is None and mt != MIGRATE_MOVABLE) else min(free_want[mt], room)
-    if MIGRATE_MOVABLE in free_in:                 # Movable holds what the others do not
-        room = max(0, pages - start_of(regions, MIGRATE_MOVABLE) - need[MIGRATE_MOVABLE])
-        others = sum(f for mt, f in free_in.items() if mt != MIGRATE_MOVABLE)
-        free_in[MIGRATE_MOVABLE] = max(0, min(room, free_total - others))
-    used = {mt: n - free_in[mt] for _, n, mt in regions}
-    return regions, used, free_in
+        if mt == MIGRATE_MOVABLE:                  # Movable holds what the others do not
+            free_in[mt] = max(0, min(room, free_total - sum(free_in.values())))
+        elif not have_pagetypes:
+            # without pagetypeinfo an Unmovable or Reclaimable region is only as large as its
+            # blocks need, rounded up to whole MAX_ORDER blocks: the rounding stays free
+            free_in[mt] = room
+        else:
+            free_in[mt] = min(free_want[mt], room)
+    return free_in
 
 
-def start_of(regions: list[tuple[int, int, int]], mt: int) -> int:
-    return next(start for start, _, m in regions if m == mt)
+_Wanted = tuple[int, int, int, str]                # (order, slot, type, kind) of a block to place
 
 
-def _layout(regions: list[tuple[int, int, int]], used: dict[int, int], free_in: dict[int, int],
+def _layout(regions: list[tuple[int, int, int]], used: dict[int, int],
             pcp_blocks: list[tuple[int, int, int, int]], pool_blocks: list[tuple[int, int, int, int]],
             report: SeedReport) -> tuple[list[_Piece], list[tuple[int, int, int]]]:
     """Concrete blocks per region: PCP and pool blocks, filler, free blocks."""
     pieces: list[_Piece] = []
     free_blocks: list[tuple[int, int, int]] = []
-    wanted: dict[int, list[tuple[int, int, int, str]]] = {mt: [] for mt in _REGION_ORDER}
-    for slot, order, t, n in pcp_blocks:
-        wanted[MIGRATETYPE_OF[t]] += [(order, slot, t, "pcp")] * n
-    for slot, order, t, n in pool_blocks:
-        wanted[MIGRATETYPE_OF[t]] += [(order, slot, t, "pool")] * n
-    spill: list[tuple[int, int, int, str]] = []
+    wanted = _wanted_by_mt(pcp_blocks, pool_blocks)
+    spill: list[_Wanted] = []
     for i, (start, size, mt) in enumerate(regions):
         todo = spill + wanted.pop(mt, [])
         if i == len(regions) - 1:                  # the last region takes whatever is left
             todo += [w for ws in wanted.values() for w in ws]
-            wanted.clear()
-        spill = []
-        cursor, end = start, start + size
-        for order, slot, t, kind in sorted(todo, key=lambda w: -w[0]):   # largest first: aligned
-            if cursor + (1 << order) > end:
-                spill.append((order, slot, t, kind))
-                continue
-            pieces.append(_Piece(cursor, order, kind, slot, t))
-            cursor += 1 << order
+        cursor, spill = _pack(todo, start, start + size, pieces)
         used_end = max(start + used[mt], cursor)
         report.filler_pages += used_end - cursor
         pieces += [_Piece(pfn, order, "filler") for pfn, order in _aligned(cursor, used_end)]
-        free_blocks += [(pfn, order, mt) for pfn, order in _aligned(used_end, end)]
-    for _, _, _, kind in spill:                    # the arena had no room for them
+        free_blocks += [(pfn, order, mt) for pfn, order in _aligned(used_end, start + size)]
+    _count_unplaced(spill, report)
+    return pieces, free_blocks
+
+
+def _wanted_by_mt(pcp_blocks: list[tuple[int, int, int, int]],
+                  pool_blocks: list[tuple[int, int, int, int]]) -> dict[int, list[_Wanted]]:
+    """Every PCP and pool block to place, one entry a block, by its migratetype's region."""
+    wanted: dict[int, list[_Wanted]] = {mt: [] for mt in _REGION_ORDER}
+    for slot, order, t, n in pcp_blocks:
+        wanted[MIGRATETYPE_OF[t]] += [(order, slot, t, "pcp")] * n
+    for slot, order, t, n in pool_blocks:
+        wanted[MIGRATETYPE_OF[t]] += [(order, slot, t, "pool")] * n
+    return wanted
+
+
+def _pack(todo: list[_Wanted], start: int, end: int, pieces: list[_Piece]) -> tuple[int, list[_Wanted]]:
+    """Place ``todo`` in [start, end) largest first, so each block is aligned; returns the
+    first page after them and the blocks that did not fit (they spill to the next region)."""
+    spill = []
+    cursor = start
+    for order, slot, t, kind in sorted(todo, key=lambda w: -w[0]):
+        if cursor + (1 << order) > end:
+            spill.append((order, slot, t, kind))
+            continue
+        pieces.append(_Piece(cursor, order, kind, slot, t))
+        cursor += 1 << order
+    return cursor, spill
+
+
+def _count_unplaced(spill: list[_Wanted], report: SeedReport) -> None:
+    """The blocks the arena had no room for."""
+    for _, _, _, kind in spill:
         if kind == "pool":
             report.pool_unplaced += 1
         else:
             report.pcp_unplaced_blocks += 1
-    return pieces, free_blocks
 
 
 def _aligned(start: int, end: int) -> list[tuple[int, int]]:
@@ -472,6 +544,17 @@ def _fill_pcps(models: list[CpuAllocator], pieces: list[_Piece]) -> None:
         lst = policy._lists[t][order]
         policy._enter(pcp, lst, blocks, order, t)
         pcp.count += len(blocks) << order
+
+
+def _free_regions(arena: Arena, zone: Zone, regions: list[tuple[int, int, int]],
+                  free_blocks: list[tuple[int, int, int]]) -> None:
+    """The free blocks onto the buddy's free lists of their region's migratetype, and
+    each region's pageblocks marked with it."""
+    for pfn, order, mt in free_blocks:
+        zone._add(pfn, order, mt, to_tail=True)
+        zone.z[Z_FREE_PAGES] += 1 << order
+    for start, size, mt in regions:
+        arena.pageblock[start >> PAGEBLOCK_ORDER:(start + size) >> PAGEBLOCK_ORDER] = mt
 
 
 def _reset(models: list[CpuAllocator], plan: StartPlan, saved: list[list[tuple[int, int]]],
