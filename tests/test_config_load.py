@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pcpd.config import load
@@ -225,6 +225,13 @@ def test_sweep_points_clear_the_sweep():
 
 
 @given(st.one_of(st.integers(-(2**63), 2**63 - 1), st.booleans(), st.floats(), st.text(max_size=4)))
+@example(0)                                   # the edges, always
+@example(4095)
+@example(4096)
+@example(-1)
+@example(True)
+@example(63.0)
+@settings(max_examples=30, deadline=None)     # each example validates a whole config
 def test_replace_path_accepts_exactly_the_batch_range(value):
     accepted = type(value) is int and 0 <= value <= 4095
     try:

@@ -290,9 +290,14 @@ def seed(arena: Arena, models: list[CpuAllocator], plan: StartPlan
     pool_blocks = _pool_blocks(plan)
     regions, used = _regions(arena.pages, plan, pcp_blocks, pool_blocks)
     pieces, free_blocks = _layout(regions, used, pcp_blocks, pool_blocks, report)
+    # labels first: a block put on its type's free list below sits in a pageblock of that
+    # type, as the zone assumes when it merges or claims (__free_one_page(), claims by
+    # label); and last, as captured, whatever a policy's claims relabelled meanwhile
+    _label_regions(arena, regions)
     pool = _allocate(models, pieces)
     _fill_pcps(models, pieces)
-    _free_regions(arena, zone, regions, free_blocks)
+    _free_regions(zone, free_blocks)
+    _label_regions(arena, regions)
     _reset(models, plan, saved, report)
     report.free_pages = int(zone.z[Z_FREE_PAGES])
     report.pageblocks = {MT_NAMES[mt]: int((arena.pageblock == mt).sum()) for mt in _REGION_ORDER}
@@ -546,15 +551,17 @@ def _fill_pcps(models: list[CpuAllocator], pieces: list[_Piece]) -> None:
         pcp.count += len(blocks) << order
 
 
-def _free_regions(arena: Arena, zone: Zone, regions: list[tuple[int, int, int]],
-                  free_blocks: list[tuple[int, int, int]]) -> None:
-    """The free blocks onto the buddy's free lists of their region's migratetype, and
-    each region's pageblocks marked with it."""
+def _label_regions(arena: Arena, regions: list[tuple[int, int, int]]) -> None:
+    """Each region's pageblocks marked with its migratetype."""
+    for start, size, mt in regions:
+        arena.pageblock[start >> PAGEBLOCK_ORDER:(start + size) >> PAGEBLOCK_ORDER] = mt
+
+
+def _free_regions(zone: Zone, free_blocks: list[tuple[int, int, int]]) -> None:
+    """The free blocks onto the buddy's free lists of their region's migratetype."""
     for pfn, order, mt in free_blocks:
         zone._add(pfn, order, mt, to_tail=True)
         zone.z[Z_FREE_PAGES] += 1 << order
-    for start, size, mt in regions:
-        arena.pageblock[start >> PAGEBLOCK_ORDER:(start + size) >> PAGEBLOCK_ORDER] = mt
 
 
 def _reset(models: list[CpuAllocator], plan: StartPlan, saved: list[list[tuple[int, int]]],
