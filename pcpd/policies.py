@@ -52,12 +52,16 @@ from pcpd.kernel import RECORD_BYTES, STRUCT_PAGE_BYTES
 __all__ = ["PolicyTraits", "PolicyRegistry", "PluginError", "POLICIES", "BUILTIN", "BASELINE",
            "ENTRY_POINT_GROUP", "BUILTIN_SOURCE", "MEMDESC_DEFAULT_RECORD_BYTES", "policy_traits",
            "record_bytes_for", "policy_names", "PROPOSAL", "check_traits", "format_listing", "add_arguments",
-           "command"]
+           "command", "MEMDESC_BUDGETS", "run_label"]
 
 # The memdesc stage the memdesc policies run on unless told otherwise: the
 # 16-byte buddy-embedded page of the January 2024 proposal, whose buddy state
 # still lives in the memmap.
 MEMDESC_DEFAULT_RECORD_BYTES = 16
+
+# policy.memdesc_high: the budget per-type PCPs run under (workers.policies.memdesc),
+# the default first: one count and high per CPU, as legacy has, for fair comparisons.
+MEMDESC_BUDGETS = ("shared", "per-type", "split")
 
 ENTRY_POINT_GROUP = "pcpd.policies"
 BUILTIN_SOURCE = "pcpd"             # PolicyTraits.source of the policies shipped with pcpd
@@ -77,6 +81,7 @@ class PolicyTraits:
     typed_pcps: bool               # one PCP per memdesc type (per-type figures apply)
     record_sizes: tuple[int, ...]  # struct page sizes the implementation can model
     default_record_bytes: int
+    compound_reading: str = ""     # which reading of the compound proposal it is; "" for none
     implementation: str = ""       # "module:Class"; a plug-in's is its entry point's value
     source: str = BUILTIN_SOURCE   # the distribution that provides it
 
@@ -108,6 +113,8 @@ def check_traits(traits: PolicyTraits) -> None:
     if traits.default_record_bytes not in traits.record_sizes:
         raise ValueError(f"policy {traits.name!r}: default record size {traits.default_record_bytes} "
                          f"is not one of its record sizes")
+    if "\n" in traits.compound_reading:
+        raise ValueError(f"policy {traits.name!r}: the compound reading must be one line")
     if traits.typed_pcps and not traits.memdesc:
         raise ValueError(f"policy {traits.name!r}: per-type PCPs are per memdesc type (memdesc must be true)")
 
@@ -132,16 +139,19 @@ BUILTIN: tuple[PolicyTraits, ...] = (
     PolicyTraits(
         "compound", "only compound memory on PCP lists; tail work moves to refill and drain",
         memdesc=False, typed_pcps=False, record_sizes=_PAGE64, default_record_bytes=STRUCT_PAGE_BYTES,
+        compound_reading="eager prep at refill",
         implementation="workers.policies.struct_page:CompoundPolicy"),
     PolicyTraits(
         "compound-lazy", "compound, but a refill preps nothing: a block is prepped at its first "
                          "allocation, and only prepped blocks are undone at drain",
         memdesc=False, typed_pcps=False, record_sizes=_PAGE64, default_record_bytes=STRUCT_PAGE_BYTES,
+        compound_reading="lazy prep at first allocation",
         implementation="workers.policies.compound_variants:CompoundLazyPolicy"),
     PolicyTraits(
         "compound-contig", "compound, plus non-compound high-order frees kept on the PCP as "
                            "free_contig_range() puts them there (2026)",
         memdesc=False, typed_pcps=False, record_sizes=_PAGE64, default_record_bytes=STRUCT_PAGE_BYTES,
+        compound_reading="contig, eager prep at refill",
         implementation="workers.policies.compound_variants:CompoundContigPolicy"),
     PolicyTraits(
         "pcp-buddy", "the PCP claims whole pageblocks and splits them outside zone->lock; frees "
@@ -335,6 +345,21 @@ def policy_names(*, memdesc: bool | None = None, typed_pcps: bool | None = None)
     return tuple(t.name for t in POLICIES.usable()
                  if (memdesc is None or t.memdesc == memdesc)
                  and (typed_pcps is None or t.typed_pcps == typed_pcps))
+
+
+def run_label(policy: str, memdesc_high: str) -> str:
+    """A policy as a report names the run: with the budget its per-type PCPs ran under
+    (``policy.memdesc_high``), or the compound reading it is; a name the registry does
+    not know (an old record's), or cannot load, as it is."""
+    try:
+        traits = POLICIES[policy]
+    except (KeyError, PluginError):
+        return policy
+    if traits.typed_pcps:
+        return f"{policy} (budget {memdesc_high})"
+    if traits.compound_reading:
+        return f"{policy} ({traits.compound_reading})"
+    return policy
 
 
 # --- pcpd policies ------------------------------------------------------------

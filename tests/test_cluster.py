@@ -18,7 +18,7 @@ import pytest
 from pcpd.analysis import cluster
 from pcpd.analysis.cluster import point_resources, run_remote
 from pcpd.analysis.compare import check_comparable
-from pcpd.analysis.experiment import plan_experiment, plan_points
+from pcpd.analysis.plan import plan_experiment, plan_points
 from pcpd.analysis.report import placement_rows, warnings
 from pcpd.analysis.results import Results, load, machine_metadata
 from pcpd.cli import main

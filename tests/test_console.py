@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from pcpd.daemon.console import StatusLine, interval_figures, share, summary_text
-from pcpd.daemon.report import RunReport
+from pcpd.daemon.report import Measurement, RunReport
 from pcpd.model import stats
 
 MIB = 2 ** 20
@@ -33,8 +33,8 @@ BUSY = dict(alloc_anon_order_0=600, free_type_anon=400, alloc_hit=450, alloc_ref
 def test_the_first_status_line_covers_the_run_so_far():
     report = RunReport(private_end=int(3.5 * MIB), restarts=2)
     line = StatusLine(start=10.0).render(12.0, snapshot(BUSY), 123, report)
-    assert line == ("pcpd: 500 ops/s  hit 75.0%  zone-lock hold 1.5 us, contended 25.0% (wait 2.0 us)  "
-                    "2.00 lines/op  free 123 pages  daemon 3.5 MiB  restarts 2")
+    assert line == ("pcpd: 500 ops/s  hit 75.0%, on PCPs 0 pages  zone-lock hold 1.5 us, contended 25.0% "
+                    "(wait 2.0 us)  2.00 lines/op  free 123 pages  daemon 3.5 MiB  restarts 2")
 
 
 def test_later_lines_cover_their_interval_only():
@@ -42,8 +42,8 @@ def test_later_lines_cover_their_interval_only():
     status.render(1.0, snapshot(BUSY), 0, RunReport())
     later = {name: 2 * value for name, value in BUSY.items()}
     line = status.render(3.0, snapshot(later), 0, RunReport())
-    assert line.startswith("pcpd: 500 ops/s  hit 75.0%  zone-lock hold 1.5 us, contended 25.0% (wait 2.0 us)  "
-                           "2.00 lines/op")
+    assert line.startswith("pcpd: 500 ops/s  hit 75.0%, on PCPs 0 pages  zone-lock hold 1.5 us, "
+                           "contended 25.0% (wait 2.0 us)  2.00 lines/op")
     # a worker replaced in the interval: its old counts are in the retired block
     moved = snapshot(BUSY, retired=later)
     assert status.render(5.0, moved, 0, RunReport()).startswith("pcpd: 500 ops/s")
@@ -52,8 +52,36 @@ def test_later_lines_cover_their_interval_only():
 def test_an_idle_interval_shows_no_shares():
     status = StatusLine(start=0.0)
     assert status.render(1.0, snapshot(), 4096, RunReport()) == (
-        "pcpd: 0 ops/s  hit -  zone-lock hold 0.0 us, contended - (wait 0.0 us)  0.00 lines/op  "
-        "free 4096 pages  daemon 0.0 MiB  restarts 0")
+        "pcpd: 0 ops/s  hit -, on PCPs 0 pages  zone-lock hold 0.0 us, contended - (wait 0.0 us)  "
+        "0.00 lines/op  free 4096 pages  daemon 0.0 MiB  restarts 0")
+
+
+def typed_holding(cpu0: Mapping[str, int], cpu1: Mapping[str, int]) -> stats.Snapshot:
+    """CPU 0 allocates anon and holds anon and file pages; CPU 1 allocates file and holds netpool."""
+    s = snapshot(cpu0)
+    for name, value in cpu1.items():
+        s.per_cpu[1, stats.INDEX[name]] = value
+    return s
+
+
+HOLDING = typed_holding(dict(BUSY, pcp_pages=70, pcp_pages_type_anon=60, pcp_pages_type_file=10),
+                        dict(alloc_file_order_0=5, pcp_pages=12, pcp_pages_type_netpool=12))
+
+
+def test_status_line_shows_typed_pages_and_those_stranded_beside_the_hit_rate():
+    status = StatusLine(start=0.0)
+    line = status.render(2.0, HOLDING, 0, RunReport(policy="memdesc"))
+    # since the start CPU 0 allocated no file memory, CPU 1 no netpool: their pages are stranded
+    assert "hit 75.0%, on PCPs 82 pages (anon 60 file 10 netpool 12; stranded 22 file 10 netpool 12)  " in line
+    # the next interval: CPU 0 allocated anon and file memory in it, so its pages are not stranded
+    later = typed_holding(dict(BUSY, alloc_anon_order_0=1200, alloc_file_order_0=1, pcp_pages=70,
+                               pcp_pages_type_anon=60, pcp_pages_type_file=10),
+                          dict(alloc_file_order_0=5, pcp_pages=12, pcp_pages_type_netpool=12))
+    line = status.render(4.0, later, 0, RunReport(policy="memdesc"))
+    assert "on PCPs 82 pages (anon 60 file 10 netpool 12; stranded 22 file 10 netpool 12)" not in line
+    assert "on PCPs 82 pages (anon 60 file 10 netpool 12; stranded 12 netpool 12)  " in line
+    # a policy without per-type PCPs: the total alone
+    assert "hit 75.0%, on PCPs 82 pages  " in StatusLine(0.0).render(2.0, HOLDING, 0, RunReport(policy="legacy"))
 
 
 def test_interval_figures_are_the_shared_definition():
@@ -77,7 +105,7 @@ def test_summary_text():
         final_audit="audit ok: buddy 4096 + pcp 0 + allocated 0 + inflight 0 = 4096", drained=True,
         pages_lost=0, totals=final.totals(), snapshot=final, exit_code=0)
     assert summary_text(report) == "\n".join([
-        "pcpd run test-mixed: policy memdesc, era 6.7, 2 worker(s), 2.0 s",
+        "pcpd run test-mixed: policy memdesc (budget shared), era 6.7, 2 worker(s), 2.0 s",
         "  operations 1,000 (500/s), PCP hit rate 75.0%",
         "  zone->lock acquisitions 200, contended 50",
         "  restarts 3, kills 4 (2 holding zone->lock), audits 7 (0 failed)",
@@ -95,3 +123,17 @@ def test_summary_of_a_failed_run_says_so():
     assert "PCP hit rate 0.0%" in text
     assert text.endswith("final audit VIOLATED: buddy 1 + pcp 0 + allocated 0 + inflight 0 = 2; "
                          "every PCP drained: NO; pages lost 1")
+
+
+def test_summary_names_the_budget_and_the_window_s_pages():
+    report = RunReport(name="x", policy="memdesc", memdesc_high="per-type", era="6.7", workers=2,
+                       totals=HOLDING.totals(), measurement=Measurement(snapshot(), HOLDING, 2.0))
+    lines = summary_text(report).splitlines()
+    assert lines[0].startswith("pcpd run x: policy memdesc (budget per-type), era 6.7")
+    assert lines[1].endswith("PCP hit rate 75.0%, on PCPs 82 pages (anon 60 file 10 netpool 12; "
+                             "stranded 22 file 10 netpool 12) at the window's end")
+
+
+def test_summary_names_the_compound_reading():
+    report = RunReport(name="x", policy="compound-lazy", era="6.7", workers=1, totals=snapshot().totals())
+    assert summary_text(report).startswith("pcpd run x: policy compound-lazy (lazy prep at first allocation), ")

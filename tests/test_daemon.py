@@ -236,7 +236,7 @@ def test_sighup_with_a_valid_config_replaces_the_workers(run_daemon, tmp_path):
     code = daemon.finish()
     got = assert_clean_exit(daemon, code, workers=4)  # two lives per CPU
     assert got["restarts"] == 0                       # a reload is not a crash
-    assert daemon.matching("stdout", r"^pcpd run test-mixed: policy compound,")
+    assert daemon.matching("stdout", r"^pcpd run test-mixed: policy compound \(eager prep at refill\),")
 
 
 def test_sighup_with_an_invalid_config_keeps_the_running_one(run_daemon, tmp_path):

@@ -1,10 +1,10 @@
-"""Tests for pcpd.analysis.experiment: plans for every preset, rejections, a real short experiment,
-identical counts from one seed, the progress display; virtual mode and era axes, ^C and --resume,
-metrics served during runs."""
+"""Tests for pcpd.analysis.experiment: rejections, a real short experiment, identical counts from one
+seed; virtual mode and era axes; ^C, a failed run and --resume; metrics served during runs.
+(The plan and the progress display: test_plan.py, test_progress.py.)"""
 
+import argparse
 import csv
 import dataclasses
-import io
 import signal
 import socket
 import subprocess
@@ -16,40 +16,18 @@ from pathlib import Path
 import pytest
 
 from pcpd.analysis import experiment as experiment_module
-from pcpd.analysis.experiment import Progress, plan_experiment, run_once
+from pcpd.analysis.experiment import resume_line, run_once
+from pcpd.analysis.plan import plan_experiment
 from pcpd.analysis.report import format_ratio
 from pcpd.analysis.results import FIGURE_KEYS, load
 from pcpd.cli import main
 from pcpd.config.load import load_settings, parse_settings, settings_hash
+from pcpd.errors import PcpdError
 from pcpd.model.stats import MEMDESC_TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
-PRESETS = sorted((ROOT / "configs").glob("*.toml"))
 TINY = ROOT / "tests" / "data" / "results" / "tiny.toml"
 TWO_CPUS = frozenset({0, 1})
-
-
-# --- plans ------------------------------------------------------------------
-
-@pytest.mark.parametrize("path", PRESETS, ids=lambda path: path.stem)
-def test_every_preset_plans_an_experiment(path):
-    settings = load_settings(str(path), available_cpus=TWO_CPUS)
-    plan = plan_experiment(settings, duration=None if settings.duration else 5.0, available_cpus=TWO_CPUS)
-    points = (len(settings.sweep.values) or 1) * (len(settings.experiment.eras) or 1)
-    assert plan.runs == points * settings.experiment.repeat * len(settings.experiment.policies)
-    assert plan.warmup < plan.duration
-    for _value, point in plan.points:
-        assert not point.sweep.key
-
-
-def test_overrides_reach_the_settings_as_run():
-    settings = load_settings(str(TINY), available_cpus=TWO_CPUS)
-    plan = plan_experiment(settings, policies=("memdesc",), repeat=5, duration=3.0, available_cpus=TWO_CPUS)
-    assert (plan.policies, plan.repeat, plan.duration, plan.warmup) == (("memdesc",), 5, 3.0, 0.25)
-    assert plan.settings.duration == 3.0 and plan.settings.experiment.repeat == 5
-    assert settings_hash(plan.settings) != settings_hash(settings)
-    bounded = plan_experiment(settings, ops=1000, available_cpus=TWO_CPUS)
-    assert (bounded.ops, bounded.warmup) == (1000, 0.0)
 
 
 # --- rejections: one line on stderr, exit 2 --------------------------------------
@@ -110,12 +88,13 @@ def test_missing_config_is_a_one_line_error(tmp_path, capsys):
                                        "cannot read: No such file or directory\n")
 
 
-def test_existing_results_are_kept_without_replace(tmp_path, capsys):
-    (tmp_path / "results.json").write_text("earlier results")
+@pytest.mark.parametrize("name", ["results.json", "tuning.png"])
+def test_existing_results_are_kept_without_replace(tmp_path, capsys, name):
+    (tmp_path / name).write_text("earlier results")
     assert main(["experiment", str(TINY), "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == (f"pcpd experiment: error: {tmp_path / 'results.json'} exists; "
+    assert capsys.readouterr().err == (f"pcpd experiment: error: {tmp_path / name} exists; "
                                        "pass --replace to overwrite it, or --out DIR\n")
-    assert (tmp_path / "results.json").read_text() == "earlier results"
+    assert (tmp_path / name).read_text() == "earlier results"
 
 
 # --- a real short experiment ---------------------------------------------------------
@@ -132,12 +111,15 @@ def experiment(tmp_path_factory):
 def test_experiment_writes_every_file(experiment):
     out, done = experiment
     assert done.returncode == 0, done.stderr
-    for name in ("results.json", "results.csv", "report.md", "policies.png", "experiment.log"):
+    for name in ("results.json", "results.csv", "report.md", "policies.png", "tuning.png", "experiment.log"):
         assert (out / name).stat().st_size > 0, name
     progress = done.stderr.splitlines()
     assert len(progress) == 4 and all(line.startswith("pcpd experiment: [") for line in progress)
     assert progress[0].startswith("pcpd experiment: [1/4] legacy, repetition 1/2: ")
-    assert f"wrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'report.md'}" in done.stdout
+    assert f"wrote {', '.join(str(out / name) for name in WRITTEN)}\n" in done.stdout
+
+
+WRITTEN = ("results.json", "results.csv", "report.md", "policies.png", "tuning.png")
 
 
 def test_results_record_every_run_and_how_it_ran(experiment):
@@ -226,45 +208,6 @@ def test_the_same_seed_gives_the_same_counts():
     assert other["counters"]["alloc_anon_order_0"] != first["counters"]["alloc_anon_order_0"]
 
 
-# --- progress ----------------------------------------------------------------------
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-RUN = {"figures": {"throughput_ops_per_second": 123456.0, "pcp_hit_ratio": 0.5}, "exit_code": 0}
-
-
-def test_progress_prints_one_line_per_run_when_not_a_terminal():
-    stream = io.StringIO()
-    progress = Progress(2, stream)
-    progress.start("legacy, repetition 1/1")
-    progress.finish("legacy, repetition 1/1", RUN)
-    progress.close()
-    assert stream.getvalue() == "pcpd experiment: [1/2] legacy, repetition 1/1: 123,456 ops/s, hit 50.0%\n"
-
-
-def test_progress_redraws_a_bar_on_a_terminal():
-    stream, clock = Terminal(), FakeClock()
-    progress = Progress(4, stream, clock)
-    progress.start("legacy")
-    clock.now = 10.0
-    progress.finish("legacy", RUN)
-    progress.close()
-    frames = stream.getvalue().split("\r")[1:]
-    assert frames[0] == "[........................] 0/4  running legacy"
-    assert frames[1] == "[######..................] 1/4 0:30 left  legacy: 123,456 ops/s, hit 50.0%\n"
-
-
 # --- virtual mode and kernel eras ---------------------------------------------------------
 
 VIRTUAL = ["--mode", "virtual", "--ops", "1000", "--eras", "5.14,6.7"]
@@ -315,6 +258,8 @@ def test_a_virtual_experiment_writes_labelled_results_per_era(virtual):
     assert "## kernel.era = 5.14" in report and "## kernel.era = 6.7" in report
     assert "## Virtual time" in report and "| legacy 6.7 #2 " in report
     assert "![sweep](sweep.png)" in report and (out / "sweep.png").stat().st_size > 0
+    assert "![tuning](tuning.png)" in report and (out / "tuning.png").stat().st_size > 0
+    assert all(len(run["tuning"]["seconds"]) > 1 for run in results.runs)       # sampled in virtual time
 
 
 def test_a_virtual_experiment_repeats_its_counts_and_virtual_times(virtual, capsys):
@@ -324,27 +269,6 @@ def test_a_virtual_experiment_repeats_its_counts_and_virtual_times(virtual, caps
     capsys.readouterr()
     assert main(["compare", str(first), str(second)]) == 0
     assert "kernel.era = 6.7" in capsys.readouterr().out
-
-
-def test_eras_and_a_sweep_make_one_point_of_each_pair():
-    text = TINY_TEXT + '\n[sweep]\nkey = "pcp.batch"\nvalues = [31, 63]\n'
-    settings = parse_settings(text, "sweep.toml", available_cpus=TWO_CPUS)
-    plan = plan_experiment(settings, eras=("6.7", "5.14"), available_cpus=TWO_CPUS)
-    assert plan.point_key == "kernel.era, pcp.batch"
-    assert [(value, point.kernel.era, point.pcp.batch) for value, point in plan.points] == [
-        ("6.7, 31", "6.7", 31), ("5.14, 31", "5.14", 31), ("6.7, 63", "6.7", 63), ("5.14, 63", "5.14", 63)]
-    assert plan.runs == 4 * 2 * 2
-
-
-def test_virtual_cpus_come_from_the_option_then_simulate_cpus_then_the_config():
-    text = TINY_TEXT.replace("cpus = [0, 1]", "cpus = [0, 1, 2]") + "\n[simulate]\ncpus = 8\n"
-    settings = parse_settings(text, "virtual.toml", available_cpus=range(4096))
-    assert plan_experiment(settings, mode="virtual").settings.cpus == tuple(range(8))
-    plan = plan_experiment(settings, mode="virtual", cpus=4, ops=300)
-    assert (plan.settings.cpus, plan.ops, plan.duration, plan.warmup) == (tuple(range(4)), 300, 0.0, 0.0)
-    assert experiment_module.experiment_metadata(plan)["virtual"]["cpus"] == 4
-    own = parse_settings(text.replace("cpus = 8", "cpus = 0"), "virtual.toml", available_cpus=range(4096))
-    assert plan_experiment(own, mode="virtual").settings.cpus == (0, 1, 2)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -424,6 +348,38 @@ def test_an_interrupted_experiment_keeps_its_runs_and_resumes_to_the_same_files(
     assert "that experiment finished all its 8 runs" in capsys.readouterr().err
 
 
+def test_a_failed_run_keeps_the_finished_runs_and_their_report(tmp_path, capsys, monkeypatch):
+    out, real_run_point, calls = tmp_path / "failed", experiment_module.run_point, []
+
+    def failing(point, plan, log_stream=None):
+        """run_point, but the second run cannot start."""
+        calls.append(point.label)
+        if len(calls) == 2:
+            raise PcpdError("the daemon could not start")
+        return real_run_point(point, plan, log_stream)
+
+    monkeypatch.setattr(experiment_module, "run_point", failing)
+    assert main(["experiment", str(TINY), "--mode", "virtual", "--ops", "1000", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2].startswith(f"pcpd experiment: failed after 1 of 4 runs; wrote {out / 'results.json'}")
+    assert err[-2].endswith(f"(incomplete); continue with: pcpd experiment {TINY} --mode virtual "
+                            f"--ops 1000 --resume {out}")
+    assert err[-1] == "pcpd experiment: failed: the daemon could not start"
+    partial = load(str(out / "results.json"))
+    assert len(partial.runs) == 1 and partial.metadata["incomplete"] is True
+    assert partial.metadata["failure"] == "the daemon could not start"
+    assert "- incomplete: the experiment was interrupted after 1 of its 4 runs" in (out / "report.md").read_text()
+
+
+def test_the_resume_command_keeps_where_the_runs_ran_and_served_metrics():
+    parser = argparse.ArgumentParser()
+    experiment_module.add_arguments(parser)
+    args = parser.parse_args([str(TINY), "--policies", "legacy", "--listen", "127.0.0.1:9464",
+                              "--scheduler", "tcp://head:8786", "--out", "o", "--replace"])
+    assert resume_line(args, "o") == (f"pcpd experiment {TINY} --policies legacy --resume o "
+                                      "--listen 127.0.0.1:9464 --scheduler tcp://head:8786")
+
+
 def _steady(path: Path) -> list[str]:
     """A file's lines without the date and this machine's wall-clock times."""
     lines = path.read_text().splitlines()
@@ -449,7 +405,8 @@ def test_sigint_during_a_real_experiment_keeps_the_finished_runs_while_each_run_
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert "interrupted after" in process.stderr.read()
+    stopped = process.stderr.read()
+    assert "interrupted after" in stopped and f"--resume {out} --listen 127.0.0.1:{port}\n" in stopped
     results = load(str(out / "results.json"))
     assert results.metadata["incomplete"] is True and 1 <= len(results.runs) < 4
     assert results.runs[0]["policy"] == "legacy" and results.runs[0]["exit_code"] == 0

@@ -40,6 +40,7 @@ from pcpd.model.arena import C_PID, C_RESTARTS, H_AUDIT_FAILURES, H_AUDIT_OK, H_
 from pcpd.model.stats import INDEX
 from pcpd.model.zone import MIGRATE_RECLAIMABLE, Z_CLAIMS, Z_FREE_PAGES, Z_NR_FREE, Z_STEALS, Z_WMARK_LOW
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
+from workers.policies import PolicyOptions
 
 DOCS = Path(__file__).parents[1] / "docs" / "metrics.md"
 INFO = {"policy": "memdesc", "era": "6.7", "record_bytes": "16", "config": "soak"}
@@ -561,7 +562,8 @@ def test_tuning_gauges_carry_a_cpu_label_in_both_modes(arena):
 
 
 def test_a_cpu_with_one_pcp_per_memdesc_type_sums_high_and_free_count_and_takes_the_largest_alloc_factor():
-    spec = ModelSpec(pages=4096, record_bytes=16, policy="memdesc", ncpus=1)
+    spec = ModelSpec(pages=4096, record_bytes=16, policy="memdesc", ncpus=1,
+                     options=PolicyOptions(memdesc_high="per-type"))
     arena = create_arena(spec, ring_slots=8)
     try:
         cpu = CpuAllocator(arena, spec, SharedLocks.local(), 0)

@@ -310,6 +310,25 @@ def test_drain_never_takes_more_than_count():
     assert pcp.take_for_drain(10, 0) == []
 
 
+def test_typed_lists_drain_each_kernel_list_s_pieces_in_turn():
+    """Six types under one count: list pindex * 6 + slot; a drain starts at the list freed
+    to, takes the other types' pieces of that kernel list, then the next kernel list."""
+    pcp = PerCpuPages(PcpLimits(63, 3920, 3920, 3920), "5.14", nr_types=6)
+    assert len(pcp.lists) == 6 * NR_PCP_LISTS
+    anon, file, kernel = (pcp.list_index(0, MOVABLE, 0), pcp.list_index(0, MOVABLE, 1),
+                          pcp.list_index(1, 0, 5))
+    assert (anon, file, kernel) == (6, 7, 23)
+    assert pcp.list_index(9, MOVABLE, 2) == THP_LIST * 6 + 2 and pcp.list_index(4, MOVABLE, 0) == -1
+    pcp.lists[anon].extend([1, 2])
+    pcp.lists[file].extend([10, 11])
+    pcp.lists[kernel].append(20)
+    pcp.count = 6
+    assert pcp.pages_by_slot() == [2, 2, 0, 0, 0, 2]
+    assert pcp.take_runs(5, file) == [(file, [10, 11]), (kernel, [20]), (anon, [1])]   # wraps
+    assert pcp.count == 1 and pcp.list_order(kernel) == 1
+    assert pcp.take_for_drain(5, 0) == [(2, 0)]
+
+
 # -- decay_pcp_high(), section 3.10 ---------------------------------------------------------
 
 def test_decay_from_high_max_to_high_min_in_15_ticks():

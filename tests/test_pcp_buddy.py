@@ -18,10 +18,20 @@ import pytest
 from audit_blocks import pages_by_cpu
 
 from pcpd.daemon.audit import audit
-from pcpd.kernel import MIGRATE_MOVABLE, MIGRATE_UNMOVABLE, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
+from pcpd.kernel import (
+    MAX_PAGE_ORDER,
+    MIGRATE_MOVABLE,
+    MIGRATE_PCPTYPES,
+    MIGRATE_UNMOVABLE,
+    PAGEBLOCK_NR_PAGES,
+    PAGEBLOCK_ORDER,
+)
 from pcpd.model import rings
 from pcpd.model.arena import C_STATE, Arena
-from pcpd.model.memmap import NIL, PG_PCP
+from pcpd.model.linetrace import LineTrace, TracedArena
+from pcpd.model.memmap import NIL, PG_PCP, W_LINK, W_PREV
+from pcpd.model.stats import LINES_W
+from pcpd.model.zone import FREE_LISTS, Z_FREE_PAGES, Z_HEAD
 from workers import worker
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import T_ANON, T_KERNEL
@@ -237,6 +247,47 @@ def test_a_replacement_inherits_its_slots_pageblocks(make_cpus):
     assert new.policy.owned == {pb} and new.policy.fragmented == {pb}
 
 
+def piece_list(mem, head: int, most: int) -> list[int]:
+    """A PCP buddy free list walked through its struct page links, first piece first
+    (at most ``most`` + 1 pieces: a list that does not end shows as one too long)."""
+    out = []
+    while head != NIL and len(out) <= most:
+        out.append(head)
+        head = int(mem[head * 8 + W_LINK])
+    return out
+
+
+def test_piece_lists_are_linked_through_struct_page():
+    """The pieces' lists are page->buddy_list lists: the links are stored in the pieces'
+    struct pages, in the order of the policy's index, and list_del() of a piece in the
+    middle stores into both neighbours, each charged (traced: exactly those two lines)."""
+    spec = ModelSpec(policy="pcp-buddy", ncpus=1, **KNOBS)
+    arena = create_arena(spec)
+    try:
+        trace = LineTrace()
+        cpu = CpuAllocator(TracedArena(arena, trace), spec, SharedLocks.local(), 0)
+        policy, v = cpu.policy, cpu.counters.v
+        held = [policy.alloc(T_ANON, 0) for _ in range(8)]
+        for pfn in held[0:6:2]:                       # no two of them buddies: no merging
+            policy.free(pfn, 0, T_ANON)
+        lst = policy.free_lists[0][arena.pageblock[held[0] >> PAGEBLOCK_ORDER]]
+        oldest, middle, first = held[0:6:2]
+        assert list(lst) == [oldest, middle, first]
+        assert piece_list(arena.mem, first, 3) == [first, middle, oldest]
+        assert int(arena.mem[oldest * 8 + W_PREV]) == middle and int(arena.mem[first * 8 + W_PREV]) == NIL
+        trace.clear()
+        links = v[LINES_W["list_link"]]
+        policy._piece_del(lst, middle, 0)
+        assert v[LINES_W["list_link"]] - links == 2
+        assert trace.written["memmap"] == {oldest, first}          # one 64-byte line per page
+        assert piece_list(arena.mem, first, 2) == [first, oldest] and list(lst) == [oldest, first]
+        assert int(arena.mem[oldest * 8 + W_PREV]) == first
+        del cpu, policy
+    finally:
+        arena.close()
+        arena.unlink()
+
+
 def test_a_pageblock_whose_type_changes_while_owned_still_merges(make_cpus):
     """The zone may claim an owned pageblock's fragments for another type (try_to_claim_block());
     pieces filed under the old type still merge with the ones filed under the new."""
@@ -335,6 +386,34 @@ def test_an_unmovable_refill_adopts_a_fragment_of_a_full_tainted_superpageblock(
     assert pb in c.policy.fragmented and c.zone.free_pages == free_before - 256
     assert sum(superpageblock_census(arena).tainted) == 1
     assert audit(arena).ok
+
+
+def lone_free_block(zone, pfn: int, order: int, mt: int) -> None:
+    """Every free block off the zone's free lists, then ``pfn`` alone on the list of ``mt``
+    whatever its pageblock's label: the state pcpd.replay.start's seed allocates from."""
+    for o in range(MAX_PAGE_ORDER + 1):
+        for m in range(MIGRATE_PCPTYPES):
+            while (head := zone.z[Z_HEAD + MIGRATE_PCPTYPES * o + m]) != NIL:
+                zone._del(head, o, m)
+                zone.z[Z_FREE_PAGES] -= 1 << o
+    zone._add(pfn, order, mt)
+    zone.z[Z_FREE_PAGES] += 1 << order
+
+
+def test_a_claim_takes_its_pageblock_off_the_free_list_that_holds_it(make_cpus):
+    """The replay seed puts a lone block on the free list of the type it is allocated as
+    before it labels the pageblocks.  A claim must unlink the block from that list, not
+    the one its pageblock's label names: else that list keeps the block as its head and
+    the next __rmqueue() hands it out a second time."""
+    arena, (a, b) = make_cpus(policy="pcp-buddy-spb")
+    pin = a.policy.alloc(T_KERNEL, 0)                 # taints superpageblock 0
+    pb = (pin >> PAGEBLOCK_ORDER) ^ 1                 # its other pageblock, labelled movable
+    assert superpageblock_pageblocks(len(arena.pageblock)) == 2 and arena.pageblock[pb] == MIGRATE_MOVABLE
+    zone = b.zone
+    lone_free_block(zone, pb << PAGEBLOCK_ORDER, PAGEBLOCK_ORDER, MIGRATE_UNMOVABLE)
+    assert b.policy.alloc(T_KERNEL, PAGEBLOCK_ORDER) == pb << PAGEBLOCK_ORDER
+    assert zone.free_pages == 0 and {zone.z[Z_HEAD + i] for i in range(FREE_LISTS)} == {NIL}
+    assert b.policy.alloc(T_KERNEL, PAGEBLOCK_ORDER) == NIL    # nothing left to hand out twice
 
 
 def test_superpageblocks_are_a_sixteenth_of_the_arena_up_to_the_real_size():

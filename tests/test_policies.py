@@ -356,7 +356,7 @@ def test_memdesc_keeps_the_descriptor_on_its_type_pcp(make_model):
     assert c["lines_written_memdesc_set"] == 3 * 2    # only the refill (3 blocks) set them
 
 
-def test_memdesc_types_do_not_share_pcps(make_model):
+def test_memdesc_types_do_not_share_lists(make_model):
     m = make_model("memdesc", pages=4096, batch=7)
     p = m.policy
     a = p.alloc(T_ANON, 0)
@@ -376,8 +376,51 @@ def test_memdesc_misc_links_live_in_free_memory(make_model):
     assert audit(m.arena).ok
 
 
+@pytest.mark.parametrize("budget, most", [("shared", 55), ("per-type", 3 * 55), ("split", 3 * 27)])
+def test_memdesc_budget_bounds_the_pages_a_cpu_holds(make_model, budget, most):
+    """Shared: the types' lists under one count and one high (free_frozen_page_commit()
+    compares the CPU's total), as legacy's lists; per-type: each type's PCP fills to high;
+    split: each to high / 6, floored at 4 * batch."""
+    m = make_model("memdesc", pages=8192, batch=7, high_min=56, high_max=56,
+                   options=PolicyOptions(memdesc_high=budget))
+    p = m.policy
+    assert len(p.pcps) == (1 if budget == "shared" else len(TYPES))
+    blocks = [(p.alloc(t, 0), t) for _ in range(60) for t in (T_ANON, T_FILE, T_SLAB)]
+    held = []
+    for pfn, t in blocks:
+        p.free(pfn, 0, t)
+        held.append(p.pcp_pages())
+        assert p.pcp_pages() == sum(p.pcp_pages_by_type())
+    assert max(held) == most
+    m.cpus[0].release()
+    check_all_returned(m)
+
+
+def test_memdesc_shared_budget_tunes_and_drains_per_cpu(make_model):
+    """One high, free_count and alloc_factor per CPU; a drain takes from every type."""
+    m = make_model("memdesc", pages=8192, batch=7)
+    p = m.policy
+    [pcp] = p.pcps
+    blocks = [(p.alloc(t, 0), t) for _ in range(40) for t in (T_ANON, T_FILE)]
+    assert pcp.alloc_factor > 0 and pcp.count == p.pcp_pages() > 0
+    for pfn, t in blocks:
+        p.free(pfn, 0, t)
+    assert pcp.free_count > 0
+    before = p.pcp_pages_by_type()
+    # from the file list freed to: each list is emptied before the next (file's, then anon's)
+    p._drain(pcp, before[T_FILE] + pcp.batch, pcp.list_index(0, 1, T_FILE), "high")
+    after = p.pcp_pages_by_type()
+    assert after[T_FILE] == 0 and after[T_ANON] == before[T_ANON] - pcp.batch
+    p.publish_gauges()
+    c = m.cpus[0].counters
+    assert (c["pcp_high"], c["pcp_free_count"]) == (pcp.high, pcp.free_count)
+    assert c["pcp_pages_type_anon"] == after[T_ANON] and c["pcp_pages"] == sum(after)
+    assert audit(m.arena).ok
+
+
 def test_memdesc_split_high_divides_high_between_types(make_model):
-    whole = make_model("memdesc", pages=16384, batch=7).policy.pcps[0]
+    whole = make_model("memdesc", pages=16384, batch=7,
+                       options=PolicyOptions(memdesc_high="per-type")).policy.pcps[0]
     split = make_model("memdesc", pages=16384, batch=7,
                        options=PolicyOptions(memdesc_high="split")).policy.pcps[0]
     assert split.high_min == max(whole.high_min // len(TYPES), 7)

@@ -323,15 +323,7 @@ def test_audit_classifies_every_state_and_catches_a_wiped_head(make_machine, lay
 
 COST_TYPES, COST_ORDERS = ("anon", "slab", "kernel"), (0, 2, 4, 9)
 # Policies whose charges the tracer shows wrong, until their owner fixes them (reported).
-TRACED_MISCHARGES = {
-    "pcp-buddy": "charges the PCP buddy's piece list links without storing them ('Piece links are "
-                 "charged, not stored'): an alloc hit charges one struct page line more than it "
-                 "touches per piece list it unlinks from or links to (_piece_take, _piece_add)",
-    "pcp-buddy-spb": "pcp-buddy's piece links, and superpageblock_census() loads every pageblock "
-                     "head's record at each claim (29 lines only loaded on an alloc miss here) "
-                     "uncharged: charge them as buddy reads, or read through linetrace.untraced() "
-                     "if the census stands for the kernel's per-superpageblock counters",
-}
+TRACED_MISCHARGES: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")

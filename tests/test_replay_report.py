@@ -42,7 +42,7 @@ def test_report_without_legacy_has_no_fidelity_table():
     text = format_report(results)
     assert "legacy fidelity" not in text and "no decay" in text
     row = next(line for line in text.splitlines() if line.startswith("memdesc "))
-    assert row.split()[10] == "-"            # saved: no legacy to save against
+    assert row.split()[12] == "-"            # saved: no legacy to save against
     assert results["policies"]["memdesc"]["cachelines_saved_vs_legacy"] is None
 
 
@@ -55,3 +55,26 @@ def test_report_names_skipped_lines_and_audit_failures():
     assert head.endswith("; skipped 3 (2 malformed fields, 1 line over 64 KiB)")
     assert next(line for line in text.splitlines()
                 if line.startswith("legacy ")).endswith("  AUDIT VIOLATED")
+
+
+def test_report_shows_pages_held_and_stranded_by_type_and_names_each_variant():
+    results = replay(DEFAULT_PCP, policies=["legacy", "compound", "memdesc"])
+    legacy, compound, memdesc = (results["policies"][p] for p in ("legacy", "compound", "memdesc"))
+    assert legacy["pcp_pages"] == legacy["pages_at_end"]["pcp"] > 0      # the gauge is the audit's count
+    assert legacy["pcp_pages_by_type"] is None and legacy["stranded_pages"] is None
+    assert (legacy["memdesc_high"], legacy["compound_reading"]) == (None, None)
+    assert compound["compound_reading"] == "eager prep at refill"
+    by_type = memdesc["pcp_pages_by_type"]
+    assert sum(by_type.values()) == memdesc["pcp_pages"] == memdesc["pages_at_end"]["pcp"] > 0
+    assert memdesc["stranded_pages"] == sum(memdesc["stranded_by_type"].values())
+    assert memdesc["memdesc_high"] == "shared"
+    lines = format_report(results).splitlines()
+    header = next(line for line in lines if line.startswith("policy "))
+    assert header.split()[3:7] == ["hit%", "pcp", "pg", "strand"]
+    row = next(line for line in lines if line.startswith("memdesc "))
+    assert row.split()[4:6] == [str(memdesc["pcp_pages"]), str(memdesc["stranded_pages"])]
+    assert next(line for line in lines if line.startswith("legacy ")).split()[5] == "-"
+    assert "  compound: eager prep at refill" in lines
+    held = ", ".join(f"{t} {n}" for t, n in by_type.items() if n)
+    assert any(line.startswith(f"  memdesc: budget shared; on PCPs at the end {held}; stranded ")
+               for line in lines)

@@ -22,6 +22,7 @@ from pcpd.analysis.report import (
     format_ratio,
     format_table,
     format_value,
+    policies_line,
     render_report,
     render_tables,
     summarize,
@@ -190,6 +191,24 @@ def test_render_tables_has_one_table_per_sweep_point():
                     sweep_key="pcp.batch")
     text = render_tables(sweep)
     assert "\npcp.batch = 63\n" in text and "\npcp.batch = 127\n" in text
+
+
+def test_every_table_names_the_budget_and_the_compound_reading_that_ran():
+    three = results({"legacy": [{}], "compound-lazy": [{}], "memdesc": [{}]},
+                    policies=["legacy", "compound-lazy", "memdesc"],
+                    config={"name": "t", "workload": [], "policy": {"memdesc_high": "split"}})
+    named = "Policies: legacy; compound-lazy (lazy prep at first allocation); memdesc (budget split)."
+    assert named in render_tables(three).splitlines()
+    text = render_report(three, [])
+    assert named in text.splitlines()
+    assert "| legacy, compound-lazy (lazy prep at first allocation), memdesc (budget split) " in text
+    assert policies_line(results({"legacy": [{}]}), None) is None       # nothing to qualify
+    swept = results({"memdesc": [{"point": "shared"}, {"point": "per-type"}]},
+                    sweep_key="policy.memdesc_high", policies=["memdesc"],
+                    config={"name": "t", "workload": [], "policy": {"memdesc_high": "shared"}})
+    lines = render_tables(swept).splitlines()
+    assert lines[lines.index("policy.memdesc_high = per-type") + 1] == "Policies: memdesc (budget per-type)."
+    assert "| memdesc (budget swept) " in render_report(swept, [])
 
 
 def test_report_md_has_the_command_table_definitions_and_plots():

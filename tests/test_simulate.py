@@ -1,20 +1,20 @@
 """pcpd simulate: virtual-time mode.  The discrete-event zone->lock, determinism (same seed, same
 counts and virtual times) at 1, 2, 64 and 256 virtual CPUs, the cost model's calibration, cross-CPU
-frees through the rings, era 6.7 against 5.14, the files and the command line."""
+frees through the rings, era 6.7 against 5.14, the PCP tuning series, the files and the command line."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from pcpd.analysis.results import load
+from pcpd.analysis.results import load, tuning_problem
 from pcpd.cli import main
 from pcpd.config.load import load_settings, parse_settings, replace_path
 from pcpd.config.settings import SimulateSettings
 from pcpd.model.stats import INDEX, NAMES, NR_STATS
 from pcpd.simulate.clock import CpuClock, ZoneLockClock, quantile
 from pcpd.simulate.costs import COST_KEYS, CostModel, potential_of
-from pcpd.simulate.engine import Simulation, ring_slots_for
+from pcpd.simulate.engine import TUNING_INTERVAL, Simulation, ring_slots_for
 from workers.worker import CHUNK
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,7 +172,8 @@ TIMED = ("_ns", "lock_wait_bucket_")
 
 def test_one_virtual_cpu_counts_exactly_as_one_real_worker():
     """The same model, workload and housekeeping: only the clock differs from real mode."""
-    from pcpd.analysis.experiment import plan_experiment, run_once
+    from pcpd.analysis.experiment import run_once
+    from pcpd.analysis.plan import plan_experiment
     from pcpd.simulate.output import run_record
 
     settings = parse_settings(ONE_WORKER, "one-worker.toml", available_cpus={0})
@@ -207,6 +208,21 @@ def test_a_memdesc_policy_runs_with_its_descriptors():
     result = Simulation(settings, "memdesc", 2 * CHUNK).run()
     assert result.audit_ok, result.audit_summary
     assert result.snapshot.total("desc_lines_written") > 0 and result.snapshot.total("slab_alloc") > 0
+
+
+def test_a_run_samples_every_cpus_pcp_tuning_in_virtual_time():
+    settings = config(3, era="6.7", working_set=2048, burst=256, extra='cross_cpu = { fraction = 0.3 }')
+    first, second = (Simulation(settings, "legacy", 8 * CHUNK).run() for _ in range(2))
+    series = first.tuning.record()
+    assert series == second.tuning.record()                                  # same seed, same series
+    assert tuning_problem(series) is None and series["cpus"] == [0, 1, 2]
+    seconds = series["seconds"]
+    assert len(seconds) >= 10 and seconds[0] >= TUNING_INTERVAL and seconds[-1] == round(first.seconds, 8)
+    assert all(later - earlier >= TUNING_INTERVAL * 0.999 for earlier, later in zip(seconds, seconds[1:-1]))
+    # the last sample is the state the run ended in: the gauges of its final counters
+    for key in ("high", "free_count", "alloc_factor"):
+        assert [row[-1] for row in series[key]] == first.snapshot.per_cpu[:, INDEX[f"pcp_{key}"]].tolist()
+    assert any(len(set(row)) > 1 for row in series["high"]), "6.7 tunes high as the run goes"
 
 
 def test_rings_shrink_with_many_cpus():
@@ -265,14 +281,22 @@ def test_simulate_writes_labelled_results_that_compare(tmp_path, capsys, small_p
     report = (out / "report.md").read_text()
     assert "| mode " in report and "## Virtual time" in report and "simulate.locked_line_ns" in report
     assert (out / "policies.png").stat().st_size > 0
+    assert "![tuning](tuning.png)" in report and (out / "tuning.png").stat().st_size > 0
+    assert f"{out / 'policies.png'}, {out / 'tuning.png'}" in text                  # the "wrote" line
+    assert all(tuning_problem(run["tuning"]) is None for run in results.runs)
     # the same command again: the same figures, which compare as the same
     assert main([*argv, "--out", str(tmp_path / "b")]) == 0
     again = json.loads((tmp_path / "b" / "results.json").read_text())
     assert [run["counters"] for run in again["runs"]] == [run["counters"] for run in results.runs]
+    assert [run["tuning"] for run in again["runs"]] == [run["tuning"] for run in results.runs]
     capsys.readouterr()
     assert main(["compare", str(out), str(tmp_path / "b")]) == 0
     assert main([*argv, "--out", str(out)]) == 2                     # exists, no --replace
     assert "pass --replace" in capsys.readouterr().err
+    for name in ("results.json", "results.csv", "report.md", "policies.png"):
+        (out / name).unlink()
+    assert main([*argv, "--out", str(out)]) == 2                     # an old tuning.png is kept too
+    assert capsys.readouterr().err.startswith(f"pcpd simulate: error: {out / 'tuning.png'} exists")
 
 
 def test_compare_refuses_another_cost_model_and_real_results(tmp_path, capsys, small_pf1):

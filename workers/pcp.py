@@ -16,6 +16,15 @@ drain is one free_pcppages_bulk() call (6.7-6.18; its batching in
 91e691296646, Oct 2025, is not modelled); decay drains in one call or in
 batches by ``PcpTuning.decay_drain`` (fc4b909c368f).
 
+A PCP shared by several memdesc types (the memdesc policy's ``shared``
+budget) keeps one set of lists per type under one count and one tuning
+state, as the kernel's one per_cpu_pages keeps its lists: list
+``pindex * nr_types + slot`` holds type ``slot``'s share of the kernel's
+list ``pindex``.  Each kernel list is split into its types, in place, so a
+drain walks the kernel's order (order, then migratetype) and takes every
+type's piece of one kernel list before it moves on, as the kernel would
+empty the one list those pieces refine.
+
 Lists are deques with the head on the right (LIFO: ``append``/``pop``) and
 the tail on the left (refills append there; drains take from there).  They
 are a per-process cache: which pages are on this CPU's PCP is recorded in the
@@ -43,17 +52,19 @@ PCPF_FREE_HIGH_BATCH = 1 << 1
 
 
 class PerCpuPages:
-    """PCP state for one CPU (and, under the memdesc policy, one memdesc type)."""
+    """PCP state for one CPU (under the memdesc policy's per-type budgets, one memdesc type;
+    under its shared budget, ``nr_types`` sets of lists)."""
 
     __slots__ = (
         "lists", "count", "high", "high_min", "high_max", "batch", "flags",
         "alloc_factor", "free_count", "era", "scale_max", "tuned", "free_cap",
-        "allowed", "pindex", "drain_cause", "reclaim_limit",
+        "allowed", "pindex", "drain_cause", "reclaim_limit", "nr_types",
     )
 
     def __init__(self, limits: PcpLimits, era: str, scale_max: int = PCP_BATCH_SCALE_MAX,
-                 free_high_batch: bool = False) -> None:
-        self.lists: list[deque[int]] = [deque() for _ in range(NR_PCP_LISTS)]
+                 free_high_batch: bool = False, nr_types: int = 1) -> None:
+        self.nr_types = nr_types
+        self.lists: list[deque[int]] = [deque() for _ in range(NR_PCP_LISTS * nr_types)]
         self.count = 0
         self.batch = limits.batch
         self.high_min = limits.high_min
@@ -74,6 +85,25 @@ class PerCpuPages:
         self.allowed = [pcp_allowed_order(o, era) for o in PAGE_ORDERS]
         self.pindex = [[order_to_pindex(o, mt) if self.allowed[o] else -1 for mt in range(MIGRATE_PCPTYPES)]
                        for o in PAGE_ORDERS]
+
+    def list_index(self, order: int, mt: int, slot: int = 0) -> int:
+        """The list a block of ``order`` on a ``mt`` pageblock goes on: the kernel's
+        pindex, or its piece for type ``slot`` where the lists are typed; -1 for an
+        order the PCP does not keep."""
+        pindex = self.pindex[order][mt]
+        return pindex * self.nr_types + slot if pindex >= 0 else -1
+
+    def list_order(self, index: int) -> int:
+        """pindex_to_order() of a list (typed or not)."""
+        return pindex_to_order(index // self.nr_types)
+
+    def pages_by_slot(self) -> list[int]:
+        """Pages on each type's lists, by slot (one slot where the lists are untyped)."""
+        pages = [0] * self.nr_types
+        for index, lst in enumerate(self.lists):
+            if lst:
+                pages[index % self.nr_types] += len(lst) << self.list_order(index)
+        return pages
 
     # -- allocation side ----------------------------------------------------
     def nr_pcp_alloc(self, order: int, zone_below_high: bool) -> int:
@@ -202,27 +232,33 @@ class PerCpuPages:
         return batch
 
     def take_for_drain(self, count: int, start_pindex: int) -> list[tuple[int, int]]:
-        """free_pcppages_bulk()'s selection: (pfn, order) from list tails, round-robin.
+        """free_pcppages_bulk()'s selection: (entry, order) from list tails, round-robin."""
+        return [(entry, self.list_order(index))
+                for index, entries in self.take_runs(count, start_pindex) for entry in entries]
 
-        Each list is emptied before moving on; a THP consumes 512 of count.
+    def take_runs(self, count: int, start: int) -> list[tuple[int, list[int]]]:
+        """free_pcppages_bulk()'s selection as (list, entries) runs, coldest first.
+
+        Round-robin from list ``start`` ("ensure requested pindex is drained
+        first"); each list is emptied before moving on; a THP consumes 512 of count.
         """
         lists = self.lists
+        last = len(lists) - 1
         count = min(count, self.count)
-        out: list[tuple[int, int]] = []
-        pindex = start_pindex - 1
+        out: list[tuple[int, list[int]]] = []
+        index = start - 1
         while count > 0:
             while True:
-                pindex = pindex + 1 if pindex < NR_PCP_LISTS - 1 else 0
-                if lists[pindex]:
+                index = index + 1 if index < last else 0
+                if lists[index]:
                     break
-            lst = lists[pindex]
-            order = pindex_to_order(pindex)
+            lst = lists[index]
+            order = self.list_order(index)
             # the kernel's page-by-page loop stops when count is used up or the
             # list is empty: take that many at once
             n = min(len(lst), -(-count >> order))
-            popleft, append = lst.popleft, out.append
-            for _ in range(n):
-                append((popleft(), order))
+            popleft = lst.popleft
+            out.append((index, [popleft() for _ in range(n)]))
             count -= n << order
             self.count -= n << order
         return out

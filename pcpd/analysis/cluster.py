@@ -32,7 +32,7 @@ off mid-point has its task rescheduled by the scheduler, up to its
 experiment fails.  A mistake no rerun can fix (the config names CPUs the node
 lacks) stops the experiment with that message (exit 2).
 
-Imports: the standard library, ``pcpd.analysis.experiment`` and ``results``,
+Imports: the standard library, ``pcpd.analysis`` (experiment, plan, progress, results),
 ``pcpd.errors``, ``pcpd.logs``; Dask (``distributed``) only in the functions
 that talk to the cluster, so that the child and a pcpd without Dask never
 import it.
@@ -51,7 +51,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pcpd.analysis.experiment import Finished, Plan, Point, Progress, run_point
+from pcpd.analysis.experiment import Finished, run_point
+from pcpd.analysis.plan import Plan, Point
+from pcpd.analysis.progress import Progress
 from pcpd.analysis.results import RunRecord, environment, host_name
 from pcpd.config.load import settings_from_dict, settings_to_dict
 from pcpd.errors import PcpdError, UsageError

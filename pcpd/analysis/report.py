@@ -33,7 +33,7 @@ from pcpd.analysis.results import (
     write_atomic,
 )
 from pcpd.model import stats
-from pcpd.policies import BASELINE, policy_names
+from pcpd.policies import BASELINE, policy_names, run_label
 
 UNSTABLE_SPREAD = 0.10               # pyperf's rule: a stdev of 10% of the mean or more
 FEW_RUNS = 3
@@ -41,6 +41,7 @@ BUSY_MARGIN = 1.0                    # load average above the CPU count + this: 
 PLOTTED = ("throughput_ops_per_second", "pcp_hit_ratio", "zone_lock_acquisitions_per_1k_ops",
            "zone_lock_contended_ratio", "zone_lock_wait_p99_seconds", "struct_page_lines_per_op",
            "descriptor_lines_per_op", "pcp_pages")
+MEMDESC_HIGH_KEY = "policy.memdesc_high"
 REPORT = "report.md"
 POLICIES_PNG = "policies.png"
 SWEEP_PNG = "sweep.png"
@@ -184,6 +185,21 @@ def type_rows(results: Results, point: Any) -> list[list[str]] | None:
     return rows
 
 
+def policy_label(results: Results, point: Any, policy: str) -> str:
+    """``policy`` as the report names it: with the budget its per-type PCPs ran under
+    (the swept value where ``policy.memdesc_high`` is the sweep; None: every point),
+    or the compound reading it is."""
+    return run_label(policy, _budget(results.metadata, point))
+
+
+def policies_line(results: Results, point: Any) -> str | None:
+    """"Policies: ..." with each one's budget or compound reading; None where none has either."""
+    labels = [policy_label(results, point, p) for p in results.policies()]
+    if labels == results.policies():
+        return None
+    return "Policies: " + "; ".join(labels) + "."
+
+
 def _workload_types(results: Results) -> list[str]:
     workloads = results.metadata["config"].get("workload", [])
     named = {t for workload in workloads for t in workload.get("types", {})}
@@ -278,6 +294,9 @@ def render_tables(results: Results) -> str:
     for point in results.points():
         if point is not None:
             parts.append(f"\n{point_title(results, point)}")
+        named = policies_line(results, point)
+        if named:
+            parts.append(named)
         parts.append(format_table(comparison_rows(results, point)))
         typed = type_rows(results, point)
         if typed:
@@ -300,7 +319,9 @@ def render_report(results: Results, images: Sequence[str]) -> str:
               "definition below says). `-`: the figure does not apply; `[n=N]`: only N of the runs "
               "had the figure (a wait quantile needs a contended acquisition).", ""]
     for point in results.points():
-        lines += [f"## {point_title(results, point)}", "", format_table(comparison_rows(results, point)), ""]
+        named = policies_line(results, point)
+        lines += [f"## {point_title(results, point)}", "", *([named, ""] if named else []),
+                  format_table(comparison_rows(results, point)), ""]
         typed = type_rows(results, point)
         if typed:
             lines += ["Pages per memdesc type at the end of the measured window:", "",
@@ -325,7 +346,7 @@ def render_report(results: Results, images: Sequence[str]) -> str:
     if TUNING_PNG in images:
         lines += ["- **PCP auto-tuning** (tuning.png): each CPU's PCP `high` and `free_count` as the daemon "
                   "sampled them once a second over the first run of each policy, warm-up included; a CPU "
-                  "with one PCP per memdesc type shows their sum."]
+                  "with one PCP per memdesc type (memdesc budgets per-type and split) shows their sum."]
     lines += [""]
     return "\n".join(lines)
 
@@ -361,7 +382,7 @@ def _setup_lines(meta: dict, hosts_line: str = "") -> list[str]:
                   f"{meta.get('warmup', 0)} s warm-up")
     rows = [["setting", "value"],
             ["config", f"{meta.get('source', '')} (hash {meta['config_hash']})"],
-            ["policies", ", ".join(meta.get("policies", []))],
+            ["policies", ", ".join(run_label(p, _budget(meta)) for p in meta.get("policies", []))],
             ["runs", f"{meta.get('repeat', '?')} repetition(s); {bound}; seeds {meta['seed']}+repetition"],
             ["kernel era", ", ".join(meta["eras"]) if meta.get("eras")
              else str(config.get("kernel", {}).get("era", "?"))],
@@ -378,6 +399,17 @@ def _setup_lines(meta: dict, hosts_line: str = "") -> list[str]:
     if meta.get("date"):
         rows.append(["date", meta["date"]])
     return [format_table(rows, left=(0, 1))]
+
+
+def _budget(meta: dict, point: Any = None) -> str:
+    """policy.memdesc_high as the runs at ``point`` had it: the config's, or the point's
+    where it is the sweep ("swept" for no point, or a point that also names an era)."""
+    key = meta.get("sweep_key") or ""
+    if key == MEMDESC_HIGH_KEY and point is not None:
+        return str(point)
+    if MEMDESC_HIGH_KEY in key:
+        return "swept"
+    return meta["config"].get("policy", {}).get("memdesc_high", "not recorded")
 
 
 def write_report(results: Results, directory: str, *, replace: bool = False) -> list[str]:

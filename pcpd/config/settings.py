@@ -46,7 +46,7 @@ from pcpd.kernel import (
     RECORD_BYTES,
     STRUCT_PAGE_BYTES,
 )
-from pcpd.policies import BASELINE, PROPOSAL, policy_names
+from pcpd.policies import BASELINE, MEMDESC_BUDGETS, PROPOSAL, policy_names
 
 __all__ = [
     "ArenaSettings", "KernelSettings", "PcpSettings", "PolicySettings", "CrossCpu", "Pressure",
@@ -148,9 +148,11 @@ class PolicySettings:
     noncompound_alloc: str = setting(Choice(("buddy", "pcp")), "buddy",
                                      "compound policy: allocate non-compound blocks from the buddy, "
                                      "or take a compound block off the PCP and undo it")
-    memdesc_high: str = setting(Choice(("per-type", "split")), "per-type",
-                                "memdesc policy: each type's PCP sized like the zone's (per-type), "
-                                "or the zone's high split between the types (split)")
+    memdesc_high: str = setting(Choice(MEMDESC_BUDGETS), "shared",
+                                "memdesc policy: the types' lists share one count and high per CPU, "
+                                "as legacy's lists do (shared); each type's PCP sized like the "
+                                "zone's, up to 6x the pages (per-type); or the zone's high split "
+                                "between the types (split)")
 
 
 @dataclass(frozen=True)

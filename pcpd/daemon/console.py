@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
+
 from pcpd.daemon.report import RunReport
 from pcpd.model import stats
+from pcpd.policies import policy_names, run_label
 
 MIB = 2 ** 20
 
@@ -26,6 +29,23 @@ def share(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio:.1%}"
 
 
+def pcp_holding(policy: str, start: stats.Snapshot | None, end: stats.Snapshot) -> str:
+    """Pages on the PCPs at ``end``; where ``policy`` keeps per-type PCPs, those of each
+    type holding any, and the pages stranded since ``start`` (None: since the run's start):
+    held by a CPU that allocated none of their type (``stats.stranded_by_type``)."""
+    held = f"on PCPs {end.total('pcp_pages'):,} pages"
+    if policy not in policy_names(typed_pcps=True):
+        return held
+    if start is None:
+        start = stats.Snapshot(np.zeros_like(end.per_cpu), np.zeros_like(end.retired))
+    by_type = [(t, end.total(f"pcp_pages_type_{t}")) for t in stats.MEMDESC_TYPES]
+    stranded = stats.stranded_by_type(start, end)
+    strand = [(t, pages) for t, (pages, _) in stranded.items() if pages]
+    return (f"{held} ({' '.join(f'{t} {pages:,}' for t, pages in by_type if pages) or 'none'}; "
+            f"stranded {sum(pages for _, pages in strand):,}"
+            + "".join(f" {t} {pages:,}" for t, pages in strand) + ")")
+
+
 class StatusLine:
     """The periodic status line: each one covers the interval since the previous one."""
 
@@ -37,12 +57,14 @@ class StatusLine:
         """The line for the interval ending ``now`` with ``snapshot``; starts the next interval."""
         counters = snapshot.since(self.earlier) if self.earlier is not None else snapshot.totals()
         figures = interval_figures(counters, now - self.then)
+        holding = pcp_holding(report.policy, self.earlier, snapshot)
         self.then, self.earlier = now, snapshot
         wait_us = (figures.lock_wait_mean_seconds or 0.0) * 1e6
         # hold per acquisition: a refill or drain's time under zone->lock, to set against
         # the kernel's (a batch of 63 order-0 pages: a few microseconds)
         hold_us = (figures.lock_hold_mean_seconds or 0.0) * 1e6
-        return (f"pcpd: {figures.ops_per_second or 0.0:,.0f} ops/s  hit {share(figures.pcp_hit_rate)}  "
+        return (f"pcpd: {figures.ops_per_second or 0.0:,.0f} ops/s  hit {share(figures.pcp_hit_rate)}, "
+                f"{holding}  "
                 f"zone-lock hold {hold_us:.1f} us, contended {share(figures.lock_contended_ratio)} "
                 f"(wait {wait_us:.1f} us)  "
                 f"{figures.struct_page_lines_per_op or 0.0:.2f} lines/op  "
@@ -54,9 +76,14 @@ def summary_text(report: RunReport) -> str:
     """The summary ``pcpd run`` prints when it stops."""
     r = report
     hit = (stats.derive(r.totals).pcp_hit_rate if r.totals else None) or 0.0
+    window = r.measurement
+    # pages held as the measured window closed: after the stop every PCP is drained
+    holding = (f", {pcp_holding(r.policy, window.start, window.end)} at the window's end"
+               if window.start is not None and window.end is not None else "")
     return "\n".join([
-        f"pcpd run {r.name}: policy {r.policy}, era {r.era}, {r.workers} worker(s), {r.seconds:.1f} s",
-        f"  operations {r.ops:,} ({r.ops / max(r.seconds, 1e-9):,.0f}/s), PCP hit rate {hit:.1%}",
+        f"pcpd run {r.name}: policy {run_label(r.policy, r.memdesc_high)}, era {r.era}, "
+        f"{r.workers} worker(s), {r.seconds:.1f} s",
+        f"  operations {r.ops:,} ({r.ops / max(r.seconds, 1e-9):,.0f}/s), PCP hit rate {hit:.1%}{holding}",
         f"  zone->lock acquisitions {r.totals.get('lock_acquisitions', 0):,}, "
         f"contended {r.totals.get('lock_contended', 0):,}",
         f"  restarts {r.restarts}, kills {r.kills} ({r.kills_holding_lock} holding zone->lock), "

@@ -9,6 +9,7 @@ figures directly.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ import numpy as np
 import psutil
 
 from pcpd.model.stats import INDEX, TUNING_GAUGES, TUNING_KEYS, Snapshot
+from pcpd.policies import MEMDESC_BUDGETS
 
 if TYPE_CHECKING:
     from pcpd.daemon.audit import AuditResult
@@ -37,7 +39,8 @@ TUNING_SAMPLES = 512            # at most this many kept, however long the run
 
 
 class TuningSeries:
-    """Each CPU's PCP high, free_count and alloc_factor over a run, sampled by the daemon.
+    """Each CPU's PCP high, free_count and alloc_factor over a run, sampled by the daemon
+    (or by ``pcpd.simulate.engine`` in virtual time).
 
     The values are the workers' fold-time gauges (``stats.TUNING_GAUGES``),
     read from a snapshot the daemon takes anyway; nothing is added to the
@@ -52,6 +55,8 @@ class TuningSeries:
         self.seconds: list[float] = []
         self.values = np.zeros((TUNING_SAMPLES, len(TUNING_GAUGES), len(cpus)), dtype=np.int64)
         self.next = interval
+        # times kept to a thousandth of the interval: ms for the daemon's, finer for virtual time's
+        self.digits = 3 - min(0, math.floor(math.log10(interval)))
 
     def due(self, elapsed: float) -> bool:
         return elapsed >= self.next
@@ -76,7 +81,7 @@ class TuningSeries:
         """The series as a run record stores it (pcpd.analysis.results: ``tuning``)."""
         n = len(self.seconds)
         out: dict[str, Any] = {"interval": self.interval, "cpus": self.cpus,
-                               "seconds": [round(t, 3) for t in self.seconds]}
+                               "seconds": [round(t, self.digits) for t in self.seconds]}
         for g, key in enumerate(TUNING_KEYS):
             out[key] = self.values[:n, g].T.tolist()
         return out
@@ -88,6 +93,7 @@ class RunReport:
 
     name: str = ""               # the config's name
     policy: str = ""
+    memdesc_high: str = MEMDESC_BUDGETS[0]   # policy.memdesc_high: the budget of per-type PCPs
     era: str = ""
     workers: int = 0
     seconds: float = 0.0         # the whole run, warm-up included

@@ -164,6 +164,7 @@ class Daemon:
         self.settings, self.policy = settings, policy
         self.spec = ModelSpec.from_settings(settings, len(self.cpus), policy)
         self.report.name, self.report.policy, self.report.era = settings.name, policy, self.spec.era
+        self.report.memdesc_high = settings.policy.memdesc_high
 
     # -- lifecycle ------------------------------------------------------------------
     def run(self) -> RunReport:

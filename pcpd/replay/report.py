@@ -12,9 +12,11 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
+
 from pcpd.kernel import HIGH_BOUNDS_ERAS
 from pcpd.model import sizing, stats
-from pcpd.policies import BASELINE
+from pcpd.policies import BASELINE, policy_names, policy_traits
 from pcpd.replay.decode import DRAIN_DECAY, MODEL_CAUSES, TRACE_DRAIN_CAUSES, Decoded, TracePcp
 from pcpd.replay.run import PolicyRun
 from pcpd.replay.start import StartPlan
@@ -22,6 +24,7 @@ from pcpd.replay.trace import EVENTS, Skipped
 from pcpd.replay.zone import ZoneSetup
 from pcpd.zoneinfo import Pageset
 from workers.policies import TYPES
+from workers.policies.base import PolicyOptions
 
 # --- figures -----------------------------------------------------------------------
 
@@ -37,11 +40,11 @@ def policy_figures(run: PolicyRun) -> dict[str, Any]:
     total = snap.total
     fig = stats.derive(snap.totals())
     return {
-        "record_bytes": run.record_bytes,
+        "record_bytes": run.record_bytes, **_policy_reading(run.policy),
         "ops": fig.ops, "allocs": fig.allocs, "frees": fig.frees,
         "alloc_hit": total("alloc_hit"), "alloc_refill": total("alloc_refill"),
         "alloc_buddy": total("alloc_buddy"),
-        "pcp_hit_rate": _rounded(fig.pcp_hit_rate),
+        "pcp_hit_rate": _rounded(fig.pcp_hit_rate), **_pcp_holding(run),
         "free_pcp": total("free_pcp"), "free_buddy": total("free_buddy"),
         "refills": total("refills"), "refill_pages": total("refill_pages"),
         "drains": fig.drains,
@@ -69,6 +72,32 @@ def policy_figures(run: PolicyRun) -> dict[str, Any]:
         "audit_ok": run.audit_ok,
         "audit_problems": run.audit_problems,
     }
+
+
+def _policy_reading(policy: str) -> dict[str, Any]:
+    """Which variant ran: the budget of per-type PCPs (a replay runs every policy with the
+    default options, ``pcpd.replay.run.model_spec``), the compound reading; None where
+    the policy has neither."""
+    traits = policy_traits(policy)
+    return {"memdesc_high": PolicyOptions().memdesc_high if traits.typed_pcps else None,
+            "compound_reading": traits.compound_reading or None}
+
+
+def _pcp_holding(run: PolicyRun) -> dict[str, Any]:
+    """Pages on the PCPs at the end; for per-type PCPs, by type and stranded: held by a CPU
+    that allocated none of the type in the replay (the counters start at the replay's
+    start, ``pcpd.replay.start``); None for the others."""
+    end = run.snapshot
+    out: dict[str, Any] = {"pcp_pages": end.total("pcp_pages"), "pcp_pages_by_type": None,
+                           "stranded_pages": None, "stranded_by_type": None}
+    if run.policy not in policy_names(typed_pcps=True):
+        return out
+    start = stats.Snapshot(np.zeros_like(end.per_cpu), np.zeros_like(end.retired))
+    stranded = stats.stranded_by_type(start, end)
+    out["pcp_pages_by_type"] = {t: end.total(f"pcp_pages_type_{t}") for t in stats.MEMDESC_TYPES}
+    out["stranded_by_type"] = {t: pages for t, (pages, _) in stranded.items()}
+    out["stranded_pages"] = sum(out["stranded_by_type"].values())
+    return out
 
 
 def _rounded(value: float | None) -> float | None:
@@ -311,18 +340,32 @@ def _model_line(m: dict[str, Any]) -> str:
 
 
 def _policy_table(policies: dict[str, dict[str, Any]]) -> list[str]:
-    out = [f"{'policy':<16} {'rec':>3} {'ops':>8} {'hit%':>6} {'refills':>7} {'refill pg':>9} "
-           f"{'drains':>6} {'drain pg':>8} {'lock':>6} {'lines/op':>8} {'saved':>6} "
-           f"{'slab ops':>8} {'fails':>5}"]
+    """One row per policy; then a line per policy that has a budget or a compound reading,
+    naming it, with the per-type pages of per-type PCPs."""
+    out = [f"{'policy':<16} {'rec':>3} {'ops':>8} {'hit%':>6} {'pcp pg':>7} {'strand':>6} "
+           f"{'refills':>7} {'refill pg':>9} {'drains':>6} {'drain pg':>8} {'lock':>6} "
+           f"{'lines/op':>8} {'saved':>6} {'slab ops':>8} {'fails':>5}"]
     for name, f in policies.items():
         saved = f["cachelines_saved_vs_legacy"]
         out.append(
             f"{name:<16} {f['record_bytes']:>3} {f['ops']:>8} {_pct(f['pcp_hit_rate']):>6} "
+            f"{f['pcp_pages']:>7} {_opt(f['stranded_pages']):>6} "
             f"{f['refills']:>7} {f['refill_pages']:>9} {f['drains']:>6} {f['drain_pages']:>8} "
             f"{f['zone_lock_acquisitions']:>6} {_num(f['cachelines_per_op']):>8} "
             f"{_pct(saved):>6} {f['slab_ops']:>8} {f['alloc_failures']:>5}"
             + ("" if f["audit_ok"] else "  AUDIT VIOLATED"))
+    for name, f in policies.items():
+        if f["compound_reading"]:
+            out.append(f"  {name}: {f['compound_reading']}")
+        if f["memdesc_high"]:
+            out.append(f"  {name}: budget {f['memdesc_high']}; on PCPs at the end "
+                       f"{_by_type(f['pcp_pages_by_type'])}; stranded {_by_type(f['stranded_by_type'])}")
     return out
+
+
+def _by_type(pages: dict[str, int]) -> str:
+    """``anon 12, file 3``: the types holding pages; "none" where none does."""
+    return ", ".join(f"{t} {n}" for t, n in pages.items() if n) or "none"
 
 
 _CAUSE_LABELS = {"free": "free path", "decay": "decay", "drain_all": "drain_all", "other": "other"}

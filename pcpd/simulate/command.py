@@ -7,7 +7,7 @@ operations per CPU and the cost model.  One run per policy (``--policy``, a
 comma-separated list, default the config's ``policy.name``), each on a fresh
 zone with the same seed.  Output, in ``--out DIR`` (default
 ``results/<name>-virtual-<N>cpus-<era>``): results.json, results.csv,
-report.md and policies.png in the formats of ``pcpd experiment``, labelled
+report.md, policies.png and tuning.png in the formats of ``pcpd experiment``, labelled
 ``mode = "virtual"``; a short summary goes to stdout.
 
 Bad input is one line on stderr and exit 2, before anything runs; a run whose

@@ -23,12 +23,17 @@ virtual time have passed.  Nothing depends on this machine: not its CPU count,
 not its speed, not the wall clock; the same seed and config give the same
 counts and the same virtual times.
 
+Every ``TUNING_INTERVAL`` of virtual time, before the first operation at or
+after it, every CPU's PCP tuning (high, free_count, alloc_factor) goes into a
+``TuningSeries``: the daemon's once-a-second series, scaled to runs that last
+milliseconds; the last sample is the state the run ended in.
+
 When every CPU has done its operations the run's counters are read (the
 measured window is the whole run, as for ``pcpd run --ops``).  Then each CPU
 frees what it holds, takes its inbox and drains its PCPs, and the page array
 is audited: every page must be back in the buddy.
 
-Imports: ``pcpd.config``, ``pcpd.model``, ``pcpd.spec``, ``pcpd.daemon.audit``,
+Imports: ``pcpd.config``, ``pcpd.model``, ``pcpd.spec``, ``pcpd.daemon`` (audit, report),
 ``workers`` (cpu, workloads, worker), ``pcpd.simulate`` (costs, clock).
 """
 
@@ -44,10 +49,11 @@ import numpy as np
 from pcpd.config.rules import assign_workloads, worker_cpus
 from pcpd.config.settings import MAX_VIRTUAL_CPUS, Settings, WorkloadSettings
 from pcpd.daemon.audit import audit
+from pcpd.daemon.report import TuningSeries
 from pcpd.model import rings
 from pcpd.model.arena import RING_HEADER, Arena
 from pcpd.model.sizing import PcpLimits
-from pcpd.model.stats import ALLOC_FAIL, INDEX, NR_STATS, Snapshot
+from pcpd.model.stats import ALLOC_FAIL, INDEX, NR_STATS, TUNING_GAUGES, Snapshot
 from pcpd.model.zone import Z_WMARK_LOW
 from pcpd.simulate.clock import CpuClock, LockFigures, VirtualZoneLock, ZoneLockClock
 from pcpd.simulate.costs import PS_PER_NS, CostModel, line_counter, potential_of
@@ -64,10 +70,15 @@ __all__ = ["MAX_VIRTUAL_CPUS", "Simulation", "SimulationResult", "ring_slots_for
 RING_BUDGET_BYTES = 64 << 20
 MIN_RING_SLOTS = 56
 PS_PER_SECOND = PS_PER_NS * 10**9
+# Virtual seconds between PCP tuning samples (the daemon's: 1 s).  The presets' runs at simulate.ops
+# on 4 CPUs, with their caller costs, last 0.4 to 10 ms of virtual time: 40 to 1,000 samples, a long
+# run's thinned to at most TUNING_SAMPLES as the daemon's are.
+TUNING_INTERVAL = 10e-6
 
 _LOW_WMARK_EVENTS = ALLOC_FAIL["watermark"]
 _REMOTE_OUT = INDEX["free_remote_out"]
 _REMOTE_IN = INDEX["free_remote_in"]
+_TUNING_COLUMNS = [INDEX[name] for name in TUNING_GAUGES]
 
 
 def ring_slots_for(ncpus: int) -> int:
@@ -143,6 +154,7 @@ class SimulationResult:
     pcp_pages_mean: float              # total pages on PCPs, time-weighted over the run
     pcp_pages_peak: int
     pcp_high_mean: float               # sum of every CPU's pcp->high, time-weighted
+    tuning: TuningSeries               # each CPU's PCP tuning over the run, in virtual seconds
     audit_ok: bool                     # after the exit drains: every page back in the buddy
     audit_summary: str
     ring_slots: int
@@ -199,10 +211,13 @@ class Simulation:
         self._pcp_area = self._high_area = 0                 # page-picoseconds
         self._pcp_peak = 0
         self._last_sample = 0
+        self.tuning = TuningSeries(cpus, TUNING_INTERVAL)
+        self._gauges = Snapshot(np.zeros((len(cpus), NR_STATS), dtype=np.int64), np.zeros(NR_STATS, dtype=np.int64))
         self._loop(potential, decay_ps, progress)
         seconds = max(v.finished_at for v in vcpus) / PS_PER_SECOND
         self._sample_until(max(v.finished_at for v in vcpus))
         snapshot = self._snapshot()
+        self.tuning.sample(seconds, snapshot)              # the state the run ended in, as the daemon's
         lock = lock_clock.figures(seconds)
         end_ps = max(self._last_sample, 1)
         pcp_pages_mean, pcp_high_mean = self._pcp_area / end_ps, self._high_area / end_ps
@@ -211,7 +226,7 @@ class Simulation:
             policy=self.policy_name, era=self.spec.era, cpus=cpus, ops_per_cpu=self.ops_per_cpu,
             limits=self.spec.limits(), snapshot=snapshot, seconds=seconds,
             finish_seconds=tuple(v.finished_at / PS_PER_SECOND for v in vcpus), lock=lock,
-            audit_ok=ok, audit_summary=summary, ring_slots=self.ring_slots,
+            tuning=self.tuning, audit_ok=ok, audit_summary=summary, ring_slots=self.ring_slots,
             pcp_pages_mean=pcp_pages_mean, pcp_pages_peak=self._pcp_peak, pcp_high_mean=pcp_high_mean,
             wall_seconds=time.perf_counter() - began)
 
@@ -223,8 +238,12 @@ class Simulation:
         heapreplace, heappop = heapq.heapreplace, heapq.heappop
         total, done, report_every = max_ops * len(vcpus), 0, 1 << 16
         steps = [(v, v.workload.step, v.policy, v.clock) for v in vcpus]
+        next_tuning = round(self.tuning.next * PS_PER_SECOND)
         while heap:
             now, slot = heap[0]
+            if now >= next_tuning:                       # every CPU as of now: before this step
+                self._sample_tuning(now)
+                next_tuning = round(self.tuning.next * PS_PER_SECOND)
             vcpu, step, policy, clock = steps[slot]
             lock_clock.floor = clock.now = now
             step(policy)
@@ -276,6 +295,17 @@ class Simulation:
         self._high_total += high - vcpu.pcp_high
         vcpu.pcp_pages, vcpu.pcp_high = pages, high
         self._pcp_peak = max(self._pcp_peak, self._pcp_total)
+
+    def _sample_tuning(self, now: int) -> None:
+        """Every CPU's PCP tuning as of ``now`` (ps) into the series: the gauges a worker's fold
+        publishes (``Policy.publish_gauges``, free on the virtual clock), read as the daemon reads
+        them (``TuningSeries.sample``).  A CPU's PCPs change only in its own steps, and every step
+        before ``now`` has run."""
+        per_cpu = self._gauges.per_cpu
+        for vcpu in self.vcpus:
+            vcpu.policy.publish_gauges()
+            per_cpu[vcpu.slot, _TUNING_COLUMNS] = [vcpu.v[i] for i in _TUNING_COLUMNS]
+        self.tuning.sample(now / PS_PER_SECOND, self._gauges)
 
     # -- the end ----------------------------------------------------------------------
     def _snapshot(self) -> Snapshot:

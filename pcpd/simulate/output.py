@@ -15,7 +15,7 @@ added, all labelled:
 * ``report.md``: the experiment report, then a "Virtual time" section and the
   cost model with the source of each constant.
 
-Imports: ``pcpd.analysis`` (results, report, experiment), ``pcpd.config``, ``pcpd.simulate``.
+Imports: ``pcpd.analysis`` (results, report, plan, recorder), ``pcpd.config``, ``pcpd.simulate``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from typing import Any, cast
 import numpy as np
 
 from pcpd.analysis import report
-from pcpd.analysis.experiment import Plan, experiment_metadata
+from pcpd.analysis.plan import Plan
+from pcpd.analysis.recorder import RESULTS_CSV, RESULTS_JSON, experiment_metadata
 from pcpd.analysis.results import (
     Results,
     RunRecord,
@@ -49,8 +50,7 @@ from pcpd.simulate.engine import SimulationResult
 __all__ = ["MODE", "VIRTUAL_COLUMNS", "run_record", "metadata", "write_all", "summary_lines"]
 
 MODE = "virtual"
-RESULTS_JSON, RESULTS_CSV = "results.json", "results.csv"
-OUTPUTS = (RESULTS_JSON, RESULTS_CSV, report.REPORT, report.POLICIES_PNG)
+OUTPUTS = (RESULTS_JSON, RESULTS_CSV, report.REPORT, report.POLICIES_PNG, report.TUNING_PNG)
 
 # (key in a run's "virtual", label, unit) in the order the CSV, the report and the summary list them
 VIRTUAL_FIGURES: tuple[tuple[str, str, str], ...] = (
@@ -141,6 +141,7 @@ def run_record(result: SimulationResult, seed: int) -> RunRecord:
         figures=figures(start, end, result.seconds, result.policy),
         counters=window_counters(start, end), host=host_name())
     cast(dict[str, Any], record)["virtual"] = virtual_figures(result)
+    record["tuning"] = result.tuning.record()          # each CPU's PCP tuning, in virtual seconds
     return record
 
 
@@ -261,18 +262,18 @@ def csv_text(results: Results) -> str:
 
 
 def write_all(results: Results, directory: str, *, replace: bool = False) -> list[str]:
-    """results.json, results.csv, report.md (with its plot) in ``directory``; the paths written."""
-    # an experiment's sweep (or era axis) plots against its points, as real mode's report does
-    swept = bool(results.metadata.get("sweep_key"))
-    image = report.SWEEP_PNG if swept else report.POLICIES_PNG
-    paths = [os.path.join(directory, name) for name in (*OUTPUTS[:3], image)]
+    """results.json, results.csv, report.md with its plots in ``directory``; the paths written.
+
+    report.md is the experiment's (``report.write_report``: the sweep or policies plot, and
+    tuning.png), rewritten with the virtual sections after its tables and warnings.
+    """
+    paths = [os.path.join(directory, name) for name in (RESULTS_JSON, RESULTS_CSV)]
     dump(results, paths[0], replace=replace)
     write_atomic(paths[1], csv_text(results).encode(), replace=replace)
-    write_atomic(paths[3], report.plot_sweep(results) if swept else report.plot_policies(results),
-                 replace=replace)
-    text = report.render_report(results, [image]).rstrip("\n").split("\n")
-    # the virtual sections go before the plots and definitions, after the tables and warnings
+    written = report.write_report(results, directory, replace=replace)
+    images = [os.path.basename(path) for path in written[1:]]
+    text = report.render_report(results, images).rstrip("\n").split("\n")
     at = next((i for i, line in enumerate(text) if line in ("## Plots", "## Definitions")), len(text))
     text[at:at] = virtual_section(results)
-    write_atomic(paths[2], ("\n".join(text) + "\n").encode(), replace=replace)
-    return paths
+    write_atomic(written[0], ("\n".join(text) + "\n").encode(), replace=True)    # ours: written above
+    return paths + written

@@ -56,7 +56,7 @@ FREE_PATH_DRAINS = ("high", "free_high")
 class PolicyOptions:
     noncompound_free: str = "buddy"    # compound: "buddy" | "convert"
     noncompound_alloc: str = "buddy"   # compound: "buddy" | "pcp"
-    memdesc_high: str = "per-type"     # memdesc: "per-type" | "split"
+    memdesc_high: str = "shared"       # memdesc: "shared" | "per-type" | "split"
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,9 @@ class PcpTuning:
     free_high_batch: bool = False
     decay_drain: str = "batched"        # pcpd.kernel.DECAY_DRAINS
 
-    def new_pcp(self, divide: int = 1) -> PerCpuPages:
+    def new_pcp(self, divide: int = 1, nr_types: int = 1) -> PerCpuPages:
+        """One CPU's PCP, its limits ``divide``d between that many PCPs; ``nr_types``
+        sets of lists under its one count and tuning state."""
         limits = self.limits
         if divide > 1:
             def part(x: int) -> int:
@@ -76,7 +78,7 @@ class PcpTuning:
                 return max(x // divide, 4 * limits.batch) if x else 0
             limits = PcpLimits(limits.batch, part(limits.high), part(limits.high_min),
                                part(limits.high_max))
-        return PerCpuPages(limits, self.era, self.scale_max, self.free_high_batch)
+        return PerCpuPages(limits, self.era, self.scale_max, self.free_high_batch, nr_types)
 
 
 class Policy:
@@ -105,7 +107,8 @@ class Policy:
         self.pcps = self._make_pcps()
         self.pcp = self.pcps[0]
         # (type, order) -> the list an allocation pops, and its counter
-        self._lists = [[pcp.lists[pcp.pindex[o][MIGRATETYPE_OF[t]]] if pcp.allowed[o] else None
+        self._lists = [[pcp.lists[pcp.list_index(o, MIGRATETYPE_OF[t], t % pcp.nr_types)]
+                        if pcp.allowed[o] else None
                         for o in PAGE_ORDERS] for t, pcp in zip(range(len(TYPES)), self._pcp_of_type())]
         self._alloc_ctr = [[stats.alloc_index(t, o) for o in PAGE_ORDERS] for t in range(len(TYPES))]
 
@@ -143,6 +146,7 @@ class Policy:
         return [self.tuning.new_pcp()]
 
     def _pcp_of_type(self) -> list[PerCpuPages]:
+        """The PCP each memdesc type's blocks go on (its lists: slot t % nr_types)."""
         return [self.pcps[0]] * len(TYPES)
 
     # -- shared machinery ----------------------------------------------------
@@ -192,16 +196,20 @@ class Policy:
 
     def _drain(self, pcp: PerCpuPages, count: int, start_pindex: int, cause: str) -> int:
         """free_pcppages_bulk(): one zone->lock acquisition for the whole batch."""
-        entries = pcp.take_for_drain(count, start_pindex)
-        if not entries:
+        blocks = self._take_for_drain(pcp, count, start_pindex)
+        if not blocks:
             return 0
-        blocks = self._leave(pcp, entries)
         self.zone.free_pcppages_bulk(blocks)
         self._clear_below_high(cause)
         pages = sum(1 << order for _, order in blocks)
         self.v[stats.DRAINS[cause]] += 1
         self.v[stats.DRAIN_PAGES[cause]] += pages
         return pages
+
+    def _take_for_drain(self, pcp: PerCpuPages, count: int, start: int) -> list[tuple[int, int]]:
+        """free_pcppages_bulk()'s selection, each block out of its PCP state: (pfn, order)."""
+        entries = pcp.take_for_drain(count, start)
+        return self._leave(pcp, entries) if entries else []
 
     def drain_all(self, cause: str = "drain_all") -> int:
         """drain_pages_zone() on every PCP: at most batch << SCALE_MAX a pass."""

@@ -5,7 +5,7 @@ Pages carry a memdesc word; descriptors come from the slab (pcpd.model.slab).
 
 from __future__ import annotations
 
-from pcpd.kernel import PAGE_ORDERS, PAGEBLOCK_ORDER
+from pcpd.kernel import MIGRATE_PCPTYPES, PAGE_ORDERS, PAGEBLOCK_ORDER
 from pcpd.model import memmap
 from pcpd.model.arena import DESC_WORDS
 from pcpd.model.linetrace import untraced
@@ -250,19 +250,48 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
 
 
 class MemdescPolicy(_MemdescPolicy):
-    """One PCP per memdesc type, keeping descriptor and memory together."""
+    """One PCP per memdesc type, keeping descriptor and memory together.
+
+    ``policy.memdesc_high`` is the budget the types' lists live under:
+
+    shared (default)
+        One per_cpu_pages per CPU, as the kernel's: each type has its own
+        lists, but one count, one high and one tuning state (free_count,
+        alloc_factor) cover them all, so free_frozen_page_commit() compares
+        the CPU's total with nr_pcp_high() and free_pcppages_bulk() drains
+        round-robin across every type's lists (pcp.py says in which order).
+        The CPU may hold what legacy may: the fair comparison.
+    per-type
+        One per_cpu_pages per type, each with the full high and its own
+        tuning: up to six times the pages legacy may hold.
+    split
+        One per type, each with a sixth of the limits (zone_highsize()'s floor
+        of 4 * batch kept).
+    """
 
     name = "memdesc"
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._pcp_by_type = self._pcp_of_type()
+        # (type, order, pageblock migratetype) -> the list a free pushes on
+        self._free_list = [[[pcp.list_index(o, mt, t % pcp.nr_types) for mt in range(MIGRATE_PCPTYPES)]
+                            for o in PAGE_ORDERS] for t, pcp in enumerate(self._pcp_by_type)]
+
     def _make_pcps(self) -> list[PerCpuPages]:
-        divide = len(TYPES) if self.options.memdesc_high == "split" else 1
+        budget = self.options.memdesc_high
+        if budget == "shared":
+            return [self.tuning.new_pcp(nr_types=len(TYPES))]
+        divide = len(TYPES) if budget == "split" else 1
         return [self.tuning.new_pcp(divide) for _ in TYPES]
 
     def pcp_pages_by_type(self) -> list[int]:
+        if self.pcp.nr_types > 1:                  # shared: one PCP, a slot per type
+            return self.pcp.pages_by_slot()
         return [p.count for p in self.pcps]
 
     def _pcp_of_type(self) -> list[PerCpuPages]:
-        return self.pcps
+        return self.pcps * len(TYPES) if self.pcps[0].nr_types > 1 else self.pcps
 
     def alloc(self, t: int, order: int) -> int:
         v = self.v
@@ -270,7 +299,7 @@ class MemdescPolicy(_MemdescPolicy):
         lst = self._lists[t][order]
         if lst is None:                                # an order the PCP does not keep
             return self._alloc_buddy(t, order)
-        pcp = self.pcps[t]
+        pcp = self._pcp_by_type[t]
         pcp.free_count >>= 1                           # __rmqueue_pcplist()
         if lst:
             v[HIT] += 1
@@ -298,12 +327,12 @@ class MemdescPolicy(_MemdescPolicy):
     def free(self, pfn: int, order: int, t: int) -> None:
         v = self.v
         v[FREE_TYPE + t] += 1
-        pcp = self.pcps[t]
+        pcp = self._pcp_by_type[t]
         if not pcp.allowed[order]:
             self._free_to_buddy(pfn, order, t)
             return
-        pindex = pcp.pindex[order][self.pbq[pfn >> PAGEBLOCK_ORDER]]
-        lst = pcp.lists[pindex]
+        index = self._free_list[t][order][self.pbq[pfn >> PAGEBLOCK_ORDER]]
+        lst = pcp.lists[index]
         if t == T_KERNEL:
             self.mem[pfn * self.w + self.mw] = self._misc_word(DS_PCP, order)
             v[MD_W] += 1
@@ -327,7 +356,7 @@ class MemdescPolicy(_MemdescPolicy):
         v[FREE_PCP] += 1
         drain = pcp.free_check(order, self.zone.z)
         if drain:
-            self._drain(pcp, drain, pindex, pcp.drain_cause)
+            self._drain(pcp, drain, index, pcp.drain_cause)
 
     # Misc memory has no descriptor: its PCP links live in the free memory.
     def _misc_push(self, lst, pfn: int) -> None:
@@ -364,10 +393,19 @@ class MemdescPolicy(_MemdescPolicy):
             self._set_memdesc(pfn, order, (idx << 4) | MEMDESC_OF[t])
             self._desc_append_tail(lst, idx)
 
-    def _leave(self, pcp, entries):
-        misc = pcp is self.pcps[T_KERNEL]          # Misc entries are pfns, others descriptors
-        out = []
-        for entry, order in entries:
+    def _take_for_drain(self, pcp, count, start):
+        """free_pcppages_bulk() over typed lists: each run leaves as its type's blocks."""
+        first = self.pcps.index(pcp)               # the type of slot 0 (per-type: the PCP's own)
+        out: list[tuple[int, int]] = []
+        for index, entries in pcp.take_runs(count, start):
+            t = first + index % pcp.nr_types
+            self._leave_run(t, entries, pcp.list_order(index), out)
+        return out
+
+    def _leave_run(self, t: int, entries: list[int], order: int, out: list[tuple[int, int]]) -> None:
+        """One list's drained entries back to buddy state, appended to ``out`` as (pfn, order)."""
+        misc = t == T_KERNEL                       # Misc entries are pfns, others descriptors
+        for entry in entries:
             pfn = entry if misc else self._desc_pfn(entry)
             if not misc:
                 self.slab.free(entry)
@@ -375,4 +413,3 @@ class MemdescPolicy(_MemdescPolicy):
             out.append((pfn, order))
         if not misc:
             self.v[DESC_R] += len(entries)             # each descriptor's pfn
-        return out

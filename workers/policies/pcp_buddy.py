@@ -98,16 +98,18 @@ Modelling choices (none of these is fixed by the RFC):
   llist_add().  A free whose owner's worker is stopping or gone, or whose
   ring is full, is freed on the freeing CPU's own PCP as an unowned block.
   Routed frees are counted as ``free_remote_out`` on the freeing CPU.
-* Charges: inserting or removing a piece writes its head line (page state)
-  and the neighbour's link (list_link); the merge pass reads each piece's
+* Charges: inserting a piece writes its head line (page state and its
+  page->buddy_list links) and the old first piece's prev link; removing one
+  relinks its neighbours, one line each (list_link), and the caller
+  rewrites the piece's own line.  The merge pass reads each piece's
   buddy head and rewrites the ones it merges (cause ``buddy``:
   buddy-allocator work, here done on the PCP outside zone->lock).  An
   allocation does not merge (the RFC merges on drain only), so a CPU with
   only small pieces claims another pageblock rather than merging them;
   phase 0 reads the whole pageblock's records (512 lines) per pageblock
-  scanned.  Piece links are charged, not stored:
-  which pieces a CPU holds is recorded in the page flags, its lists are a
-  per-process cache.
+  scanned.  The piece lists are linked through the head pages' link words
+  as the cached lists are; the per-order dicts beside them are an index
+  (a buddy lookup without a list walk), in the lists' order.
 * Not modelled: the pcp->lock trylock against remote frees (each CPU's PCP
   is private to its process); the CMA handling Frank van der Linden asked
   about (pcpd has no CMA pageblocks).
@@ -139,6 +141,7 @@ from workers.policies.base import (
     PAGE_W,
     REFILL,
     RMAP_R,
+    W_LINK,
     W_PREV,
     W_REFCOUNT,
 )
@@ -175,8 +178,9 @@ class PcpBuddyPolicy(LegacyPolicy):
         arena = self.arena
         self.me = self.cpu + 1
         self.owner_of = arena.pbowner.data                  # pageblock -> owning slot + 1
-        # the PCP buddy's free lists, [order][migratetype]: insertion-ordered dicts,
-        # popped LIFO for allocation (cache-hot), oldest first for drains
+        # the PCP buddy's free lists, [order][migratetype], linked through the pieces'
+        # head pages; indexed by insertion-ordered dicts, the list's first piece last:
+        # allocation takes the first (cache-hot), drains the oldest
         self.free_lists: list[list[dict[int, None]]] = [[{} for _ in range(MIGRATE_PCPTYPES)]
                                                          for _ in range(_PB + 1)]
         self.owned_pages = 0                                 # pages in free_lists, part of pcp.count
@@ -193,21 +197,33 @@ class PcpBuddyPolicy(LegacyPolicy):
 
     # -- the PCP buddy's free lists -------------------------------------------------
     def _piece_add(self, pfn: int, order: int, mt: int) -> None:
-        """__add_to_free_list() on the PCP: the piece's head line, and the old first piece's link."""
+        """__add_to_free_list() on the PCP: the piece's head line (its state and its
+        links, page->buddy_list), and the old first piece's prev link."""
         lst = self.free_lists[order][mt]
-        self.mem[pfn * 8] = self._piece_flags[order]
-        v = self.v
+        old = next(reversed(lst)) if lst else NIL   # the list's first piece: added last
+        mem, base, v = self.mem, pfn * 8, self.v
+        mem[base] = self._piece_flags[order]
+        mem[base + W_LINK] = old
+        mem[base + W_PREV] = NIL
         v[PAGE_W] += 1
-        if lst:
+        if old != NIL:
+            mem[old * 8 + W_PREV] = pfn
             v[LINK_W] += 1
         lst[pfn] = None
         self.owned_pages += 1 << order
 
     def _piece_del(self, lst: dict[int, None], pfn: int, order: int) -> None:
-        """__del_page_from_free_list() on the PCP: the neighbour's link."""
+        """__del_page_from_free_list() on the PCP: list_del() relinks both neighbours;
+        the piece's own line is the caller's to rewrite."""
+        mem, base, v = self.mem, pfn * 8, self.v
+        nxt, prev = mem[base + W_LINK], mem[base + W_PREV]
+        if nxt != NIL:
+            mem[nxt * 8 + W_PREV] = prev
+            v[LINK_W] += 1
+        if prev != NIL:
+            mem[prev * 8 + W_LINK] = nxt
+            v[LINK_W] += 1
         del lst[pfn]
-        if lst:
-            self.v[LINK_W] += 1
         self.owned_pages -= 1 << order
 
     def _merge_pass(self) -> None:
@@ -239,14 +255,14 @@ class PcpBuddyPolicy(LegacyPolicy):
 
     def _piece_take(self, order: int, mt: int) -> int:
         """__rmqueue_smallest() on the PCP: the smallest piece that fits, split by expand()."""
-        v = self.v
         for cur in range(order, _PB + 1):
             lst = self.free_lists[cur][mt]
             if not lst:
                 continue
-            pfn, _ = lst.popitem()
-            if lst:
-                v[LINK_W] += 1
+            pfn, _ = lst.popitem()                 # the first piece: cache-hot
+            if lst:                                # list_del(): the new first piece's prev
+                self.mem[next(reversed(lst)) * 8 + W_PREV] = NIL
+                self.v[LINK_W] += 1
             self.owned_pages -= 1 << cur
             while cur > order:                     # upper halves back onto the PCP buddy
                 cur -= 1

@@ -45,22 +45,28 @@ Modelling choices (none fixed by the series):
   and at most the real 512 (``superpageblock_pageblocks()``): 32 pageblocks
   (64 MiB) in the default 1 GiB arena.  The last one may be short, as the
   series' zone-clipped ``total_pageblocks``.
-* The counts are taken from the arena when a refill needs them, not kept
-  incrementally (every process drains into the shared zone, and the model
-  has no shared superpageblock array): a pageblock is *free* when a free
-  buddy block of pageblock_order or more covers it, else it counts by its
-  migratetype label.  The series tracks the pageblock's actual contents
-  (PB_has_unmovable and friends); here a pageblock labelled unmovable
-  counts as unmovable while any of it is in use.  The counts are superpageblock
-  metadata, not struct page: reading them is not charged.
+* The counts are taken when a refill needs them, not kept incrementally
+  (every process drains into the shared zone, and the model has no shared
+  superpageblock array): a pageblock is *free* when a block of
+  pageblock_order or more on one of the zone's free lists covers it, else
+  it counts by its migratetype label.  The series tracks the pageblock's
+  actual contents (PB_has_unmovable and friends); here a pageblock labelled
+  unmovable counts as unmovable while any of it is in use.  The counts and
+  the free lists they are read from stand for struct superpageblock's
+  counters and per-superpageblock free lists, not struct page: the walk is
+  read untraced (``linetrace.untraced()``) and not charged.
 * Which free pageblock of the chosen superpageblock: the lowest (the series
-  keeps per-superpageblock free lists; taking one is one free-list removal,
-  charged as the zone's ``__del_page_from_free_list()``, plus putting the
-  other half of an order-10 block back).  Which sub-pageblock block to adopt:
-  the largest of at least the requested order (the series walks the free
-  list and takes the first it finds).  A whole pageblock taken from another
-  type's free list changes its type, as a whole-block claim does, and counts
-  as one of the zone's claims.
+  keeps per-superpageblock free lists; taking one is one free-list removal
+  from the list the census found it on, charged as the zone's
+  ``__del_page_from_free_list()``, plus putting the other half of an
+  order-10 block back).  Which sub-pageblock block to adopt: the largest on
+  the zone's lists of the requested type, of at least the requested order,
+  the lowest of those (the series walks the free list and takes the first
+  it finds: one buddy read).  Only blocks on the zone's free lists are
+  claimed, off the list that holds them: pcpd.replay's seed puts lone
+  blocks on their allocation type's list before it labels the pageblocks.
+  A whole pageblock taken from another type's free list changes its type,
+  as a whole-block claim does, and counts as one of the zone's claims.
 * Not modelled: the zone's own steering of pageblock stealing
   (``__rmqueue_claim()`` preferring tainted superpageblocks, 11/40), which
   phase 3 and the buddy path would use; the tainted-superpageblock reserves,
@@ -76,11 +82,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pcpd.kernel import MIGRATE_MOVABLE, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
+from pcpd.kernel import MAX_PAGE_ORDER, MIGRATE_MOVABLE, MIGRATE_PCPTYPES, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
 from pcpd.model.arena import Arena
-from pcpd.model.memmap import PG_BUDDY, W_PRIVATE64
+from pcpd.model.linetrace import untraced
+from pcpd.model.memmap import NIL, memmap_for
 from pcpd.model.stats import LINES_R
-from pcpd.model.zone import Z_CLAIMS, Z_FREE_PAGES
+from pcpd.model.zone import Z_CLAIMS, Z_FREE_PAGES, Z_HEAD
 from workers.policies.pcp_buddy import PcpBuddyPolicy
 
 __all__ = ["PcpBuddySpbPolicy", "SpbCensus", "superpageblock_census", "superpageblock_pageblocks"]
@@ -103,10 +110,14 @@ def superpageblock_pageblocks(nr_pageblocks: int) -> int:
 
 @dataclass(frozen=True)
 class SpbCensus:
-    """The superpageblock counts of 08/40, read from the arena at one moment."""
+    """The superpageblock counts of 08/40 and the free pageblocks on the zone's free
+    lists, read at one moment."""
 
     size: int                  # pageblocks per superpageblock
-    free: np.ndarray           # per pageblock: whole and free in the zone
+    free: np.ndarray           # per pageblock: covered by a free block of pageblock_order or more
+    head: np.ndarray           # per free pageblock: that block's head pfn (NIL elsewhere)
+    order: np.ndarray          # ... its order
+    list_mt: np.ndarray        # ... the migratetype of the free list that holds it
     nr_free: np.ndarray        # per superpageblock: free pageblocks
     total: np.ndarray          # per superpageblock: pageblocks (the last may be short)
     tainted: np.ndarray        # per superpageblock: an unmovable or reclaimable pageblock in use
@@ -121,20 +132,35 @@ class SpbCensus:
 
 
 def superpageblock_census(arena: Arena) -> SpbCensus:
-    """Count every superpageblock's free, tainted and clean pageblocks (see the module docstring)."""
-    nr_pb = len(arena.pageblock)
+    """Count every superpageblock's free, tainted and clean pageblocks (see the module docstring).
+
+    The free pageblocks come off the zone's free lists of pageblock_order and
+    up, with the list each is on: a claim takes only what those lists hold,
+    off the list that holds it.  The walk is not memory traffic: it stands for
+    the series' per-superpageblock counters and free lists (struct
+    superpageblock, 08/40), which the model recomputes here instead of keeping
+    them up to date on every free-list change.
+    """
+    plain = untraced(arena)
+    z, mm = plain.zoneq, memmap_for(plain)
+    nr_pb = len(plain.pageblock)
+    head = np.full(nr_pb, NIL, dtype=np.int64)
+    order = np.zeros(nr_pb, dtype=np.int64)
+    list_mt = np.zeros(nr_pb, dtype=np.int64)
+    for o in range(_PB, MAX_PAGE_ORDER + 1):
+        for mt in range(MIGRATE_PCPTYPES):
+            pfn = z[Z_HEAD + MIGRATE_PCPTYPES * o + mt]
+            while pfn != NIL:
+                span = slice(pfn >> _PB, (pfn >> _PB) + (1 << (o - _PB)))
+                head[span], order[span], list_mt[span] = pfn, o, mt
+                pfn = mm.next(pfn)
+    free = head != NIL
     size = superpageblock_pageblocks(nr_pb)
-    heads = np.arange(nr_pb, dtype=np.int64) * (PAGEBLOCK_NR_PAGES * 8)
-    orders = arena.mem[heads + W_PRIVATE64]
-    whole = (arena.mem[heads] & PG_BUDDY).astype(bool) & (orders >= _PB)
-    free = whole.copy()
-    pairs = nr_pb // 2 * 2                 # an order-10 block covers the next pageblock too
-    free[1:pairs:2] |= whole[0:pairs:2] & (orders[0:pairs:2] > _PB)
     spb_of = np.arange(nr_pb) // size
     nr_spb = int(spb_of[-1]) + 1
-    in_use_foreign = ~free & (arena.pageblock != MIGRATE_MOVABLE)
+    in_use_foreign = ~free & (np.asarray(plain.pageblock) != MIGRATE_MOVABLE)
     return SpbCensus(
-        size=size, free=free,
+        size=size, free=free, head=head, order=order, list_mt=list_mt,
         nr_free=np.bincount(spb_of, weights=free, minlength=nr_spb).astype(np.int64),
         total=np.bincount(spb_of, minlength=nr_spb).astype(np.int64),
         tainted=np.bincount(spb_of, weights=in_use_foreign, minlength=nr_spb) > 0)
@@ -159,56 +185,71 @@ class PcpBuddySpbPolicy(PcpBuddyPolicy):
             if clean:
                 return self._take_pageblock(clean[0], census, mt)
             return super()._claim_new(order, mt)
+        adoptable: dict[int, tuple[int, int]] | None = None
         for spb in _fullest_first(census.tainted, nr_free):
-            got = self._take_pageblock(spb, census, mt) if nr_free[spb] else []
-            if not got:
-                got = self._adopt(spb, census, order, mt)
-            if got:
-                return got
+            if nr_free[spb]:
+                return self._take_pageblock(spb, census, mt)
+            if adoptable is None:
+                adoptable = self._adoptable(census.size, order, mt)
+            if spb in adoptable:
+                return self._adopt(*adoptable[spb], mt)
         empty = np.flatnonzero(census.empty)
         if len(empty):
             return self._take_pageblock(int(empty[0]), census, mt)
         return super()._claim_new(order, mt)
 
     def _take_pageblock(self, spb: int, census: SpbCensus, mt: int) -> list[tuple[int, int]]:
-        """The lowest free pageblock of ``spb`` off the zone's free lists, now this CPU's."""
-        zone, mem = self.zone, self.arena.mem
+        """The lowest free pageblock of ``spb`` off the zone's free list that holds it,
+        now this CPU's."""
+        zone = self.zone
         pb = next(p for p in census.pageblocks(spb) if census.free[p])
         start = pb << _PB
-        head = start
-        if not (mem[start * 8] & PG_BUDDY and mem[start * 8 + W_PRIVATE64] >= _PB):
-            head = start - PAGEBLOCK_NR_PAGES      # the upper half of an order-10 block
-        order = int(mem[head * 8 + W_PRIVATE64])
-        list_mt = zone.pb[head >> _PB]
+        head, order, list_mt = int(census.head[pb]), int(census.order[pb]), int(census.list_mt[pb])
         zone._del(head, order, list_mt)
-        if order > _PB:                            # expand(): the other half back
-            zone._add(head if head != start else start + PAGEBLOCK_NR_PAGES, _PB, list_mt)
+        while order > _PB:                         # expand() towards pb: the other halves back
+            order -= 1
+            half = 1 << order
+            if start >= head + half:
+                zone._add(head, order, list_mt)
+                head += half
+            else:
+                zone._add(head + half, order, list_mt)
         zone.z[Z_FREE_PAGES] -= PAGEBLOCK_NR_PAGES     # account_freepages()
         if list_mt != mt:                          # a whole-block claim changes the type
             zone.z[Z_CLAIMS] += 1
         self._own(pb, mt)
         return [(start, _PB)]
 
-    def _adopt(self, spb: int, census: SpbCensus, order: int, mt: int) -> list[tuple[int, int]]:
-        """21/40: the largest free block of ``mt``, below pageblock_order and at least
-        ``order``, in a pageblock of ``spb`` no CPU owns; its pageblock becomes
-        this CPU's, and phase 0 recovers the rest of it later."""
-        pbs = census.pageblocks(spb)
-        start = pbs.start << _PB
-        heads, orders = self.zone.mm.buddy_heads(start, len(pbs) << _PB)
-        pb_of = heads >> _PB
-        fit = ((orders >= order) & (orders < _PB) & (self.arena.pageblock[pb_of] == mt)
-               & (self.arena.pbowner[pb_of] == 0))
-        if not fit.any():
-            return []
-        idx = np.flatnonzero(fit)
-        pick = int(idx[np.lexsort((heads[idx], -orders[idx]))[0]])
-        head, o = int(heads[pick]), int(orders[pick])
+    def _adoptable(self, size: int, order: int, mt: int) -> dict[int, tuple[int, int]]:
+        """21/40's candidates, by superpageblock: the largest free block on the zone's
+        ``mt`` lists below pageblock_order and at least ``order``, the lowest of
+        them, in a pageblock of type ``mt`` no CPU owns (so that phase 0 finds
+        the rest of it on the ``mt`` lists).  The walk stands for the series'
+        per-superpageblock free lists, as the census does: not memory traffic;
+        the adoption charges the entry it takes."""
+        plain = untraced(self.arena)
+        z, mm, owner, label = plain.zoneq, memmap_for(plain), self.owner_of, self.zone.pb
+        best: dict[int, tuple[int, int]] = {}
+        for o in range(_PB - 1, order - 1, -1):
+            lowest: dict[int, int] = {}
+            pfn = z[Z_HEAD + MIGRATE_PCPTYPES * o + mt]
+            while pfn != NIL:
+                spb, pb = (pfn >> _PB) // size, pfn >> _PB
+                if spb not in best and not owner[pb] and label[pb] == mt and pfn < lowest.get(spb, pfn + 1):
+                    lowest[spb] = pfn
+                pfn = mm.next(pfn)
+            best.update((spb, (head, o)) for spb, head in lowest.items())
+        return best
+
+    def _adopt(self, head: int, order: int, mt: int) -> list[tuple[int, int]]:
+        """21/40: a free block of ``mt`` below pageblock_order (``_adoptable()``) off
+        the zone; its pageblock becomes this CPU's, and phase 0 recovers the rest
+        of it later."""
         zone = self.zone
         self.v[_BUDDY_R] += 1                      # the superpageblock free list's entry
-        zone._del(head, o, mt)
-        zone.z[Z_FREE_PAGES] -= 1 << o             # account_freepages()
+        zone._del(head, order, mt)
+        zone.z[Z_FREE_PAGES] -= 1 << order         # account_freepages()
         pb = head >> _PB
         self._own(pb, mt)
         self.fragmented.add(pb)                    # pcp->owned_blocks: the rest for phase 0
-        return [(head, o)]
+        return [(head, order)]
