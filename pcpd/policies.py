@@ -366,7 +366,8 @@ def run_label(policy: str, memdesc_high: str) -> str:
 
 def format_listing() -> str:
     """One line a registered policy: name, record sizes (default), memdesc, per-type PCPs,
-    where it comes from, description; a plug-in that cannot be loaded says so."""
+    where it comes from, description (with the compound reading it is, where it is one);
+    a plug-in that cannot be loaded says so."""
     def yes(flag: bool) -> str:
         return "yes" if flag else "no"
 
@@ -379,10 +380,17 @@ def format_listing() -> str:
             continue
         sizes = "/".join(map(str, sorted(t.record_sizes)))
         rows.append((t.name, f"{sizes} ({t.default_record_bytes})", yes(t.memdesc), yes(t.typed_pcps),
-                     t.source, t.description))
+                     t.source, _description(t)))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5]
                      for row in rows)
+
+
+def _description(traits: PolicyTraits) -> str:
+    """The listing's description: the policy's, and which reading of the compound proposal it is."""
+    if traits.compound_reading:
+        return f"{traits.description}; compound reading: {traits.compound_reading}"
+    return traits.description
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

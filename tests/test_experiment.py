@@ -368,7 +368,8 @@ def test_a_failed_run_keeps_the_finished_runs_and_their_report(tmp_path, capsys,
     partial = load(str(out / "results.json"))
     assert len(partial.runs) == 1 and partial.metadata["incomplete"] is True
     assert partial.metadata["failure"] == "the daemon could not start"
-    assert "- incomplete: the experiment was interrupted after 1 of its 4 runs" in (out / "report.md").read_text()
+    assert ("- incomplete: the experiment failed after 1 of its 4 runs: the daemon could not start;"
+            in (out / "report.md").read_text())
 
 
 def test_the_resume_command_keeps_where_the_runs_ran_and_served_metrics():

@@ -42,7 +42,10 @@ def test_listing_has_one_line_per_registered_policy(capsys):
     for line, traits in zip(lines, POLICIES.values()):
         sizes = "/".join(map(str, sorted(traits.record_sizes)))
         assert f"{sizes} ({traits.default_record_bytes})" in line
-        assert line.endswith(traits.description)
+        reading = f"; compound reading: {traits.compound_reading}" if traits.compound_reading else ""
+        assert line.endswith(traits.description + reading)
+    compound = lines[list(POLICIES).index("compound")]
+    assert compound.endswith("tail work moves to refill and drain; compound reading: eager prep at refill")
 
 
 def test_listing_follows_the_registry(monkeypatch):

@@ -165,6 +165,15 @@ def test_warnings_name_wide_spreads_few_runs_failures_and_restarts():
         "per-operation figures are not affected"]
 
 
+def test_an_incomplete_experiment_says_whether_it_was_interrupted_or_failed_and_why():
+    stopped = results({"legacy": [{}]}, incomplete=True, runs_planned=4)
+    assert warnings(stopped)[0] == ("incomplete: the experiment was interrupted after 1 of its 4 runs; "
+                                    "`pcpd experiment ... --resume DIR` runs the rest")
+    stopped.metadata["failure"] = "the daemon for memdesc did not start"
+    assert warnings(stopped)[0] == ("incomplete: the experiment failed after 1 of its 4 runs: the daemon for "
+                                    "memdesc did not start; `pcpd experiment ... --resume DIR` runs the rest")
+
+
 def test_runs_from_several_hosts_are_judged_by_their_own_machine_and_placed_in_the_report():
     two_cpus = {"kernel": "x", "cpu_model": "x", "cpu_count": 2, "python": "x", "pcpd_version": "x"}
     hosts = {"small": two_cpus, "big": {**two_cpus, "cpu_count": 64}}
@@ -366,3 +375,22 @@ def test_runs_with_tuning_series_plot_high_and_free_count_per_cpu(tmp_path):
     assert "![tuning](tuning.png)" in text and "- **PCP auto-tuning** (tuning.png): " in text
     assert "PCP auto-tuning" not in render_report(TWO, [POLICIES_PNG])
     assert draw_tuning(TWO) is None
+
+
+def test_the_tuning_plot_and_its_definition_say_who_sampled_and_how_often():
+    real = results({"legacy": [{}]}, warmup=2.0, duration=10.0)
+    real.runs[0]["tuning"] = tuning([0], [1.0, 2.0], [[600, 700]])
+    virtual = results({"legacy": [{}]}, mode="virtual", virtual={"cpus": 4}, warmup=0.0, ops=1000)
+    virtual.runs[0]["tuning"] = tuning([0], [1e-5, 2e-5], [[600, 700]])
+    daemon, simulation = (render_report(r, [POLICIES_PNG, TUNING_PNG]) for r in (real, virtual))
+    assert "as the daemon sampled them once a second over the first run of each policy, warm-up included" \
+        in daemon
+    assert "each run starts its workers, waits the warm-up" in daemon
+    assert "daemon" not in simulation and "warm-up included" not in simulation
+    assert ("as the simulation sampled them every 10 us of virtual time over the whole of the first run of "
+            "each policy, which has no warm-up") in simulation
+    assert "each virtual run's window is the whole run, cold PCPs included" in simulation
+    assert draw_tuning(real).texts[0].get_text().endswith("(sampled by the daemon)")
+    fig = draw_tuning(virtual)
+    assert fig.texts[0].get_text().endswith("(sampled every 10 us of virtual time)")
+    assert fig.axes[0].get_xlabel() == "virtual seconds since the run started"

@@ -234,6 +234,8 @@ def test_wait_quantiles_stay_none_without_contention_whatever_empty_is():
     ([5, 5], 0.5, 1024),                                     # the rank ends bucket 0
     ([0, 0, 2, 2], 0.99, 16384 + (65536 - 16384) * 0.98),
     ([0] * 11 + [3], 0.5, 2 ** 30),                          # overflow: its lower bound
+    ([0, 4, 0], 0.0, 1024),                                  # q = 0: the first non-empty bucket's bottom
+    ([0, 4, 0], 1.0, 4096),                                  # q = 1: the last non-empty bucket's top
 ])
 def test_wait_quantile_interpolates_within_a_bucket(buckets, q, expected_ns):
     assert wait_quantile(buckets, q) == pytest.approx(expected_ns / 1e9)

@@ -233,9 +233,7 @@ def warnings(results: Results) -> list[str]:
     """What makes the numbers less trustworthy: failed runs, restarts, few runs, wide spreads."""
     out = []
     if results.metadata.get("incomplete"):
-        out.append(f"incomplete: the experiment was interrupted after {len(results.runs)} of its "
-                   f"{results.metadata.get('runs_planned', '?')} runs; `pcpd experiment ... --resume DIR` "
-                   "runs the rest")
+        out.append(_incomplete(results))
     for run in results.runs:
         where = _where(results, run["point"], run["policy"]) + f", repetition {run['repetition'] + 1}"
         if run["exit_code"]:
@@ -279,6 +277,14 @@ def warnings(results: Results) -> list[str]:
                 out.append(f"{_where(results, point, policy)}: standard deviation >= "
                            f"{UNSTABLE_SPREAD:.0%} of the mean in " + ", ".join(wide))
     return out
+
+
+def _incomplete(results: Results) -> str:
+    """Why the experiment stopped before its last run: a ^C, or the error in ``metadata.failure``."""
+    failure = results.metadata.get("failure")
+    done = f"after {len(results.runs)} of its {results.metadata.get('runs_planned', '?')} runs"
+    how = f"failed {done}: {failure}" if failure else f"was interrupted {done}"
+    return f"incomplete: the experiment {how}; `pcpd experiment ... --resume DIR` runs the rest"
 
 
 def _where(results: Results, point: Any, policy: str) -> str:
@@ -340,15 +346,35 @@ def render_report(results: Results, images: Sequence[str]) -> str:
               "those of them on CPUs that allocated no memory of the type in the window; *other refills "
               "there*, buddy refills for the other types per 1,000 operations on those same CPUs: "
               "zone->lock trips that happened while the stranded pages sat unused beside them."]
-    lines += ["- **Measured window**: each run starts its workers, waits the warm-up, then reads every "
-              "counter at the start and the end of the window; figures are the differences "
-              "(pages on PCPs: as at the end)."]
+    lines += [f"- **Measured window**: {_window_definition(results.metadata)}"]
     if TUNING_PNG in images:
-        lines += ["- **PCP auto-tuning** (tuning.png): each CPU's PCP `high` and `free_count` as the daemon "
-                  "sampled them once a second over the first run of each policy, warm-up included; a CPU "
-                  "with one PCP per memdesc type (memdesc budgets per-type and split) shows their sum."]
+        lines += [f"- **PCP auto-tuning** (tuning.png): each CPU's PCP `high` and `free_count` as "
+                  f"{_tuning_definition(results.metadata)}; a CPU with one PCP per memdesc type (memdesc "
+                  "budgets per-type and split) shows their sum."]
     lines += [""]
     return "\n".join(lines)
+
+
+def _window_definition(meta: dict) -> str:
+    """How a run's counters were read: around the window after the warm-up, or (virtual time)
+    before the first operation and after the last."""
+    if meta.get("mode") == "virtual":
+        return ("each virtual run's window is the whole run, cold PCPs included: every counter is read "
+                "before the first operation and after every CPU's last; figures are the differences "
+                "(pages on PCPs: as at the end).")
+    return ("each run starts its workers, waits the warm-up, then reads every counter at the start and "
+            "the end of the window; figures are the differences (pages on PCPs: as at the end).")
+
+
+def _tuning_definition(meta: dict) -> str:
+    """Who sampled the tuning series and how often: the daemon on the clock (pcpd.daemon.report),
+    or the simulation in virtual time (pcpd.simulate.engine); both thin a long series alike."""
+    thinned = "past 512 samples every other one is dropped and the interval doubles"
+    if meta.get("mode") == "virtual":
+        return ("the simulation sampled them every 10 us of virtual time over the whole of the first run "
+                f"of each policy, which has no warm-up ({thinned})")
+    return ("the daemon sampled them once a second over the first run of each policy"
+            + (", warm-up included" if meta.get("warmup") else "") + f" ({thinned})")
 
 
 def placement_rows(results: Results) -> list[list[str]] | None:
@@ -627,6 +653,8 @@ def draw_tuning(results: Results):
     meta = results.metadata
     key_name = meta.get("sweep_key")
     warmup = meta.get("warmup") or 0
+    virtual = meta.get("mode") == "virtual"
+    seconds = "virtual seconds" if virtual else "seconds"
     # before 6.7 the free_count slot holds free_factor, a shift (workers/pcp.py)
     counted = meta["config"].get("kernel", {}).get("era", "6.7") == "6.7"
     free_count = ("free_count: recent frees", "pages") if counted else ("free_factor", "shift")
@@ -643,13 +671,13 @@ def draw_tuning(results: Results):
             if warmup:
                 ax.axvline(warmup, color="grey", linestyle=":", linewidth=1)    # the measured window opens
             ax.set_title(f"{where}: {what}", fontsize=9)
-            ax.set_xlabel("seconds since the run started" + (" (dotted: the window opens)" if warmup else ""),
+            ax.set_xlabel(f"{seconds} since the run started" + (" (dotted: the window opens)" if warmup else ""),
                           fontsize=8)
             ax.set_ylabel(unit, fontsize=8)
             if len(tuning["cpus"]) <= 8:
                 ax.legend(fontsize=7)
     fig.suptitle(f"pcpd experiment {results.metadata['config']['name']}: PCP auto-tuning per CPU "
-                 "(sampled by the daemon)")
+                 + ("(sampled every 10 us of virtual time)" if virtual else "(sampled by the daemon)"))
     return fig
 
 

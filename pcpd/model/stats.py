@@ -352,22 +352,22 @@ def wait_quantile(buckets: Sequence[int], q: float) -> float | None:
     Bucket i counts waits up to ``LOCK_WAIT_BUCKETS[i]`` ns (above the previous
     bound); the last bucket has no upper bound.  Within a bucket the waits are
     taken as evenly spread (as Prometheus' histogram_quantile does); in the
-    last bucket the quantile is its lower bound.
+    last bucket the quantile is its lower bound.  ``q`` is in [0, 1].
     """
     total = sum(buckets)
     if not total:
         return None
     rank = q * total
-    seen = 0
-    for i, count in enumerate(buckets):
-        if count and seen + count >= rank:
-            lower = LOCK_WAIT_BUCKETS[i - 1] if i else 0
-            if i == len(LOCK_WAIT_BUCKETS):
-                return lower / 1e9
-            upper = LOCK_WAIT_BUCKETS[i]
-            return (lower + (upper - lower) * (rank - seen) / count) / 1e9
-        seen += count
-    return LOCK_WAIT_BUCKETS[-1] / 1e9          # unreachable: q <= 1
+    i = seen = 0
+    # the first non-empty bucket that reaches the rank: rank <= total, so one does
+    while not buckets[i] or seen + buckets[i] < rank:
+        seen += buckets[i]
+        i += 1
+    lower = LOCK_WAIT_BUCKETS[i - 1] if i else 0
+    if i == len(LOCK_WAIT_BUCKETS):
+        return lower / 1e9
+    upper = LOCK_WAIT_BUCKETS[i]
+    return (lower + (upper - lower) * (rank - seen) / buckets[i]) / 1e9
 
 
 def stranded_by_type(start: Snapshot, end: Snapshot) -> dict[str, tuple[int, int]]:

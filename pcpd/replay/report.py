@@ -190,7 +190,7 @@ def _start_json(plan: StartPlan | None, runs: dict[str, PolicyRun]) -> dict[str,
     if seeded is not None and plan.seeds:
         out.update({
             "cpus": seeded.pcp,
-            "pool": {"blocks": seeded.pool_blocks or sum(plan.pool.values()),
+            "pool": {"blocks": sum(plan.pool.values()),
                      "unplaced": seeded.pool_unplaced},
             "pcp_unplaced_blocks": seeded.pcp_unplaced_blocks,
             "free_pages": {"capture": seeded.free_pages_captured, "model": seeded.free_pages},

@@ -252,7 +252,6 @@ class SeedReport:
 
     mode: str
     pcp: list[dict[str, Any]] = field(default_factory=list)     # per CPU
-    pool_blocks: int = 0
     pool_unplaced: int = 0             # pre-capture blocks the arena had no room for
     pcp_unplaced_blocks: int = 0       # PCP blocks the arena had no room for
     free_pages: int = 0                # the model's NR_FREE_PAGES after seeding
