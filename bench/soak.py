@@ -30,11 +30,12 @@ def main() -> int:
     args = _parse()
     cmd = [sys.executable, "-m", "pcpd", "run", "--policy", args.policy, "--duration", str(args.duration),
            "--kill-interval", str(args.kill_interval), "--listen", "", "--status-interval", "60"]
-    daemon = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(args.log, "w"), text=True,
-                              start_new_session=True)
-    helper_kills = _kill_helpers_until_exit(daemon, args.helper_interval)
-    out = daemon.stdout.read() if daemon.stdout else ""
-    daemon.wait()
+    with open(args.log, "w") as daemon_log:
+        daemon = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=daemon_log, text=True,
+                                  start_new_session=True)
+        helper_kills = _kill_helpers_until_exit(daemon, args.helper_interval)
+        out = daemon.stdout.read() if daemon.stdout else ""
+        daemon.wait()
     print(out, end="")
     with open(args.log) as log:
         tracebacks = sum("Traceback" in line for line in log)

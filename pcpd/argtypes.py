@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterable
 
+from pcpd.kernel import ERAS
 from pcpd.policies import POLICIES
 
 
@@ -35,14 +37,23 @@ def positive_count(text: str) -> int:
 
 def policy_list(text: str) -> tuple[str, ...]:
     """Comma-separated policy names, each known and listed once."""
+    return _name_list(text, POLICIES, "policy", "policies")
+
+
+def era_list(text: str) -> tuple[str, ...]:
+    """Comma-separated kernel eras, each known and listed once."""
+    return _name_list(text, ERAS, "kernel era", "kernel eras")
+
+
+def _name_list(text: str, known: Iterable[str], noun: str, plural: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     if not names:
-        raise argparse.ArgumentTypeError(f"expected policies from {', '.join(POLICIES)}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {plural} from {', '.join(known)}, got {text!r}")
     for i, name in enumerate(names):
-        if name not in POLICIES:
-            raise argparse.ArgumentTypeError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
+        if name not in known:
+            raise argparse.ArgumentTypeError(f"unknown {noun} {name!r}; choose from {', '.join(known)}")
         if name in names[:i]:
-            raise argparse.ArgumentTypeError(f"policy {name!r} is listed twice")
+            raise argparse.ArgumentTypeError(f"{noun} {name!r} is listed twice")
     return names
 
 

@@ -222,8 +222,7 @@ UNEXPORTED_STATS: Mapping[str, str] = {
     "lock_uncontended": "equals lock_acquisitions - lock_contended",
     "lock_wait_ns": "the _sum of the pcpd_zone_lock_wait_seconds histogram",
     "heartbeat_ns": "worker liveness, the daemon's business",
-    **{f"lock_wait_bucket_{i}": "buckets of pcpd_zone_lock_wait_seconds"
-       for i in range(len(stats.LOCK_WAIT_BUCKETS) + 1)},
+    **dict.fromkeys(stats.LOCK_WAIT_BUCKET_COUNTERS, "buckets of pcpd_zone_lock_wait_seconds"),
 }
 
 _LOCK_WAIT = "pcpd_zone_lock_wait_seconds"

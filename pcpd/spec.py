@@ -20,6 +20,7 @@ fixed ``high`` before it (``pcp_knobs``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pcpd.config.settings import Settings
 from pcpd.kernel import DEFAULT_ERA, HIGH_BOUNDS_ERAS, PCP_BATCH_SCALE_MAX, STRUCT_PAGE_BYTES
@@ -66,7 +67,7 @@ class ModelSpec:
     high_max: int = 0
     high_fraction: int = 0
     scale_max: int = PCP_BATCH_SCALE_MAX
-    free_high_batch: bool = False         # PCPF_FREE_HIGH_BATCH forced on
+    free_high_batch: str = "auto"         # PCPF_FREE_HIGH_BATCH: FREE_HIGH_BATCH_MODES
     cache_slice: int = 0                  # per_cpu_data_slice_size, bytes; 0: no cacheinfo
     decay_drain: str = "batched"          # pcpd.kernel.DECAY_DRAINS
     pcp_enabled: bool = True
@@ -91,9 +92,21 @@ class ModelSpec:
 
     def tuning(self) -> PcpTuning:
         limits = self.limits()
-        # zone_pcp_update_cacheinfo(), unless the model forces the flag on
-        flag = self.free_high_batch or sizing.pcpf_free_high_batch(self.cache_slice, limits.batch)
-        return PcpTuning(limits, self.era, self.scale_max, flag, self.decay_drain)
+        return PcpTuning(limits, self.era, self.scale_max, self._free_high_batch_flag(limits.batch),
+                         self.decay_drain)
+
+    def _free_high_batch_flag(self, batch: int) -> bool:
+        # zone_pcp_update_cacheinfo(), unless the model forces the flag
+        if self.free_high_batch == "auto":
+            return sizing.pcpf_free_high_batch(self.cache_slice, batch)
+        return self.free_high_batch == "on"
+
+    def cacheinfo(self) -> dict[str, Any]:
+        """What a results file records of PCPF_FREE_HIGH_BATCH: the cache slice the
+        model used (bytes; from this machine unless the config gave one), the mode
+        and the flag it gave (read by 6.7's nr_pcp_free() only)."""
+        return {"cache_slice": self.cache_slice, "free_high_batch": self.free_high_batch,
+                "flag": self.tuning().free_high_batch}
 
     def geometry(self, ring_slots: int = 1024) -> Geometry:
         return Geometry(self.pages, self.record_bytes, self.ncpus, ring_slots)

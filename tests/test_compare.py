@@ -1,5 +1,6 @@
 """Tests for pcpd.analysis.compare: Welch's t-test, verdicts, which results may be compared, the command."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +21,11 @@ from pcpd.analysis.compare import (
     welch_t_test,
     workload_differences,
 )
+from pcpd.analysis.plan import Plan
+from pcpd.analysis.recorder import experiment_metadata
 from pcpd.analysis.results import FIGURE_BY_KEY, FIGURE_KEYS, Results, dump, machine_metadata
 from pcpd.cli import main
+from pcpd.config.settings import DEFAULT_SETTINGS
 from pcpd.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,6 +159,28 @@ def test_workload_differences_ignore_how_the_experiment_was_run():
         "pcp.batch: 63 -> 127", "ops: 0 -> 1000"]
     assert workload_differences(meta(), meta(config=config(policy__memdesc_high="split"))) == [
         'policy.memdesc_high: "per-type" -> "split"']
+
+
+def test_runs_whose_free_high_batch_flag_differs_are_refused():
+    # one machine's cache set PCPF_FREE_HIGH_BATCH, the other's did not: same config
+    roomy = meta(pcp_cacheinfo=[{"cache_slice": 150 << 20, "free_high_batch": "auto", "flag": True}])
+    bare = meta(pcp_cacheinfo=[{"cache_slice": 0, "free_high_batch": "auto", "flag": False}])
+    assert check_comparable(Results(roomy), Results(roomy), ("a", "b"), force=False) == []
+    with pytest.raises(UsageError) as err:
+        check_comparable(Results(roomy), Results(bare), ("a.json", "b.json"), force=False)
+    assert str(err.value).startswith("a.json and b.json differ in workload (pcp_cacheinfo: ")
+    assert '"flag": true' in str(err.value) and '"flag": false' in str(err.value)
+
+
+def test_an_experiment_records_the_flag_each_point_ran_with():
+    # a slice of 4 batches of 63 pages: the flag is set at batch 63, not at batch 127
+    pcp = dataclasses.replace(DEFAULT_SETTINGS.pcp, cache_slice=(4 * 63) << 12)
+    points = tuple((batch, dataclasses.replace(DEFAULT_SETTINGS, pcp=dataclasses.replace(pcp, batch=batch)))
+                   for batch in (63, 127))
+    plan = Plan(points[0][1], points, ("legacy",), 1, 1.0, 0.0)
+    assert experiment_metadata(plan)["pcp_cacheinfo"] == [
+        {"cache_slice": (4 * 63) << 12, "free_high_batch": "auto", "flag": True},
+        {"cache_slice": (4 * 63) << 12, "free_high_batch": "auto", "flag": False}]
 
 
 def test_different_workloads_or_machines_are_refused_unless_forced():

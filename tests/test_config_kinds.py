@@ -40,7 +40,7 @@ BAD_KEYS = [
     ("[pcp]\nbatch = true", "x.toml: pcp.batch: expected an integer in 0..4095, got true"),
     ("seed = \"1\"", 'x.toml: seed: expected an integer >= 0, got "1"'),
     ("[[workload]]\nworking_set = 1.5", "workload[0].working_set: expected an integer >= 1, got 1.5"),
-    ("[pcp]\nfree_high_batch = 1", "pcp.free_high_batch: expected true or false, got 1"),
+    ("[pcp]\nfree_high_batch = 1", 'pcp.free_high_batch: expected one of "auto", "on", "off", got 1'),
     ("[pcp]\ndecay_interval = false", "pcp.decay_interval: expected a number > 0, got false"),
     ("name = 1", "name: expected a name of letters, digits"),
     ("pcp = 1", "x.toml: pcp: expected a table, got 1"),

@@ -271,3 +271,17 @@ def test_command_rejects_bad_options(capsys, argv):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("pcpd costs: error:") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("order", [2, 9])
+def test_pcp_buddy_owner_free_charges_what_it_touches(order):
+    """A routed free's second half, the owner freeing a block of its own pageblock:
+    __free_pages_prepare() as legacy's, page[2]'s line once (folio_unqueue_deferred_split()
+    shares it with the tail loop), and every charge equal to the lines traced."""
+    rows = cost_table(policies=["pcp-buddy"], types=["anon"], orders=[order])
+    owner = one(rows, op="free", pcp="owner")
+    legacy = one(cost_table(policies=["legacy"], types=["anon"], orders=[order]), op="free", pcp="hit")
+    assert owner["by_cause"]["read"]["tail_undo"] == legacy["by_cause"]["read"]["tail_undo"] == (1 << order) - 1
+    assert owner["by_cause"]["read"]["rmappable"] == 0
+    for kind in ("struct_page_lines_written", "struct_page_lines_read"):
+        assert owner[kind] == owner["traced"][kind], kind

@@ -67,6 +67,8 @@ def test_bad_config_is_a_one_line_error(tmp_path, capsys, text, message):
                                      "legacy-tailmask, compound, compound-lazy, compound-contig, pcp-buddy, "
                                      "pcp-buddy-spb, memdesc-pcpdesc, memdesc"),
     (["--policies", "legacy,legacy"], "argument --policies: policy 'legacy' is listed twice"),
+    (["--eras", "5.14,6.7,5.14"], "argument --eras: kernel era '5.14' is listed twice"),
+    (["--eras", ","], "argument --eras: expected kernel eras from 4.18, 5.13, 5.14, 6.7, got ','"),
     (["--repeat", "0"], "argument --repeat: expected a number >= 1, got '0'"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, args, message):

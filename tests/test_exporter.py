@@ -584,3 +584,19 @@ def test_a_cpu_with_one_pcp_per_memdesc_type_sums_high_and_free_count_and_takes_
     finally:
         arena.close()
         arena.unlink()
+
+
+def test_before_6_7_a_cpu_publishes_its_largest_free_factor_not_a_sum_of_shifts():
+    spec = ModelSpec(pages=4096, record_bytes=16, policy="memdesc", era="5.14", ncpus=1,
+                     options=PolicyOptions(memdesc_high="per-type"))
+    arena = create_arena(spec, ring_slots=8)
+    try:
+        cpu = CpuAllocator(arena, spec, SharedLocks.local(), 0)
+        pcps = cpu.policy.pcps
+        pcps[0].free_count, pcps[1].free_count = 1, 3      # free_factor: batch << 1, batch << 3
+        cpu.policy.publish_gauges()
+        cpu.counters.fold(arena.stats[0])
+        assert value(registry_for(arena), "pcpd_pcp_free_count_pages", cpu="0") == 3
+    finally:
+        arena.close()
+        arena.unlink()

@@ -373,9 +373,9 @@ def test_decay_drains_in_batches_or_in_one_call(decay_drain):
         chunks = -(-excess // spec.batch) if decay_drain == "batched" else 1
         assert cpu.counters["drains_decay"] == chunks
         assert cpu.counters["drain_pages_decay"] == excess
-        assert p.below_high                          # decay does not clear it
+        assert p.zone.below_high                     # decay does not clear it
         p.drain_all()
-        assert pcp.count == 0 and p.below_high       # nor does drain_all_pages()
+        assert pcp.count == 0 and p.zone.below_high  # nor does drain_all_pages()
         del cpu, p
     finally:
         try:
@@ -395,7 +395,7 @@ def test_free_path_drain_clears_below_high_another_cpu_set():
         held = [cpu1.policy.alloc(T_ANON, 0) for _ in range(64)]
         arena.zone[Z_WMARK_HIGH] = int(arena.zone[Z_FREE_PAGES])      # free pages now at high
         cpu0.policy.alloc(T_ANON, 0)                 # a refill: get_page_from_freelist() sets it
-        assert int(arena.zone[Z_FLAGS]) == BELOW_HIGH and cpu1.policy.below_high
+        assert int(arena.zone[Z_FLAGS]) == BELOW_HIGH and cpu1.zone.below_high
         arena.zone[Z_WMARK_HIGH] = 0
         for pfn in held:
             cpu1.policy.free(pfn, 0, T_ANON)         # drains once count reaches high_min

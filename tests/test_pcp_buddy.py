@@ -31,7 +31,7 @@ from pcpd.model.arena import C_STATE, Arena
 from pcpd.model.linetrace import LineTrace, TracedArena
 from pcpd.model.memmap import NIL, PG_PCP, W_LINK, W_PREV
 from pcpd.model.stats import LINES_W
-from pcpd.model.zone import FREE_LISTS, Z_FREE_PAGES, Z_HEAD
+from pcpd.model.zone import FREE_LISTS, Z_HEAD
 from workers import worker
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import T_ANON, T_KERNEL
@@ -393,11 +393,9 @@ def lone_free_block(zone, pfn: int, order: int, mt: int) -> None:
     whatever its pageblock's label: the state pcpd.replay.start's seed allocates from."""
     for o in range(MAX_PAGE_ORDER + 1):
         for m in range(MIGRATE_PCPTYPES):
-            while (head := zone.z[Z_HEAD + MIGRATE_PCPTYPES * o + m]) != NIL:
-                zone._del(head, o, m)
-                zone.z[Z_FREE_PAGES] -= 1 << o
-    zone._add(pfn, order, mt)
-    zone.z[Z_FREE_PAGES] += 1 << order
+            for head in zone.free_blocks(o, m):
+                zone.take_free_block(head, o, m)
+    zone.put_free_block(pfn, order, mt)
 
 
 def test_a_claim_takes_its_pageblock_off_the_free_list_that_holds_it(make_cpus):

@@ -322,8 +322,6 @@ def test_audit_classifies_every_state_and_catches_a_wiped_head(make_machine, lay
 # -- cost-table sanity and traced == charged ------------------------------------------------
 
 COST_TYPES, COST_ORDERS = ("anon", "slab", "kernel"), (0, 2, 4, 9)
-# Policies whose charges the tracer shows wrong, until their owner fixes them (reported).
-TRACED_MISCHARGES: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -370,8 +368,7 @@ def test_cost_table_is_sane(cost_rows, policy):
                 + r["free_memory_lines_written"] > 0, where
 
 
-@pytest.mark.parametrize("policy", [pytest.param(p, marks=pytest.mark.xfail(
-    p in TRACED_MISCHARGES, reason=TRACED_MISCHARGES.get(p, ""), strict=True)) for p in SUITE])
+@pytest.mark.parametrize("policy", SUITE)
 def test_traced_lines_equal_charges(cost_rows, policy):
     rows = cost_rows(policy)
     assert rows and all("traced" in r for r in rows)

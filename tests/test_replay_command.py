@@ -59,7 +59,8 @@ def test_small_pcp_trace_counts(small_pcp):
     assert r["model"] == {
         "era": "6.7", "zone_source": str(SMALL_PCP_ZONEINFO), "node": 0, "managed": 425984,
         "arena_pages": 425984, "nsplit": 2, "pcp_from_capture": True, "batch": 63,
-        "high": 266, "high_min": 266, "high_max": 266, "decay_interval": 1.0}
+        "high": 266, "high_min": 266, "high_max": 266, "decay_interval": 1.0,
+        "pcp_cacheinfo": {"cache_slice": 0, "free_high_batch": "auto", "flag": False}}
 
 
 LEGACY_KEYS = ("ops", "alloc_hit", "alloc_refill", "alloc_buddy", "refills", "refill_pages",

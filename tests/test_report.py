@@ -394,3 +394,17 @@ def test_the_tuning_plot_and_its_definition_say_who_sampled_and_how_often():
     fig = draw_tuning(virtual)
     assert fig.texts[0].get_text().endswith("(sampled every 10 us of virtual time)")
     assert fig.axes[0].get_xlabel() == "virtual seconds since the run started"
+
+
+def test_each_tuning_row_names_the_free_count_slot_as_its_own_era_has_it():
+    """Under experiment.eras a 5.14 run's slot is free_factor, a shift, whatever the config's kernel.era."""
+    swept = results({"legacy": [{"point": "5.14"}], "memdesc": [{"point": "6.7"}]}, sweep_key="kernel.era",
+                    config={"name": "t", "kernel": {"era": "6.7"}, "workload": [{"types": {"anon": 1.0}}]})
+    for run in swept.runs:
+        run["era"] = run["point"]
+        run["tuning"] = tuning([0], [1.0, 2.0], [[600, 700]])
+    axes = draw_tuning(swept).axes
+    assert (axes[1].get_title(), axes[1].get_ylabel()) == ("legacy at kernel.era = 5.14, repetition 1: free_factor",
+                                                           "shift")
+    assert (axes[3].get_title(), axes[3].get_ylabel()) == (
+        "memdesc at kernel.era = 6.7, repetition 1: free_count: recent frees", "pages")

@@ -367,14 +367,33 @@ def test_model_spec_sets_the_flag_from_its_cache_slice():
     assert roomy.tuning().free_high_batch
     small = dataclasses.replace(spec, cache_slice=(3 * batch) << 12)
     assert not small.tuning().free_high_batch
-    assert dataclasses.replace(small, free_high_batch=True).tuning().free_high_batch
+    assert dataclasses.replace(small, free_high_batch="on").tuning().free_high_batch
+    assert not dataclasses.replace(roomy, free_high_batch="off").tuning().free_high_batch
+
+
+def test_cacheinfo_records_the_slice_the_mode_and_the_flag_they_gave():
+    batch = ModelSpec(pages=1 << 18).limits().batch
+    roomy = ModelSpec(pages=1 << 18, cache_slice=(3 * batch + 1) << 12)
+    assert roomy.cacheinfo() == {"cache_slice": (3 * batch + 1) << 12, "free_high_batch": "auto", "flag": True}
+    forced = dataclasses.replace(roomy, free_high_batch="off")
+    assert forced.cacheinfo() == {"cache_slice": (3 * batch + 1) << 12, "free_high_batch": "off", "flag": False}
+
+
+@pytest.mark.parametrize(("value", "mode"), [('"auto"', "auto"), ('"on"', "on"), ('"off"', "off"),
+                                             ("true", "on"), ("false", "auto")])
+def test_free_high_batch_loads_its_modes_and_older_files_booleans(value, mode):
+    pcp = parse_settings(f"[pcp]\nfree_high_batch = {value}\n", "x.toml").pcp
+    assert pcp.free_high_batch == mode
+    spec = ModelSpec.from_settings(dataclasses.replace(DEFAULT_SETTINGS, pcp=pcp), ncpus=1)
+    assert spec.free_high_batch == mode
 
 
 def test_config_keys_load_and_bad_values_are_one_line_errors():
     text = '[pcp]\ncache_slice = "1MiB"\ndecay_drain = "one-call"\n'
     pcp = parse_settings(text, "x.toml").pcp
     assert (pcp.cache_slice, pcp.decay_drain) == (1 << 20, "one-call")
-    for bad, key in (('cache_slice = "lots"', "pcp.cache_slice"), ('decay_drain = "all"', "pcp.decay_drain")):
+    for bad, key in (('cache_slice = "lots"', "pcp.cache_slice"), ('decay_drain = "all"', "pcp.decay_drain"),
+                     ("free_high_batch = 1", "pcp.free_high_batch")):
         with pytest.raises(ConfigError) as info:
             parse_settings(f"[pcp]\n{bad}\n", "x.toml")
         assert str(info.value).startswith(f"x.toml: {key}: ") and "\n" not in str(info.value)

@@ -273,3 +273,16 @@ def test_a_replaced_worker_counts_from_its_restart():
     start = blocks({"alloc_netpool_order_0": 500, "alloc_miss_type_anon": 9})
     end = blocks({"alloc_netpool_order_0": 0, "alloc_miss_type_anon": 2, "pcp_pages_type_netpool": 8})
     assert stranded_by_type(start, end)["netpool"] == (8, 2)
+
+
+def test_typed_holding_counts_each_types_pages_and_those_stranded_since_the_start_given():
+    start = blocks({"alloc_netpool_order_0": 4}, {})
+    end = blocks({"alloc_netpool_order_0": 4, "pcp_pages_type_netpool": 40, "pcp_pages_type_anon": 3},
+                 {"alloc_anon_order_0": 10, "pcp_pages_type_netpool": 70})
+    since_start = stats.typed_holding(start, end)
+    assert (since_start.by_type["netpool"], since_start.by_type["anon"]) == (110, 3)
+    # CPU 0 allocated no netpool after ``start``: its 40 pages too are stranded in that window
+    assert (since_start.stranded["netpool"], since_start.stranded["anon"]) == (110, 3)
+    assert since_start.stranded_pages == 113
+    whole_run = stats.typed_holding(None, end)             # None: since the counters' start
+    assert (whole_run.stranded["netpool"], whole_run.stranded_pages) == (70, 73)

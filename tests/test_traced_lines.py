@@ -6,7 +6,8 @@ of lines each operation loaded and stored.  The rules, each a modelling
 convention documented where the code follows it:
 
 * Tracing changes nothing: every charged figure is the same both ways.
-* A PCP hit (the hot path) charges exactly what it touches: per access
+* A PCP hit (the hot path), and the owner's side of a routed free (row
+  ``owner``: pcp-buddy), charges exactly what it touches: per access
   kind, the charged count is the number of distinct lines traced.  Reads
   are every line loaded, stored to as well or not (legacy's tail loop reads
   and rewrites every tail: 511 lines each way).
@@ -58,7 +59,7 @@ def mismatches(row: dict[str, Any]) -> list[str]:
     traced = row["traced"]
     where = f"{row['policy']} {row['memdesc']} {row['order']} {row['op']} {row['pcp']}"
     out = []
-    if row["pcp"] == "hit":
+    if row["pcp"] in ("hit", "owner"):
         for kind in WRITES + READS:
             if row[kind] != traced[kind]:
                 out.append(f"{where}: {kind} charged {row[kind]}, traced {traced[kind]}")

@@ -12,10 +12,10 @@ import pytest
 
 from pcpd.analysis.results import Results, dumps, load, tuning_problem
 from pcpd.config.load import load_settings
-from pcpd.daemon.report import TUNING_SAMPLES, TuningSeries
 from pcpd.daemon.supervisor import Daemon, RunOptions
 from pcpd.errors import InputError
 from pcpd.model.stats import INDEX, NR_STATS, TUNING_KEYS, Snapshot
+from pcpd.model.tuning import TUNING_SAMPLES, TuningSeries
 
 NET_RX = Path(__file__).parent / "data" / "configs" / "net-rx-small.toml"
 V2 = Path(__file__).parent / "data" / "results" / "v2-tiny.json"

@@ -31,6 +31,8 @@ from pcpd.model.zone import (
     Z_WMARK_HIGH,
     Z_WMARK_LOW,
     Z_WMARK_MIN,
+    ZONE_BELOW_HIGH,
+    ZONE_RECLAIM_ACTIVE,
     Zone,
 )
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
@@ -136,35 +138,47 @@ def test_order_0_split_of_order_3_block(make_zone, record_bytes):
     m = make_zone(pages=512, record_bytes=record_bytes)
     z = m.zone
     for order in (8, 7, 6, 5, 4, 3):                  # leave exactly one order-3 block
-        z.rmqueue_buddy(order, MIGRATE_MOVABLE)
+        z.rmqueue_buddy(order, MIGRATE_MOVABLE, False)
     [(p, order)] = m.free_blocks().items()
     assert order == 3
-    assert z.rmqueue_buddy(0, MIGRATE_MOVABLE) == p
+    assert z.rmqueue_buddy(0, MIGRATE_MOVABLE, False) == p
     assert m.free_blocks() == {p + 4: 2, p + 2: 1, p + 1: 0}
     assert [m.list_of(o, MIGRATE_MOVABLE) for o in (2, 1, 0)] == [[p + 4], [p + 2], [p + 1]]
 
 
 def test_expand_puts_upper_halves_on_list_heads(make_zone):
     m = make_zone(pages=1024)
-    assert m.zone.rmqueue_buddy(0, MIGRATE_MOVABLE) == 0
+    assert m.zone.rmqueue_buddy(0, MIGRATE_MOVABLE, False) == 0
     assert m.free_blocks() == {1 << o: o for o in range(10)}
 
 
 def test_refill_from_one_block_comes_out_in_ascending_pfn_order(make_zone):
     """Section 2.6 [derived]: P, P+1, ..., under one zone->lock acquisition."""
     m = make_zone(pages=1024)
-    got = m.zone.rmqueue_bulk(0, MIGRATE_MOVABLE, 63)
+    got = m.zone.rmqueue_bulk(0, MIGRATE_MOVABLE, 63, False)
     assert got == list(range(63))
     assert m.counters["lock_acquisitions"] == 1
     check_free_lists(m)
 
 
+def test_refill_below_high_sets_the_flag_for_the_next_allocation(make_zone):
+    """A refill that takes the zone below its high watermark: the next allocation's
+    get_page_from_freelist() (a PCP hit too) would set ZONE_BELOW_HIGH, so the
+    model sets it as the refill returns, not at the next refill."""
+    m = make_zone(pages=1024)
+    _marks(m, low=10, high=1000)
+    m.zone.flags_from_watermarks()
+    assert not m.zone.below_high
+    m.zone.rmqueue_bulk(0, MIGRATE_MOVABLE, 32, False)  # 1024 free before it, 992 after
+    assert m.zone.below_high and not m.zone.reclaim_active
+
+
 def test_refill_stops_when_the_zone_is_empty(make_zone):
     m = make_zone(pages=512)
-    got = m.zone.rmqueue_bulk(8, MIGRATE_MOVABLE, 5)
+    got = m.zone.rmqueue_bulk(8, MIGRATE_MOVABLE, 5, False)
     assert got == [0, 256]
     assert m.zone.free_pages == 0
-    assert m.zone.rmqueue_buddy(0, MIGRATE_MOVABLE) == NIL
+    assert m.zone.rmqueue_buddy(0, MIGRATE_MOVABLE, False) == NIL
 
 
 # -- merging: __free_one_page(), section 4.3 ----------------------------------------
@@ -173,7 +187,7 @@ def test_merge_worked_example(make_zone):
     """Free 0x1003 while 0x1002 (o0) and 0x1000 (o1) are free: order 2 at 0x1000."""
     m = make_zone(pages=8192)
     z = m.zone
-    taken = z.rmqueue_bulk(0, MIGRATE_MOVABLE, 8)    # 0 .. 7 of the first order-10 block
+    taken = z.rmqueue_bulk(0, MIGRATE_MOVABLE, 8, False)    # 0 .. 7 of the first order-10 block
     assert taken == list(range(8))
     for pfn in (0, 1, 2):                            # 0 and 1 merge to order 1, 2 stays alone
         z.free_one_page(pfn, 0)
@@ -190,8 +204,8 @@ def test_merge_worked_example(make_zone):
 def test_merge_stops_at_max_order(make_zone):
     m = make_zone(pages=4096)
     z = m.zone
-    a = z.rmqueue_buddy(10, MIGRATE_MOVABLE)
-    b = z.rmqueue_buddy(10, MIGRATE_MOVABLE)
+    a = z.rmqueue_buddy(10, MIGRATE_MOVABLE, False)
+    b = z.rmqueue_buddy(10, MIGRATE_MOVABLE, False)
     z.free_one_page(a, 10)
     z.free_one_page(b, 10)
     assert set(check_free_lists(m).values()) == {10}
@@ -201,7 +215,7 @@ def test_order_10_free_splits_into_pageblocks_of_their_own_type(make_zone):
     """split_large_buddy(): two pieces; the buddy's pageblock is retyped on merge."""
     m = make_zone(pages=1024)
     z = m.zone
-    pfn = z.rmqueue_buddy(10, MIGRATE_MOVABLE)
+    pfn = z.rmqueue_buddy(10, MIGRATE_MOVABLE, False)
     m.arena.pageblock[0] = MIGRATE_UNMOVABLE
     z.free_one_page(pfn, 10)
     assert m.free_blocks() == {0: 10}
@@ -213,7 +227,7 @@ def test_buddy_merge_likely_puts_the_block_at_the_tail(make_zone):
     """A block whose order+1 buddy is free goes to the tail (section 4.3 step 4)."""
     m = make_zone(pages=1024)
     z = m.zone
-    got = z.rmqueue_bulk(0, MIGRATE_MOVABLE, 16)     # 0..15; 16 (o4) .. 512 (o9) free
+    got = z.rmqueue_bulk(0, MIGRATE_MOVABLE, 16, False)     # 0..15; 16 (o4) .. 512 (o9) free
     z.free_one_page(8, 0)                            # its buddy 9 is allocated: no merge
     z.free_one_page(2, 0)                            # order-1 buddy of {2,3} is {0,1}: allocated
     assert got == list(range(16))
@@ -236,14 +250,14 @@ def test_split_charges_each_head_written(make_zone, record_bytes, memmap_lines, 
     """One order-10 block off its list, ten halves onto empty lists; 8-byte pages keep
     the links in the free blocks themselves."""
     m = make_zone(pages=1024, record_bytes=record_bytes)
-    m.zone.rmqueue_buddy(0, MIGRATE_MOVABLE)
+    m.zone.rmqueue_buddy(0, MIGRATE_MOVABLE, False)
     assert m.counters["lines_written_buddy"] == memmap_lines
     assert m.counters["data_lines_written"] == free_memory_lines
 
 
 def test_merge_reads_each_buddy_it_checks(make_zone):
     m = make_zone(pages=1024)
-    pfn = m.zone.rmqueue_buddy(0, MIGRATE_MOVABLE)
+    pfn = m.zone.rmqueue_buddy(0, MIGRATE_MOVABLE, False)
     m.counters.v[:] = [0] * len(m.counters.v)
     m.zone.free_one_page(pfn, 0)                     # merges 10 times, up to order 10
     assert m.counters["lines_read_buddy"] == 10
@@ -255,7 +269,7 @@ def test_merge_reads_each_buddy_it_checks(make_zone):
 def test_whole_block_claim_retypes_the_pageblocks(make_zone):
     m = make_zone(pages=1024)
     z = m.zone
-    assert z.rmqueue_buddy(0, MIGRATE_UNMOVABLE) == 0  # claims the order-10 block
+    assert z.rmqueue_buddy(0, MIGRATE_UNMOVABLE, False) == 0  # claims the order-10 block
     assert list(m.arena.pageblock) == [MIGRATE_UNMOVABLE] * 2
     assert int(m.arena.zone[Z_CLAIMS]) == 1
     assert m.list_of(9, MIGRATE_UNMOVABLE) == [512]
@@ -265,12 +279,12 @@ def test_whole_block_claim_retypes_the_pageblocks(make_zone):
 def test_movable_order_below_4_never_claims_but_steals(make_zone):
     m = make_zone(pages=512)
     z = m.zone
-    z.rmqueue_buddy(0, MIGRATE_UNMOVABLE)             # pageblock 0 becomes unmovable
+    z.rmqueue_buddy(0, MIGRATE_UNMOVABLE, False)             # pageblock 0 becomes unmovable
     for order in (8, 7, 6, 5, 4):
-        z.rmqueue_buddy(order, MIGRATE_UNMOVABLE)
+        z.rmqueue_buddy(order, MIGRATE_UNMOVABLE, False)
     assert m.free_blocks() == {1: 0, 2: 1, 4: 2, 8: 3}
     claims = int(m.arena.zone[Z_CLAIMS])
-    assert z.rmqueue_buddy(0, MIGRATE_MOVABLE) == 1   # __rmqueue_steal(): smallest first
+    assert z.rmqueue_buddy(0, MIGRATE_MOVABLE, False) == 1   # __rmqueue_steal(): smallest first
     assert int(m.arena.zone[Z_CLAIMS]) == claims
     assert int(m.arena.zone[Z_STEALS]) == 1
     assert m.arena.pageblock[0] == MIGRATE_UNMOVABLE  # the block keeps its type
@@ -300,7 +314,7 @@ def test_partial_claim_needs_half_the_pageblock(legacy_zone):
         cpu.policy.alloc(T_ANON, order)
     zone = cpu.zone
     assert {p: o for p, o in _free(arena).items()} == {896: 7}
-    assert zone.rmqueue_buddy(0, MIGRATE_UNMOVABLE) == 896   # 128 free + 0 alike < 256: steal
+    assert zone.rmqueue_buddy(0, MIGRATE_UNMOVABLE, False) == 896   # 128 free + 0 alike < 256: steal
     assert int(arena.zone[Z_CLAIMS]) == 0 and int(arena.zone[Z_STEALS]) == 1
     assert arena.pageblock[1] == MIGRATE_MOVABLE
 
@@ -311,7 +325,7 @@ def test_partial_claim_moves_every_free_block(legacy_zone):
         cpu.policy.alloc(T_ANON, order)
     zone = cpu.zone
     assert _free(arena) == {768: 8}
-    assert zone.rmqueue_buddy(0, MIGRATE_RECLAIMABLE) == 768  # 256 free: claim
+    assert zone.rmqueue_buddy(0, MIGRATE_RECLAIMABLE, False) == 768  # 256 free: claim
     assert int(arena.zone[Z_CLAIMS]) == 1
     assert list(arena.pageblock) == [MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE]
 
@@ -323,26 +337,40 @@ def test_nofragment_takes_no_piece_of_a_foreign_pageblock(legacy_zone):
         cpu.policy.alloc(T_ANON, order)
     zone = cpu.zone
     assert _free(arena) == {768: 8}                   # half of pageblock 1, MOVABLE
-    assert zone.rmqueue_bulk(0, MIGRATE_RECLAIMABLE, 4, nofragment=True) == []
+    assert zone.rmqueue_bulk(0, MIGRATE_RECLAIMABLE, 4, True) == []
     assert int(arena.zone[Z_CLAIMS]) == int(arena.zone[Z_STEALS]) == 0
     assert list(arena.pageblock) == [MIGRATE_MOVABLE] * 2
-    assert zone.rmqueue_bulk(0, MIGRATE_RECLAIMABLE, 1) == [768]     # without it: the 256-of-512 claim
+    assert zone.rmqueue_bulk(0, MIGRATE_RECLAIMABLE, 1, False) == [768]     # without it: the 256-of-512 claim
+
+
+def test_rmqueue_retries_without_nofragment_under_the_held_lock(legacy_zone):
+    """Zone.rmqueue(), for callers holding zone->lock (pcp-buddy's phases 1 and 3):
+    ALLOC_NOFRAGMENT first, then the fragmenting claim, as a refill's retry would."""
+    arena, cpu = legacy_zone
+    for order in (8, 8, 8):
+        cpu.policy.alloc(T_ANON, order)
+    assert cpu.zone.rmqueue(0, MIGRATE_RECLAIMABLE, 2, True) == [768, 769]
+    assert int(arena.zone[Z_CLAIMS]) == 1 and int(arena.zone[Z_STEALS]) == 0
 
 
 def test_nofragment_still_claims_whole_pageblocks(make_zone):
     m = make_zone(pages=1024)
-    assert m.zone.rmqueue_bulk(3, MIGRATE_UNMOVABLE, 2, nofragment=True) == [0, 8]
+    assert m.zone.rmqueue_bulk(3, MIGRATE_UNMOVABLE, 2, True) == [0, 8]
     assert list(m.arena.pageblock) == [MIGRATE_UNMOVABLE] * 2
     assert int(m.arena.zone[Z_CLAIMS]) == 1
 
 
 def test_refill_retries_without_nofragment(legacy_zone):
     """get_page_from_freelist(): nothing without fragmenting, so the zonelist is walked
-    again without ALLOC_NOFRAGMENT; the one zone gives the claim then."""
+    again without ALLOC_NOFRAGMENT; the one zone gives the claim then.  Between the
+    two, rmqueue() falls through to rmqueue_buddy(), which takes zone->lock and fails
+    the same way: three acquisitions for the one allocation."""
     arena, cpu = legacy_zone
     for order in (8, 8, 8):
         cpu.policy.alloc(T_ANON, order)
+    before = cpu.counters["lock_acquisitions"]
     assert cpu.policy.alloc(T_SLAB, 0) == 768         # slab is RECLAIMABLE
+    assert cpu.counters["lock_acquisitions"] - before == 3
     assert cpu.counters["refills"] == 1
     assert int(arena.zone[Z_CLAIMS]) == 1
 
@@ -354,8 +382,8 @@ def test_nofragment_is_off_before_5_0():
         cpu = CpuAllocator(arena, spec, SharedLocks.local(), 0)
         for order in (8, 8, 8):
             cpu.policy.alloc(T_ANON, order)
-        assert not cpu.zone.nofragment
-        assert cpu.zone.rmqueue_buddy(0, MIGRATE_RECLAIMABLE) == 768
+        assert not cpu.policy.nofragment
+        assert cpu.zone.rmqueue_buddy(0, MIGRATE_RECLAIMABLE, False) == 768
         assert int(arena.zone[Z_STEALS]) == 0 and int(arena.zone[Z_CLAIMS]) == 1
         del cpu
     finally:
@@ -379,7 +407,7 @@ def test_watermark_ok(make_zone):
     assert not z.watermark_ok(0, 1024)               # free <= mark fails
     assert z.watermark_ok(10, 0)
     assert not z.watermark_ok(10, 1)                 # free - (1024 - 1) = 1 <= 1
-    z.rmqueue_buddy(0, MIGRATE_MOVABLE)              # no order-10 block remains
+    z.rmqueue_buddy(0, MIGRATE_MOVABLE, False)              # no order-10 block remains
     assert not z.watermark_ok(10, 0)
     assert z.watermark_ok(9, 0)
 
@@ -394,29 +422,34 @@ def test_an_allocation_under_the_high_watermark_sets_below_high(make_zone):
     m = make_zone(pages=1024)
     _marks(m, low=200, high=300)
     z = m.zone
-    z.rmqueue_buddy(9, MIGRATE_MOVABLE)               # tested before taking: 1024 - 511 > 300
+    z.rmqueue_buddy(9, MIGRATE_MOVABLE, False)               # tested before taking: 1024 - 511 > 300
     z.check_watermarks(0)                            # 512 free
     assert not z.below_high and not z.reclaim_active
-    z.rmqueue_buddy(8, MIGRATE_MOVABLE)               # get_page_from_freelist(): 512 - 255 <= 300
+    z.rmqueue_buddy(8, MIGRATE_MOVABLE, False)               # get_page_from_freelist(): 512 - 255 <= 300
     assert z.below_high and not z.reclaim_active
     z.check_watermarks(0)                            # 256 free, above low
     assert int(m.arena.zone[Z_FLAGS]) == BELOW_HIGH  # one load of zone->flags shows it alone
 
 
-def test_below_high_follows_the_order_of_the_allocation(make_zone):
+def test_both_watermarks_follow_the_order_of_the_allocation(make_zone):
+    """zone_watermark_fast(order, mark) for the high and the low test alike: 512 pages
+    free pass both marks at order 0 but fail them at order 9 with no order-9 block."""
     m = make_zone(pages=1024)
     _marks(m, low=10, high=20)
-    m.zone.rmqueue_buddy(9, MIGRATE_MOVABLE)
+    m.zone.rmqueue_buddy(9, MIGRATE_MOVABLE, False)
+    m.zone.flags_from_watermarks()
+    m.zone.check_watermarks(0)
+    assert not m.zone.below_high and not m.zone.reclaim_active
     m.zone.check_watermarks(9)                       # 512 free but no order-9 block left
-    assert m.zone.below_high and not m.zone.reclaim_active
+    assert m.zone.below_high and m.zone.reclaim_active
 
 
 def test_free_path_clears_below_high_once_above_the_high_watermark(make_zone):
     m = make_zone(pages=1024)
     _marks(m, low=200, high=300)
     z = m.zone
-    big = z.rmqueue_buddy(9, MIGRATE_MOVABLE)
-    mid = z.rmqueue_buddy(8, MIGRATE_MOVABLE)
+    big = z.rmqueue_buddy(9, MIGRATE_MOVABLE, False)
+    mid = z.rmqueue_buddy(8, MIGRATE_MOVABLE, False)
     z.check_watermarks(0)
     z.clear_below_high()                             # 256 free: still below high
     assert z.below_high
@@ -432,11 +465,11 @@ def test_kswapd_is_active_from_the_low_watermark_until_above_high(make_zone):
     m = make_zone(pages=1024)
     _marks(m, low=200, high=300)
     z = m.zone
-    z.rmqueue_buddy(9, MIGRATE_MOVABLE)
-    mid = z.rmqueue_buddy(8, MIGRATE_MOVABLE)
-    small = z.rmqueue_buddy(6, MIGRATE_MOVABLE)       # 192 free
-    assert not z.reclaim_active
-    z.check_watermarks(0)                            # below low: wake_all_kswapds()
+    z.rmqueue_buddy(9, MIGRATE_MOVABLE, False)
+    mid = z.rmqueue_buddy(8, MIGRATE_MOVABLE, False)
+    assert not z.reclaim_active                      # 256 free, above low
+    # 192 free: the next allocation's test, run as this one returns, wakes kswapd
+    small = z.rmqueue_buddy(6, MIGRATE_MOVABLE, False)
     assert z.reclaim_active
     z.free_one_page(small, 6)                        # 256: between low and high, kswapd goes on
     assert z.reclaim_active
@@ -445,16 +478,21 @@ def test_kswapd_is_active_from_the_low_watermark_until_above_high(make_zone):
     assert z.below_high                              # only the free path's drain clears it
 
 
-def test_each_flag_is_its_own_byte_of_the_flags_word(make_zone):
-    """set_bit()/clear_bit() as single byte stores: one flag's change leaves the other."""
+def test_each_flag_has_its_own_byte_of_the_flags_word(make_zone):
+    """The layout: each flag is one byte of Z_FLAGS, 0 or 1, and one flag's change
+    leaves the other.  (That each change is a single byte store, not a read-modify-
+    write of the word, is the code's; one process cannot see the difference.)"""
     m = make_zone(pages=1024)
     _marks(m, low=1024, high=1024)
     m.zone.check_watermarks(0)
+    flag_bytes = bytes(m.arena.zoneb[Z_FLAGS * 8:Z_FLAGS * 8 + 8])
+    assert flag_bytes[ZONE_BELOW_HIGH] == flag_bytes[ZONE_RECLAIM_ACTIVE] == 1
+    assert sum(flag_bytes) == 2
     assert int(m.arena.zone[Z_FLAGS]) == BELOW_HIGH | RECLAIM_ACTIVE
     _marks(m, low=0, high=0)
     m.zone.clear_below_high()
     assert int(m.arena.zone[Z_FLAGS]) == RECLAIM_ACTIVE
-    m.zone.free_one_page(m.zone.rmqueue_buddy(0, MIGRATE_MOVABLE), 0)   # kswapd balanced
+    m.zone.free_one_page(m.zone.rmqueue_buddy(0, MIGRATE_MOVABLE, False), 0)   # kswapd balanced
     assert int(m.arena.zone[Z_FLAGS]) == 0
 
 
@@ -475,10 +513,10 @@ def test_flags_from_watermarks(make_zone):
 
 def test_one_lock_acquisition_per_bulk_operation(make_zone):
     m = make_zone(pages=2048)
-    got = m.zone.rmqueue_bulk(0, MIGRATE_MOVABLE, 31)
+    got = m.zone.rmqueue_bulk(0, MIGRATE_MOVABLE, 31, False)
     m.zone.free_pcppages_bulk([(pfn, 0) for pfn in got])
     assert m.counters["lock_acquisitions"] == 2
-    m.zone.free_one_page(m.zone.rmqueue_buddy(3, MIGRATE_MOVABLE), 3)
+    m.zone.free_one_page(m.zone.rmqueue_buddy(3, MIGRATE_MOVABLE, False), 3)
     assert m.counters["lock_acquisitions"] == 4
     assert m.counters["lock_uncontended"] == 4
 
@@ -498,7 +536,7 @@ def test_random_alloc_free_keeps_buddy_invariants(record_bytes, ops):
         held: list[tuple[int, int]] = []
         for alloc, order, mt, pick in ops:
             if alloc or not held:
-                pfn = m.zone.rmqueue_buddy(order, mt)
+                pfn = m.zone.rmqueue_buddy(order, mt, False)
                 if pfn != NIL:
                     assert pfn % (1 << order) == 0
                     held.append((pfn, order))
@@ -522,7 +560,7 @@ def test_random_alloc_free_keeps_buddy_invariants(record_bytes, ops):
 def test_merge_is_independent_of_free_order(make_zone):
     """Freeing a split block's pieces in any order restores the order-10 blocks."""
     m = make_zone(pages=2048)
-    got = m.zone.rmqueue_bulk(0, MIGRATE_MOVABLE, 1024)
+    got = m.zone.rmqueue_bulk(0, MIGRATE_MOVABLE, 1024, False)
     random.Random(7).shuffle(got)
     for pfn in got:
         m.zone.free_one_page(pfn, 0)

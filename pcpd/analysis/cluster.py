@@ -150,11 +150,21 @@ class Cluster:
         self.workers = {addr: str(w.get("host", addr)) for addr, w in info["workers"].items()
                         if not self.whole_nodes or (w.get("resources") or {}).get(NODE, 0) >= 1}
         if not self.workers:
-            if not self.whole_nodes:
-                raise UsageError(f"--scheduler {self.address}: the cluster has no worker; start one with: "
-                                 f"{worker_command(self.address)}")
-            raise UsageError(f"--scheduler {self.address}: no worker offers the {NODE} resource; "
-                             f"start one on each machine with: {worker_command(self.address)}")
+            raise UsageError(self._no_worker())
+        self._check_versions()
+        if self.whole_nodes:
+            self._note_shared_hosts()
+
+    def _no_worker(self) -> str:
+        """What to say when no worker may run a point, and how to start one."""
+        if not self.whole_nodes:
+            return (f"--scheduler {self.address}: the cluster has no worker; start one with: "
+                    f"{worker_command(self.address)}")
+        return (f"--scheduler {self.address}: no worker offers the {NODE} resource; "
+                f"start one on each machine with: {worker_command(self.address)}")
+
+    def _check_versions(self) -> None:
+        """Every worker imports pcpd, and the same pcpd as this one (UsageError if not)."""
         try:
             environments = self.client.run(environment, workers=list(self.workers))
         except Exception as err:   # anything a worker raises comes back: most often pcpd missing there
@@ -165,20 +175,21 @@ class Cluster:
                 raise UsageError(f"--scheduler {self.address}: worker {addr} runs pcpd "
                                  f"{env.get('pcpd_version')}, this is pcpd {environment()['pcpd_version']}; "
                                  "install the same pcpd on every worker")
+
+    def _note_shared_hosts(self) -> None:
+        """Note each machine where several workers offer a node: their points compete for its CPUs."""
         by_host: dict[str, int] = {}
         for host in self.workers.values():
             by_host[host] = by_host.get(host, 0) + 1
         for host, count in sorted(by_host.items()):
-            if count > 1 and self.whole_nodes:
+            if count > 1:
                 self.notes.append(f"{count} workers on {host} offer {NODE}: their points run on that machine "
                                   "at the same time, so each competes with the others for its CPUs")
 
     def run(self, plan: Plan, points: list[Point], progress: Progress | None, log_stream: TextIO,
-            finished: Finished | None = None) -> tuple[list[RunRecord], dict[str, dict[str, Any]]]:
-        """Run every point as one task; the records in ``points`` order, and each host's environment.
-
-        ``finished(i, record, host, environment)`` is called as the run of
-        ``points[i]`` comes back.
+            finished: Finished) -> None:
+        """Run every point as one task, calling ``finished(i, record, host, environment)`` as the run
+        of ``points[i]`` comes back.
 
         A point's log lines and summary go to ``log_stream`` under a header
         naming its host, in the order the points finish.  On an error or ^C
@@ -187,42 +198,37 @@ class Cluster:
         """
         import distributed
 
-        for note in self.notes:
-            print(f"pcpd experiment: warning: {note}", file=sys.stderr, flush=True)
-        offering = f"with {NODE} " if self.whole_nodes else ""
-        print(f"pcpd experiment: {len(points)} runs on {self.address}: {len(self.workers)} worker(s) "
-              f"{offering}on {', '.join(sorted(set(self.workers.values())))}", file=sys.stderr, flush=True)
-        batch = uuid.uuid4().hex[:8]              # keys unique to this experiment on a shared scheduler
-        futures = [self.client.submit(run_remote, plan, point, key=f"pcpd-point-{batch}-{i}",
-                                      resources=point_resources(plan), retries=RETRIES, pure=False)
-                   for i, point in enumerate(points)]
+        self._announce(len(points))
+        futures = self._submit(plan, points)
         index = {future.key: i for i, future in enumerate(futures)}
-        records: list[RunRecord | None] = [None] * len(points)
-        hosts: dict[str, dict[str, Any]] = {}
         try:
             # this client is not Dask's default (set_as_default=False): name its loop
             for future in distributed.as_completed(futures, loop=self.client.loop):
-                point = points[index[future.key]]
-                outcome = self._outcome(future, point, distributed.KilledWorker)
-                if outcome.error:
-                    raise UsageError(f"{point.label}: on {outcome.host}: {outcome.error}")
-                record = outcome.record
-                assert record is not None             # run_remote returns a record or an error
-                if outcome.environment.get("pcpd_version") != environment()["pcpd_version"]:
-                    raise UsageError(f"{point.label}: {outcome.host} runs pcpd "
-                                     f"{outcome.environment.get('pcpd_version')}; install the same pcpd "
-                                     "on every worker")
-                records[index[future.key]] = record
-                hosts[outcome.host] = outcome.environment
-                if finished:
-                    finished(index[future.key], record, outcome.host, outcome.environment)
-                log_stream.write(f"--- {point.label}: on {outcome.host} ---\n{outcome.log}")
+                i = index[future.key]
+                outcome = self._outcome(future, points[i], distributed.KilledWorker)
+                record = _record(points[i], outcome)
+                finished(i, record, outcome.host, outcome.environment)
+                log_stream.write(f"--- {points[i].label}: on {outcome.host} ---\n{outcome.log}")
                 log_stream.flush()
                 if progress:
-                    progress.finish(f"{point.label} on {outcome.host}", record)
+                    progress.finish(f"{points[i].label} on {outcome.host}", record)
         finally:
             self.client.cancel([future for future in futures if not future.done()])
-        return [record for record in records if record is not None], hosts
+
+    def _announce(self, runs: int) -> None:
+        """The cluster's notes, and where the runs go, on stderr."""
+        for note in self.notes:
+            print(f"pcpd experiment: warning: {note}", file=sys.stderr, flush=True)
+        offering = f"with {NODE} " if self.whole_nodes else ""
+        print(f"pcpd experiment: {runs} runs on {self.address}: {len(self.workers)} worker(s) "
+              f"{offering}on {', '.join(sorted(set(self.workers.values())))}", file=sys.stderr, flush=True)
+
+    def _submit(self, plan: Plan, points: list[Point]) -> list[distributed.Future]:
+        """One task per point, under keys unique to this experiment on a shared scheduler."""
+        batch = uuid.uuid4().hex[:8]
+        return [self.client.submit(run_remote, plan, point, key=f"pcpd-point-{batch}-{i}",
+                                   resources=point_resources(plan), retries=RETRIES, pure=False)
+                for i, point in enumerate(points)]
 
     @staticmethod
     def _outcome(future: distributed.Future, point: Point, killed: type[Exception]) -> PointOutcome:
@@ -266,6 +272,18 @@ class PointOutcome:
     record: RunRecord | None = None
     error: str = ""                       # a mistake no rerun can fix (the child exited 2)
 
+
+
+def _record(point: Point, outcome: PointOutcome) -> RunRecord:
+    """The run record a point's task returned; a UsageError if the point failed there or its node
+    runs another pcpd."""
+    if outcome.error:
+        raise UsageError(f"{point.label}: on {outcome.host}: {outcome.error}")
+    assert outcome.record is not None             # run_remote returns a record or an error
+    if outcome.environment.get("pcpd_version") != environment()["pcpd_version"]:
+        raise UsageError(f"{point.label}: {outcome.host} runs pcpd {outcome.environment.get('pcpd_version')}; "
+                         "install the same pcpd on every worker")
+    return outcome.record
 
 def run_remote(plan: Plan, point: Point) -> PointOutcome:
     """The Dask task: run ``point`` in a child process of this worker and hand back its outcome.

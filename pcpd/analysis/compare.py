@@ -57,9 +57,10 @@ ALPHA = 0.05                      # two-sided: a 95% test
 # keys of the config as run that do not change what a run measures ([simulate] only matters to
 # virtual-time runs, whose cost model is compared as the ``virtual`` metadata)
 IGNORED_CONFIG = ("name", "policy.name", "experiment.", "exporter.", "simulate.")
-# how a run is measured, beside its config: real or virtual time (absent: real), and a
-# virtual run's CPUs and cost model (pcpd simulate)
-MEASUREMENT_METADATA = ("warmup", "ops", "mode", "virtual")
+# how a run is measured, beside its config: real or virtual time (absent: real), a
+# virtual run's CPUs and cost model (pcpd simulate), and PCPF_FREE_HIGH_BATCH as the
+# machine's cache set it (pcpd.spec.ModelSpec.cacheinfo; absent in older files)
+MEASUREMENT_METADATA = ("warmup", "ops", "mode", "virtual", "pcp_cacheinfo")
 CHANGE_WIDTH = 8                  # "  -5.30%" in its brackets, as mmtests' " (%7.2f%%)"
 
 
@@ -90,7 +91,6 @@ class Samples:
         return f"n/a ({count:,} {self.noun if count != 1 else self.noun[:-1]})"
 
 
-_WAITS = tuple(f"lock_wait_bucket_{i}" for i in range(len(stats.LOCK_WAIT_BUCKETS) + 1))
 _OPS = Samples(stats.OPS_COUNTERS, "ops", 1)
 _ACQUISITIONS = Samples(("lock_acquisitions",), "acquisitions", 1)
 # The events behind each figure that has a minimum.  A share or a per-op figure needs one
@@ -100,8 +100,8 @@ SAMPLES: dict[str, Samples] = {
     "pcp_hit_ratio": Samples(stats.SERVED_COUNTERS, "allocations", 1),
     "zone_lock_acquisitions_per_1k_ops": _OPS,
     "zone_lock_contended_ratio": _ACQUISITIONS,
-    "zone_lock_wait_p50_seconds": Samples(_WAITS, "waits", 10),
-    "zone_lock_wait_p99_seconds": Samples(_WAITS, "waits", 500),
+    "zone_lock_wait_p50_seconds": Samples(stats.LOCK_WAIT_BUCKET_COUNTERS, "waits", 10),
+    "zone_lock_wait_p99_seconds": Samples(stats.LOCK_WAIT_BUCKET_COUNTERS, "waits", 500),
     "zone_lock_hold_mean_seconds": _ACQUISITIONS,
     "struct_page_lines_per_op": _OPS,
     "descriptor_lines_per_op": _OPS,
@@ -342,17 +342,13 @@ def comparison_rows(a: Results, b: Results, point: Any, policy: str) -> tuple[li
     means, spreads = [], []
     changes = 0
     untested: dict[str, list[str]] = {}
-    for fig in FIGURES:
-        sa, sb = side(a, point, policy, fig), side(b, point, policy, fig)
-        if not (sa.values or sb.values or sa.too_few or sb.too_few):
-            continue
-        verdict = Verdict(None)
-        if sa.usable and sb.usable and sa.mean != sb.mean:
+    for sa, sb in _shown_sides(a, b, point, policy):
+        verdict = _verdict(sa, sb)
+        if verdict is not None:
             changes += 1
-            verdict = judge(sa.values, sb.values)
             if verdict.significant is None:
-                untested.setdefault(verdict.reason, []).append(fig.label)
-        means.append(mean_row(sa, sb, verdict))
+                untested.setdefault(verdict.reason, []).append(sa.figure.label)
+        means.append(mean_row(sa, sb, verdict or Verdict(None)))
         spreads += spread_rows(sa, sb)
     spreads.sort(key=lambda row: row[0] != "Stddev")     # every Stddev row, then every CoeffVar row
     notes = [f"no t-test ({why}): {', '.join(labels) if len(labels) < changes else 'every change'}"
@@ -360,27 +356,54 @@ def comparison_rows(a: Results, b: Results, point: Any, policy: str) -> tuple[li
     return [["stat", "figure", "A", "B"], *means, *spreads], notes
 
 
+def _shown_sides(a: Results, b: Results, point: Any, policy: str) -> list[tuple[Side, Side]]:
+    """Both sides of every figure either side has (or has too few events for)."""
+    sides = [(side(a, point, policy, fig), side(b, point, policy, fig)) for fig in FIGURES]
+    return [(sa, sb) for sa, sb in sides if sa.values or sb.values or sa.too_few or sb.too_few]
+
+
+def _verdict(sa: Side, sb: Side) -> Verdict | None:
+    """The t-test of a change between usable sides; None where there is no change to test."""
+    if sa.usable and sb.usable and sa.mean != sb.mean:
+        return judge(sa.values, sb.values)
+    return None
+
+
 def render_comparison(a: Results, b: Results, names: tuple[str, str]) -> str:
     """Every (point, policy) both files ran, one table each, then what makes them less sure."""
     parts = []
     policies = [p for p in a.policies() if p in b.policies()]
     points = [p for p in a.points() if p in b.points()]
-    key = a.metadata.get("sweep_key")
     for point in points:
         for policy in policies:
-            title = policy if point is None else f"{policy}, {key} = {point}"
-            rows, notes = comparison_rows(a, b, point, policy)
-            parts += [title, report.format_table(rows, left=(0, 1)), *notes, ""]
+            parts += _comparison_table(a, b, point, policy)
+    parts += _only_in(a, b, names)
+    for name, res in zip(names, (a, b)):
+        parts += [f"warning: {name}: {warning}" for warning in report.warnings(_compared(res, points, policies))]
+    return "\n".join(parts).rstrip("\n")
+
+
+def _only_in(a: Results, b: Results, names: tuple[str, str]) -> list[str]:
+    """The policies one file ran and the other did not."""
+    lines = []
     for name, res, other in ((names[0], a, b), (names[1], b, a)):
         only = [p for p in res.policies() if p not in other.policies()]
         if only:
-            parts.append(f"only in {name}: {', '.join(only)}")
-    for name, res in zip(names, (a, b)):
-        compared = Results(res.metadata, [run for run in res.runs if run["policy"] in policies
-                                          and run["point"] in points])
-        for warning in report.warnings(compared):
-            parts.append(f"warning: {name}: {warning}")
-    return "\n".join(parts).rstrip("\n")
+            lines.append(f"only in {name}: {', '.join(only)}")
+    return lines
+
+
+def _comparison_table(a: Results, b: Results, point: Any, policy: str) -> list[str]:
+    """One (point, policy): its title, its table and its notes."""
+    title = policy if point is None else f"{policy}, {a.metadata.get('sweep_key')} = {point}"
+    rows, notes = comparison_rows(a, b, point, policy)
+    return [title, report.format_table(rows, left=(0, 1)), *notes, ""]
+
+
+def _compared(results: Results, points: list[Any], policies: list[str]) -> Results:
+    """The runs of ``results`` that the comparison covers."""
+    return Results(results.metadata, [run for run in results.runs
+                                      if run["policy"] in policies and run["point"] in points])
 
 
 LEGEND = """\

@@ -20,6 +20,11 @@ Rows are keyed by policy, memdesc type, order, operation and PCP outcome:
 ``free`` / ``miss``
     The free that reaches the drain threshold: ``free_pcppages_bulk()`` runs
     (its cause, ``high`` or ``free_high``, is in ``drain_cause``).
+``free`` / ``owner``
+    Policies that route a free to the CPU owning the block's pageblock
+    (pcp-buddy): the ``hit`` row is the freeing CPU's part (the message), and
+    this row the owner's, freeing a block of its own pageblock onto its PCP
+    with no drain following.  Like a hit, it charges exactly what it touches.
 ``bypass``
     Orders the PCP does not keep in the era (4-8 and 10; everything but
     order 0 in 4.18), and blocks a policy sends straight to the buddy (the
@@ -230,10 +235,24 @@ def _free_rows(arena: Arena, spec: ModelSpec, t: int, order: int, traced: bool) 
         outcome = _free_outcome(d)
         if outcome != "hit" or nth == 1:               # the first free met an empty list
             rows.append(("free", outcome, d, model.traced()))
-        if outcome != "hit" or (nth == 1 and not model.consumer.policy.pcp_pages()):
+        if outcome != "hit":
+            break
+        if nth == 1 and not model.consumer.policy.pcp_pages():     # routed to the owner
+            rows += _owner_free_row(arena, spec, t, order, traced)
             break
         nth += 1
     return rows
+
+
+def _owner_free_row(arena: Arena, spec: ModelSpec, t: int, order: int, traced: bool) -> list[Row]:
+    """The owner's side of a routed free: the measured CPU allocates two blocks (its
+    own pageblock's) and frees them; the second free is the row, unless it drains."""
+    model = _Model(arena, spec, LineTrace() if traced else None)
+    policy = model.consumer.policy
+    first, second = policy.alloc(t, order), policy.alloc(t, order)
+    policy.free(first, order, t)
+    d = model.measure(lambda: policy.free(second, order, t))
+    return [("free", "owner", d, model.traced())] if _free_outcome(d) == "hit" else []
 
 
 def _record(spec: ModelSpec, t: int, order: int, op: str, pcp: str,

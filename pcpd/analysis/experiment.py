@@ -49,11 +49,9 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
-import numpy as np
-
 from pcpd import argtypes
 from pcpd.analysis import report
-from pcpd.analysis.plan import VIRTUAL, Plan, Point, plan_experiment, plan_points
+from pcpd.analysis.plan import VIRTUAL, Plan, Point, plan_experiment
 from pcpd.analysis.progress import Progress
 from pcpd.analysis.recorder import Recorder, experiment_metadata, output_names, previous_results
 from pcpd.analysis.results import RunRecord, environment, figures, host_name, window_counters
@@ -62,9 +60,8 @@ from pcpd.config.settings import ADDRESS_PATTERN, MODES, Settings
 from pcpd.daemon.console import summary_text
 from pcpd.daemon.supervisor import Daemon, RunOptions
 from pcpd.errors import PcpdError, UsageError
-from pcpd.kernel import ERAS
 from pcpd.logs import configure_daemon_logging
-from pcpd.model.stats import Snapshot
+from pcpd.model.stats import zero_snapshot
 from pcpd.simulate.command import ANY_CPU, virtual_cpus
 from pcpd.simulate.engine import Simulation
 from pcpd.simulate.output import run_record
@@ -102,7 +99,7 @@ def run_once(settings: Settings, policy: str, plan: Plan, point: Any = None, rep
     if m.start is None or m.end is None:
         raise PcpdError(f"{policy}: the run ended before its measured window opened")
     # a bounded run is measured whole: workers may fold counters before the first snapshot
-    start = _zero_snapshot(m.end) if plan.ops else m.start
+    start = zero_snapshot(m.end) if plan.ops else m.start
     record = RunRecord(
         policy=policy, point=point, repetition=repetition, seed=settings.seed,
         seconds=m.seconds, ops=m.end.ops() - start.ops(), exit_code=outcome.exit_code,
@@ -138,44 +135,21 @@ def run_point(point: Point, plan: Plan, log_stream: TextIO | None = None) -> Run
     return run_once(point.settings, point.policy, plan, point.value, point.repetition, log_stream)
 
 
-def _zero_snapshot(like: Snapshot) -> Snapshot:
-    return Snapshot(np.zeros_like(like.per_cpu), np.zeros_like(like.retired))
-
-
-def run_experiment(plan: Plan, progress: Progress | None = None, log_stream: TextIO | None = None,
-                   points: list[Point] | None = None,
-                   finished: Finished | None = None) -> list[RunRecord]:
-    """Every run of ``points`` (default: the plan's), one after another here, in the order they ran.
-
-    ``finished(i, record, host, environment)`` is called as the run of
-    ``points[i]`` ends.
-    """
-    runs = []
-    for i, point in enumerate(plan_points(plan) if points is None else points):
+def run_experiment(plan: Plan, progress: Progress | None, log_stream: TextIO | None, points: list[Point],
+                   finished: Finished) -> None:
+    """Every run of ``points``, one after another here, calling ``finished(i, record, host,
+    environment)`` as the run of ``points[i]`` ends."""
+    for i, point in enumerate(points):
         if progress:
             progress.start(point.label)
         run = run_point(point, plan, log_stream)
-        runs.append(run)
-        if finished:
-            finished(i, run, host_name(), environment())
+        finished(i, run, host_name(), environment())
         if progress:
             progress.finish(point.label, run)
-    return runs
 
 
 # ---------------------------------------------------------------------------
 # CLI
-
-def era_list(text: str) -> tuple[str, ...]:
-    """--eras: comma-separated kernel eras, each once."""
-    eras = tuple(era.strip() for era in text.split(","))
-    for i, era in enumerate(eras):
-        if era not in ERAS:
-            raise argparse.ArgumentTypeError(f"unknown kernel era {era!r}; choose from {', '.join(ERAS)}")
-        if era in eras[:i]:
-            raise argparse.ArgumentTypeError(f"era {era!r} is listed twice")
-    return eras
-
 
 def listen_address(text: str) -> str:
     """--listen: HOST:PORT, as exporter.address takes it."""
@@ -192,7 +166,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES,
                         help="real: a daemon on this machine's CPUs per run; virtual: each run in virtual "
                              "time on virtual CPUs (default: experiment.mode)")
-    parser.add_argument("--eras", type=era_list, metavar="LIST",
+    parser.add_argument("--eras", type=argtypes.era_list, metavar="LIST",
                         help="comma-separated kernel eras to run every point under, e.g. 5.14,6.7 "
                              "(default: experiment.eras, else kernel.era alone)")
     parser.add_argument("--cpus", type=virtual_cpus, metavar="N",
@@ -262,9 +236,35 @@ def resume_line(args: argparse.Namespace, out: str) -> str:
 
 def command(args: argparse.Namespace) -> int:
     plan = load_plan(args)
+    out = _out_directory(args, plan)
+    recorder = _recorder(args, plan, out)
+    cluster = _connect(args.scheduler, plan) if args.scheduler else None
+    try:
+        with cluster or contextlib.nullcontext():
+            _make_directory(out)
+            _run_logged(plan, recorder, os.path.join(out, LOG), cluster, append=bool(args.resume))
+    except KeyboardInterrupt:
+        _stopped(recorder, "interrupted", resume_line(args, out))
+        return 130
+    except PcpdError as err:
+        if recorder.records:        # a run failed: keep the finished ones and their report, as ^C does
+            recorder.metadata["failure"] = str(err)
+            _stopped(recorder, "failed", resume_line(args, out))
+        raise
+    _finish(recorder, out)
+    return 0
+
+
+def _out_directory(args: argparse.Namespace, plan: Plan) -> str:
+    """Where the experiment writes: --resume's directory, --out, else results/NAME."""
     if args.resume and args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
         raise UsageError(f"--out {args.out} and --resume {args.resume} name different directories")
-    out = args.resume or args.out or os.path.join("results", plan.settings.name)
+    return args.resume or args.out or os.path.join("results", plan.settings.name)
+
+
+def _recorder(args: argparse.Namespace, plan: Plan, out: str) -> Recorder:
+    """The recorder of a new experiment (refusing to overwrite files without --replace), or of the
+    one --resume continues, with that one's date and command."""
     metadata = experiment_metadata(plan, command_line(args))      # its hosts: those that run the runs
     previous = previous_results(out, metadata) if args.resume else None
     if previous is None:
@@ -274,28 +274,26 @@ def command(args: argparse.Namespace) -> int:
             raise UsageError(f"{existing[0]} exists; pass --replace to overwrite it, or --out DIR")
     else:
         metadata.update(date=previous.metadata.get("date"), command=previous.metadata.get("command", ""))
-    recorder = Recorder(plan, out, metadata, replace=args.replace or previous is not None, previous=previous)
-    cluster = None
-    if args.scheduler:
-        # imported here: it imports this module, and only a cluster run needs it (and Dask)
-        from pcpd.analysis.cluster import connect
-        # a bad or unreachable address stops us before anything runs
-        cluster = connect(args.scheduler, whole_nodes=not plan.virtual)
+    return Recorder(plan, out, metadata, replace=args.replace or previous is not None, previous=previous)
+
+
+def _connect(scheduler: str, plan: Plan) -> Cluster:
+    """The cluster at ``scheduler``: a bad or unreachable address stops us before anything runs."""
+    # imported here: it imports this module, and only a cluster run needs it (and Dask)
+    from pcpd.analysis.cluster import connect
+
+    return connect(scheduler, whole_nodes=not plan.virtual)
+
+
+def _make_directory(out: str) -> None:
     try:
-        with cluster or contextlib.nullcontext():
-            try:
-                os.makedirs(out, exist_ok=True)
-            except OSError as err:
-                raise UsageError(f"--out {out}: cannot create the directory: {err.strerror}") from None
-            _run_logged(plan, recorder, os.path.join(out, LOG), cluster, append=previous is not None)
-    except KeyboardInterrupt:
-        _stopped(recorder, "interrupted", resume_line(args, out))
-        return 130
-    except PcpdError as err:
-        if recorder.records:        # a run failed: keep the finished ones and their report, as ^C does
-            recorder.metadata["failure"] = str(err)
-            _stopped(recorder, "failed", resume_line(args, out))
-        raise
+        os.makedirs(out, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot create the directory: {err.strerror}") from None
+
+
+def _finish(recorder: Recorder, out: str) -> None:
+    """Write the results and report, show the tables and warnings; PcpdError if a run failed its audit."""
     written = recorder.write()
     results = recorder.results()
     print(report.render_tables(results))
@@ -306,7 +304,6 @@ def command(args: argparse.Namespace) -> int:
     if failed:
         raise PcpdError(f"{failed} of {len(results.runs)} runs failed their final audit; "
                         f"see {os.path.join(out, LOG)}")
-    return 0
 
 
 def _stopped(recorder: Recorder, how: str, resume: str) -> None:

@@ -88,22 +88,35 @@ def plan_experiment(settings: Settings, *, policies: tuple[str, ...] | None = No
         if cpus is not None:
             raise UsageError("--cpus: only a virtual-mode experiment (--mode virtual) has virtual CPUs")
         warmup = 0.0 if ops else exp.warmup
-        if duration is not None and not ops and duration <= warmup:
-            raise UsageError(f"--duration {duration:g} must be longer than experiment.warmup "
-                             f"({warmup:g} s in {settings.source})")
-        duration = settings.duration if duration is None else duration
-        if not ops and not duration:
-            raise ConfigError(settings.source, "duration", "an experiment needs runs of a fixed length: "
-                                                           "set duration > 0, or pass --duration or --ops")
+        duration = _real_duration(settings, duration, warmup, ops)
         settings = dataclasses.replace(settings, duration=duration)
+    return Plan(settings, _points(settings, tuple(eras), available_cpus), experiment.policies,
+                experiment.repeat, duration, warmup, ops, mode, tuple(eras), listen)
+
+
+def _real_duration(settings: Settings, duration: float | None, warmup: float, ops: int) -> float:
+    """A real-mode run's length: ``duration`` (None: the config's), longer than the warm-up,
+    and some length unless ``ops`` bounds the run."""
+    if duration is not None and not ops and duration <= warmup:
+        raise UsageError(f"--duration {duration:g} must be longer than experiment.warmup "
+                         f"({warmup:g} s in {settings.source})")
+    duration = settings.duration if duration is None else duration
+    if not ops and not duration:
+        raise ConfigError(settings.source, "duration", "an experiment needs runs of a fixed length: "
+                                                       "set duration > 0, or pass --duration or --ops")
+    return duration
+
+
+def _points(settings: Settings, eras: tuple[str, ...],
+            available_cpus: Collection[int] | None) -> tuple[tuple[Any, Settings], ...]:
+    """(value, settings) of every point: the sweep's values (or the one point), each under every era."""
     points = (sweep_points(settings, available_cpus=available_cpus) if settings.sweep.key
               else ((None, settings),))
-    if eras:
-        points = tuple((era if value is None else f"{era}, {value}",
-                        replace_path(point, "kernel.era", era, available_cpus=available_cpus))
-                       for value, point in points for era in eras)
-    return Plan(settings, points, experiment.policies, experiment.repeat, duration, warmup, ops,
-                mode, tuple(eras), listen)
+    if not eras:
+        return points
+    return tuple((era if value is None else f"{era}, {value}",
+                  replace_path(point, "kernel.era", era, available_cpus=available_cpus))
+                 for value, point in points for era in eras)
 
 
 def _virtual_settings(settings: Settings, duration: float | None, ops: int, cpus: int | None,

@@ -36,6 +36,7 @@ from pcpd.config.load import settings_hash, settings_to_dict
 from pcpd.errors import UsageError
 from pcpd.simulate.costs import CostModel
 from pcpd.simulate.engine import ring_slots_for
+from pcpd.spec import ModelSpec
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -54,7 +55,9 @@ def experiment_metadata(plan: Plan, command: str = "",
     ``hosts`` maps each host that ran a run to its ``environment()``; None: this machine alone.
     A virtual-mode plan adds ``mode`` and ``virtual`` (its CPUs, ring size and
     cost model), as ``pcpd simulate`` writes them; a real-mode plan has no
-    ``mode`` (absent: real, for every reader).
+    ``mode`` (absent: real, for every reader).  ``pcp_cacheinfo`` holds each
+    point's PCPF_FREE_HIGH_BATCH as this machine sets it (``ModelSpec.cacheinfo``):
+    the flag can follow this machine's cache, which the config does not show.
     """
     settings = plan.settings
     hosts = {host_name(): environment()} if hosts is None else hosts
@@ -77,6 +80,8 @@ def experiment_metadata(plan: Plan, command: str = "",
         "runs_planned": plan.runs,
         "incomplete": False,
         "config": settings_to_dict(settings),
+        "pcp_cacheinfo": [ModelSpec.from_settings(point, max(len(point.cpus), 1)).cacheinfo()
+                          for _, point in plan.points],
     }
     if plan.virtual:
         cpus = len(settings.cpus)
@@ -88,7 +93,7 @@ def experiment_metadata(plan: Plan, command: str = "",
 
 # What must match for --resume to continue an experiment: its config as run, and how it runs.
 PLAN_METADATA = ("config_hash", "seed", "policies", "repeat", "duration", "warmup", "ops", "sweep_key",
-                 "sweep_values", "eras", "mode", "virtual", "runs_planned")
+                 "sweep_values", "eras", "mode", "virtual", "runs_planned", "pcp_cacheinfo")
 
 
 def run_key(point: Any, repetition: int, policy: str) -> str:
@@ -155,6 +160,7 @@ class Recorder:
         if report_too:
             return [json_path, csv_path, *report.write_report(results, self.out, replace=replace)]
         return [json_path, csv_path]
+
 
 def previous_results(out: str, metadata: dict[str, Any]) -> Results:
     """The interrupted experiment in ``out``, checked to be this plan's.  Raises UsageError."""

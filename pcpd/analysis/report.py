@@ -30,6 +30,7 @@ from pcpd.analysis.results import (
     RunRecord,
     host_cpu_count,
     mixed_machine,
+    run_era,
     write_atomic,
 )
 from pcpd.model import stats
@@ -234,6 +235,26 @@ def warnings(results: Results) -> list[str]:
     out = []
     if results.metadata.get("incomplete"):
         out.append(_incomplete(results))
+    out += _run_warnings(results)
+    for difference in mixed_machine(results.metadata):
+        out.append(f"the runs ran on different machines ({difference}): every mean mixes their figures, "
+                   "and `pcpd compare` refuses this file without --force")
+    busy = _busy_warning(results)
+    if busy:
+        out.append(busy)
+    runs = {len(results.select(point, policy)) for point in results.points() for policy in results.policies()}
+    if min(runs, default=FEW_RUNS) < FEW_RUNS:
+        out.append(f"{min(runs)} repetition(s) per policy: fewer than {FEW_RUNS}, so spreads are rough "
+                   "and `pcpd compare` tests have little power")
+    for point in results.points():
+        for policy in results.policies():
+            out += _cell_warnings(results, point, policy)
+    return out
+
+
+def _run_warnings(results: Results) -> list[str]:
+    """Each run that failed its final audit or had workers replaced."""
+    out = []
     for run in results.runs:
         where = _where(results, run["point"], run["policy"]) + f", repetition {run['repetition'] + 1}"
         if run["exit_code"]:
@@ -241,42 +262,46 @@ def warnings(results: Results) -> list[str]:
                        "failed or a PCP was not drained); see experiment.log")
         if run["restarts"]:
             out.append(f"{where}: {run['restarts']} worker(s) died and were replaced during the run")
-    for difference in mixed_machine(results.metadata):
-        out.append(f"the runs ran on different machines ({difference}): every mean mixes their figures, "
-                   "and `pcpd compare` refuses this file without --force")
-    # each run against the CPUs of the machine that ran it (runs on a cluster ran on several)
+    return out
+
+
+def _busy_warning(results: Results) -> str | None:
+    """The runs that ended on a machine busier than its CPUs, each judged by the machine that ran
+    it (runs on a cluster ran on several); None if none did."""
     loads = [(run["load_average"], host_cpu_count(results.metadata, run.get("host"))) for run in results.runs]
     busy = [(load, cpus) for load, cpus in loads if cpus is not None and load > cpus + BUSY_MARGIN]
-    if busy:
-        counts = {cpus for _, cpus in busy}
-        cpus = counts.pop() if len(counts) == 1 else None
-        above = (f"{cpus + BUSY_MARGIN:g} (up to {max(load for load, _ in busy):.1f} on {cpus} CPUs)"
-                 if cpus is not None else
-                 f"their machine's CPU count + {BUSY_MARGIN:g} (up to {max(load for load, _ in busy):.1f})")
-        out.append(f"{len(busy)} of {len(results.runs)} runs ended with a 1-minute load average above "
-                   f"{above}: other processes competed for the CPUs, so throughput and zone->lock waits "
-                   "and hold times are pessimistic; the per-operation figures are not affected")
-    runs = {len(results.select(point, policy)) for point in results.points() for policy in results.policies()}
-    if min(runs, default=FEW_RUNS) < FEW_RUNS:
-        out.append(f"{min(runs)} repetition(s) per policy: fewer than {FEW_RUNS}, so spreads are rough "
-                   "and `pcpd compare` tests have little power")
-    for point in results.points():
-        for policy in results.policies():
-            if _no_lock(results, point, policy):
-                out.append(f"{_where(results, point, policy)}: {NO_LOCK} in the measured window, so "
-                           "zone->lock contention, waits and hold times have nothing to report there "
-                           "(every allocation and free was a PCP hit: a longer window, or a smaller "
-                           "pcp.high, would refill and drain)")
-            wide = []
-            for fig in FIGURES:
-                summary = summarize(results.values(point, policy, fig.key))
-                if summary and summary.n > 1 and summary.spread is not None \
-                        and summary.spread >= UNSTABLE_SPREAD:
-                    wide.append(f"{fig.label} ({summary.spread:.0%})")
-            if wide:
-                out.append(f"{_where(results, point, policy)}: standard deviation >= "
-                           f"{UNSTABLE_SPREAD:.0%} of the mean in " + ", ".join(wide))
+    if not busy:
+        return None
+    counts = {cpus for _, cpus in busy}
+    cpus = counts.pop() if len(counts) == 1 else None
+    top = max(load for load, _ in busy)
+    above = (f"{cpus + BUSY_MARGIN:g} (up to {top:.1f} on {cpus} CPUs)" if cpus is not None
+             else f"their machine's CPU count + {BUSY_MARGIN:g} (up to {top:.1f})")
+    return (f"{len(busy)} of {len(results.runs)} runs ended with a 1-minute load average above "
+            f"{above}: other processes competed for the CPUs, so throughput and zone->lock waits "
+            "and hold times are pessimistic; the per-operation figures are not affected")
+
+
+def _cell_warnings(results: Results, point: Any, policy: str) -> list[str]:
+    """One policy at one point: a window without zone->lock traffic, figures that spread widely."""
+    out = []
+    if _no_lock(results, point, policy):
+        out.append(f"{_where(results, point, policy)}: {NO_LOCK} in the measured window, so "
+                   "zone->lock contention, waits and hold times have nothing to report there "
+                   "(every allocation and free was a PCP hit: a longer window, or a smaller "
+                   "pcp.high, would refill and drain)")
+    wide = [f"{fig.label} ({spread:.0%})" for fig in FIGURES
+            if (spread := _spread(results, point, policy, fig.key)) is not None and spread >= UNSTABLE_SPREAD]
+    if wide:
+        out.append(f"{_where(results, point, policy)}: standard deviation >= "
+                   f"{UNSTABLE_SPREAD:.0%} of the mean in " + ", ".join(wide))
     return out
+
+
+def _spread(results: Results, point: Any, policy: str, key: str) -> float | None:
+    """The spread of a figure over the repetitions of one policy at one point; None from one run."""
+    summary = summarize(results.values(point, policy, key))
+    return summary.spread if summary and summary.n > 1 else None
 
 
 def _incomplete(results: Results) -> str:
@@ -325,13 +350,7 @@ def render_report(results: Results, images: Sequence[str]) -> str:
               "definition below says). `-`: the figure does not apply; `[n=N]`: only N of the runs "
               "had the figure (a wait quantile needs a contended acquisition).", ""]
     for point in results.points():
-        named = policies_line(results, point)
-        lines += [f"## {point_title(results, point)}", "", *([named, ""] if named else []),
-                  format_table(comparison_rows(results, point)), ""]
-        typed = type_rows(results, point)
-        if typed:
-            lines += ["Pages per memdesc type at the end of the measured window:", "",
-                      format_table(typed), ""]
+        lines += _point_section(results, point)
     placed = placement_rows(results)
     if placed:
         lines += ["## Where the runs ran", "", format_table(placed, left=(0, 1, 2, 4)), ""]
@@ -340,7 +359,23 @@ def render_report(results: Results, images: Sequence[str]) -> str:
         lines += ["## Warnings", ""] + [f"- {w}" for w in problems] + [""]
     if images:
         lines += ["## Plots", ""] + [f"![{os.path.splitext(name)[0]}]({name})" for name in images] + [""]
-    lines += ["## Definitions", ""]
+    return "\n".join(lines + _definitions(results, images))
+
+
+def _point_section(results: Results, point: Any) -> list[str]:
+    """One sweep point's heading, the policies it ran, its table and its per-type table."""
+    named = policies_line(results, point)
+    lines = [f"## {point_title(results, point)}", "", *([named, ""] if named else []),
+             format_table(comparison_rows(results, point)), ""]
+    typed = type_rows(results, point)
+    if typed:
+        lines += ["Pages per memdesc type at the end of the measured window:", "", format_table(typed), ""]
+    return lines
+
+
+def _definitions(results: Results, images: Sequence[str]) -> list[str]:
+    """The report's closing section: what each figure, the window and the plots mean."""
+    lines = ["## Definitions", ""]
     lines += [f"- **{fig.label}** ({fig.better or 'neither'} is better): {fig.doc}." for fig in FIGURES]
     lines += ["- **Per memdesc type** (memdesc): *on PCPs*, the pages on that type's lists; *stranded*, "
               "those of them on CPUs that allocated no memory of the type in the window; *other refills "
@@ -351,8 +386,7 @@ def render_report(results: Results, images: Sequence[str]) -> str:
         lines += [f"- **PCP auto-tuning** (tuning.png): each CPU's PCP `high` and `free_count` as "
                   f"{_tuning_definition(results.metadata)}; a CPU with one PCP per memdesc type (memdesc "
                   "budgets per-type and split) shows their sum."]
-    lines += [""]
-    return "\n".join(lines)
+    return lines + [""]
 
 
 def _window_definition(meta: dict) -> str:
@@ -367,7 +401,7 @@ def _window_definition(meta: dict) -> str:
 
 
 def _tuning_definition(meta: dict) -> str:
-    """Who sampled the tuning series and how often: the daemon on the clock (pcpd.daemon.report),
+    """Who sampled the tuning series and how often: the daemon on the clock (pcpd.daemon.supervisor),
     or the simulation in virtual time (pcpd.simulate.engine); both thin a long series alike."""
     thinned = "past 512 samples every other one is dropped and the interval doubles"
     if meta.get("mode") == "virtual":
@@ -551,37 +585,74 @@ def _note_missing(ax, figure: Figure, empty: bool, no_lock: Sequence[str]) -> No
 def draw_policies(results: Results):
     """Bars of the main figures, one per policy, each labelled with its value (a matplotlib Figure)."""
     point = results.points()[0]
-    policies = results.policies()
     fig, axes = _figure(len(PLOTTED))
     for ax, key in zip(axes, PLOTTED):
-        figure = FIGURE_BY_KEY[key]
-        summaries = {p: s for p in policies if (s := summarize(results.values(point, p, key)))}
-        factor, unit = axis_unit(figure, [s.mean for s in summaries.values()])
-        if _dwarfed([s.mean for s in summaries.values()]):
-            _log_y(ax)
-        xs = [i for i, p in enumerate(policies) if p in summaries]
-        shown = list(summaries.values())
-        ax.bar(xs, [s.mean * factor for s in shown], color="tab:blue")
-        spread = [(x, s) for x, s in zip(xs, shown) if s.n > 1]
-        if spread:
-            ax.errorbar([x for x, _ in spread], [s.mean * factor for _, s in spread],
-                        yerr=_errors([s for _, s in spread], factor), fmt="none", ecolor="black", capsize=3)
-        for x, s in zip(xs, shown):         # each value above its bar and error bar
-            top = (s.mean + (s.stdev if s.n > 1 else 0.0)) * factor
-            # a zero has no place on a log axis: its label sits on the axis' floor
-            at, coords = ((x, top), "data") if top > 0 or ax.get_yscale() == "linear" \
-                else ((x, 0.0), ("data", "axes fraction"))
-            ax.annotate(format_value(figure, s.mean), at, xycoords=coords, xytext=(0, 2),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(range(len(policies)), policies, rotation=20, fontsize=8)
-        ax.margins(y=0.15)                  # room for the value labels
-        _title(ax, figure)
-        ax.set_ylabel(unit, fontsize=8)
-        _note_missing(ax, figure, not shown,
-                      [p for p in policies if p not in summaries and _no_lock(results, point, p)])
-    fig.suptitle(f"pcpd experiment {results.metadata['config']['name']}: mean"
-                 + (", ±1 stdev" if _repeated(results) else ""))
+        _policies_panel(ax, results, point, FIGURE_BY_KEY[key])
+    fig.suptitle(_plot_title(results))
     return fig
+
+
+def _policies_panel(ax, results: Results, point: Any, figure: Figure) -> None:
+    """One figure's bars, a policy each, at ``point``."""
+    policies = results.policies()
+    summaries = _summaries(results, point, figure.key)
+    factor, unit = _scale_y(ax, figure, [s.mean for s in summaries.values()])
+    bars = [(i, summaries[p]) for i, p in enumerate(policies) if p in summaries]
+    ax.bar([x for x, _ in bars], [s.mean * factor for _, s in bars], color="tab:blue")
+    _error_bars(ax, bars, factor, "black")
+    for x, s in bars:
+        _label_bar(ax, figure, x, s, factor)
+    ax.set_xticks(range(len(policies)), policies, rotation=20, fontsize=8)
+    ax.margins(y=0.15)                  # room for the value labels
+    _title(ax, figure)
+    ax.set_ylabel(unit, fontsize=8)
+    _note_missing(ax, figure, not bars, _lockless(results, point, figure.key))
+
+
+def _summaries(results: Results, point: Any, key: str) -> dict[str, Summary]:
+    """Each policy's summary of figure ``key`` at ``point``, for the policies that have one."""
+    out = {}
+    for policy in results.policies():
+        summary = summarize(results.values(point, policy, key))
+        if summary is not None:
+            out[policy] = summary
+    return out
+
+
+def _lockless(results: Results, point: Any, key: str) -> list[str]:
+    """The policies without figure ``key`` at ``point`` because their window took no zone->lock."""
+    return [p for p in results.policies()
+            if summarize(results.values(point, p, key)) is None and _no_lock(results, point, p)]
+
+
+def _scale_y(ax, figure: Figure, means: Sequence[float]) -> tuple[float, str]:
+    """The panel's y unit for ``means`` (``axis_unit``), on a log axis where one dwarfs another."""
+    if _dwarfed(means):
+        _log_y(ax)
+    return axis_unit(figure, means)
+
+
+def _error_bars(ax, shown: Sequence[tuple[float, Summary]], factor: float, color: str) -> None:
+    """One stdev about each mean that several repetitions gave."""
+    spread = [(x, s) for x, s in shown if s.n > 1]
+    if spread:
+        ax.errorbar([x for x, _ in spread], [s.mean * factor for _, s in spread],
+                    yerr=_errors([s for _, s in spread], factor), fmt="none", ecolor=color, capsize=3)
+
+
+def _label_bar(ax, figure: Figure, x: float, s: Summary, factor: float) -> None:
+    """The value above its bar and error bar."""
+    top = (s.mean + (s.stdev if s.n > 1 else 0.0)) * factor
+    # a zero has no place on a log axis: its label sits on the axis' floor
+    at, coords = ((x, top), "data") if top > 0 or ax.get_yscale() == "linear" \
+        else ((x, 0.0), ("data", "axes fraction"))
+    ax.annotate(format_value(figure, s.mean), at, xycoords=coords, xytext=(0, 2),
+                textcoords="offset points", ha="center", va="bottom", fontsize=7)
+
+
+def _plot_title(results: Results) -> str:
+    return (f"pcpd experiment {results.metadata['config']['name']}: mean"
+            + (", ±1 stdev" if _repeated(results) else ""))
 
 
 def _repeated(results: Results) -> bool:
@@ -591,48 +662,54 @@ def _repeated(results: Results) -> bool:
 def draw_sweep(results: Results):
     """The main figures against the swept value, one line per policy (a matplotlib Figure)."""
     points = results.points()
-    key_name = results.metadata["sweep_key"]
     numeric = all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in points)
     xs = list(points) if numeric else list(range(len(points)))
     log_x = numeric and min(xs) > 0 and max(xs) / min(xs) >= 16
     fig, axes = _figure(len(PLOTTED))
     for ax, key in zip(axes, PLOTTED):
-        figure = FIGURE_BY_KEY[key]
-        lines = {policy: [(x, s) for x, p in zip(xs, points) if (s := summarize(results.values(p, policy, key)))]
-                 for policy in results.policies()}
-        means = [s.mean for shown in lines.values() for _, s in shown]
-        factor, unit = axis_unit(figure, means)
-        if _dwarfed(means):
-            _log_y(ax)
-        for policy, shown in lines.items():
-            if not shown:
-                continue
-            (line,) = ax.plot([x for x, _ in shown], [s.mean * factor for _, s in shown], marker="o", label=policy)
-            spread = [(x, s) for x, s in shown if s.n > 1]
-            if spread:
-                ax.errorbar([x for x, _ in spread], [s.mean * factor for _, s in spread],
-                            yerr=_errors([s for _, s in spread], factor), fmt="none",
-                            ecolor=line.get_color(), capsize=3)
-        if log_x:
-            ax.set_xscale("log", base=2)
-            ax.set_xlim(min(xs) / 1.2, max(xs) * 1.2)
-        else:                                # also places an empty panel's ticks
-            pad = (max(xs) - min(xs)) * 0.05 or 0.5
-            ax.set_xlim(min(xs) - pad, max(xs) + pad)
-        ax.set_xticks(xs, [str(p) for p in points], fontsize=8)
-        ax.set_xticks([], minor=True)        # a log axis would add its own between the swept values
-        _title(ax, figure)
-        ax.set_xlabel(key_name, fontsize=8)
-        ax.set_ylabel(unit, fontsize=8)
-        _note_missing(ax, figure, not means,
-                      [f"{policy} at {p}" for p in points for policy in results.policies()
-                       if summarize(results.values(p, policy, key)) is None and _no_lock(results, p, policy)])
+        _sweep_panel(ax, results, xs, FIGURE_BY_KEY[key])
+        _sweep_x_axis(ax, results, xs, log_x)
     labelled = next((ax for ax in axes if ax.get_legend_handles_labels()[0]), None)
     if labelled is not None:                 # one legend, on the first panel with a line
         labelled.legend(fontsize=7)
-    fig.suptitle(f"pcpd experiment {results.metadata['config']['name']}: mean"
-                 + (", ±1 stdev" if _repeated(results) else ""))
+    fig.suptitle(_plot_title(results))
     return fig
+
+
+def _sweep_panel(ax, results: Results, xs: list[Any], figure: Figure) -> None:
+    """One figure against the swept value (placed at ``xs``), a line per policy."""
+    points = results.points()
+    lines = _sweep_lines(results, xs, figure.key)
+    means = [s.mean for shown in lines.values() for _, s in shown]
+    factor, unit = _scale_y(ax, figure, means)
+    for policy, shown in lines.items():
+        if shown:
+            (line,) = ax.plot([x for x, _ in shown], [s.mean * factor for _, s in shown], marker="o", label=policy)
+            _error_bars(ax, shown, factor, line.get_color())
+    _title(ax, figure)
+    ax.set_ylabel(unit, fontsize=8)
+    _note_missing(ax, figure, not means,
+                  [f"{policy} at {p}" for p in points for policy in _lockless(results, p, figure.key)])
+
+
+def _sweep_lines(results: Results, xs: list[Any], key: str) -> dict[str, list[tuple[Any, Summary]]]:
+    """Per policy, (x, summary) of figure ``key`` at each swept value that has one."""
+    at = [_summaries(results, p, key) for p in results.points()]
+    return {policy: [(x, summaries[policy]) for x, summaries in zip(xs, at) if policy in summaries]
+            for policy in results.policies()}
+
+
+def _sweep_x_axis(ax, results: Results, xs: list[Any], log_x: bool) -> None:
+    """Ticks at the swept values, on a log axis where they span 16x or more."""
+    if log_x:
+        ax.set_xscale("log", base=2)
+        ax.set_xlim(min(xs) / 1.2, max(xs) * 1.2)
+    else:                                # also places an empty panel's ticks
+        pad = (max(xs) - min(xs)) * 0.05 or 0.5
+        ax.set_xlim(min(xs) - pad, max(xs) + pad)
+    ax.set_xticks(xs, [str(p) for p in results.points()], fontsize=8)
+    ax.set_xticks([], minor=True)        # a log axis would add its own between the swept values
+    ax.set_xlabel(results.metadata["sweep_key"], fontsize=8)
 
 
 def tuning_runs(results: Results) -> dict[str, RunRecord]:
@@ -644,6 +721,36 @@ def tuning_runs(results: Results) -> dict[str, RunRecord]:
     return out
 
 
+def _free_count_axis(era: str) -> tuple[str, str]:
+    """(what, unit) of the free_count slot in ``era``: before 6.7 it holds free_factor, a shift
+    (workers/pcp.py)."""
+    return ("free_count: recent frees", "pages") if era == "6.7" else ("free_factor", "shift")
+
+
+def _tuning_where(results: Results, policy: str, run: RunRecord) -> str:
+    """Which run a row of the tuning plot shows."""
+    key_name = results.metadata.get("sweep_key")
+    return f"{policy}" + (f" at {key_name} = {run['point']}" if key_name else "") \
+        + f", repetition {run['repetition'] + 1}"
+
+
+def _draw_tuning_panel(ax, tuning: dict[str, Any], key: str, what: str, unit: str, *,
+                       warmup: float, seconds: str) -> None:
+    """One gauge of one run, a line per CPU."""
+    few = len(tuning["seconds"]) <= 30       # a short run: mark each sample
+    for cpu, values in zip(tuning["cpus"], tuning[key]):
+        ax.plot(tuning["seconds"], values, label=f"cpu {cpu}", linewidth=1, marker="o" if few else "")
+    ax.set_xlim(left=0)
+    if warmup:
+        ax.axvline(warmup, color="grey", linestyle=":", linewidth=1)    # the measured window opens
+    ax.set_title(what, fontsize=9)
+    ax.set_xlabel(f"{seconds} since the run started" + (" (dotted: the window opens)" if warmup else ""),
+                  fontsize=8)
+    ax.set_ylabel(unit, fontsize=8)
+    if len(tuning["cpus"]) <= 8:
+        ax.legend(fontsize=7)
+
+
 def draw_tuning(results: Results):
     """Each CPU's PCP high and free_count over time, one row per policy; None without series."""
     runs = tuning_runs(results)
@@ -651,32 +758,17 @@ def draw_tuning(results: Results):
         return None
     fig, axes = _figure(2 * len(runs), columns=2)
     meta = results.metadata
-    key_name = meta.get("sweep_key")
     warmup = meta.get("warmup") or 0
     virtual = meta.get("mode") == "virtual"
     seconds = "virtual seconds" if virtual else "seconds"
-    # before 6.7 the free_count slot holds free_factor, a shift (workers/pcp.py)
-    counted = meta["config"].get("kernel", {}).get("era", "6.7") == "6.7"
-    free_count = ("free_count: recent frees", "pages") if counted else ("free_factor", "shift")
     for (policy, run), row in zip(runs.items(), range(0, len(axes), 2)):
-        tuning = run["tuning"]
-        where = f"{policy}" + (f" at {key_name} = {run['point']}" if key_name else "") \
-            + f", repetition {run['repetition'] + 1}"
+        where = _tuning_where(results, policy, run)
+        # each run's own era: under experiment.eras the rows ran different kernels
         for ax, key, (what, unit) in zip(axes[row:row + 2], ("high", "free_count"),
-                                         (("high: pages it may hold", "pages"), free_count)):
-            few = len(tuning["seconds"]) <= 30       # a short run: mark each sample
-            for cpu, values in zip(tuning["cpus"], tuning[key]):
-                ax.plot(tuning["seconds"], values, label=f"cpu {cpu}", linewidth=1, marker="o" if few else "")
-            ax.set_xlim(left=0)
-            if warmup:
-                ax.axvline(warmup, color="grey", linestyle=":", linewidth=1)    # the measured window opens
-            ax.set_title(f"{where}: {what}", fontsize=9)
-            ax.set_xlabel(f"{seconds} since the run started" + (" (dotted: the window opens)" if warmup else ""),
-                          fontsize=8)
-            ax.set_ylabel(unit, fontsize=8)
-            if len(tuning["cpus"]) <= 8:
-                ax.legend(fontsize=7)
-    fig.suptitle(f"pcpd experiment {results.metadata['config']['name']}: PCP auto-tuning per CPU "
+                                         (("high: pages it may hold", "pages"),
+                                          _free_count_axis(run_era(results, run)))):
+            _draw_tuning_panel(ax, run["tuning"], key, f"{where}: {what}", unit, warmup=warmup, seconds=seconds)
+    fig.suptitle(f"pcpd experiment {meta['config']['name']}: PCP auto-tuning per CPU "
                  + ("(sampled every 10 us of virtual time)" if virtual else "(sampled by the daemon)"))
     return fig
 

@@ -108,7 +108,7 @@ class RunRecord(TypedDict):
     # the kernel era it ran (kernel.era, or its point's in an era sweep); older files lack it:
     # their runs ran the config's kernel.era (run_era)
     era: NotRequired[str]
-    # each CPU's PCP high, free_count, alloc_factor over the run (pcpd.daemon.report.TuningSeries;
+    # each CPU's PCP high, free_count, alloc_factor over the run (pcpd.model.tuning.TuningSeries;
     # docs/metrics.md); optional: older files and runs that did not sample lack it
     tuning: NotRequired[dict[str, Any]]
 
@@ -401,24 +401,29 @@ def tuning_problem(tuning: object) -> str | None:
     """What makes a run's ``tuning`` series unreadable; None when it is well formed:
     ``seconds`` and ``cpus`` arrays, and per ``stats.TUNING_KEYS`` one array per CPU
     holding one integer per entry of ``seconds``."""
-    def numbers(values: object, kinds: type | tuple[type, ...]) -> bool:
-        return isinstance(values, list) and all(isinstance(v, kinds) and not isinstance(v, bool)
-                                                for v in values)
-
     if not isinstance(tuning, dict):
         return "expected an object"
     seconds, cpus = tuning.get("seconds"), tuning.get("cpus")
-    if not numbers(seconds, (int, float)):
+    if not _numbers(seconds, (int, float)):
         return "seconds: expected an array of numbers"
-    if not numbers(cpus, int):
+    if not _numbers(cpus, int):
         return "cpus: expected an array of CPU numbers"
-    assert isinstance(seconds, list) and isinstance(cpus, list)       # for mypy: numbers() said so
+    assert isinstance(seconds, list) and isinstance(cpus, list)       # for mypy: _numbers() said so
     for key in stats.TUNING_KEYS:
-        rows = tuning.get(key)
-        if not (isinstance(rows, list) and len(rows) == len(cpus)
-                and all(numbers(r, int) and len(r) == len(seconds) for r in rows)):
+        if not _per_cpu_series(tuning.get(key), len(cpus), len(seconds)):
             return f"{key}: expected, per CPU in cpus, an array of {len(seconds)} integers"
     return None
+
+
+def _numbers(values: object, kinds: type | tuple[type, ...]) -> bool:
+    """An array of numbers of ``kinds`` (JSON's true and false are no numbers)."""
+    return isinstance(values, list) and all(isinstance(v, kinds) and not isinstance(v, bool) for v in values)
+
+
+def _per_cpu_series(rows: object, cpus: int, samples: int) -> bool:
+    """One array of ``samples`` integers for each of ``cpus`` CPUs."""
+    return isinstance(rows, list) and len(rows) == cpus and all(_numbers(r, int) and len(r) == samples
+                                                                for r in rows)
 
 
 _LOADERS = {1: _load_v1, 2: _load_v2}

@@ -242,9 +242,11 @@ class Flag:
 
 @dataclass(frozen=True)
 class Choice:
-    """One of a fixed set of strings or integers."""
+    """One of a fixed set of strings or integers; ``aliases`` are (old value, value)
+    pairs an older config may still hold (loaded as the value, never dumped)."""
 
     values: tuple
+    aliases: tuple = ()
 
     @property
     def numeric(self) -> bool:
@@ -256,6 +258,9 @@ class Choice:
     def load(self, value: Any, where: str) -> Any:
         if any(type(value) is type(v) and value == v for v in self.values):
             return value
+        for was, now in self.aliases:
+            if type(value) is type(was) and value == was:
+                return now
         hint = ""
         if isinstance(value, str):
             hint = _suggest(value, [v for v in self.values if isinstance(v, str)])
@@ -267,7 +272,7 @@ class Choice:
         return value
 
     def schema(self) -> dict[str, Any]:
-        return {"enum": list(self.values)}
+        return {"enum": list(self.values) + [was for was, _ in self.aliases]}
 
 
 @dataclass(frozen=True)

@@ -52,11 +52,13 @@ __all__ = [
     "ArenaSettings", "KernelSettings", "PcpSettings", "PolicySettings", "CrossCpu", "Pressure",
     "WorkloadSettings", "ExporterSettings", "SweepSettings", "ExperimentSettings", "SimulateSettings",
     "Settings",
-    "DEFAULT_SETTINGS", "SOAK_WORKLOAD", "SETTINGS_TABLE", "sweepable_paths",
+    "DEFAULT_SETTINGS", "SOAK_WORKLOAD", "SETTINGS_TABLE", "FREE_HIGH_BATCH_MODES", "sweepable_paths",
 ]
 
 POLICIES = policy_names()               # the registry's, in its order
 MODES = ("real", "virtual")             # how pcpd experiment runs a point
+# PCPF_FREE_HIGH_BATCH: from the cache slice (zone_pcp_update_cacheinfo()), or forced
+FREE_HIGH_BATCH_MODES = ("auto", "on", "off")
 MAX_VIRTUAL_CPUS = 1024                 # pcpd.simulate.engine's: ncpus^2 rings must fit its budget
 ORDER_KEYS = tuple(str(order) for order in range(MAX_PAGE_ORDER + 1))
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
@@ -119,9 +121,10 @@ class PcpSettings:
     scale_max: int = setting(Integer(0, 6), PCP_BATCH_SCALE_MAX, "CONFIG_PCP_BATCH_SCALE_MAX (6.7+)")
     decay_interval: float = setting(Real(0, above=True), 1.0,
                                     "seconds between decay_pcp_high() ticks (6.7+)")
-    free_high_batch: bool = setting(Flag(), False,
-                                    "true: PCPF_FREE_HIGH_BATCH set on every CPU; false: set as "
-                                    "zone_pcp_update_cacheinfo() does, when cache_slice is over 3 * batch pages")
+    free_high_batch: str = setting(Choice(FREE_HIGH_BATCH_MODES, ((True, "on"), (False, "auto"))), "auto",
+                                   "PCPF_FREE_HIGH_BATCH: auto = set as zone_pcp_update_cacheinfo() does, "
+                                   "when cache_slice is over 3 * batch pages; on/off = forced (6.7+); "
+                                   "older files' true loads as on, false as auto")
     cache_slice: int = setting(ByteSize(0, 1 << 40, 1, "any number of bytes"), 0,
                                "the per-CPU share of the last-level cache (cacheinfo's "
                                "per_cpu_data_slice_size); 0 = this machine's, from "

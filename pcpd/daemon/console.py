@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
-
 from pcpd.daemon.report import RunReport
 from pcpd.model import stats
 from pcpd.policies import policy_names, run_label
@@ -36,14 +34,15 @@ def pcp_holding(policy: str, start: stats.Snapshot | None, end: stats.Snapshot) 
     held = f"on PCPs {end.total('pcp_pages'):,} pages"
     if policy not in policy_names(typed_pcps=True):
         return held
-    if start is None:
-        start = stats.Snapshot(np.zeros_like(end.per_cpu), np.zeros_like(end.retired))
-    by_type = [(t, end.total(f"pcp_pages_type_{t}")) for t in stats.MEMDESC_TYPES]
-    stranded = stats.stranded_by_type(start, end)
-    strand = [(t, pages) for t, (pages, _) in stranded.items() if pages]
-    return (f"{held} ({' '.join(f'{t} {pages:,}' for t, pages in by_type if pages) or 'none'}; "
-            f"stranded {sum(pages for _, pages in strand):,}"
-            + "".join(f" {t} {pages:,}" for t, pages in strand) + ")")
+    typed = stats.typed_holding(start, end)
+    stranded = _held_by_type(typed.stranded)
+    return (f"{held} ({' '.join(_held_by_type(typed.by_type)) or 'none'}; "
+            f"stranded {typed.stranded_pages:,}" + "".join(f" {pages}" for pages in stranded) + ")")
+
+
+def _held_by_type(pages: Mapping[str, int]) -> list[str]:
+    """'anon 12' for each type holding any pages."""
+    return [f"{t} {n:,}" for t, n in pages.items() if n]
 
 
 class StatusLine:

@@ -11,13 +11,17 @@ therefore relaunches them itself, before each worker start and at its stop.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing.context
 import multiprocessing.forkserver
+import multiprocessing.synchronize
 from multiprocessing import resource_tracker
 from typing import Any
 
 from pcpd.daemon.signals import held_from_children
 from workers.cpu import SharedLocks
+
+log = logging.getLogger("pcpd.daemon")
 
 
 def start_helpers(ctx: multiprocessing.context.ForkServerContext) -> SharedLocks:
@@ -41,31 +45,68 @@ def restart_helpers(locks: SharedLocks, forkserver: bool = True) -> bool:
 
     A new tracker is told the lock semaphores' names again, so it unregisters
     them quietly at exit (and unlinks them should the daemon be SIGKILLed).
+    Where this CPython lacks the private attributes that tell a relaunch
+    (``UNKNOWN``), the helpers are still relaunched, without that bookkeeping.
     """
-    tracker = _tracker()
-    before = tracker._pid                                           # noqa: SLF001
+    before = tracker_pid()
     with held_from_children():
         resource_tracker.ensure_running()
-    relaunched = tracker._pid != before                             # noqa: SLF001
+    relaunched = _relaunched(before, tracker_pid())
     if relaunched:
         for lock in (locks.zone, locks.slab):
-            name = getattr(getattr(lock, "_semlock", None), "name", None)
+            name = semaphore_name(lock)
             if name is not None:
                 resource_tracker.register(name, "semaphore")
     if forkserver:
-        server = _forkserver()
-        before = server._forkserver_pid                             # noqa: SLF001
+        before = forkserver_pid()
         with held_from_children():
             multiprocessing.forkserver.ensure_running()
-        relaunched |= server._forkserver_pid != before              # noqa: SLF001
+        relaunched |= _relaunched(before, forkserver_pid())
     return relaunched
 
 
-def _tracker() -> Any:
-    """The process-wide ResourceTracker, typed for its ``_pid`` (CPython 3.8-3.13)."""
-    return resource_tracker._resource_tracker                       # noqa: SLF001
+# The CPython privates the bookkeeping reads (3.8-3.13), one accessor each;
+# tests/test_helpers.py fails when a supported CPython lacks one.
+UNKNOWN = -1                      # a pid this CPython does not tell
+_missing_logged: set[str] = set()
 
 
-def _forkserver() -> Any:
-    """The process-wide ForkServer, typed for its ``_forkserver_pid``."""
-    return multiprocessing.forkserver._forkserver                   # noqa: SLF001
+def tracker_pid() -> int | None:
+    """The resource tracker's pid (None before it first starts), or UNKNOWN."""
+    return _private(resource_tracker, "_resource_tracker", "_pid")
+
+
+def forkserver_pid() -> int | None:
+    """The forkserver's pid (None before it first starts), or UNKNOWN."""
+    return _private(multiprocessing.forkserver, "_forkserver", "_forkserver_pid")
+
+
+def semaphore_name(lock: Any) -> str | None:
+    """The name of a multiprocessing lock's POSIX semaphore; None for a thread lock
+    (or where this CPython does not tell it)."""
+    if not isinstance(lock, multiprocessing.synchronize.SemLock):
+        return None
+    semlock = getattr(lock, "_semlock", None)
+    if semlock is None:
+        _log_missing("multiprocessing.synchronize.Lock._semlock")
+        return None
+    return getattr(semlock, "name", None)
+
+
+def _private(module: Any, holder: str, attr: str) -> Any:
+    obj = getattr(module, holder, None)
+    if obj is None or not hasattr(obj, attr):
+        _log_missing(f"{module.__name__}.{holder}.{attr}")
+        return UNKNOWN
+    return getattr(obj, attr)
+
+
+def _relaunched(before: int | None, after: int | None) -> bool:
+    return UNKNOWN not in (before, after) and after != before
+
+
+def _log_missing(name: str) -> None:
+    if name not in _missing_logged:
+        _missing_logged.add(name)
+        log.warning("this Python has no %s: a relaunched forkserver or resource tracker goes "
+                    "unnoticed (the lock semaphores are not registered with a new tracker)", name)

@@ -120,12 +120,12 @@ def reclaim_slot(arena: Arena, zone: Zone, slot: int, keep_inbox: bool = True) -
             if keep:
                 continue
             _reset_block(arena, pfn, order)
-            zone._split_large_buddy(pfn, order)
+            zone.split_large_buddy(pfn, order)
             out.blocks += 1
             out.pages += 1 << order
     for pfn in result.orphans.tolist():
         _reset_block(arena, pfn, 0)
-        zone._split_large_buddy(pfn, 0)
+        zone.split_large_buddy(pfn, 0)
         out.orphan_pages += 1
     out.descriptors = release_cached_descriptors(arena, slot)
     if arena.header[H_MEMDESC]:

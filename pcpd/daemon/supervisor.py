@@ -40,7 +40,7 @@ from pcpd.daemon.faults import FaultInjector
 from pcpd.daemon.helpers import restart_helpers, start_helpers
 from pcpd.daemon.parking import PAUSE_TIMEOUT, Parked
 from pcpd.daemon.reload import load_reload, stop_for_reload
-from pcpd.daemon.report import RunReport, TuningSeries
+from pcpd.daemon.report import RunReport
 from pcpd.daemon.signals import RunSignals
 from pcpd.daemon.slots import Slot, WorkerSlots, exit_status
 from pcpd.errors import ConfigError, WorkerLost
@@ -56,6 +56,7 @@ from pcpd.model.arena import (
     remove_stale,
 )
 from pcpd.model.lock import ZoneLock
+from pcpd.model.tuning import TuningSeries
 from pcpd.model.zone import Z_FREE_PAGES, Zone
 from pcpd.sdnotify import Notifier
 from pcpd.spec import ModelSpec

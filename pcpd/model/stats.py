@@ -51,11 +51,19 @@ DRAIN_CAUSES = ("high", "free_high", "decay", "drain_all", "exit")
 ALLOC_FAIL_CAUSES = ("no_memory", "watermark")
 LOCK_WAIT_BUCKETS = tuple(2 ** e for e in range(10, 31, 2))  # ns: 1 us .. 1 s, upper bounds
 
+# The counter families, one counter per cause or bucket (derive() sums them):
+LINES_WRITTEN_COUNTERS = tuple(f"lines_written_{c}" for c in CAUSES)
+LINES_READ_COUNTERS = tuple(f"lines_read_{c}" for c in CAUSES)
+DRAIN_COUNTERS = tuple(f"drains_{c}" for c in DRAIN_CAUSES)
+DRAIN_PAGE_COUNTERS = tuple(f"drain_pages_{c}" for c in DRAIN_CAUSES)
+ALLOC_FAIL_COUNTERS = tuple(f"alloc_fail_{c}" for c in ALLOC_FAIL_CAUSES)
+# waits up to each LOCK_WAIT_BUCKETS bound, then the waits beyond the last
+LOCK_WAIT_BUCKET_COUNTERS = tuple(f"lock_wait_bucket_{i}" for i in range(len(LOCK_WAIT_BUCKETS) + 1))
+
 
 def _names() -> list[str]:
     """Every counter's name, in slot order: the one-off counters, then the families."""
-    return (_SCALARS + _by_cause_names() + _by_type_names()
-            + [f"lock_wait_bucket_{i}" for i in range(len(LOCK_WAIT_BUCKETS) + 1)])
+    return _SCALARS + _by_cause_names() + _by_type_names() + list(LOCK_WAIT_BUCKET_COUNTERS)
 
 
 _SCALARS = [
@@ -76,11 +84,8 @@ _SCALARS = [
 
 def _by_cause_names() -> list[str]:
     """Cacheline touches, drains and allocation failures, one counter per cause."""
-    return ([f"lines_written_{c}" for c in CAUSES]
-            + [f"lines_read_{c}" for c in CAUSES]
-            + [f"drains_{c}" for c in DRAIN_CAUSES]
-            + [f"drain_pages_{c}" for c in DRAIN_CAUSES]
-            + [f"alloc_fail_{c}" for c in ALLOC_FAIL_CAUSES])
+    return [*LINES_WRITTEN_COUNTERS, *LINES_READ_COUNTERS, *DRAIN_COUNTERS, *DRAIN_PAGE_COUNTERS,
+            *ALLOC_FAIL_COUNTERS]
 
 
 def _by_type_names() -> list[str]:
@@ -103,8 +108,10 @@ GAUGES = frozenset(
 # A CPU's PCP auto-tuning state, one value per CPU however many PCPs it has
 # (the memdesc policy keeps one per type): high and free_count add up (the
 # CPU's capacity, its recent frees), alloc_factor is the largest (how far the
-# most refill-starved PCP of the CPU scales its batch).  The daemon samples
-# these over a run; the exporter shows them per CPU.
+# most refill-starved PCP of the CPU scales its batch).  Before 6.7 the
+# free_count slot is free_factor, a shift (nr_pcp_free(): batch << free_factor):
+# the largest is published, as for alloc_factor (0 before 5.14, which has none).
+# The daemon samples these over a run; the exporter shows them per CPU.
 TUNING_GAUGES = ("pcp_high", "pcp_free_count", "pcp_alloc_factor")
 TUNING_KEYS = tuple(name.removeprefix("pcp_") for name in TUNING_GAUGES)   # as a run record names them
 MAXIMA = frozenset(["lock_wait_max_ns", "lock_hold_max_ns", "lock_waiters_max"])
@@ -203,6 +210,11 @@ class Snapshot:
         return sum(self.total(n) for n in OPS_COUNTERS)
 
 
+def zero_snapshot(like: Snapshot) -> Snapshot:
+    """Every counter zero, in ``like``'s shape: the start of a window that is the whole run."""
+    return Snapshot(np.zeros_like(like.per_cpu), np.zeros_like(like.retired))
+
+
 def read_snapshot(arena: Arena) -> Snapshot:
     """Every worker's stats block and the retired block of ``arena``, as they are now.
 
@@ -259,15 +271,6 @@ class Figures:
     slab_ops_per_op: float | None
 
 
-# the counter families derive() sums
-_LINES_WRITTEN = tuple(f"lines_written_{cause}" for cause in CAUSES)
-_LINES_READ = tuple(f"lines_read_{cause}" for cause in CAUSES)
-_ALLOC_FAILS = tuple(f"alloc_fail_{cause}" for cause in ALLOC_FAIL_CAUSES)
-_DRAINS = tuple(f"drains_{cause}" for cause in DRAIN_CAUSES)
-_DRAIN_PAGES = tuple(f"drain_pages_{cause}" for cause in DRAIN_CAUSES)
-_WAIT_BUCKETS = tuple(f"lock_wait_bucket_{i}" for i in range(len(LOCK_WAIT_BUCKETS) + 1))
-
-
 def derive(counters: Mapping[str, int], seconds: float | None = None, *,
            empty: float | None = None) -> Figures:
     """The figures of ``counters`` (every name in ``NAMES``), over ``seconds`` of time.
@@ -281,22 +284,22 @@ def derive(counters: Mapping[str, int], seconds: float | None = None, *,
     served = _sum(c, SERVED_COUNTERS)
     acquisitions, contended = c["lock_acquisitions"], c["lock_contended"]
     by_cause = {cause: c[f"lines_written_{cause}"] + c[f"lines_read_{cause}"] for cause in CAUSES}
-    written = _sum(c, _LINES_WRITTEN)
-    read = _sum(c, _LINES_READ)
+    written = _sum(c, LINES_WRITTEN_COUNTERS)
+    read = _sum(c, LINES_READ_COUNTERS)
     struct_lines = sum(by_cause.values())
     desc_lines = c["desc_lines_written"] + c["desc_lines_read"]
     free_memory_lines = c["data_lines_written"]
     lines = written + read + desc_lines + free_memory_lines
     slab_ops = c["slab_alloc"] + c["slab_free"]
-    buckets = [c[n] for n in _WAIT_BUCKETS]
+    buckets = [c[n] for n in LOCK_WAIT_BUCKET_COUNTERS]
     return Figures(
         ops=ops,
         allocs=_sum(c, ALLOC_COUNTERS),
         allocs_served=served,
         frees=_sum(c, FREE_COUNTERS),
-        alloc_failures=_sum(c, _ALLOC_FAILS),
-        drains=_sum(c, _DRAINS),
-        drain_pages=_sum(c, _DRAIN_PAGES),
+        alloc_failures=_sum(c, ALLOC_FAIL_COUNTERS),
+        drains=_sum(c, DRAIN_COUNTERS),
+        drain_pages=_sum(c, DRAIN_PAGE_COUNTERS),
         struct_page_lines_written=written,
         struct_page_lines_read=read,
         struct_page_lines=struct_lines,
@@ -389,6 +392,25 @@ def stranded_by_type(start: Snapshot, end: Snapshot) -> dict[str, tuple[int, int
         refills = misses.sum(axis=1) - misses[:, t]
         out[name] = (int(held[stranding].sum()), int(refills[stranding].sum()))
     return out
+
+
+@dataclass(frozen=True)
+class TypedHolding:
+    """What per-type PCPs hold: pages on each memdesc type's PCPs, and of those the stranded."""
+
+    by_type: dict[str, int]
+    stranded: dict[str, int]        # held by a CPU that allocated none of the type (stranded_by_type)
+
+    @property
+    def stranded_pages(self) -> int:
+        return sum(self.stranded.values())
+
+
+def typed_holding(start: Snapshot | None, end: Snapshot) -> TypedHolding:
+    """The per-type PCPs' pages at ``end``, stranded since ``start`` (None: the counters' start)."""
+    stranded = stranded_by_type(zero_snapshot(end) if start is None else start, end)
+    return TypedHolding({t: end.total(f"pcp_pages_type_{t}") for t in MEMDESC_TYPES},
+                        {t: pages for t, (pages, _) in stranded.items()})
 
 
 # ---------------------------------------------------------------------------

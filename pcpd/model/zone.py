@@ -2,10 +2,12 @@
 
 Every process maps the same zone: list heads, tails and counters live in the
 arena's ``zone`` words, the links in the page records (``pcpd.model.memmap``), the
-pageblock migratetypes in ``arena.pageblock``.  Methods whose name starts
-with an underscore expect zone->lock held; the public ones take it once
-(``rmqueue_bulk``: one acquisition for a whole PCP refill, as the kernel
-does).
+pageblock migratetypes in ``arena.pageblock``.  The entry points take zone->lock
+once (``rmqueue_bulk``: one acquisition for a whole PCP refill, as the kernel
+does); the methods under "zone->lock held" are for callers that hold it already
+(pcp-buddy's refill phases) or that run with every writer stopped (a replay's
+start state, crash recovery); those starting with an underscore are the
+zone's own.
 
 Zone words (int64):
 
@@ -31,17 +33,20 @@ changes it:
   the high watermark, and cleared by free_frozen_page_commit() after a drain
   once the high watermark is met again (not by decay or drain_all_pages()).
   The model runs get_page_from_freelist()'s check when an allocation reaches
-  the zone (a PCP refill, or an order the PCP does not keep); a PCP hit does
-  not change NR_FREE_PAGES, so the flag is set at the next allocation that
-  reaches the zone rather than at the next allocation.
+  the zone (a PCP refill, or an order the PCP does not keep), and again, for
+  the next allocation, once that refill or buddy allocation has taken its
+  pages: a PCP hit does not change NR_FREE_PAGES, so the next allocation on
+  any CPU, a hit included, would find what that test finds, and the PCP-hit
+  path stays free of shared reads.
 - ZONE_RECLAIM_ACTIVE models kswapd.  An allocation that finds free pages at or
   below the low watermark leaves the fast path; the slow path's
   wake_all_kswapds() starts kswapd, whose balance_pgdat() marks the zone
   (set_reclaim_active()).  kswapd reclaims until pgdat_balanced(): free pages
   above the high watermark, then clear_reclaim_active().  The model has no
-  kswapd: the flag is set at the allocation that finds the zone at or below
-  its low watermark and cleared when pages coming back to the zone (a drain or
-  a buddy free) lift it above its high watermark.  Order 0 both ways: kswapd
+  kswapd: the flag is set at the allocation that fails the low watermark
+  (zone_watermark_fast() at its order; tested as for ZONE_BELOW_HIGH) and
+  cleared when pages coming back to the zone (a drain or a buddy free) lift
+  it above its high watermark.  Order 0 both ways: kswapd
   falls back to order-0 balancing once it has reclaimed for a high order.
 
 ALLOC_NOFRAGMENT (6bb154504f8b, 5.0: not in the 4.18 era).
@@ -52,7 +57,8 @@ Under it __rmqueue() claims only whole pageblocks of another migratetype
 nothing for the allocation that way, get_page_from_freelist() would try the
 DMA32 zone the same way, then walk the zonelist again without the flag.  With
 one zone the model goes straight to that retry: the same zone, fragmenting
-fallbacks allowed.
+fallbacks allowed.  The flag is an alloc_flags bit, so it is an argument of
+each call; the policy derives it from its era.
 
 A Zone reads and writes zone words, pageblock types and page records through
 the arena's memoryviews (plain ints), not numpy scalars: the buddy path makes
@@ -63,6 +69,7 @@ three times a memoryview's) was about half of its cost (issue 12).
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -183,8 +190,6 @@ class Zone:
         # an 8-byte page keeps free-list links in the free memory, not the memmap
         self._links_in_free_memory = arena.record_bytes == 8
         self._link = DATA_W if self._links_in_free_memory else _BW
-        # alloc_flags_nofragment() on the fast path (the policy clears it for eras before 5.0)
-        self.nofragment = True
 
     # -- accounting and watermarks ----------------------------------------
     @property
@@ -229,13 +234,20 @@ class Zone:
         """get_page_from_freelist()'s watermark tests for one allocation, before rmqueue().
 
         The high watermark sets ZONE_BELOW_HIGH (detected here to keep the free
-        path cheap); the low watermark failing wakes kswapd (ZONE_RECLAIM_ACTIVE).
+        path cheap); the low watermark failing, zone_watermark_fast(order, low)
+        as the fast path's ALLOC_WMARK_LOW, wakes kswapd (ZONE_RECLAIM_ACTIVE).
         """
         z = self.z
         if not self.below_high and not self.watermark_ok(order, z[Z_WMARK_HIGH]):
             self._set_flag(ZONE_BELOW_HIGH, True)
-        if not self.reclaim_active and z[Z_FREE_PAGES] <= z[Z_WMARK_LOW]:
+        if not self.reclaim_active and not self.watermark_ok(order, z[Z_WMARK_LOW]):
             self._set_flag(ZONE_RECLAIM_ACTIVE, True)      # wake_all_kswapds() -> set_reclaim_active()
+
+    def check_next_watermarks(self) -> None:
+        """The next allocation's get_page_from_freelist() tests (order 0), run once pages
+        have left the zone: a PCP hit would find the same NR_FREE_PAGES and must not
+        read the zone (see the module docstring)."""
+        self.check_watermarks(0)
 
     def clear_below_high(self) -> None:
         """free_frozen_page_commit() after its drain: clear ZONE_BELOW_HIGH once
@@ -245,14 +257,14 @@ class Zone:
 
     def _kswapd_balanced(self) -> None:
         """balance_pgdat() stops once pgdat_balanced(): clear_reclaim_active()."""
-        if self.reclaim_active and self.z[Z_FREE_PAGES] > self.z[Z_WMARK_HIGH]:
+        if self.reclaim_active and self.watermark_ok(0, self.z[Z_WMARK_HIGH]):
             self._set_flag(ZONE_RECLAIM_ACTIVE, False)
 
     def flags_from_watermarks(self) -> None:
         """Both flags as the zone's free pages say now (a zone set up mid-life, as a replay's)."""
         z = self.z
         self._set_flag(ZONE_BELOW_HIGH, not self.watermark_ok(0, z[Z_WMARK_HIGH]))
-        self._set_flag(ZONE_RECLAIM_ACTIVE, z[Z_FREE_PAGES] <= z[Z_WMARK_LOW])
+        self._set_flag(ZONE_RECLAIM_ACTIVE, not self.watermark_ok(0, z[Z_WMARK_LOW]))
 
     def pageblock_mt(self, pfn: int) -> int:
         """get_pfnblock_migratetype()"""
@@ -420,7 +432,7 @@ class Zone:
             return pfn
         return NIL
 
-    def _rmqueue(self, order: int, mt: int, mode: int, nofragment: bool = False) -> tuple[int, int]:
+    def _rmqueue(self, order: int, mt: int, mode: int, nofragment: bool) -> tuple[int, int]:
         """__rmqueue(): NORMAL, then CLAIM, then STEAL (never under ALLOC_NOFRAGMENT);
         the mode sticks for a refill."""
         if mode == RMQUEUE_NORMAL:
@@ -436,31 +448,103 @@ class Zone:
         pfn = self._rmqueue_steal(order, mt)
         return pfn, (RMQUEUE_STEAL if pfn != NIL else mode)
 
-    # -- entry points (take zone->lock) -----------------------------------
-    def rmqueue_bulk(self, order: int, mt: int, count: int, nofragment: bool = False) -> list[int]:
-        """rmqueue_bulk(): up to count blocks under one zone->lock acquisition."""
+    def _rmqueue_count(self, order: int, mt: int, count: int, nofragment: bool) -> list[int]:
+        """rmqueue_bulk()'s loop: __rmqueue() up to count times, its mode cached."""
         out: list[int] = []
         mode = RMQUEUE_NORMAL
-        with self.lock(OP_REFILL):
-            for _ in range(count):
-                pfn, mode = self._rmqueue(order, mt, mode, nofragment)
-                if pfn == NIL:
-                    break
-                out.append(pfn)
+        for _ in range(count):
+            pfn, mode = self._rmqueue(order, mt, mode, nofragment)
+            if pfn == NIL:
+                break
+            out.append(pfn)
         return out
 
-    def rmqueue_buddy(self, order: int, mt: int) -> int:
+    # -- zone->lock held (see the module docstring) --------------------------
+    def rmqueue(self, order: int, mt: int, count: int, nofragment: bool) -> list[int]:
+        """Up to count blocks by __rmqueue(), under ALLOC_NOFRAGMENT first and, if that
+        found none, again without it (get_page_from_freelist()'s retry)."""
+        out = self._rmqueue_count(order, mt, count, nofragment)
+        if not out and nofragment:
+            out = self._rmqueue_count(order, mt, count, False)
+        return out
+
+    def take_free_block(self, pfn: int, order: int, mt: int) -> None:
+        """del_page_from_free_list(): a given free block off its list, and
+        account_freepages(); mt is its pageblock's type."""
+        self._del(pfn, order, mt)
+        self.z[Z_FREE_PAGES] -= 1 << order
+
+    def put_free_block(self, pfn: int, order: int, mt: int, to_tail: bool = False) -> None:
+        """add_to_free_list() and account_freepages(): no merging (a block whose
+        buddies are not free, or a start state laid out block by block)."""
+        self._add(pfn, order, mt, to_tail)
+        self.z[Z_FREE_PAGES] += 1 << order
+
+    def free_blocks(self, order: int, mt: int) -> Iterator[int]:
+        """The free blocks on free_area[order].free_list[mt], first to last; the caller
+        may take the block it was given before asking for the next."""
+        pfn = self.z[Z_HEAD + MIGRATE_PCPTYPES * order + mt]
+        while pfn != NIL:
+            nxt = self.mm.next(pfn)
+            yield pfn
+            pfn = nxt
+
+    def take_pageblock(self, head: int, order: int, mt: int, pb: int, new_mt: int) -> None:
+        """take_page_off_buddy() for pageblock ``pb`` of the free block ``head`` of
+        ``order`` on the ``mt`` list (a replay's start state may file a block under
+        another type than its pageblock's): break_down_buddy_pages() returns the
+        other halves to that list, and the pageblock becomes ``new_mt`` (a
+        whole-block claim when that is another type)."""
+        start = pb << PAGEBLOCK_ORDER
+        self._del(head, order, mt)
+        while order > PAGEBLOCK_ORDER:
+            order -= 1
+            half = 1 << order
+            if start >= head + half:
+                self._add(head, order, mt)
+                head += half
+            else:
+                self._add(head + half, order, mt)
+        self.z[Z_FREE_PAGES] -= PAGEBLOCK_NR_PAGES     # account_freepages()
+        if mt != new_mt:
+            self.z[Z_CLAIMS] += 1
+        self.pb[pb] = new_mt
+
+    def split_large_buddy(self, pfn: int, order: int) -> None:
+        """split_large_buddy(): pageblock-sized pieces above order 9, each merged
+        with its free buddies and filed under its pageblock's type."""
+        if order <= PAGEBLOCK_ORDER:
+            self._free_one_page(pfn, order, self.pageblock_mt(pfn))
+            return
+        for piece in range(pfn, pfn + (1 << order), PAGEBLOCK_NR_PAGES):
+            self._free_one_page(piece, PAGEBLOCK_ORDER, self.pageblock_mt(piece))
+
+    # -- entry points (take zone->lock) -----------------------------------
+    def rmqueue_bulk(self, order: int, mt: int, count: int, nofragment: bool) -> list[int]:
+        """rmqueue_bulk(): up to count blocks under one zone->lock acquisition, with
+        the caller's ALLOC_NOFRAGMENT (the retry without it is the caller's: it
+        sizes the batch again); then the next allocation's watermark tests."""
+        with self.lock(OP_REFILL):
+            out = self._rmqueue_count(order, mt, count, nofragment)
+        self.check_next_watermarks()
+        return out
+
+    def rmqueue_buddy(self, order: int, mt: int, nofragment: bool) -> int:
         """get_page_from_freelist() for a block the PCP does not serve: the watermark
         flags, then rmqueue_buddy() (one block per zone->lock acquisition), with
         ALLOC_NOFRAGMENT first and again without it if that found nothing."""
         self.check_watermarks(order)
-        if self.nofragment:
-            with self.lock(OP_BUDDY_ALLOC):
-                pfn = self._rmqueue(order, mt, RMQUEUE_NORMAL, True)[0]
-            if pfn != NIL:
-                return pfn
+        pfn = self.rmqueue_buddy_once(order, mt, nofragment)
+        if pfn == NIL and nofragment:
+            self.check_watermarks(order)           # the retry walks the zonelist again
+            pfn = self.rmqueue_buddy_once(order, mt, False)
+        self.check_next_watermarks()
+        return pfn
+
+    def rmqueue_buddy_once(self, order: int, mt: int, nofragment: bool) -> int:
+        """rmqueue_buddy(): one __rmqueue() under its own zone->lock acquisition."""
         with self.lock(OP_BUDDY_ALLOC):
-            return self._rmqueue(order, mt, RMQUEUE_NORMAL, False)[0]
+            return self._rmqueue(order, mt, RMQUEUE_NORMAL, nofragment)[0]
 
     def free_pcppages_bulk(self, blocks: list[tuple[int, int]]) -> None:
         """free_pcppages_bulk(): give drained blocks back under one acquisition.
@@ -477,16 +561,8 @@ class Zone:
     def free_one_page(self, pfn: int, order: int) -> None:
         """free_one_page(): one block straight to the buddy."""
         with self.lock(OP_BUDDY_FREE):
-            self._split_large_buddy(pfn, order)
+            self.split_large_buddy(pfn, order)
         self._kswapd_balanced()
-
-    def _split_large_buddy(self, pfn: int, order: int) -> None:
-        """split_large_buddy(): pageblock-sized pieces above order 9, each with its type."""
-        if order <= PAGEBLOCK_ORDER:
-            self._free_one_page(pfn, order, self.pageblock_mt(pfn))
-            return
-        for piece in range(pfn, pfn + (1 << order), PAGEBLOCK_NR_PAGES):
-            self._free_one_page(piece, PAGEBLOCK_ORDER, self.pageblock_mt(piece))
 
 
 def _should_try_claim_block(order: int, mt: int) -> bool:

@@ -86,7 +86,8 @@ def replay(path: str | os.PathLike[str], policies: Iterable[str] = PROPOSAL,
             ops = spool.count
         after = _pagesets(zoneinfo_after, zone) if zoneinfo_after else None
     return results_json(source=source, decoded=decoded, skipped=skipped, ops=ops, zone=zone,
-                        limits=spec.limits(), decay_interval=decay_interval, runs=runs,
+                        limits=spec.limits(), cacheinfo=spec.cacheinfo(), decay_interval=decay_interval,
+                        runs=runs,
                         scope=scope, plan=plan, after=after,
                         after_source=display_name(zoneinfo_after) if zoneinfo_after else None)
 

@@ -12,8 +12,6 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
-
 from pcpd.kernel import HIGH_BOUNDS_ERAS
 from pcpd.model import sizing, stats
 from pcpd.policies import BASELINE, policy_names, policy_traits
@@ -92,11 +90,8 @@ def _pcp_holding(run: PolicyRun) -> dict[str, Any]:
                            "stranded_pages": None, "stranded_by_type": None}
     if run.policy not in policy_names(typed_pcps=True):
         return out
-    start = stats.Snapshot(np.zeros_like(end.per_cpu), np.zeros_like(end.retired))
-    stranded = stats.stranded_by_type(start, end)
-    out["pcp_pages_by_type"] = {t: end.total(f"pcp_pages_type_{t}") for t in stats.MEMDESC_TYPES}
-    out["stranded_by_type"] = {t: pages for t, (pages, _) in stranded.items()}
-    out["stranded_pages"] = sum(out["stranded_by_type"].values())
+    typed = stats.typed_holding(None, end)
+    out.update(pcp_pages_by_type=typed.by_type, stranded_by_type=typed.stranded, stranded_pages=typed.stranded_pages)
     return out
 
 
@@ -147,7 +142,8 @@ def fidelity(trace: TracePcp, figures: dict[str, Any], run: PolicyRun | None = N
 # --- results.json ----------------------------------------------------------------------
 
 def results_json(*, source: str, decoded: Decoded, skipped: Skipped, ops: int, zone: ZoneSetup,
-                 limits: sizing.PcpLimits, decay_interval: float, runs: dict[str, PolicyRun],
+                 limits: sizing.PcpLimits, cacheinfo: dict[str, Any], decay_interval: float,
+                 runs: dict[str, PolicyRun],
                  scope: dict[str, str] | None = None, plan: StartPlan | None = None,
                  after: dict[int, Pageset] | None = None,
                  after_source: str | None = None) -> dict[str, Any]:
@@ -170,7 +166,7 @@ def results_json(*, source: str, decoded: Decoded, skipped: Skipped, ops: int, z
         "scope": scope,
         "replay": _replay_json(decoded, ops),
         "trace_pcp": asdict(decoded.pcp),
-        "model": _model_json(zone, limits, decay_interval),
+        "model": _model_json(zone, limits, cacheinfo, decay_interval),
         "start": _start_json(plan, runs),
         "policies": policies,
     }
@@ -238,14 +234,16 @@ def _replay_json(d: Decoded, ops: int) -> dict[str, Any]:
     }
 
 
-def _model_json(zone: ZoneSetup, limits: sizing.PcpLimits, decay_interval: float) -> dict[str, Any]:
+def _model_json(zone: ZoneSetup, limits: sizing.PcpLimits, cacheinfo: dict[str, Any],
+                decay_interval: float) -> dict[str, Any]:
+    # cacheinfo: ModelSpec.cacheinfo(), PCPF_FREE_HIGH_BATCH as the model set it
     return {
         "era": zone.era, "zone_source": zone.source, "node": zone.node,
         "managed": zone.managed, "arena_pages": zone.pages, "nsplit": zone.nsplit,
         "pcp_from_capture": zone.captured,
         "batch": limits.batch, "high": limits.high,
         "high_min": limits.high_min, "high_max": limits.high_max,
-        "decay_interval": decay_interval,
+        "decay_interval": decay_interval, "pcp_cacheinfo": cacheinfo,
     }
 
 

@@ -67,9 +67,8 @@ from pcpd.kernel import (
     PAGEBLOCK_ORDER,
 )
 from pcpd.model.arena import Arena
-from pcpd.model.memmap import NIL
 from pcpd.model.sizing import pindex_to_order
-from pcpd.model.zone import Z_CLAIMS, Z_FREE_PAGES, Z_HEAD, Z_STEALS, Zone
+from pcpd.model.zone import Z_CLAIMS, Z_FREE_PAGES, Z_STEALS, Zone
 from pcpd.pagetypeinfo import ZonePageTypes
 from pcpd.replay.decode import Decoded, StartLists
 from pcpd.zoneinfo import Pageset
@@ -320,12 +319,10 @@ def _pool_blocks(plan: StartPlan) -> list[tuple[int, int, int, int]]:
 
 def _take_all_free(zone: Zone) -> None:
     """Every free block off the free lists (the fresh zone's MAX_ORDER blocks)."""
-    z = zone.z
     for order in range(MAX_PAGE_ORDER + 1):
         for mt in range(MIGRATE_PCPTYPES):
-            while (pfn := z[Z_HEAD + MIGRATE_PCPTYPES * order + mt]) != NIL:
-                zone._del(pfn, order, mt)
-                z[Z_FREE_PAGES] -= 1 << order
+            for pfn in zone.free_blocks(order, mt):
+                zone.take_free_block(pfn, order, mt)
 
 
 def _pcp_blocks(models: list[CpuAllocator], plan: StartPlan, report: SeedReport
@@ -516,8 +513,7 @@ def _allocate(models: list[CpuAllocator], pieces: list[_Piece]) -> dict[tuple[in
         if p.kind == "pcp":
             continue
         mt = MIGRATETYPE_OF[p.t]
-        zone._add(p.pfn, p.order, mt)
-        zone.z[Z_FREE_PAGES] += 1 << p.order
+        zone.put_free_block(p.pfn, p.order, mt)
         got = models[p.slot].policy.alloc(p.t, p.order)
         if got != p.pfn:
             raise RuntimeError(f"start state: {models[p.slot].policy.name} allocated pfn {got}, "
@@ -537,10 +533,10 @@ def _fill_pcps(models: list[CpuAllocator], pieces: list[_Piece]) -> None:
     for (slot, order, t), pfns in lists.items():
         mt = MIGRATETYPE_OF[t]
         for pfn in pfns:
-            zone._add(pfn, order, mt)
-            zone.z[Z_FREE_PAGES] += 1 << order
+            zone.put_free_block(pfn, order, mt)
         policy = models[slot].policy
-        blocks = zone.rmqueue_bulk(order, mt, len(pfns))
+        # alone on the free list: ALLOC_NOFRAGMENT would change nothing
+        blocks = zone.rmqueue_bulk(order, mt, len(pfns), False)
         if sorted(blocks) != sorted(pfns):
             raise RuntimeError(f"start state: rmqueue_bulk() gave {len(blocks)} blocks, "
                                f"not the {len(pfns)} put alone on the free list")
@@ -559,8 +555,7 @@ def _label_regions(arena: Arena, regions: list[tuple[int, int, int]]) -> None:
 def _free_regions(zone: Zone, free_blocks: list[tuple[int, int, int]]) -> None:
     """The free blocks onto the buddy's free lists of their region's migratetype."""
     for pfn, order, mt in free_blocks:
-        zone._add(pfn, order, mt, to_tail=True)
-        zone.z[Z_FREE_PAGES] += 1 << order
+        zone.put_free_block(pfn, order, mt, to_tail=True)
 
 
 def _reset(models: list[CpuAllocator], plan: StartPlan, saved: list[list[tuple[int, int]]],

@@ -49,11 +49,11 @@ import numpy as np
 from pcpd.config.rules import assign_workloads, worker_cpus
 from pcpd.config.settings import MAX_VIRTUAL_CPUS, Settings, WorkloadSettings
 from pcpd.daemon.audit import audit
-from pcpd.daemon.report import TuningSeries
 from pcpd.model import rings
 from pcpd.model.arena import RING_HEADER, Arena
 from pcpd.model.sizing import PcpLimits
 from pcpd.model.stats import ALLOC_FAIL, INDEX, NR_STATS, TUNING_GAUGES, Snapshot
+from pcpd.model.tuning import TuningSeries
 from pcpd.model.zone import Z_WMARK_LOW
 from pcpd.simulate.clock import CpuClock, LockFigures, VirtualZoneLock, ZoneLockClock
 from pcpd.simulate.costs import PS_PER_NS, CostModel, line_counter, potential_of

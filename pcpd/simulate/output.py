@@ -26,8 +26,6 @@ import io
 import os
 from typing import Any, cast
 
-import numpy as np
-
 from pcpd.analysis import report
 from pcpd.analysis.plan import Plan
 from pcpd.analysis.recorder import RESULTS_CSV, RESULTS_JSON, experiment_metadata
@@ -43,7 +41,7 @@ from pcpd.analysis.results import (
     write_atomic,
 )
 from pcpd.config.settings import Settings
-from pcpd.model.stats import Snapshot
+from pcpd.model.stats import zero_snapshot
 from pcpd.simulate.costs import COST_SOURCES, CostModel
 from pcpd.simulate.engine import SimulationResult
 
@@ -132,7 +130,7 @@ def virtual_figures(result: SimulationResult) -> dict[str, Any]:
 def run_record(result: SimulationResult, seed: int) -> RunRecord:
     """The run as a results file records it: real mode's record, with its ``virtual`` figures."""
     end = result.snapshot
-    start = Snapshot(np.zeros_like(end.per_cpu), np.zeros_like(end.retired))   # the whole run
+    start = zero_snapshot(end)                 # the whole run
     record = RunRecord(
         policy=result.policy, point=None, repetition=0, seed=seed, seconds=result.seconds,
         ops=result.ops, exit_code=result.exit_code, restarts=0,
@@ -173,7 +171,7 @@ def _value(unit: str, value: Any) -> str:
     return f"{value:,.0f}"
 
 
-def run_label(results: Results, run: RunRecord) -> str:
+def run_column(results: Results, run: RunRecord) -> str:
     """A run's column head: its policy, with its point and repetition where the runs have several."""
     label = run["policy"]
     if run["point"] is not None:
@@ -186,7 +184,7 @@ def run_label(results: Results, run: RunRecord) -> str:
 def virtual_rows(results: Results) -> list[list[str]]:
     """Header, then one row per virtual figure: label and one cell per run (policy)."""
     runs = results.runs
-    rows = [["virtual time", *(run_label(results, run) for run in runs)]]
+    rows = [["virtual time", *(run_column(results, run) for run in runs)]]
     for key, label, unit in VIRTUAL_FIGURES:
         rows.append([label, *(_value(unit, virtual_of(run).get(key)) for run in runs)])
     return rows

@@ -103,7 +103,8 @@ class Policy:
         self.rb = arena.record_bytes
         self.w = arena.record_bytes // 8
         self.pbq = arena.pageblockq
-        zone.nofragment = tuning.era in ALLOC_NOFRAGMENT_ERAS      # alloc_flags_nofragment()
+        # alloc_flags_nofragment() on the fast path (pcpd.model.zone)
+        self.nofragment = tuning.era in ALLOC_NOFRAGMENT_ERAS
         self.pcps = self._make_pcps()
         self.pcp = self.pcps[0]
         # (type, order) -> the list an allocation pops, and its counter
@@ -152,16 +153,6 @@ class Policy:
     # -- shared machinery ----------------------------------------------------
     # ZONE_BELOW_HIGH and ZONE_RECLAIM_ACTIVE are the shared zone's flags
     # (pcpd.model.zone): every CPU sees another's change at its next test.
-    @property
-    def below_high(self) -> bool:
-        """ZONE_BELOW_HIGH, for refills that tune high themselves (pcp_buddy)."""
-        return self.zone.below_high
-
-    def _set_below_high(self, order: int = 0) -> None:
-        """get_page_from_freelist()'s watermark tests, for an allocation that reaches
-        the zone (order 0 where a caller refills by pageblock)."""
-        self.zone.check_watermarks(order)
-
     def _clear_below_high(self, cause: str) -> None:
         """free_frozen_page_commit() clears ZONE_BELOW_HIGH after its drain; decay and
         drain_all_pages() leave it."""
@@ -171,18 +162,25 @@ class Policy:
     def _refill(self, pcp: PerCpuPages, lst, order: int, t: int) -> bool:
         """rmqueue_pcplist() with an empty list: rmqueue_bulk() then _enter().
 
-        The first pass runs under ALLOC_NOFRAGMENT; if it finds nothing, rmqueue()'s
-        rmqueue_buddy() would fail the same way (not repeated here) and
-        get_page_from_freelist() walks the zonelist again without the flag:
-        nr_pcp_alloc() and rmqueue_bulk() once more (pcpd.model.zone).
+        The first pass runs under ALLOC_NOFRAGMENT; if it finds nothing, rmqueue()
+        falls through to rmqueue_buddy(), which takes zone->lock and searches with
+        the same flags, and then get_page_from_freelist() walks the zonelist again
+        without ALLOC_NOFRAGMENT: the watermarks, nr_pcp_alloc() and rmqueue_bulk()
+        once more (pcpd.model.zone).  Should rmqueue_buddy() find a block (freed
+        by another CPU since), it goes through the PCP list here, not around it.
         """
         zone, mt = self.zone, MIGRATETYPE_OF[t]
         zone.check_watermarks(order)
         n = pcp.nr_pcp_alloc(order, zone.below_high)
-        blocks = zone.rmqueue_bulk(order, mt, n, zone.nofragment)
-        if not blocks and zone.nofragment:
-            n = pcp.nr_pcp_alloc(order, zone.below_high)
-            blocks = zone.rmqueue_bulk(order, mt, n)
+        blocks = zone.rmqueue_bulk(order, mt, n, self.nofragment)
+        if not blocks and self.nofragment:
+            pfn = zone.rmqueue_buddy_once(order, mt, True)
+            if pfn != memmap.NIL:
+                blocks = [pfn]
+            else:
+                zone.check_watermarks(order)
+                n = pcp.nr_pcp_alloc(order, zone.below_high)
+                blocks = zone.rmqueue_bulk(order, mt, n, False)
         if not blocks:
             return False
         self._enter(pcp, lst, blocks, order, t)
@@ -245,7 +243,9 @@ class Policy:
         v[stats.INDEX["pcp_pages"]] = self.pcp_pages()
         # one value per CPU over its PCPs: stats.TUNING_GAUGES says how they combine
         v[stats.INDEX["pcp_high"]] = sum(p.high for p in self.pcps)
-        v[stats.INDEX["pcp_free_count"]] = sum(p.free_count for p in self.pcps)
+        # the slot is free_count (pages) in 6.7+, free_factor (a shift) before: shifts don't add
+        free = sum if self.tuning.era == "6.7" else max
+        v[stats.INDEX["pcp_free_count"]] = free(p.free_count for p in self.pcps)
         v[stats.INDEX["pcp_alloc_factor"]] = max(p.alloc_factor for p in self.pcps)
         v[stats.INDEX["pcp_batch"]] = self.pcps[0].batch
         for t, pages in enumerate(self.pcp_pages_by_type()):

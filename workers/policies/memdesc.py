@@ -141,7 +141,7 @@ class _MemdescPolicy(Policy):
         lst.appendleft(idx)
 
     def _alloc_buddy(self, t: int, order: int) -> int:
-        pfn = self.zone.rmqueue_buddy(order, MIGRATETYPE_OF[t])
+        pfn = self.zone.rmqueue_buddy(order, MIGRATETYPE_OF[t], self.nofragment)
         if pfn == NIL:
             self._count_fail()
             return NIL

@@ -128,11 +128,8 @@ from pcpd.model.arena import C_STATE, Arena
 from pcpd.model.lock import OP_REFILL
 from pcpd.model.memmap import NIL, lines_spanned
 from pcpd.model.stats import ALLOC_MISS_TYPE, DRAIN_PAGES, DRAINS, INDEX, LINES_R, LINES_W, REFILL_PAGES, REFILLS
-from pcpd.model.zone import RMQUEUE_NORMAL, Z_FREE_PAGES, Z_HEAD
 from workers.pcp import PerCpuPages
 from workers.policies.base import (
-    COMPOUND_OF,
-    FOLIO_OF,
     FREE_PCP,
     FREE_TYPE,
     HIT,
@@ -140,7 +137,6 @@ from workers.policies.base import (
     MIGRATETYPE_OF,
     PAGE_W,
     REFILL,
-    RMAP_R,
     W_LINK,
     W_PREV,
     W_REFCOUNT,
@@ -286,10 +282,7 @@ class PcpBuddyPolicy(LegacyPolicy):
             if self._rmqueue_bulk(order, mt, t, lst):
                 pfn = self._piece_take(order, mt)
             elif lst:                              # phases 2 and 3 filled the cached list
-                pfn = lst.pop()
-                if lst:                            # list_del(): the new head's prev
-                    self.mem[lst[-1] * 8 + W_PREV] = NIL
-                    v[LINK_W] += 1
+                pfn = self._pcp_pop(lst)
             else:                                  # nothing on the PCP: the buddy, as legacy
                 v[self._alloc_ctr[t][order]] += 1
                 return self._alloc_buddy(t, order)
@@ -321,24 +314,21 @@ class PcpBuddyPolicy(LegacyPolicy):
         pcp, zone = self.pcp, self.zone
         chunks: list[tuple[int, int]] = []
         blocks: list[int] = []
+        zone.check_watermarks(order)                       # get_page_from_freelist(), before rmqueue()
         with zone.lock(OP_REFILL):
             got = self._recover_fragments(order, mt)       # phase 0
             if not any(o >= order for _, o in got):
                 got += self._claim_new(order, mt)          # phase 1
             fits = any(o >= order for _, o in got)
             if not fits and lst is not None:
-                self._set_below_high()
-                n = pcp.nr_pcp_alloc(order, self.below_high)   # tunes high as today's refill
+                n = pcp.nr_pcp_alloc(order, zone.below_high)   # tunes high as today's refill
                 chunks = self._grab_chunks(order, mt, n << order)          # phase 2
-                mode = RMQUEUE_NORMAL
-                while not chunks and len(blocks) < n:                      # phase 3
-                    pfn, mode = zone._rmqueue(order, mt, mode)
-                    if pfn == NIL:
-                        break
-                    blocks.append(pfn)
+                if not chunks:                                             # phase 3
+                    blocks = zone.rmqueue(order, mt, n, self.nofragment)
         owned = sum(1 << o for _, o in got)
         if fits:
             self._grow_high(owned)
+        zone.check_next_watermarks()
         for head, o in got:                        # onto the PCP buddy, split there on demand
             self._piece_add(head, o, mt)
         for head, o in chunks:                     # expand() on the PCP, outside zone->lock
@@ -377,18 +367,19 @@ class PcpBuddyPolicy(LegacyPolicy):
                 self._disown(pb)                   # merged past the pageblock: the zone's again
                 continue
             for head, o in zip(heads.tolist(), orders.tolist()):
-                zone._del(head, o, mt)             # on the lists of its pageblock's type
-                zone.z[Z_FREE_PAGES] -= 1 << o     # account_freepages(): _del leaves it to us
+                zone.take_free_block(head, o, mt)  # on the lists of its pageblock's type
                 got.append((head, o))
                 pages += 1 << o
         return got
 
     def _claim_new(self, order: int, mt: int) -> list[tuple[int, int]]:
         """Phase 1 (zone->lock held): one whole pageblock from the zone
-        (``__rmqueue()`` at pageblock_order), now this CPU's."""
-        pfn = self.zone._rmqueue(_PB, mt, RMQUEUE_NORMAL)[0]
-        if pfn == NIL:
+        (``__rmqueue()`` at pageblock_order, ALLOC_NOFRAGMENT first as a refill
+        does), now this CPU's."""
+        got = self.zone.rmqueue(_PB, mt, 1, self.nofragment)
+        if not got:
             return []
+        pfn = got[0]
         self._own(pfn >> _PB, mt)
         return [(pfn, _PB)]
 
@@ -402,16 +393,15 @@ class PcpBuddyPolicy(LegacyPolicy):
         """Phase 2 (zone->lock held): free blocks of ``mt`` below pageblock_order,
         each the largest that fits in what is left of ``want`` pages, none smaller
         than ``order``."""
-        zone, z = self.zone, self.zone.z
+        zone = self.zone
         got: list[tuple[int, int]] = []
         cur = _PB - 1
         while want >= 1 << order and cur >= order:
-            pfn = z[Z_HEAD + MIGRATE_PCPTYPES * cur + mt]
+            pfn = next(zone.free_blocks(cur, mt), NIL)
             if pfn == NIL or 1 << cur > want:
                 cur -= 1
                 continue
-            zone._del(pfn, cur, mt)
-            z[Z_FREE_PAGES] -= 1 << cur            # account_freepages()
+            zone.take_free_block(pfn, cur, mt)
             got.append((pfn, cur))
             want -= 1 << cur
         return got
@@ -419,14 +409,14 @@ class PcpBuddyPolicy(LegacyPolicy):
     def _grow_high(self, pages: int) -> None:
         """nr_pcp_alloc()'s tuning of pcp->high for a refill of ``pages``: clamped into
         [high_min, high_max], then raised by what the refill took (6.7's auto-tuned
-        high, unless the zone is below its high watermark).  A claim takes a
-        pageblock where rmqueue_bulk() takes a batch, so high grows by that."""
+        high, unless the zone is below its high watermark: as the test before the
+        refill found it).  A claim takes a pageblock where rmqueue_bulk() takes a
+        batch, so high grows by that."""
         pcp = self.pcp
-        self._set_below_high()
         if pcp.era != "6.7":
             return
         pcp.high = min(max(pcp.high, pcp.high_min), pcp.high_max)
-        if pcp.tuned and not self.below_high:
+        if pcp.tuned and not self.zone.below_high:
             pcp.high = min(pcp.high + pages, pcp.high_max)
 
     # -- free --------------------------------------------------------------------------
@@ -444,10 +434,8 @@ class PcpBuddyPolicy(LegacyPolicy):
         """A block of a pageblock this CPU owns comes back to its PCP buddy."""
         v = self.v
         v[FREE_TYPE + t] += 1
-        if order:                                  # __free_pages_prepare(), as legacy
-            self._free_tail_pages(pfn, order, COMPOUND_OF[t])
-            if FOLIO_OF[t] and order > 1:          # folio_unqueue_deferred_split()
-                v[RMAP_R] += 1
+        if order:                                  # as legacy
+            self._free_pages_prepare(pfn, order, t)
         self.mem[pfn * 8 + W_REFCOUNT] = 0
         pcp = self.pcp
         pcp.count += 1 << order

@@ -82,12 +82,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pcpd.kernel import MAX_PAGE_ORDER, MIGRATE_MOVABLE, MIGRATE_PCPTYPES, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
+from pcpd.kernel import MAX_PAGE_ORDER, MIGRATE_MOVABLE, MIGRATE_PCPTYPES, PAGEBLOCK_ORDER
 from pcpd.model.arena import Arena
 from pcpd.model.linetrace import untraced
 from pcpd.model.memmap import NIL, memmap_for
 from pcpd.model.stats import LINES_R
-from pcpd.model.zone import Z_CLAIMS, Z_FREE_PAGES, Z_HEAD
+from pcpd.model.zone import Z_HEAD
 from workers.policies.pcp_buddy import PcpBuddyPolicy
 
 __all__ = ["PcpBuddySpbPolicy", "SpbCensus", "superpageblock_census", "superpageblock_pageblocks"]
@@ -201,24 +201,10 @@ class PcpBuddySpbPolicy(PcpBuddyPolicy):
     def _take_pageblock(self, spb: int, census: SpbCensus, mt: int) -> list[tuple[int, int]]:
         """The lowest free pageblock of ``spb`` off the zone's free list that holds it,
         now this CPU's."""
-        zone = self.zone
         pb = next(p for p in census.pageblocks(spb) if census.free[p])
-        start = pb << _PB
-        head, order, list_mt = int(census.head[pb]), int(census.order[pb]), int(census.list_mt[pb])
-        zone._del(head, order, list_mt)
-        while order > _PB:                         # expand() towards pb: the other halves back
-            order -= 1
-            half = 1 << order
-            if start >= head + half:
-                zone._add(head, order, list_mt)
-                head += half
-            else:
-                zone._add(head + half, order, list_mt)
-        zone.z[Z_FREE_PAGES] -= PAGEBLOCK_NR_PAGES     # account_freepages()
-        if list_mt != mt:                          # a whole-block claim changes the type
-            zone.z[Z_CLAIMS] += 1
+        self.zone.take_pageblock(int(census.head[pb]), int(census.order[pb]), int(census.list_mt[pb]), pb, mt)
         self._own(pb, mt)
-        return [(start, _PB)]
+        return [(pb << _PB, _PB)]
 
     def _adoptable(self, size: int, order: int, mt: int) -> dict[int, tuple[int, int]]:
         """21/40's candidates, by superpageblock: the largest free block on the zone's
@@ -247,8 +233,7 @@ class PcpBuddySpbPolicy(PcpBuddyPolicy):
         of it later."""
         zone = self.zone
         self.v[_BUDDY_R] += 1                      # the superpageblock free list's entry
-        zone._del(head, order, mt)
-        zone.z[Z_FREE_PAGES] -= 1 << order         # account_freepages()
+        zone.take_free_block(head, order, mt)
         pb = head >> _PB
         self._own(pb, mt)
         self.fragmented.add(pb)                    # pcp->owned_blocks: the rest for phase 0

@@ -6,6 +6,8 @@ tail pages (compound_head), which is what the two policies treat differently.
 
 from __future__ import annotations
 
+from collections import deque
+
 from pcpd.kernel import PAGE_ORDERS, PAGEBLOCK_ORDER
 from pcpd.model import memmap
 from pcpd.model.memmap import NIL, lines_spanned
@@ -112,7 +114,7 @@ class _Page64Policy(Policy):
 
     def _alloc_buddy(self, t: int, order: int) -> int:
         """rmqueue_buddy() then prep_new_page(): orders the PCP does not keep."""
-        pfn = self.zone.rmqueue_buddy(order, MIGRATETYPE_OF[t])
+        pfn = self.zone.rmqueue_buddy(order, MIGRATETYPE_OF[t], self.nofragment)
         if pfn == NIL:
             self._count_fail()
             return NIL
@@ -154,7 +156,7 @@ class _Page64Policy(Policy):
         else:
             return self._alloc_buddy(t, order)
         mem = self.mem
-        pfn = lst.pop()
+        pfn = lst.pop()                                # _pcp_pop(), inline: a hit makes no call
         if lst:                                        # list_del(): the new head's prev
             mem[lst[-1] * 8 + W_PREV] = NIL
             v[LINK_W] += 1
@@ -196,6 +198,14 @@ class _Page64Policy(Policy):
         drain = pcp.free_check(order, self.zone.z)
         if drain:
             self._drain(pcp, drain, pindex, pcp.drain_cause)
+
+    def _pcp_pop(self, lst: deque[int]) -> int:
+        """__rmqueue_pcplist()'s list_del() of the first block: the new first block's prev."""
+        pfn = lst.pop()
+        if lst:
+            self.mem[lst[-1] * 8 + W_PREV] = NIL
+            self.v[LINK_W] += 1
+        return pfn
 
     def _after_pcp_alloc(self, pfn: int, t: int, order: int) -> None:
         """Policy work after an order > 0 block came off the PCP."""
@@ -259,10 +269,15 @@ class LegacyPolicy(_Page64Policy):
         if not self.pcp.allowed[order]:
             self._free_buddy(pfn, order, t)
             return -1
-        if FOLIO_OF[t] and order > 1:                  # folio_unqueue_deferred_split()
-            self._unqueue_deferred_split(pfn)
-        self._free_tail_pages(pfn, order, COMPOUND_OF[t])   # __free_pages_prepare()
+        self._free_pages_prepare(pfn, order, t)
         return 0
+
+    def _free_pages_prepare(self, pfn: int, order: int, t: int) -> None:
+        """__free_pages_prepare() of an order > 0 block: folio_unqueue_deferred_split()
+        (page[2], whose line the tail loop charges), then the tail pages."""
+        if FOLIO_OF[t] and order > 1:
+            self._unqueue_deferred_split(pfn)
+        self._free_tail_pages(pfn, order, COMPOUND_OF[t])
 
 
 class CompoundPolicy(_Page64Policy):
