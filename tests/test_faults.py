@@ -143,6 +143,9 @@ def test_kills_go_on_after_the_forkserver_and_resource_tracker_die(tmp_path):
         _helper(proc.pid, "resource_tracker").kill()
         before = len(err.wait_for(r"INFO started:"))
         err.wait_for(r"INFO started:", count=before + 6, timeout=120)     # kills and restarts go on
+        # and once more just before the stop: the running workers' forkserver is gone when
+        # the daemon joins them (multiprocessing then reads exit code 255 for live workers)
+        _helper(proc.pid, "forkserver").kill()
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:

@@ -12,8 +12,10 @@ import pytest
 
 from pcpd.config.load import load_settings, parse_settings, replace_path
 from pcpd.daemon.reload import Reload, load_reload, reload_problem, stop_for_reload
-from pcpd.daemon.slots import Slot
-from pcpd.model.arena import C_STOP, Arena, Geometry
+from pcpd.daemon.slots import Slot, WorkerSlots
+from pcpd.model.arena import C_STATE, C_STOP, Arena, Geometry
+from workers.cpu import SharedLocks
+from workers.worker import STATE_EXITED
 
 MIXED = Path(__file__).parent / "data" / "configs" / "mixed.toml"
 
@@ -83,7 +85,12 @@ def test_the_built_in_config_has_nothing_to_reload(caplog):
     assert "nothing to reload" in caplog.text
 
 
-def _exit_with(code: int) -> None:
+def _exit_with(name: str, code: int) -> None:
+    """A worker's end: a clean one says so in its C_STATE word first."""
+    arena = Arena.attach(name)
+    if code == 0:
+        arena.cpuctl[0, C_STATE] = STATE_EXITED
+    arena.close()
     raise SystemExit(code)
 
 
@@ -97,23 +104,39 @@ def arena():
         a.unlink()
 
 
+def _workers(arena: Arena, slot: Slot) -> WorkerSlots:
+    return WorkerSlots([slot], multiprocessing.get_context("fork"), arena, SharedLocks.local())
+
+
 @pytest.mark.parametrize("code, clean", [(0, True), (3, False)])
 def test_stop_for_reload_says_whether_the_worker_left_cleanly(arena, code, clean):
-    process = multiprocessing.get_context("fork").Process(target=_exit_with, args=(code,))
+    process = multiprocessing.get_context("fork").Process(target=_exit_with, args=(arena.name, code))
     process.start()
     slot = Slot(0, 0, process=process)
-    assert stop_for_reload(arena, slot, timeout=30.0) is clean
+    assert stop_for_reload(_workers(arena, slot), slot, timeout=30.0) is clean
     assert arena.cpuctl[0, C_STOP] == 1                 # the worker was asked to stop
-    assert process.exitcode == code
+
+
+def test_the_workers_own_word_decides_not_a_lost_forkservers_exit_code(arena):
+    """A worker whose forkserver died reads exitcode 255 while it still runs: joining it
+    waits for the process itself, and its C_STATE says how it ended."""
+    process = multiprocessing.get_context("fork").Process(target=_exit_with, args=(arena.name, 0))
+    slot = Slot(0, 0, process=process)
+    process.start()
+    process.join = lambda timeout=None: None                # what a dead forkserver's join does
+    assert stop_for_reload(_workers(arena, slot), slot, timeout=30.0) is True
+    assert arena.cpuctl[0, C_STATE] == STATE_EXITED
 
 
 def test_a_worker_that_does_not_stop_is_killed(arena, caplog):
     process = multiprocessing.get_context("fork").Process(target=_sleep_forever)
     process.start()
+    slot = Slot(0, 5, process=process)
     with caplog.at_level(logging.ERROR, logger="pcpd.daemon"):
-        assert stop_for_reload(arena, Slot(0, 5, process=process), timeout=0.2) is False
+        assert stop_for_reload(_workers(arena, slot), slot, timeout=0.2) is False
+    process.join(10)
     assert process.exitcode is not None
-    assert "cpu5: did not stop for the reload; killing it" in caplog.text
+    assert "cpu5: did not exit; killing it" in caplog.text
 
 
 def _sleep_forever() -> None:

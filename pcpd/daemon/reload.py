@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from pcpd.config.load import load_settings
 from pcpd.config.settings import Settings
-from pcpd.daemon.slots import Slot
+from pcpd.daemon.slots import Slot, WorkerSlots
 from pcpd.errors import ConfigError
-from pcpd.model.arena import C_STOP, Arena
+from pcpd.model.arena import C_STOP
 from pcpd.policies import policy_traits
 
 STOP_TIMEOUT = 60.0
@@ -64,20 +64,13 @@ def load_reload(path: str | None, running: Settings, policy: str,
     return Reload(new, forced_policy or new.policy.name)
 
 
-def stop_for_reload(arena: Arena, slot: Slot, timeout: float = STOP_TIMEOUT) -> bool:
+def stop_for_reload(workers: WorkerSlots, slot: Slot, timeout: float = STOP_TIMEOUT) -> bool:
     """Ask one worker to drain and exit; True if it did so cleanly.
 
     False means it failed or had to be killed: its pages need recovering
     before the slot is reused.
     """
-    process = slot.process
-    if process is None:
+    if slot.process is None:
         return True
-    arena.cpuctl[slot.index, C_STOP] = 1
-    process.join(timeout)
-    if process.exitcode is None:
-        log.error("cpu%d: did not stop for the reload; killing it", slot.cpu)
-        process.kill()
-        process.join()
-        return False
-    return process.exitcode == 0
+    workers.arena.cpuctl[slot.index, C_STOP] = 1
+    return workers.join(slot, timeout)

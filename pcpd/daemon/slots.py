@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import psutil
 
 from pcpd.daemon.helpers import restart_helpers
@@ -38,6 +39,8 @@ from workers.worker import STATE_EXITED, WorkerPlan, worker_main
 
 HEARTBEAT_TIMEOUT_NS = 5_000_000_000   # a worker silent this long is killed and replaced
 STACK_DUMP_WAIT = 0.2                  # for faulthandler to write a stuck worker's stack
+JOIN_POLL = 0.01                       # the process table, polled while a worker exits
+KILL_WAIT = 10.0                       # for a SIGKILLed worker to leave the process table
 
 log = logging.getLogger("pcpd.daemon")
 
@@ -66,12 +69,45 @@ def exited(slot: Slot) -> bool:
     psutil's handle remembers the start time, so a reused pid does not pass
     for the worker.
     """
-    if slot.handle is None:
-        return True
+    return slot.handle is None or _gone(slot.handle)
+
+
+def _gone(handle: psutil.Process) -> bool:
     try:
-        return not slot.handle.is_running() or slot.handle.status() == psutil.STATUS_ZOMBIE
+        return not handle.is_running() or handle.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def join_worker(slot: Slot, ctl: np.ndarray, timeout: float) -> bool:
+    """Wait for the slot's worker to exit, SIGKILLing it after ``timeout``; True if it
+    ended cleanly.
+
+    Both are read from the worker itself, never from multiprocessing: once the
+    forkserver is gone, ``Process.join()`` returns at once and ``exitcode``
+    reads 255 for a worker that still runs, and the daemon would recover the
+    pages that worker is about to drain.  A clean end is the worker's own last
+    word in ``ctl`` (its C_STATE row): STATE_EXITED, once all it held is back
+    in the arena.
+    """
+    if slot.process is None or slot.process.pid is None:
+        return True
+    handle = slot.handle or psutil.Process(slot.process.pid)
+    deadline = time.monotonic() + timeout
+    while not _gone(handle):
+        if time.monotonic() >= deadline:
+            log.error("cpu%d: did not exit; killing it", slot.cpu)
+            os.kill(handle.pid, signal.SIGKILL)
+            _wait_gone(handle)
+            return False
+        time.sleep(JOIN_POLL)
+    return int(ctl[C_STATE]) == STATE_EXITED
+
+
+def _wait_gone(handle: psutil.Process) -> None:
+    deadline = time.monotonic() + KILL_WAIT
+    while not _gone(handle) and time.monotonic() < deadline:
+        time.sleep(JOIN_POLL)
 
 
 def process_alive(pid: int) -> bool:
@@ -128,9 +164,9 @@ class WorkerSlots:
         slot.process = slot.handle = None
 
     def dead(self, failed_only: bool = False) -> list[Slot]:
-        """Slots whose worker died (``failed_only``: with an exit status other than 0)."""
+        """Slots whose worker died (``failed_only``: without saying it ended cleanly)."""
         return [s for s in self.slots if s.process is not None and exited(s)
-                and not (failed_only and s.process.exitcode == 0)]
+                and not (failed_only and int(self.arena.cpuctl[s.index, C_STATE]) == STATE_EXITED)]
 
     def states(self, live_only: bool = False) -> list[int]:
         """The slots' C_STATE words (``live_only``: of the slots with a worker)."""
@@ -156,15 +192,9 @@ class WorkerSlots:
             slot.process.kill()
             slot.process.join(1.0)
 
-    def join(self, slot: Slot, timeout: float) -> None:
-        """Wait for the worker to exit; kill it if it has not within ``timeout``."""
-        if slot.process is None:
-            return
-        slot.process.join(timeout)
-        if slot.process.exitcode is None:
-            log.error("cpu%d: did not exit; killing it", slot.cpu)
-            slot.process.kill()
-            slot.process.join()
+    def join(self, slot: Slot, timeout: float) -> bool:
+        """Wait for the worker to exit, killing it after ``timeout``; True if it ended cleanly."""
+        return join_worker(slot, self.arena.cpuctl[slot.index], timeout)
 
     def end(self) -> None:
         """Whatever is left of the workers after a failure: killed, their log lines kept."""

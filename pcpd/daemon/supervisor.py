@@ -378,7 +378,7 @@ class Daemon:
         self.info_labels.update(self.info())
         for slot in self.slots:
             # one at a time, each draining first: no page is lost, every CPU keeps a worker
-            if stop_for_reload(self.arena, slot):
+            if stop_for_reload(self.workers, slot):
                 self.workers.retire(slot)
                 self._spawn(slot)
             else:
@@ -412,12 +412,11 @@ class Daemon:
     def _join_workers(self, deadline: float) -> None:
         """Phase 2: workers take their last pages, drain and exit; the failed ones are recovered."""
         # phase 2 parks nobody: let every worker finish before recovering any
-        live = [(slot, slot.process) for slot in self.slots if slot.process is not None]
-        for slot, _ in live:
-            self.workers.join(slot, max(deadline - time.monotonic(), 1.0))
-        failed = [slot for slot, process in live if process.exitcode != 0]
-        for slot in [slot for slot, _ in live if slot not in failed]:
+        live = [slot for slot in self.slots if slot.process is not None]
+        clean = [self.workers.join(slot, max(deadline - time.monotonic(), 1.0)) for slot in live]
+        for slot in [slot for slot, ok in zip(live, clean) if ok]:
             self.workers.retire(slot)
+        failed = [slot for slot, ok in zip(live, clean) if not ok]
         if failed:
             self._replace(failed, respawn=False)
 
