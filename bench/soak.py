@@ -102,6 +102,7 @@ def _figures(summary: str) -> dict[str, object]:
         "pages_lost": r"pages lost (\d+)",
     }
     out: dict[str, object] = {}
+    summary = summary[summary.rfind("pcpd run "):]      # the summary, not the status lines above it
     for key, pattern in patterns.items():
         found = re.search(pattern, summary)
         out[key] = float(found.group(1).replace(",", "")) if found else None
