@@ -199,8 +199,8 @@ class WorkerSlots:
     def end(self) -> None:
         """Whatever is left of the workers after a failure: killed, their log lines kept."""
         for slot in self.slots:
-            if slot.process is not None and slot.process.exitcode is None:
-                slot.process.kill()
-                slot.process.join()
+            if slot.handle is not None and not exited(slot):     # not exitcode: see join_worker()
+                os.kill(slot.handle.pid, signal.SIGKILL)
+                _wait_gone(slot.handle)
             if slot.log_reader is not None:
                 slot.log_reader.join(1.0)
