@@ -155,27 +155,13 @@ class _TracedArray(np.ndarray):
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._record(True, key)
-        if isinstance(value, _TracedArray):
-            value._record(False)
-            value = value.view(np.ndarray)
-        super().__setitem__(key, value)
+        super().__setitem__(key, _plain(value, write=False))
 
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
-        args = []
-        for x in inputs:
-            if isinstance(x, _TracedArray):
-                x._record(False)
-                x = x.view(np.ndarray)
-            args.append(x)
+        args = [_plain(x, write=False) for x in inputs]
         out = kwargs.get("out")
         if out is not None:
-            plain = []
-            for o in out:
-                if isinstance(o, _TracedArray):
-                    o._record(True)
-                    o = o.view(np.ndarray)
-                plain.append(o)
-            kwargs["out"] = tuple(plain)
+            kwargs["out"] = tuple(_plain(o, write=True) for o in out)
         result = getattr(ufunc, method)(*args, **kwargs)
         if out is not None:                          # a &= m: the name keeps the traced view
             return out[0] if len(out) == 1 else out
@@ -233,3 +219,11 @@ def slab_words(arena: Arena) -> memoryview:
     """The descriptor view the slab stores its own bookkeeping through: traced apart
     (region ``slab``) under a TracedArena."""
     return arena.slab_descq if isinstance(arena, TracedArena) else arena.descq   # type: ignore[return-value]
+
+
+def _plain(x: Any, write: bool) -> Any:
+    """``x`` as a plain array, its whole view recorded as read or written, if traced."""
+    if isinstance(x, _TracedArray):
+        x._record(write)
+        return x.view(np.ndarray)
+    return x
