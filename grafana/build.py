@@ -8,7 +8,10 @@ their boilerplate consistent and is the place to edit them.  Every query
 selects ``job=~"$job", instance=~"$instance"`` and every datasource is the
 ``${datasource}`` variable, so no dashboard names a Grafana datasource uid.
 Queries use only metrics that pcpd.exporter emits (tests/test_dashboards.py
-holds them to it).
+holds them to it).  The ``mode`` variable picks real runs (``pcpd run``, real
+experiments), virtual ones (``pcpd simulate``, virtual experiments) or both,
+by ``pcpd_info``'s ``mode``: it narrows the instances, and every join on
+``pcpd_info`` carries it, so each policy series is one policy in one mode.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'job=~"$job", instance=~"$instance"'
 KERNEL_SEL = '{job=~"$kernel_job", instance=~"$kernel_instance", zone="Normal"}'
 POLICY = 'policy=~"$policy"'
+MODE = 'mode=~"$mode"'
 RATE = "$__rate_interval"
 
 
@@ -59,10 +63,14 @@ def padded_size(expr: str) -> str:
     return f'label_replace({expr}, "size", "0$1", "size", "^([0-9])$")'
 
 
+INFO = f"pcpd_info{sel(POLICY + ', ' + MODE)}"
+BY_POLICY = "policy, mode"
+POLICY_LEGEND = "{{policy}} ({{mode}})"
+
+
 def by_policy(per_instance: str) -> str:
-    """Aggregate a per-(job, instance) expression by the policy in pcpd_info."""
-    info = f"pcpd_info{sel(POLICY)}"
-    return f"sum by (policy) (({per_instance}) * on (job, instance) group_left (policy) {info})"
+    """Aggregate a per-(job, instance) expression by the policy and mode in pcpd_info."""
+    return f"sum by ({BY_POLICY}) (({per_instance}) * on (job, instance) group_left ({BY_POLICY}) {INFO})"
 
 
 def per_instance_rate(metric: str, extra: str = "") -> str:
@@ -174,9 +182,10 @@ def variables(policy: bool = False, kernel: bool = False) -> list[dict]:
     out = [{"type": "datasource", "name": "datasource", "label": "Data source", "query": "prometheus",
             "hide": 0, "refresh": 1, "includeAll": False, "multi": False, "options": []},
            query("job", "Job", "label_values(pcpd_info, job)", False),
-           query("instance", "Instance", 'label_values(pcpd_info{job=~"$job"}, instance)', True)]
+           query("mode", "Mode", 'label_values(pcpd_info{job=~"$job"}, mode)', True),
+           query("instance", "Instance", 'label_values(pcpd_info{job=~"$job", mode=~"$mode"}, instance)', True)]
     if policy:
-        out.append(query("policy", "Policy", 'label_values(pcpd_info{job=~"$job"}, policy)', True))
+        out.append(query("policy", "Policy", 'label_values(pcpd_info{job=~"$job", mode=~"$mode"}, policy)', True))
     if kernel:      # pcpd kernel-exporter: its own job and port, so its own selector
         out.append(query("kernel_job", "Kernel job", "label_values(pcpd_kernel_pcp_high_pages, job)", False))
         out.append(query("kernel_instance", "Kernel instance",
@@ -231,6 +240,10 @@ INVOLUNTARY = 'kind="involuntary"'
 def overview() -> dict:
     return dashboard("pcpd-overview", "pcpd / Overview",
                      "Throughput, PCP hit rate, zone->lock contention, cacheline cost and memory of a pcpd run.", [
+        table("Runs", "What each instance runs: policy, kernel era, mode (real: pcpd run's workers; virtual: "
+              "pcpd simulate's virtual CPUs, its rates per wall-clock second) and config.",
+              targets((f"max by (job, instance, policy, era, mode, config) (pcpd_info{sel(MODE)})", ""),
+                      instant=True, fmt="table"), h=4),
         stat("Operations / s", "Allocations plus frees per second, every worker.",
              targets((ops(), "ops/s")), unit="ops"),
         stat("PCP hit rate", "Allocations served straight from a PCP list.",
@@ -270,7 +283,22 @@ def overview() -> dict:
                            (f"sum(pcpd_inflight_pages{sel()})", "in flight"),
                            (f"sum(pcpd_allocated_pages{sel()})", "allocated")), stack=True, axis=PAGES, w=24),
         tuning_panel(),
+        *virtual_clock_panels(),
     ])
+
+
+def virtual_clock_panels() -> list[dict]:
+    """Virtual runs only: operations per virtual second, and how fast virtual time goes here."""
+    clock = rate("pcpd_virtual_time_seconds_total", "job, instance")
+    return [
+        timeseries("Operations per virtual second", "Virtual runs (pcpd simulate, virtual experiments): "
+                   "throughput in virtual time, as their results report it; the other rates here are per "
+                   "wall-clock second.",
+                   targets((f"{ops('job, instance')} / {clock}", "{{instance}}")), unit="ops"),
+        timeseries("Virtual time per second", "Virtual runs: virtual seconds simulated per wall-clock "
+                   "second (pcpd_virtual_time_seconds_total), how fast this machine runs the model.",
+                   targets((clock, "{{instance}}")), axis="virtual s / s"),
+    ]
 
 
 def tuning_panel() -> dict:
@@ -403,40 +431,43 @@ def policies() -> dict:
     desc_lines = per_instance_rate("pcpd_cachelines_total", 'memory="descriptor"')
     hits = per_instance_rate("pcpd_pcp_allocations_total", 'result="hit"')
     allocs = per_instance_rate("pcpd_pcp_allocations_total")
-    wait_p99 = ("histogram_quantile(0.99, sum by (policy, le) (rate(pcpd_zone_lock_wait_seconds_bucket"
-                f"{sel()}[{RATE}]) * on (job, instance) group_left (policy) "
-                f"pcpd_info{sel(POLICY)}))")
+    wait_p99 = (f"histogram_quantile(0.99, sum by ({BY_POLICY}, le) (rate(pcpd_zone_lock_wait_seconds_bucket"
+                f"{sel()}[{RATE}]) * on (job, instance) group_left ({BY_POLICY}) {INFO}))")
     means = ("mean", "max")
     return dashboard("pcpd-policies", "pcpd / Policy comparison",
-                     "Experiment runs side by side: each series is one policy (from pcpd_info); the legend "
-                     "table gives each policy's mean over the time range.", [
-        table("Runs in range", "Every policy, era and config that ran in the time range.",
-              targets((f'max by (job, instance, policy, era, record_bytes, config) '
-                       f"(max_over_time(pcpd_info{sel(POLICY)}[$__range]))", ""),
+                     "Experiment runs side by side: each series is one policy in one mode (from pcpd_info); "
+                     "the legend table gives each policy's mean over the time range.", [
+        table("Runs in range", "Every policy, era, mode and config that ran in the time range.",
+              targets((f'max by (job, instance, policy, era, mode, record_bytes, config) '
+                       f"(max_over_time({INFO}[$__range]))", ""),
                       instant=True, fmt="table")),
-        timeseries("Operations / s", "", targets((by_policy(per_instance_ops()), "{{policy}}")), unit="ops",
+        timeseries("Operations / s", "", targets((by_policy(per_instance_ops()), POLICY_LEGEND)), unit="ops",
                    legend_calcs=means),
         timeseries("Cachelines per operation", "Every line: struct page, descriptors and free-memory links.",
-                   targets((ratio(lines, per_instance_ops()), "{{policy}}")), legend_calcs=means,
+                   targets((ratio(lines, per_instance_ops()), POLICY_LEGEND)), legend_calcs=means,
                    axis="lines / op"),
         timeseries("Struct page cachelines per operation", "",
-                   targets((ratio(page_lines, per_instance_ops()), "{{policy}}")), legend_calcs=means,
+                   targets((ratio(page_lines, per_instance_ops()), POLICY_LEGEND)), legend_calcs=means,
                    axis="lines / op"),
         timeseries("Descriptor cachelines per operation", "Memdesc policies only.",
-                   targets((ratio(desc_lines, per_instance_ops()), "{{policy}}")), legend_calcs=means,
+                   targets((ratio(desc_lines, per_instance_ops()), POLICY_LEGEND)), legend_calcs=means,
                    axis="lines / op"),
-        timeseries("PCP hit rate", "", targets((ratio(hits, allocs), "{{policy}}")), unit="percentunit",
+        timeseries("PCP hit rate", "", targets((ratio(hits, allocs), POLICY_LEGEND)), unit="percentunit",
                    legend_calcs=means),
         timeseries("zone->lock acquisitions per operation", "",
                    targets((ratio(per_instance_rate("pcpd_zone_lock_acquisitions_total"), per_instance_ops()),
-                            "{{policy}}")), legend_calcs=means),
-        timeseries("zone->lock wait p99", "", targets((wait_p99, "{{policy}}")), unit="s", legend_calcs=means),
+                            POLICY_LEGEND)), legend_calcs=means),
+        timeseries("zone->lock wait p99", "", targets((wait_p99, POLICY_LEGEND)), unit="s", legend_calcs=means),
         timeseries("Worker CPU per million operations", "CPU seconds the workers spend per 10^6 operations.",
                    targets((f"1e6 * {ratio(per_instance_rate('pcpd_worker_cpu_seconds_total'), per_instance_ops())}",
-                            "{{policy}}")), unit="s", legend_calcs=means),
+                            POLICY_LEGEND)), unit="s", legend_calcs=means),
         timeseries("Pages on PCP lists", "",
-                   targets((by_policy(f"sum by (job, instance) (pcpd_pcp_pages{sel()})"), "{{policy}}")),
+                   targets((by_policy(f"sum by (job, instance) (pcpd_pcp_pages{sel()})"), POLICY_LEGEND)),
                    legend_calcs=means, axis=PAGES),
+        timeseries("Operations per virtual second", "Virtual runs only: throughput in virtual time, as "
+                   "their results report it (the Operations / s above is per wall-clock second).",
+                   targets((ratio(per_instance_ops(), per_instance_rate("pcpd_virtual_time_seconds_total")),
+                            POLICY_LEGEND)), unit="ops", legend_calcs=means),
     ], policy=True)
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Iterable
 
+from pcpd.config.settings import ADDRESS_PATTERN
 from pcpd.kernel import ERAS
 from pcpd.policies import POLICIES
 
@@ -33,6 +35,21 @@ def count(text: str) -> int:
 def positive_count(text: str) -> int:
     """A whole number >= 1."""
     return _number(text, int, "a whole number", "a number", 1, inclusive=True)
+
+
+def power_of_two(text: str) -> int:
+    """A whole number >= 1 that is a power of two (perf's buffer pages)."""
+    n = positive_count(text)
+    if n & (n - 1):
+        raise argparse.ArgumentTypeError(f"expected a power of two, got {text!r}")
+    return n
+
+
+def listen_address(text: str) -> str:
+    """--listen: HOST:PORT, as pcpd.exporter.parse_address takes it."""
+    if not text or not re.fullmatch(ADDRESS_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (like 127.0.0.1:9464), got {text!r}")
+    return text
 
 
 def policy_list(text: str) -> tuple[str, ...]:

@@ -14,9 +14,14 @@ for supervisors, from a thread of its own.
 
 Series are summed over CPU slots by default; ``per_cpu`` adds a ``cpu`` label
 (see docs/metrics.md for every metric, its labels and its unit).  The PCP
-auto-tuning gauges (high, free_count, alloc_factor) carry it in both modes.  This module
-reads pcpd.model.arena, pcpd.model.stats and pcpd.model.zone; nothing in pcpd imports it but the
-daemon.
+auto-tuning gauges (high, free_count, alloc_factor) carry it in both modes.
+
+A virtual-time run (``pcpd simulate``, ``pcpd.simulate.engine``) serves the
+same families over its own arena, its one process standing in the first
+CPU slot, and adds ``pcpd_virtual_time_seconds_total``; ``pcpd_info`` says
+which ``mode`` ran.  This module reads pcpd.model.arena, pcpd.model.stats
+and pcpd.model.zone; nothing in pcpd imports it but the daemon and the
+simulator.
 """
 
 from __future__ import annotations
@@ -227,6 +232,9 @@ UNEXPORTED_STATS: Mapping[str, str] = {
 
 _LOCK_WAIT = "pcpd_zone_lock_wait_seconds"
 _LOCK_WAIT_DOC = "Time spent waiting for zone->lock, per contended acquisition."
+_VIRTUAL_TIME = "pcpd_virtual_time_seconds"
+_VIRTUAL_TIME_DOC = ("Virtual time simulated so far: every virtual CPU has run each step that starts "
+                     "before it (virtual-time runs only).")
 _LE = tuple(floatToGoString(ns * NS) for ns in stats.LOCK_WAIT_BUCKETS) + ("+Inf",)
 
 
@@ -274,11 +282,13 @@ class _WorkerSlot:
 class PcpdCollector:
     """Metrics of one arena, read at scrape time; register it on a ``CollectorRegistry()``.
 
-    ``info`` becomes the labels of ``pcpd_info`` (policy, era, record_bytes, config).
+    ``info`` becomes the labels of ``pcpd_info`` (policy, era, record_bytes, config, mode).
     ``per_cpu`` adds a ``cpu`` label to every per-CPU series: the CPU number
     from ``cpus`` (slot i runs ``cpus[i]``; default: the slot number), plus
     ``cpu="retired"`` for the counts of replaced workers, so that summing
-    over ``cpu`` gives the default series.
+    over ``cpu`` gives the default series.  ``virtual_time`` (virtual-time
+    runs only) returns the virtual seconds simulated so far, exported as
+    ``pcpd_virtual_time_seconds_total``.
 
     One collector serves one arena for its whole life: unregister it before
     the arena is closed, and register a new one for a new arena.  ``collect``
@@ -286,13 +296,14 @@ class PcpdCollector:
     """
 
     def __init__(self, arena: Arena, info: Mapping[str, str], *, per_cpu: bool = False,
-                 cpus: Sequence[int] | None = None) -> None:
+                 cpus: Sequence[int] | None = None, virtual_time: Callable[[], float] | None = None) -> None:
         ncpus = arena.geometry.ncpus
         if cpus is not None and len(cpus) != ncpus:
             raise ValueError(f"cpus names {len(cpus)} CPUs for an arena of {ncpus} slots")
         self.arena = arena
         self.info = info                    # read at every scrape: a reload may change it
         self.per_cpu = per_cpu
+        self.virtual_time = virtual_time
         self.cpu_labels = [str(c) for c in (cpus if cpus is not None else range(ncpus))]
         self._slots = [_WorkerSlot() for _ in range(ncpus)]
         self._slots_lock = threading.Lock()
@@ -314,6 +325,9 @@ class PcpdCollector:
         yield from self._zone_families(families, zone, snap)
         yield from self._audit_families(families, header)
         yield from self._worker_families(families, cpuctl, header)
+        if self.virtual_time is not None:
+            families[_VIRTUAL_TIME].add_metric((), self.virtual_time())
+            yield families[_VIRTUAL_TIME]
         families["pcpd"].add_metric([], {str(k): str(v) for k, v in self.info.items()})
         yield families["pcpd"]
 
@@ -365,6 +379,8 @@ class PcpdCollector:
                               "Resident memory of the running worker processes (the shared arena "
                               "counts once per worker).", labels=cpu))
         add(CounterMetricFamily("pcpd_worker_restarts", "Workers replaced by the daemon.", labels=cpu))
+        if self.virtual_time is not None:
+            add(CounterMetricFamily(_VIRTUAL_TIME, _VIRTUAL_TIME_DOC))
         add(InfoMetricFamily("pcpd", "What this pcpd run simulates."))
         return out
 
@@ -491,15 +507,15 @@ def unusable_free_index(blocks: np.ndarray) -> list[float]:
 # The HTTP server.
 
 def start_exporter(arena: Arena, address: str, info: Mapping[str, str], per_cpu: bool = False, *,
-                   ready: Callable[[], bool] = lambda: True,
-                   cpus: Sequence[int] | None = None) -> MetricsServer:
+                   ready: Callable[[], bool] = lambda: True, cpus: Sequence[int] | None = None,
+                   virtual_time: Callable[[], float] | None = None) -> MetricsServer:
     """Serve the metrics of ``arena`` on ``address`` ("host:port") until ``stop()``.
 
-    A registry of its own holds one ``PcpdCollector(arena, info, per_cpu, cpus)``.
+    A registry of its own holds one ``PcpdCollector(arena, info, per_cpu, cpus, virtual_time)``.
     Stop the server before closing the arena.
     """
     registry = CollectorRegistry()
-    registry.register(PcpdCollector(arena, info, per_cpu=per_cpu, cpus=cpus))
+    registry.register(PcpdCollector(arena, info, per_cpu=per_cpu, cpus=cpus, virtual_time=virtual_time))
     host, port = parse_address(address)
     server = MetricsServer(registry, host, port, ready)
     server.start()

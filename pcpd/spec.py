@@ -19,7 +19,7 @@ fixed ``high`` before it (``pcp_knobs``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pcpd.config.settings import Settings
@@ -143,11 +143,13 @@ class ModelSpec:
 
     @classmethod
     def from_zoneinfo(cls, policy: str, era: str, record_bytes: int | None, *, pages: int, ncpus: int,
-                      nsplit: int, limits: sizing.PcpLimits | None) -> ModelSpec:
+                      nsplit: int, limits: sizing.PcpLimits | None,
+                      options: PolicyOptions | None = None) -> ModelSpec:
         """A replay's model: a zone of ``pages`` pages, PCP limits pinned to those a
         /proc/zoneinfo capture shows (None: computed for the zone, as the kernel would)."""
         record = record_bytes_for(policy, record_bytes)
-        return cls._pinned(policy, era, record, pages, max(ncpus, 1), nsplit, limits)
+        spec = cls._pinned(policy, era, record, pages, max(ncpus, 1), nsplit, limits)
+        return replace(spec, options=options) if options is not None else spec
 
     @classmethod
     def _pinned(cls, policy: str, era: str, record_bytes: int, pages: int, ncpus: int, nsplit: int,

@@ -38,10 +38,16 @@ PERF = "            bash  2113 [{cpu:03d}]  {ts:.6f}: kmem:"
 ANON = "GFP_HIGHUSER_MOVABLE|__GFP_ZERO|__GFP_COMP"
 
 
-def alloc(pfn, order=0, gfp=ANON, cpu=0, ts=1.0, prefix=PERF):
+def alloc(pfn, order=0, gfp=ANON, cpu=0, ts=1.0, prefix=PERF, mt=1):
     page = "(nil)" if pfn == 0 else f"0x{pfn:x}"
     return (prefix.format(cpu=cpu, ts=ts) + f"mm_page_alloc: page={page} pfn=0x{pfn:x} "
-            f"order={order} migratetype=1 gfp_flags={gfp}")
+            f"order={order} migratetype={mt} gfp_flags={gfp}")
+
+
+def work(function, start=True, cpu=0, ts=1.0):
+    event = "workqueue_execute_start" if start else "workqueue_execute_end"
+    return (f" kworker/{cpu}:1-mm_  15022 [{cpu:03d}]  {ts:.6f}: workqueue:{event}: "
+            f"work struct 0xffff888627c2b5e0: function {function}")
 
 
 def free(pfn, order=0, cpu=0, ts=1.0, event="mm_page_free", prefix=PERF):
@@ -63,6 +69,8 @@ def decode_lines(lines, decay_interval=0.0):
 
 THP_ZONEINFO = DATA / "replay-zoneinfo-6.18-thp.txt"     # the bundle's zoneinfo, pagesets edited
 BUNDLE_THP = Path(__file__).parent / "data" / "bundles" / "thp-6.18-a"
+BUNDLE_NET = BUNDLE_THP.parent / "net-6.18-a"
+BUNDLE_PAGECACHE = BUNDLE_THP.parent / "pagecache-6.18-a"
 THP_GFP = "GFP_TRANSHUGE|__GFP_NORETRY|__GFP_THISNODE"
 
 

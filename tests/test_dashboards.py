@@ -1,7 +1,7 @@
 """grafana/: dashboards valid for Grafana's schemas, queries that parse as PromQL
 and name only metrics pcpd.exporter emits, provisioning files, and (with
 Prometheus installed) every query answered by a real
-Prometheus scraping a real run.
+Prometheus scraping a real run and a virtual-time run.
 
 The Grafana schemas are vendored in grafana/schemas/ (see its README for their
 origin and licence).
@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -39,7 +40,8 @@ DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
 DASHBOARD_IDS = [p.name for p in DASHBOARD_FILES]
 # What Grafana puts in place of its variables before a query leaves for Prometheus.
 GRAFANA_VARS = {"__rate_interval": "15s", "__interval": "5s", "__range": "1m",
-                "job": ".*", "instance": ".*", "policy": ".*", "kernel_job": ".*", "kernel_instance": ".*"}
+                "job": ".*", "instance": ".*", "policy": ".*", "mode": ".*", "kernel_job": ".*",
+                "kernel_instance": ".*"}
 PANEL_SCHEMAS = ("timeseries", "stat", "bargauge", "heatmap", "table")
 
 
@@ -76,15 +78,16 @@ def errors(validator: Draft7Validator, instance: object) -> list[str]:
 
 @pytest.fixture(scope="module")
 def emitted() -> tuple[set[str], set[str]]:
-    """Sample names and label names the real collectors emit: pcpd run's, in both label modes,
-    and pcpd kernel-exporter's over this machine's /proc."""
+    """Sample names and label names the real collectors emit: pcpd run's and pcpd simulate's (its
+    virtual clock), in both label modes, and pcpd kernel-exporter's over this machine's /proc."""
     arena = Arena.create(Geometry(pages=512, record_bytes=64, ncpus=2, ring_slots=8))
     try:
         names, labels = set(), {"job", "instance", "le"}
         for per_cpu in (False, True):
             registry = CollectorRegistry()
             registry.register(PcpdCollector(arena, {"policy": "legacy", "era": "6.7", "record_bytes": "64",
-                                                    "config": "soak", "version": "0"}, per_cpu=per_cpu))
+                                                    "config": "soak", "mode": "virtual", "version": "0"},
+                                            per_cpu=per_cpu, virtual_time=lambda: 0.0))
             for family in registry.collect():
                 for sample in family.samples:
                     names.add(sample.name)
@@ -183,7 +186,7 @@ def test_expand_fills_grafana_variables_but_not_regex_groups():
 @pytest.mark.parametrize("path", DASHBOARD_FILES, ids=DASHBOARD_IDS)
 def test_queries_parse_and_name_only_emitted_metrics_and_labels(path, emitted):
     names, labels = emitted
-    labels = labels | {"policy", "era", "config", "record_bytes", "version"}   # pcpd_info's, joined in
+    labels = labels | {"policy", "era", "config", "record_bytes", "mode", "version"}   # pcpd_info's, joined in
     dashboard = load(path)
     assert queries(dashboard)
     for title, expr in queries(dashboard):
@@ -311,7 +314,9 @@ def wait_for(what: str, check, procs: dict[Path, subprocess.Popen]):
 @pytest.mark.skipif(shutil.which("prometheus") is None,
                     reason="prometheus not installed (Debian package prometheus; .ci/run installs it)")
 def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path):
+    """pcpd run, pcpd simulate --listen (stopped by ^C: its arena goes with it) and kernel-exporter."""
     exporter_port, kernel_port, prometheus_port = free_port(), free_port(), free_port()
+    simulate_port = free_port()
     cpus = sorted(os.sched_getaffinity(0))[:2]
     config = tmp_path / "pcpd.toml"
     config.write_text(f"""\
@@ -332,7 +337,7 @@ global:
 scrape_configs:
   - job_name: pcpd
     static_configs:
-      - targets: ["127.0.0.1:{exporter_port}"]
+      - targets: ["127.0.0.1:{exporter_port}", "127.0.0.1:{simulate_port}"]
   - job_name: pcpd-kernel
     static_configs:
       - targets: ["127.0.0.1:{kernel_port}"]
@@ -341,6 +346,11 @@ scrape_configs:
     with open(pcpd_log, "w") as out:
         pcpd = subprocess.Popen([sys.executable, "-m", "pcpd", "run", str(config)], cwd=REPO,
                                 stdout=out, stderr=subprocess.STDOUT)
+    simulate_log = tmp_path / "simulate.log"
+    with open(simulate_log, "w") as out:           # far more operations than the test lasts
+        simulate = subprocess.Popen([sys.executable, "-m", "pcpd", "simulate", str(config), "--ops", "100000000",
+                                     "--out", str(tmp_path / "simulate"), "--listen", f"127.0.0.1:{simulate_port}"],
+                                    cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     kernel_log = tmp_path / "kernel-exporter.log"
     with open(kernel_log, "w") as out:
         kernel = subprocess.Popen([sys.executable, "-m", "pcpd", "kernel-exporter", "--address",
@@ -350,7 +360,7 @@ scrape_configs:
             ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
              f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prometheus_port}"],
             stdout=out, stderr=subprocess.STDOUT)
-    procs = {pcpd_log: pcpd, kernel_log: kernel, prometheus_log: prometheus}
+    procs = {pcpd_log: pcpd, simulate_log: simulate, kernel_log: kernel, prometheus_log: prometheus}
     api = f"http://127.0.0.1:{prometheus_port}/api/v1"
     try:
         def ready() -> bool:
@@ -363,10 +373,10 @@ scrape_configs:
         def target_up() -> bool:
             targets = get_json(f"{api}/targets")
             return bool(targets) and all(t["health"] == "up" for t in targets["data"]["activeTargets"]) \
-                and len(targets["data"]["activeTargets"]) == 2
+                and len(targets["data"]["activeTargets"]) == 3
 
         wait_for("ready pcpd exporter", ready, procs)
-        wait_for("pcpd and kernel-exporter targets up in Prometheus", target_up, procs)
+        wait_for("pcpd, pcpd simulate and kernel-exporter targets up in Prometheus", target_up, procs)
         for path in DASHBOARD_FILES:
             dashboard = load(path)
             exprs = [expr for _, expr in queries(dashboard)]
@@ -384,7 +394,7 @@ scrape_configs:
     finally:
         for proc in procs.values():
             if proc.poll() is None:
-                proc.terminate()
+                proc.send_signal(signal.SIGINT if proc is simulate else signal.SIGTERM)
         for proc in procs.values():
             try:
                 proc.wait(timeout=20)

@@ -25,6 +25,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pcpd.config.load import parse_settings
 from pcpd.errors import PcpdError, UsageError
 from pcpd.exporter import (
     STAT_FAMILIES,
@@ -39,6 +40,7 @@ from pcpd.model import stats
 from pcpd.model.arena import C_PID, C_RESTARTS, H_AUDIT_FAILURES, H_AUDIT_OK, H_AUDIT_RUNS, H_RESTARTS, Arena, Geometry
 from pcpd.model.stats import INDEX
 from pcpd.model.zone import MIGRATE_RECLAIMABLE, Z_CLAIMS, Z_FREE_PAGES, Z_NR_FREE, Z_STEALS, Z_WMARK_LOW
+from pcpd.simulate.engine import Simulation
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import PolicyOptions
 
@@ -277,6 +279,17 @@ def test_info_metric(arena):
     assert value(registry_for(arena), "pcpd_info", **INFO) == 1
 
 
+def test_virtual_time_is_a_counter_of_virtual_runs_only(arena):
+    assert value(registry_for(arena), "pcpd_virtual_time_seconds_total") is None
+    clock = [0.25]
+    registry = CollectorRegistry()
+    registry.register(PcpdCollector(arena, {**INFO, "mode": "virtual"}, virtual_time=lambda: clock[0]))
+    assert value(registry, "pcpd_virtual_time_seconds_total") == 0.25
+    clock[0] = 1.5                                          # read at every scrape
+    assert value(registry, "pcpd_virtual_time_seconds_total") == 1.5
+    assert value(registry, "pcpd_info", **INFO, mode="virtual") == 1
+
+
 # ---------------------------------------------------------------------------
 # Worker processes.
 
@@ -328,7 +341,7 @@ def test_a_second_collector_on_one_registry_is_refused_at_register(arena):
 
 def test_docs_describe_every_metric(arena):
     docs = DOCS.read_text()
-    for family in PcpdCollector(arena, INFO).describe():
+    for family in PcpdCollector(arena, INFO, virtual_time=float).describe():
         name = family.name + ("_total" if family.type == "counter" else "")
         name = name + "_info" if family.type == "info" else name
         assert f"`{name}`" in docs, f"{name} is missing from docs/metrics.md"
@@ -353,6 +366,29 @@ def test_promtool_accepts_the_exposition_of_64_cpus(arena64, per_cpu):
     assert done.stdout + done.stderr == b""
     series = sum(1 for line in text.decode().splitlines() if line and not line.startswith("#"))
     assert series > (10_000 if per_cpu else 200)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (.ci/run installs prometheus)")
+@pytest.mark.parametrize("per_cpu", [False, True], ids=["summed", "per-cpu"])
+def test_promtool_accepts_what_a_virtual_run_serves(per_cpu):
+    """A pcpd simulate run's /metrics, scraped as its counters are final."""
+    text = (Path(__file__).parent / "data" / "results" / "tiny.toml").read_text()
+    settings = parse_settings(text + f"\n[exporter]\nper_cpu = {str(per_cpu).lower()}\n", "tiny.toml",
+                              available_cpus=range(2))
+    simulation = Simulation(settings, "memdesc", 1024, listen="127.0.0.1:0")
+    pages = []
+
+    def scrape(done: int, total: int) -> None:
+        if done == total:
+            with urllib.request.urlopen(f"http://{simulation.exporter.address}/metrics", timeout=5) as answer:
+                pages.append(answer.read())
+
+    simulation.run(scrape)
+    (page,) = pages
+    assert b'mode="virtual"' in page and b"pcpd_virtual_time_seconds_total " in page
+    done = subprocess.run(["promtool", "check", "metrics"], input=page, capture_output=True)
+    assert done.returncode == 0, (done.stdout + done.stderr).decode()
+    assert done.stdout + done.stderr == b""
 
 
 # ---------------------------------------------------------------------------

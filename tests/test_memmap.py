@@ -21,11 +21,13 @@ from pcpd.model.memmap import (
     PG_ALLOC,
     PG_LRU,
     PG_PCP,
+    LineCharges,
     lines_spanned,
     memdesc_word,
     memmap_for,
 )
 from pcpd.model.slab import D_STATE, DS_INUSE, DS_PCP
+from pcpd.model.stats import DESC_R, LINES_W, Counters
 
 PAGES = 2048
 
@@ -246,3 +248,47 @@ def test_a_traced_arena_is_only_a_view():
             ta.close()
         with pytest.raises(TypeError, match="unlink the arena"):
             ta.unlink()
+
+
+# -- LineCharges: each line once per operation ---------------------------------------
+
+def test_line_charges_count_per_call_outside_an_operation_and_per_line_inside():
+    counters = Counters()
+    lines = LineCharges(counters, 16)                      # four records to a line
+    buddy, link, memdesc = LINES_W["buddy"], LINES_W["list_link"], LINES_W["memdesc_set"]
+    lines.page(buddy, 0)
+    lines.page(buddy, 1)                                   # a hit's way: per call
+    assert counters["lines_written_buddy"] == 2
+    lines.begin()
+    lines.page(buddy, 0)
+    lines.page(link, 3)                                    # pfns 0-3: line 0, list_link first in CAUSES
+    lines.pages(memdesc, 0, 8)                             # lines 0 and 1
+    lines.desc(DESC_R, 0)
+    lines.desc(DESC_R, 7)                                  # words 0-7: descriptor line 0
+    lines.desc(DESC_R, 8)
+    lines.begin()                                          # nested: part of the outer one
+    lines.free_memory(5)
+    lines.fold()
+    assert counters["data_lines_written"] == 0
+    lines.fold()
+    assert (counters["lines_written_list_link"], counters["lines_written_memdesc_set"],
+            counters["lines_written_buddy"]) == (1, 1, 2)
+    assert (counters["desc_lines_read"], counters["data_lines_written"]) == (2, 1)
+
+
+def test_line_charges_leave_out_prepaid_lines_and_charge_a_settled_line_once():
+    counters = Counters()
+    lines = LineCharges(counters, 64)
+    page, link, buddy = LINES_W["page_state"], LINES_W["list_link"], LINES_W["buddy"]
+    lines.begin()
+    lines.prepaid(lines.page, page, 4)                     # a hit part charged it already
+    lines.page(buddy, 4)
+    lines.page(buddy, 5)
+    lines.settle()                                         # as zone->lock is taken
+    assert (counters["lines_written_page_state"], counters["lines_written_buddy"]) == (0, 1)
+    lines.page(link, 5)                                    # settled: paid for
+    lines.page(link, 6)
+    lines.fold()
+    assert (counters["lines_written_list_link"], counters["lines_written_buddy"]) == (1, 1)
+    lines.page(link, 6)                                    # a new operation's line, per call again
+    assert counters["lines_written_list_link"] == 2

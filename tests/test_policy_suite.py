@@ -26,9 +26,9 @@ cost-table sanity
     zone->lock and a miss refills under one, and every allocation writes the
     state that says it is allocated.
 traced == charged
-    the same rows, measured over a TracedArena: a PCP hit charges exactly the
-    lines its accessors touched, a miss or bypass at least each of them once
-    (the rules and their conventions: tests/test_traced_lines.py).
+    the same rows, measured over a TracedArena: every row (hit, miss, bypass,
+    owner) charges exactly the lines its accessors touched, each once (the
+    rules and their conventions: tests/test_traced_lines.py).
 """
 
 from __future__ import annotations

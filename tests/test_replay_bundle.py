@@ -20,7 +20,7 @@ from replay_lines import BUNDLE_THP, THP_ZONEINFO, alloc, free, thp_like
 from pcpd import cli
 from pcpd.errors import InputError, UsageError
 from pcpd.replay.bundle import FORMAT, VERSION, is_bundle
-from pcpd.replay.capture import capture
+from pcpd.replay.capture import capture, mmap_pages, parse_lost_samples
 from pcpd.replay.command import replay
 
 
@@ -152,6 +152,43 @@ def test_capture_command_line_errors_exit_2(tmp_path, capsys):
     assert err.count("\n") == 1 and "no-such-perf: not found" in err
 
 
+# perf report --stats of a 12-second make -j2 recorded with perf's default buffers
+LOST_STATS = """
+Aggregated stats:
+           TOTAL events:     601664
+            LOST events:         13  ( 0.0%)
+          SAMPLE events:     597490  (99.3%)
+    LOST_SAMPLES events:         14  ( 0.0%)
+kmem:mm_page_alloc stats:
+          SAMPLE events:     191273
+    LOST_SAMPLES events:       3989
+kmem:mm_page_free stats:
+          SAMPLE events:     156835
+    LOST_SAMPLES events:      24543
+kmem:mm_page_pcpu_drain stats:
+          SAMPLE events:      27807
+"""
+
+
+def test_lost_samples_are_read_per_event():
+    assert parse_lost_samples(LOST_STATS) == {"mm_page_alloc": 3989, "mm_page_free": 24543}
+    assert parse_lost_samples(LOST_STATS.replace("24543", "0").replace("3989", "0")) == {}
+
+
+def test_perf_buffers_fit_the_budget():
+    assert mmap_pages(2) == 4096                       # 16 MiB a CPU: a make -j2 lost nothing
+    assert mmap_pages(224) == 256                      # 224 x 1 MiB, within 256 MiB
+    assert mmap_pages(100000) == 128                   # never below perf's usual size
+    for cpus in (1, 3, 96, 224):
+        assert mmap_pages(cpus) & (mmap_pages(cpus) - 1) == 0
+
+
+def test_mmap_pages_must_be_a_power_of_two(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["capture", "--mmap-pages", "3", "--", "true"])
+    assert exit_.value.code == 2 and "expected a power of two" in capsys.readouterr().err
+
+
 def _perf_unusable() -> str:
     perf = shutil.which("perf")
     if perf is None:
@@ -179,7 +216,8 @@ def test_capture_and_replay_a_command(tmp_path):
     assert dest.is_dir() and not (dest / "perf.data").exists()
     assert {p.name for p in dest.iterdir()} >= {"metadata.json", "trace.txt.gz",
                                                 "zoneinfo-before.txt", "zoneinfo-after.txt"}
-    assert meta["system_wide"] is False and meta["exit_status"] == 0
+    assert meta["system_wide"] is False and meta["exit_status"] == 0 and meta["lost_samples"] == {}
+    assert meta["perf_record"][meta["perf_record"].index("-m") + 1] == str(mmap_pages(os.cpu_count() or 1))
     assert meta["window"]["start"] <= meta["window"]["end"]
     r = replay(dest, policies=["legacy"])
     assert r["scope"]["scope"] == "process" and r["replay"]["allocs"] >= 2048

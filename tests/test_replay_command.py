@@ -47,9 +47,11 @@ def test_small_pcp_trace_counts(small_pcp):
         "above_max_order": 0, "frees": 519, "remote_frees": 0, "batched_pairs": 514, "unknown_frees": 1,
         "pre_capture_frees": 1, "split_frees": 0,
         "order_mismatches": 0, "lost_frees": 0, "live_blocks_at_end": 403,
-        "live_pages_at_end": 469, "peak_live_pages": 1492, "decay_ticks": 0,
+        "live_pages_at_end": 469, "peak_live_pages": 1492, "decay_ticks": 0, "decay_work": 0,
         "types": {"anon": {"0": 889, "9": 2}, "file": {"0": 10, "1": 4, "2": 4, "3": 5, "4": 1},
-                  "pagetable": {"0": 2}, "kernel": {"0": 5}}}
+                  "pagetable": {"0": 2}, "kernel": {"0": 5}},
+        "migratetypes": {"anon": "Movable", "file": "Movable", "slab": "Reclaimable",
+                         "pagetable": "Unmovable", "netpool": "Unmovable", "kernel": "Unmovable"}}
     assert r["trace_pcp"] == {"refill_blocks": 954, "refill_pages": 2998, "refills": 14,
                               "buddy_blocks": 1, "drain_blocks": 589, "drain_pages": 2633,
                               "drains": 10, "drains_by_cause": {"free": 10},
@@ -59,7 +61,7 @@ def test_small_pcp_trace_counts(small_pcp):
     assert r["model"] == {
         "era": "6.7", "zone_source": str(SMALL_PCP_ZONEINFO), "node": 0, "managed": 425984,
         "arena_pages": 425984, "nsplit": 2, "pcp_from_capture": True, "batch": 63,
-        "high": 266, "high_min": 266, "high_max": 266, "decay_interval": 1.0,
+        "high": 266, "high_min": 266, "high_max": 266, "decay_interval": 1.0, "decay_work": 0,
         "pcp_cacheinfo": {"cache_slice": 0, "free_high_batch": "auto", "flag": False}}
 
 

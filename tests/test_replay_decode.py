@@ -4,10 +4,11 @@ import sys
 import tracemalloc
 
 import pytest
-from replay_lines import ANON, PERF, alloc, batched, decode_lines, free
+from replay_lines import ANON, PERF, alloc, batched, decode_lines, free, locked, work
 
+from pcpd.kernel import MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE
 from pcpd.replay.decode import MAX_DECAY_TICKS, PAIR_WINDOW, Decoder, TracePcp, decode, replay_type
-from pcpd.replay.spool import FLUSH_BYTES, OP_ALLOC, OP_DECAY, OP_FREE, OP_FREE_PRE, OpSpool
+from pcpd.replay.spool import DECAY_ONE_CPU, FLUSH_BYTES, OP_ALLOC, OP_DECAY, OP_FREE, OP_FREE_PRE, OpSpool
 from pcpd.replay.trace import CONTEXT_EVENTS, EVENTS, MM_PAGE_ALLOC, MM_PAGE_FREE, MM_PAGE_FREE_BATCHED, TraceEvent
 from workers.policies import TYPES
 
@@ -127,11 +128,6 @@ def test_drain_causes():
         return (f"{comm:>16} 2113 [{cpu:03d}]  {ts:.6f}: kmem:mm_page_pcpu_drain: "
                 f"page=0x{pfn:x} pfn=0x{pfn:x} order={order} migratetype={mt}")
 
-    def work(function, start=True, cpu=0):
-        event = "workqueue_execute_start" if start else "workqueue_execute_end"
-        return (f" kworker/{cpu}:1-mm_  15022 [{cpu:03d}]  1.000000: workqueue:{event}: "
-                f"work struct 0xffff888627c2b5e0: function {function}")
-
     lines = [
         alloc(0x10), free(0x10), drain(0x20),                  # free path: same task, same list
         alloc(0x11), free(0x11), drain(0x21, mt=0),            # another list first: drain_all
@@ -149,10 +145,6 @@ def test_drain_causes():
 
 
 def test_start_lists_from_the_trace():
-    def locked(pfn, order=0, mt=1):
-        return (PERF.format(cpu=0, ts=1.0) + f"mm_page_alloc_zone_locked: page=0x{pfn:x} "
-                f"pfn=0x{pfn:x} order={order} migratetype={mt} percpu_refill=1")
-
     lines = [alloc(0x100 + i) for i in range(5)]           # 5 pages the list held at the start
     lines += [free(0x100), locked(0x200), locked(0x201), alloc(0x201), alloc(0x200)]
     lines += [alloc(0x400, 9, "GFP_TRANSHUGE")]            # a THP list never refilled: >= 512
@@ -161,6 +153,43 @@ def test_start_lists_from_the_trace():
     assert pages[1] == 4 and d.start_lists[0].anchor[1] == 4   # 5 taken, 1 freed back, then empty
     assert pages[13] == 512 and d.start_lists[0].anchor[13] is None
     assert sum(pages) == 516
+
+
+def test_first_order0_refill_and_the_frees_before_it():
+    lines = [alloc(0x10, cpu=1), free(0x10, cpu=1),             # one free onto CPU 1's lists
+             locked(0x40, cpu=1, order=3, mt=0),                # an order-3 refill: not it
+             alloc(0x48, 3, "GFP_KERNEL|__GFP_COMP", cpu=1, mt=0),
+             *[locked(0x100 + i, cpu=1) for i in range(4)],     # the first order-0 refill: 4
+             alloc(0x100, cpu=1), free(0x100, cpu=1),           # after it: not counted
+             locked(0x200, cpu=1), locked(0x201, cpu=1)]        # a second refill: not it
+    d, _ = decode_lines(lines)
+    lists = d.start_lists[1]
+    assert (lists.first_refill, lists.frees_before_refill) == (4, 1)
+    assert d.start_lists.get(0) is None
+
+
+def test_decay_follows_vmstat_update_work_where_the_trace_has_it():
+    lines = [alloc(1, ts=1.0), work("vmstat_update", cpu=1, ts=1.5), alloc(2, ts=2.5),
+             work("lru_add_drain_per_cpu", ts=3.0), alloc(3, ts=9.0)]
+    d, ops = decode_lines(lines, decay_interval=1.0)
+    # no tick once the kernel's own decay times are known: one pass, CPU 1's
+    assert [op for op in ops if op[0] == OP_DECAY] == [(OP_DECAY, 1, 0, 0, DECAY_ONE_CPU)]
+    assert (d.decay_ticks, d.decay_work) == (1, 1)
+    assert decode_lines(lines, decay_interval=0)[0].decay_ticks == 0
+
+
+def test_each_type_takes_the_migratetype_its_allocations_asked_for():
+    slab = "GFP_KERNEL|__GFP_NOWARN|__GFP_NORETRY|__GFP_COMP"      # kmalloc: Unmovable
+    lines = [alloc(0x100, 3, slab, mt=0), alloc(0x108, 3, slab, mt=0),
+             alloc(0x110, 3, slab, mt=2),                           # a reclaimable cache
+             alloc(0x200, mt=1)]
+    d, _ = decode_lines(lines)
+    mts = dict(zip(TYPES, d.migratetypes))
+    assert mts["slab"] == MIGRATE_UNMOVABLE                         # two of three
+    assert mts["anon"] == MIGRATE_MOVABLE
+    assert mts["pagetable"] == MIGRATE_UNMOVABLE                    # none seen: the model's own
+    d, _ = decode_lines([alloc(0x110, 3, slab, mt=2)])
+    assert dict(zip(TYPES, d.migratetypes))["slab"] == MIGRATE_RECLAIMABLE
 
 
 def test_decay_ticks_follow_trace_seconds():

@@ -37,6 +37,22 @@ def test_fidelity_by_cause_and_basis():
                 ).endswith("(not comparable)")
 
 
+def test_a_decay_pass_is_one_drain_in_the_total_too():
+    """A 6.18 decay_pcp_high() drains in batch-sized calls (the model counts each), and the
+    trace sees one run of drain events a pass: the total counts passes, as the row does."""
+    trace = TracePcp(drains=3, drain_pages=300, drains_by_cause={"free": 2, "decay": 1})
+    figures = {"refills": 0, "refill_pages": 0, "drains": 7, "drain_pages": 300,
+               "drains_by_cause": {"high": 2, "decay": 5}}
+
+    class Run:
+        decay_passes = 1
+
+    rows = fidelity(trace, figures, Run())          # type: ignore[arg-type]
+    assert rows["drains"] == {"trace": 3, "model": 3, "model_per_trace": 1.0}
+    assert rows["drains_decay"]["model"] == 1
+    assert fidelity(trace, figures)["drains"]["model"] == 7
+
+
 def test_report_without_legacy_has_no_fidelity_table():
     results = replay(DEFAULT_PCP, policies=["memdesc"], decay_interval=0)
     text = format_report(results)
@@ -68,6 +84,10 @@ def test_report_shows_pages_held_and_stranded_by_type_and_names_each_variant():
     assert sum(by_type.values()) == memdesc["pcp_pages"] == memdesc["pages_at_end"]["pcp"] > 0
     assert memdesc["stranded_pages"] == sum(memdesc["stranded_by_type"].values())
     assert memdesc["memdesc_high"] == "shared"
+    per_type = replay(DEFAULT_PCP, policies=["memdesc"], memdesc_high="per-type")
+    assert per_type["policies"]["memdesc"]["memdesc_high"] == "per-type"
+    assert "memdesc: budget per-type" in format_report(per_type)
+    assert per_type["policies"]["memdesc"]["pcp_pages"] != memdesc["pcp_pages"]
     lines = format_report(results).splitlines()
     header = next(line for line in lines if line.startswith("policy "))
     assert header.split()[3:7] == ["hit%", "pcp", "pg", "strand"]

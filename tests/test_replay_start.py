@@ -18,10 +18,21 @@ Two fixtures:
 
   then trace.txt.gz cut to the lines inside the window and recompressed
   with xz -9e (metadata.json's note), which changes nothing the replay reads.
+* tests/data/bundles/net-6.18-a and pagecache-6.18-a: whole-system captures
+  the same way, on the same machine with two pcpd soaks running, of the
+  loads in bench/capture/::
+
+      pcpd capture -a -o net-6.18-a -- python3 bench/capture/net.py 256
+      pcpd capture -a -o pagecache-6.18-a -- python3 bench/capture/pagecache.py 256 /tmp
+
+  The network one allocates skbuff slabs (Unmovable, where the model's slab
+  type is Reclaimable) and starts mid-way through CPU 0's alloc_factor ramp;
+  the page-cache one has the kernel's vmstat_update() lower CPU 1's high
+  0.35 s in, and a free-path drain follows.
 """
 
 import pytest
-from replay_lines import BUNDLE_THP, THP_ZONEINFO, alloc, free, thp_like
+from replay_lines import BUNDLE_NET, BUNDLE_PAGECACHE, BUNDLE_THP, THP_ZONEINFO, alloc, free, thp_like
 
 from pcpd.daemon.audit import audit
 from pcpd.kernel import MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE
@@ -31,7 +42,7 @@ from pcpd.pagetypeinfo import ZonePageTypes
 from pcpd.replay.command import replay
 from pcpd.replay.decode import decode
 from pcpd.replay.spool import OpSpool
-from pcpd.replay.start import build_plan, seed
+from pcpd.replay.start import alloc_factor_at_start, build_plan, seed
 from pcpd.replay.trace import parse_lines
 from pcpd.spec import ModelSpec
 from pcpd.zoneinfo import Pageset
@@ -116,6 +127,52 @@ def test_whole_system_capture_is_reproduced(bundle_runs):
         assert f["audit_ok"], (policy, f["audit_problems"])
         assert f["pages_at_end"]["allocated"] == (r["replay"]["live_pages_at_end"]
                                                   + f["start_allocated_at_end"])
+
+
+@pytest.mark.parametrize("first_refill, frees, factor", [
+    (63, 0, 0), (252, 0, 2), (252, 1, 4), (126, 3, 5),      # 1 << 3 = 8: capped at 5
+    (None, 0, None), (0, 0, None),                          # no order-0 refill in the trace
+    (63, 1, None),                                          # 0 after a free: anything below 2
+    (100, 0, None), (20, 0, None), (189, 0, None),          # cut by high or by the trace's start
+])
+def test_alloc_factor_from_the_first_refill(first_refill, frees, factor):
+    assert alloc_factor_at_start(first_refill, frees, batch=63, scale_max=5) == factor
+
+
+@pytest.fixture(scope="module")
+def captures():
+    return {bundle.name: replay(bundle, policies=["legacy"]) for bundle in (BUNDLE_NET, BUNDLE_PAGECACHE)}
+
+
+@pytest.mark.parametrize("name", ["net-6.18-a", "pagecache-6.18-a"])
+def test_more_whole_system_captures_are_reproduced(captures, name):
+    fid = captures[name]["policies"]["legacy"]["fidelity"]
+    for row in ("refills", "refill_pages", "drains", "drain_pages"):
+        assert 0.8 <= fid[row]["model_per_trace"] <= 1.2, (row, fid[row])
+    assert captures[name]["policies"]["legacy"]["audit_ok"]
+
+
+def test_a_capture_that_starts_mid_ramp_seeds_alloc_factor(captures):
+    """CPU 0's first refill in the window is 252 blocks (batch << 2) after one free: the
+    kernel's alloc_factor was at least 4 when the window opened.  From 0 the model refilled
+    1.34x the kernel's pages (measured); with the factor and the skbuff slabs Unmovable it
+    takes 3163 of 3163."""
+    r = captures["net-6.18-a"]
+    assert [c.get("alloc_factor") for c in r["start"]["cpus"]] == [4, None]
+    assert r["replay"]["migratetypes"]["slab"] == "Unmovable"
+    fid = r["policies"]["legacy"]["fidelity"]
+    assert (fid["refills"]["model"], fid["refill_pages"]["model"]) == (32, 3163)
+
+
+def test_decay_runs_at_the_traces_vmstat_update(captures):
+    """vmstat_update() on CPU 1 lowers high from 60071 (decay_pcp_high()), and the next free
+    drains 940 pages; a decay every trace second never came in the 0.35 s window."""
+    r = captures["pagecache-6.18-a"]
+    assert r["model"]["decay_work"] >= 1
+    fid = r["policies"]["legacy"]["fidelity"]
+    assert (fid["drains_free"]["trace"], fid["drains_free"]["model"]) == (1, 1)
+    cpu1 = r["end_state"]["cpus"][1]          # captured 60071 at the start, 53728 at the end
+    assert cpu1["high"]["capture"] == 53728 and abs(cpu1["high"]["model"] - 53728) <= 63
 
 
 def test_whole_system_capture_without_a_start_state_is_not(bundle_runs):
@@ -262,7 +319,7 @@ def test_plan_names_what_it_could_not_tell():
         "other tasks' use of the PCP lists",
         "the zone's free pages, not taken from the zoneinfo",
         "pageblock migratetypes",
-        "free_count, alloc_factor and the PCPF flags of every CPU",
+        "free_count and the PCPF flags of every CPU",
         "the free lists' per-order shape"]
     assert "CPU 0 held more than high" in plan.unknown[2]
     trace = build_plan("trace", decoded)

@@ -1,17 +1,21 @@
 """pcpd simulate: virtual-time mode.  The discrete-event zone->lock, determinism (same seed, same
 counts and virtual times) at 1, 2, 64 and 256 virtual CPUs, the cost model's calibration, cross-CPU
-frees through the rings, era 6.7 against 5.14, the PCP tuning series, the files and the command line."""
+frees through the rings, era 6.7 against 5.14, the PCP tuning series, the metrics a run serves, the
+files and the command line."""
 
 import json
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pcpd.analysis.results import load, tuning_problem
 from pcpd.cli import main
 from pcpd.config.load import load_settings, parse_settings, replace_path
 from pcpd.config.settings import SimulateSettings
 from pcpd.model.stats import INDEX, NAMES, NR_STATS
+from pcpd.simulate import engine
 from pcpd.simulate.clock import CpuClock, ZoneLockClock, quantile
 from pcpd.simulate.costs import COST_KEYS, CostModel, potential_of
 from pcpd.simulate.engine import TUNING_INTERVAL, Simulation, ring_slots_for
@@ -196,7 +200,7 @@ TIMES = {"heartbeat_ns", "lock_wait_ns", "lock_wait_max_ns", "lock_hold_ns", "lo
 
 def test_counts_do_not_depend_on_the_cost_model_on_one_cpu_but_times_do():
     one = Simulation(config(1), "legacy", CHUNK).run()
-    slower = Simulation(config(1, simulate="line_ns = 10.0\nlocked_line_ns = 30.0"), "legacy", CHUNK).run()
+    slower = Simulation(config(1, simulate="line_ns = 10.0\nlocked_line_ns = 100.0"), "legacy", CHUNK).run()
     counts = [name for name in NAMES if name not in TIMES]
     assert [one.snapshot.total(n) for n in counts] == [slower.snapshot.total(n) for n in counts]
     assert slower.seconds > one.seconds
@@ -228,6 +232,74 @@ def test_a_run_samples_every_cpus_pcp_tuning_in_virtual_time():
 def test_rings_shrink_with_many_cpus():
     assert ring_slots_for(2) == 1024 and 56 <= ring_slots_for(256) < 1024
     assert ring_slots_for(1024) == 56
+
+
+# --- the metrics a run serves --------------------------------------------------------------
+
+def scrape(address: str) -> dict[tuple[str, frozenset], float]:
+    """/metrics at ``address``: every sample's value by (name, labels)."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def served(settings, policy: str, ops: int):
+    """A run serving its metrics on a free port, scraped at every progress report: (result, pages)."""
+    simulation = Simulation(settings, policy, ops, listen="127.0.0.1:0")
+    pages: list[tuple[int, dict]] = []
+    result = simulation.run(lambda done, total: pages.append((done, scrape(simulation.exporter.address))))
+    assert simulation.exporter is None                  # stopped before the arena went
+    return result, pages
+
+
+@pytest.fixture
+def fold_at_every_check(monkeypatch):
+    """Fold and report at every CHECK_EVERY steps, so a short run folds many times mid-run."""
+    monkeypatch.setattr(engine, "FOLD_NS", 0)
+    monkeypatch.setattr(engine, "REPORT_EVERY", engine.CHECK_EVERY)
+
+
+def test_a_run_serves_its_counters_labelled_virtual_and_they_end_as_its_results(fold_at_every_check):
+    settings = config(3, working_set=48, burst=48, extra='cross_cpu = { fraction = 0.3 }')
+    result, pages = served(settings, "legacy", 4 * CHUNK * 4)
+    total = 3 * 4 * CHUNK * 4
+    assert [done for done, _ in pages] == [0, 4096, 8192, total]
+    info = [dict(labels) for name, labels in pages[-1][1] if name == "pcpd_info"]
+    assert info == [{"policy": "legacy", "era": "6.7", "record_bytes": "64", "config": "sim", "mode": "virtual"}]
+    ops = [page[("pcpd_allocations_total", frozenset({("memdesc", "anon"), ("order", "0")}))]
+           + page[("pcpd_frees_total", frozenset({("memdesc", "anon")}))] for _, page in pages]
+    clock = [page[("pcpd_virtual_time_seconds_total", frozenset())] for _, page in pages]
+    assert ops[0] == clock[0] == 0 and ops == sorted(ops) and clock == sorted(clock)
+    assert 0 < ops[1] < ops[-1] == result.ops and 0 < clock[1] < clock[-1] == result.seconds
+    end, totals = pages[-1][1], result.snapshot.totals()
+    assert end[("pcpd_pcp_refill_pages_total", frozenset())] == totals["refill_pages"] > 0
+    assert end[("pcpd_zone_lock_acquisitions_total", frozenset())] == result.lock.acquisitions
+    assert end[("pcpd_remote_frees_total", frozenset({("direction", "in")}))] == totals["free_remote_in"] > 0
+    assert end[("pcpd_pcp_pages", frozenset())] == totals["pcp_pages"] > 0
+    assert end[("pcpd_held_pages", frozenset())] == totals["held_pages"] > 0
+    # one process runs every virtual CPU: counted once, not once per CPU
+    assert end[("pcpd_workers", frozenset())] == 1
+
+
+def test_serving_metrics_changes_no_count_or_virtual_time(fold_at_every_check):
+    settings = config(4, working_set=32, burst=32, extra='cross_cpu = { fraction = 0.3 }')
+    quiet = Simulation(settings, "memdesc", 3 * CHUNK * 4).run()
+    loud, pages = served(settings, "memdesc", 3 * CHUNK * 4)
+    assert len(pages) == 4                              # it folded mid-run
+    assert fingerprint(loud) == fingerprint(quiet)
+    assert loud.tuning.record() == quiet.tuning.record()
+
+
+def test_per_cpu_metrics_name_the_virtual_cpus(fold_at_every_check):
+    settings = replace_path(config(2, working_set=32, burst=32), "exporter.per_cpu", True, available_cpus=range(2))
+    result, pages = served(settings, "legacy", CHUNK * 16)
+    end = pages[-1][1]
+    for slot, cpu in enumerate(("0", "1")):
+        allocs = end[("pcpd_allocations_total", frozenset({("cpu", cpu), ("memdesc", "anon"), ("order", "0")}))]
+        assert allocs == result.snapshot.per_cpu[slot, INDEX["alloc_anon_order_0"]] > 0
+    assert end[("pcpd_workers", frozenset({("cpu", "0")}))] == 1
+    assert end[("pcpd_workers", frozenset({("cpu", "1")}))] == 0
 
 
 # --- era 6.7 against 5.14 (the auto-tuning series' direction) ------------------------------
@@ -284,8 +356,10 @@ def test_simulate_writes_labelled_results_that_compare(tmp_path, capsys, small_p
     assert "![tuning](tuning.png)" in report and (out / "tuning.png").stat().st_size > 0
     assert f"{out / 'policies.png'}, {out / 'tuning.png'}" in text                  # the "wrote" line
     assert all(tuning_problem(run["tuning"]) is None for run in results.runs)
-    # the same command again: the same figures, which compare as the same
-    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    # the same command again, each run serving its metrics: the same figures, which compare as the same
+    assert main([*argv, "--out", str(tmp_path / "b"), "--listen", "127.0.0.1:0"]) == 0
+    err = capsys.readouterr().err
+    assert "legacy: metrics on http://127.0.0.1:" in err and "memdesc: metrics on http://127.0.0.1:" in err
     again = json.loads((tmp_path / "b" / "results.json").read_text())
     assert [run["counters"] for run in again["runs"]] == [run["counters"] for run in results.runs]
     assert [run["tuning"] for run in again["runs"]] == [run["tuning"] for run in results.runs]
@@ -317,6 +391,7 @@ BAD = [
     (["--era", "9.9"], "--era: invalid choice"),
     (["--ops", "-1"], "--duration-ops: expected a number >= 1"),
     (["--policy", "nope"], "--policy: unknown policy 'nope'"),
+    (["--listen", "9464"], "--listen: expected HOST:PORT (like 127.0.0.1:9464), got '9464'"),
     ([], "names no cpus: pass --cpus N"),
 ]
 
@@ -347,7 +422,8 @@ def test_bad_configs_are_one_line_and_exit_2(tmp_path, capsys):
 def test_a_config_naming_cpus_runs_them_without_cpus_flag(tmp_path, capsys):
     net_rx = load_settings(str(ROOT / "configs" / "net-rx.toml"), available_cpus=range(4096))
     assert net_rx.cpus == (0, 1)
-    assert main(["simulate", str(ROOT / "configs" / "net-rx.toml"), "--ops", "4096",
+    # 8192: at 4096 CPU 1, whose steps cost little, ends before CPU 0's pages reach it
+    assert main(["simulate", str(ROOT / "configs" / "net-rx.toml"), "--ops", "8192",
                  "--out", str(tmp_path)]) == 0
     run = load(str(tmp_path / "results.json")).runs[0]
     assert run["virtual"]["cpus"] == 2 and run["counters"]["free_remote_in"] > 0

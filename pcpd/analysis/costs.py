@@ -41,9 +41,12 @@ links kept inside free blocks: the 8-byte page's buddy lists, memdesc Misc
 PCP lists), ``slab_ops`` (slab allocs + frees; ``slab_shared`` counts trips
 to the slab's shared part), ``zone_lock_acquisitions``, ``refill_pages``,
 ``drain_pages`` and ``drain_cause``.  Those are the charges the policy code
-makes, per cause and per step: a refill or a drain charges each buddy step
-the lines it touches, so a line that several steps of one operation touch
-(taken from a free list, put on the PCP, popped) counts once per step.
+makes, per cause, each distinct line once per operation: a hit charges its
+lines inline; a refill, a drain or a buddy allocation or free records the
+lines each step touches (taken from a free list, put on the PCP, popped)
+and charges each line once, to the cause that touched it first
+(pcpd.model.memmap.LineCharges).  Reads are every line loaded, stored to
+as well or not.
 
 Traced lines.  The consumer CPU runs over a ``TracedArena``
 (``pcpd.model.linetrace``), which records the set of lines each operation
@@ -51,9 +54,9 @@ actually loaded and stored, so each record (unless ``traced=False``) also
 has ``lines_touched``: every distinct struct page, descriptor and
 free-memory line the operation touched, each once however often and by
 however many causes; and ``traced``, the traced counts set against each
-charged figure (``*_read_only``: lines loaded and never stored).  A PCP hit
-charges exactly what it touches (tests/test_traced_lines.py holds every hit
-row to it); misses and bypasses charge each touched line at least once.
+charged figure (``*_read_only``: lines loaded and never stored).  Every row
+charges exactly what it touches (tests/test_traced_lines.py holds every row
+to it).
 
 Blocks freed on the measured CPU (0) are allocated by a second CPU and
 handed over (``send``/``receive``), so CPU 0's PCP starts empty and fills
@@ -336,7 +339,7 @@ def format_table(rows: Sequence[dict[str, Any]], era: str, record_bytes: int) ->
         f"struct page: 64 B for legacy and compound, {record_bytes} B for the memdesc policies",
         "W/R: struct page cachelines written/read; desc: descriptor lines; free: lines of free "
         "memory (list links); slab: slab alloc+free; lock: zone->lock acquisitions "
-        "(all as charged, per cause and per step)",
+        "(all as charged: each line once per operation, to the cause that touched it first)",
         "touched: distinct lines the operation touched (struct page, descriptor, free memory; "
         "each line once), traced from the accessors",
         "",

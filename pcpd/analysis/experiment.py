@@ -29,7 +29,9 @@ workers' logs and run summaries).  Existing results are kept unless
 results.json and results.csv as each run ends; a ^C, or a run that fails,
 writes the finished runs and their report, marked incomplete, and exits 130
 (or 1), and ``--resume DIR`` runs the rest of the same plan.  ``--listen``
-has each real-mode run's daemon serve /metrics.  The terminal shows progress
+has each run serve /metrics while it runs, one after another on the same
+address: a real run's daemon, a virtual run's simulator (``pcpd_info`` tells
+them apart by ``mode``).  The terminal shows progress
 (``pcpd.analysis.progress``) on stderr and the comparison table on stdout.
 
 Imports: ``pcpd.config``, ``pcpd.daemon.supervisor``, ``pcpd.analysis`` (plan, progress, recorder,
@@ -43,7 +45,6 @@ import argparse
 import contextlib
 import logging
 import os
-import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -56,7 +57,7 @@ from pcpd.analysis.progress import Progress
 from pcpd.analysis.recorder import Recorder, experiment_metadata, output_names, previous_results
 from pcpd.analysis.results import RunRecord, environment, figures, host_name, window_counters
 from pcpd.config.load import load_settings
-from pcpd.config.settings import ADDRESS_PATTERN, MODES, Settings
+from pcpd.config.settings import MODES, Settings
 from pcpd.daemon.console import summary_text
 from pcpd.daemon.supervisor import Daemon, RunOptions
 from pcpd.errors import PcpdError, UsageError
@@ -112,13 +113,14 @@ def run_once(settings: Settings, policy: str, plan: Plan, point: Any = None, rep
 
 
 def run_virtual(settings: Settings, policy: str, point: Any = None, repetition: int = 0,
-                log_stream: TextIO | None = None) -> RunRecord:
+                log_stream: TextIO | None = None, listen: str = "") -> RunRecord:
     """One run of ``settings`` under ``policy`` in virtual time: ``pcpd simulate``'s engine and record.
 
     The whole run is measured, as ``pcpd simulate`` measures it; its audit
-    line goes to ``log_stream`` (or nowhere).
+    line goes to ``log_stream`` (or nowhere).  With ``listen`` the run serves
+    its metrics there while it runs, as a real run's daemon does.
     """
-    result = Simulation(settings, policy).run()
+    result = Simulation(settings, policy, listen=listen).run()
     if log_stream is not None:
         print(f"{policy}, seed {settings.seed}, era {settings.kernel.era}: {result.ops:,} ops on "
               f"{len(result.cpus)} virtual CPUs in {result.wall_seconds:.1f} s; {result.audit_summary}",
@@ -131,7 +133,7 @@ def run_virtual(settings: Settings, policy: str, point: Any = None, repetition: 
 def run_point(point: Point, plan: Plan, log_stream: TextIO | None = None) -> RunRecord:
     """One point of the plan, in the plan's mode: the one way a point runs, here or on a cluster node."""
     if plan.virtual:
-        return run_virtual(point.settings, point.policy, point.value, point.repetition, log_stream)
+        return run_virtual(point.settings, point.policy, point.value, point.repetition, log_stream, plan.listen)
     return run_once(point.settings, point.policy, plan, point.value, point.repetition, log_stream)
 
 
@@ -150,13 +152,6 @@ def run_experiment(plan: Plan, progress: Progress | None, log_stream: TextIO | N
 
 # ---------------------------------------------------------------------------
 # CLI
-
-def listen_address(text: str) -> str:
-    """--listen: HOST:PORT, as exporter.address takes it."""
-    if not text or not re.fullmatch(ADDRESS_PATTERN, text):
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT (like 127.0.0.1:9464), got {text!r}")
-    return text
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG", help="TOML config to run")
@@ -185,9 +180,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="DIR",
                         help="continue the interrupted experiment in DIR (same config and options), "
                              "running only the runs its results lack")
-    parser.add_argument("--listen", type=listen_address, metavar="HOST:PORT",
-                        help="real mode: each run's daemon serves /metrics here while it runs "
-                             "(default: none)")
+    parser.add_argument("--listen", type=argtypes.listen_address, metavar="HOST:PORT",
+                        help="each run serves /metrics here while it runs: a real run's daemon, a "
+                             "virtual run's simulator (default: none)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="run each point as one task on this Dask scheduler's workers, e.g. "
                              "tcp://HOST:8786 (workers started with --resources pcpd-node=1, which "

@@ -39,7 +39,7 @@ class Plan:
     ops: int = 0                                  # > 0: runs bounded by operations per worker (CPU)
     mode: str = "real"                            # "virtual": every run in virtual time
     eras: tuple[str, ...] = ()                    # kernel eras every sweep value runs under
-    listen: str = ""                              # real mode: where each run's daemon serves /metrics
+    listen: str = ""                              # where each run serves /metrics ("" for nowhere)
 
     @property
     def runs(self) -> int:
@@ -82,7 +82,7 @@ def plan_experiment(settings: Settings, *, policies: tuple[str, ...] | None = No
                                      repeat=repeat or exp.repeat, mode=mode, eras=tuple(eras))
     settings = dataclasses.replace(settings, experiment=experiment)
     if mode == VIRTUAL:
-        settings, available_cpus = _virtual_settings(settings, duration, ops, cpus, listen)
+        settings, available_cpus = _virtual_settings(settings, duration, ops, cpus)
         duration, warmup, ops = 0.0, 0.0, settings.simulate.ops
     else:
         if cpus is not None:
@@ -119,13 +119,11 @@ def _points(settings: Settings, eras: tuple[str, ...],
                  for value, point in points for era in eras)
 
 
-def _virtual_settings(settings: Settings, duration: float | None, ops: int, cpus: int | None,
-                      listen: str) -> tuple[Settings, tuple[int, ...]]:
+def _virtual_settings(settings: Settings, duration: float | None, ops: int,
+                      cpus: int | None) -> tuple[Settings, tuple[int, ...]]:
     """A virtual-mode plan's settings on its virtual CPUs, with ``ops`` per CPU; and those CPUs."""
     if duration is not None:
         raise UsageError("--duration: virtual-mode runs are bounded by operations (--ops, simulate.ops)")
-    if listen:
-        raise UsageError("--listen: virtual-mode runs have no daemon to serve metrics")
     # imported here: it imports this module (through pcpd.simulate.output and the recorder)
     from pcpd.simulate.command import on_virtual_cpus
 

@@ -285,7 +285,7 @@ class SimulateSettings:
     lock_handoff_ns: float = setting(NANOSECONDS, 100.0,
                                      "zone->lock held: extra when the previous holder was another CPU "
                                      "(the lock's and the free lists' lines move between cores)")
-    locked_line_ns: float = setting(NANOSECONDS, 12.0,
+    locked_line_ns: float = setting(NANOSECONDS, 36.0,
                                     "zone->lock held: per struct page or free-memory line the buddy work "
                                     "charges (free-list links, buddy checks, merges): the per-page cost of "
                                     "refills and drains")

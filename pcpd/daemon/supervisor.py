@@ -213,7 +213,7 @@ class Daemon:
 
     def info(self) -> dict[str, str]:
         return {"policy": self.policy, "era": self.spec.era,
-                "record_bytes": str(self.spec.record_bytes), "config": self.settings.name}
+                "record_bytes": str(self.spec.record_bytes), "config": self.settings.name, "mode": "real"}
 
     def _spawn(self, slot: Slot) -> None:
         plan = WorkerPlan(

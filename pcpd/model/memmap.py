@@ -25,7 +25,8 @@ page is on).
 
 Callers charge cachelines: one line per record touched (record sizes divide
 64, so a record never straddles lines); a run of records counts the lines it
-spans (``lines_spanned``).  The tracing mode (``pcpd.model.linetrace``) hands
+spans (``lines_spanned``).  ``LineCharges`` counts them for a CPU, each line
+once per operation.  The tracing mode (``pcpd.model.linetrace``) hands
 a Memmap built over a ``TracedArena`` views that record the lines each
 access touches, so the charges can be checked against them; a Memmap over a
 plain arena is the same code over the plain views.
@@ -38,10 +39,14 @@ Range work (``buddy_heads``, ``movable_pages``) uses the numpy views.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from pcpd.model.arena import DESC_WORDS, H_MEMDESC, Arena
 from pcpd.model.slab import DS_INUSE
+from pcpd.model.stats import CAUSES, DATA_W, DESC_R, DESC_W, LINES_R, LINES_W, Counters
 
 NIL = -1
 
@@ -83,6 +88,146 @@ def lines_spanned(first_pfn: int, count: int, record_bytes: int) -> int:
     if count <= 0:
         return 0
     return ((first_pfn + count - 1) * record_bytes >> 6) - (first_pfn * record_bytes >> 6) + 1
+
+
+# The struct page counters, in CAUSES order: a line several causes touch in one
+# operation is charged to the first of them.
+_PAGE_STORES = tuple(LINES_W[c] for c in CAUSES)
+_PAGE_LOADS = tuple(LINES_R[c] for c in CAUSES)
+
+
+class LineCharges:
+    """One CPU's cacheline charges: the lines each step touches, charged per step
+    or once per operation.
+
+    Every charge names its counter: a ``LINES_W``/``LINES_R`` cause for struct
+    page records (``page``, ``pages``), ``DESC_W``/``DESC_R`` for descriptor
+    words (``desc``), and free memory's links (``free_memory``: stores only,
+    one line per page, as ``pcpd.model.linetrace`` counts them).
+
+    By default a call charges its lines at once: a PCP hit's steps touch
+    distinct lines (the hit paths are written so).  Between ``begin()`` and
+    ``fold()`` (a refill, a drain, a buddy allocation or free, with the PCP
+    work around it) a call only records its line numbers, and the operation
+    charges each line once: struct page lines stored, and loaded (stored as
+    well or not), per cause; descriptor lines stored and loaded; free-memory
+    lines stored.  These are the sets a ``TracedArena`` records for the
+    operation.  ``begin()`` nests: the outermost ``fold()`` charges.  Lines
+    are charged when the operation settles (``settle()``: on taking and
+    before releasing zone->lock, and at ``fold()``), each to the cause that
+    touched it first; causes recorded between two settles count in
+    ``CAUSES`` order.
+
+    A PCP hit's part of an operation (the block a free pushed before its
+    drain) charged its lines inline, as every hit does; ``prepaid()`` states
+    them again, so they are in the operation's sets and counted no more (a
+    line a hit part and the rest both touch keeps the hit's cause).  Hit paths
+    add to ``v`` themselves: a call per charge would cost a hit about 60 ns.
+    """
+
+    __slots__ = ("v", "rb", "exact", "depth", "lines", "_charging", "_prepaid", "_families")
+
+    def __init__(self, counters: Counters, record_bytes: int) -> None:
+        self.v = counters.v
+        self.rb = record_bytes
+        self.exact = False
+        self.depth = 0
+        families = (_PAGE_STORES, _PAGE_LOADS, (DESC_W,), (DESC_R,), (DATA_W,))
+        # lines the operation recorded, by counter; and each family's lines paid for
+        # already (by a hit part, or settled), one set for all its counters
+        self._charging: dict[int, set[int]] = {ctr: set() for family in families for ctr in family}
+        paid: list[set[int]] = [set() for _ in families]
+        self._prepaid = {ctr: lines for family, lines in zip(families, paid) for ctr in family}
+        self._families = [([(ctr, self._charging[ctr]) for ctr in family], lines)
+                          for family, lines in zip(families, paid)]
+        self.lines = self._charging
+
+    def prepaid(self, state: Callable[..., None], *args: Any) -> None:
+        """Record the lines ``state(*args)`` charges as paid already (see the class)."""
+        self.lines = self._prepaid
+        state(*args)
+        self.lines = self._charging
+
+    def begin(self) -> None:
+        """An operation starts: record lines until the matching ``fold()``."""
+        self.depth += 1
+        self.exact = True
+
+    def settle(self) -> None:
+        """Charge what the operation recorded so far, each line once, and count those
+        lines as paid for the rest of it.  Zone work settles on taking zone->lock
+        and before releasing it, so that the hold is charged the lines first
+        touched under it, while it is held (virtual time prices a hold by them:
+        pcpd.simulate.clock)."""
+        if not self.exact:
+            return
+        v = self.v
+        for counters, paid in self._families:
+            for ctr, touched in counters:
+                if touched:
+                    touched -= paid
+                    v[ctr] += len(touched)
+                    paid |= touched
+                    touched.clear()
+
+    def fold(self) -> None:
+        """The operation ends: charge every line it recorded, each once."""
+        self.depth -= 1
+        if self.depth:
+            return
+        self.settle()
+        self.exact = False
+        for _, paid in self._families:
+            paid.clear()
+
+    def recording(self, ctr: int) -> set[int]:
+        """The set an operation records ``ctr``'s lines in (a struct page line is
+        ``pfn >> line_shift``), for code that runs only inside operations (the
+        zone's, under zone->lock) and records without a call per line."""
+        return self._charging[ctr]
+
+    @property
+    def line_shift(self) -> int:
+        """log2 of the struct pages per 64-byte line."""
+        return (64 // self.rb).bit_length() - 1
+
+    def page(self, ctr: int, pfn: int) -> None:
+        """One struct page record stored or loaded (``ctr`` says which, and why)."""
+        if self.exact:
+            self.lines[ctr].add(pfn * self.rb >> 6)
+        else:
+            self.v[ctr] += 1
+
+    def each(self, ctr: int, pfns: list[int]) -> None:
+        """One record of each block in ``pfns`` (a refill's or a drain's blocks)."""
+        if self.exact:
+            shift = self.line_shift
+            self.lines[ctr].update([pfn >> shift for pfn in pfns])
+        else:
+            self.v[ctr] += len(pfns)
+
+    def pages(self, ctr: int, first: int, count: int) -> None:
+        """``count`` consecutive records from ``first``."""
+        if count <= 0:
+            return
+        if self.exact:
+            self.lines[ctr].update(range(first * self.rb >> 6, ((first + count - 1) * self.rb >> 6) + 1))
+        else:
+            self.v[ctr] += lines_spanned(first, count, self.rb)
+
+    def desc(self, ctr: int, word: int) -> None:
+        """Descriptor word ``word`` (index in the descriptor array) stored (DESC_W) or loaded (DESC_R)."""
+        if self.exact:
+            self.lines[ctr].add(word >> 3)
+        else:
+            self.v[ctr] += 1
+
+    def free_memory(self, pfn: int) -> None:
+        """List links stored in free page ``pfn`` (the page's own line)."""
+        if self.exact:
+            self.lines[DATA_W].add(pfn)
+        else:
+            self.v[DATA_W] += 1
 
 
 class Memmap:

@@ -68,8 +68,11 @@ three times a memoryview's) was about half of its cost (issue 12).
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 
@@ -85,7 +88,7 @@ from pcpd.kernel import (
 )
 from pcpd.model.arena import H_MEMDESC, Arena
 from pcpd.model.lock import OP_BUDDY_ALLOC, OP_BUDDY_FREE, OP_DRAIN, OP_REFILL, ZoneLock
-from pcpd.model.memmap import MEMDESC_BUDDY, NIL, Memmap, memdesc_word, memmap_for
+from pcpd.model.memmap import MEMDESC_BUDDY, NIL, LineCharges, Memmap, memdesc_word, memmap_for
 from pcpd.model.stats import DATA_W, LINES_R, LINES_W, Counters
 
 # fallbacks[]: where each migratetype looks when its own lists are empty.
@@ -126,8 +129,25 @@ _FLAG_AT = Z_FLAGS * 8                     # Z_FLAGS' first byte in the zone's b
 # __rmqueue() modes, cached across one rmqueue_bulk().
 RMQUEUE_NORMAL, RMQUEUE_CLAIM, RMQUEUE_STEAL = 0, 1, 2
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 _BW = LINES_W["buddy"]
 _BR = LINES_R["buddy"]
+
+
+def _operation(method: Callable[P, R]) -> Callable[P, R]:
+    """A Zone method its callers use: one operation of the CPU's line charges, each
+    line charged once (inside the caller's own operation, part of that)."""
+    @functools.wraps(method)
+    def operation(*args: P.args, **kwargs: P.kwargs) -> R:
+        lines = args[0].lines                              # type: ignore[attr-defined]
+        lines.begin()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            lines.fold()
+    return operation
 
 
 def format_zone(arena: Arena, wmark_min: int, wmark_low: int, wmark_high: int,
@@ -174,8 +194,13 @@ def _link_tail(z: np.ndarray | memoryview, memmap: Memmap, pfn: int, order: int,
 class Zone:
     """One process's handle on the shared zone.
 
-    Buddy work is charged to ``counters`` (lines under the ``buddy`` cause);
-    the lock records its own profile there too.
+    Buddy work is charged to ``counters`` through ``lines``, the CPU's
+    ``LineCharges`` (lines under the ``buddy`` cause; an 8-byte page's list
+    links as free memory): each buddy step states the records it loads and
+    stores, and every method a caller uses is an operation (``_operation``),
+    which charges each line once; inside a policy's operation (a refill, a
+    drain), once for the whole of that.  The lock records its own profile
+    there too.
     """
 
     def __init__(self, arena: Arena, lock: ZoneLock, counters: Counters) -> None:
@@ -187,9 +212,29 @@ class Zone:
         self.pages = arena.pages
         self.lock = lock
         self.v = counters.v
+        self.lines = LineCharges(counters, arena.record_bytes)
+        # zone work runs inside an operation (every method a caller may use is, or
+        # is part of, one), so the buddy's steps add their lines straight to the
+        # operation's sets: struct page line pfn >> shift, free memory one per page
+        self._stored = self.lines.recording(_BW)
+        self._loaded = self.lines.recording(_BR)
+        self._free_stored = self.lines.recording(DATA_W)
+        self._shift = self.lines.line_shift
         # an 8-byte page keeps free-list links in the free memory, not the memmap
         self._links_in_free_memory = arena.record_bytes == 8
-        self._link = DATA_W if self._links_in_free_memory else _BW
+        # a 16-byte free head keeps its prev link in the word with its order and
+        # head bit (Memmap16): setting the prev link loads that word first
+        self._prev_link_loads = arena.record_bytes == 16
+
+    @contextmanager
+    def locked(self, op: int) -> Iterator[None]:
+        """zone->lock held for ``op``: the operation's lines are charged on taking it
+        and before releasing it (``LineCharges.settle``), so the hold is charged
+        the lines first touched under it, while it is held."""
+        self.lines.settle()
+        with self.lock(op):
+            yield
+            self.lines.settle()
 
     # -- accounting and watermarks ----------------------------------------
     @property
@@ -271,9 +316,22 @@ class Zone:
         return self.pb[pfn >> PAGEBLOCK_ORDER]
 
     # -- free lists (zone->lock held) -------------------------------------
+    # The lines of a free-list step: the block's own record (its links too in the
+    # 64-, 32- and 16-byte pages; an 8-byte page's are in its free memory), and
+    # each list neighbour whose link it rewrites.
+    def _link_stored(self, pfn: int, prev: bool) -> None:
+        """A free-list neighbour's next (prev: its prev) link now points elsewhere."""
+        if self._links_in_free_memory:
+            self._free_stored.add(pfn)
+            return
+        line = pfn >> self._shift
+        if prev and self._prev_link_loads:
+            self._loaded.add(line)
+        self._stored.add(line)
+
     def _add(self, pfn: int, order: int, mt: int, to_tail: bool = False) -> None:
         """__add_to_free_list(): the caller accounts NR_FREE_PAGES."""
-        z, v, i = self.z, self.v, MIGRATE_PCPTYPES * order + mt
+        z, i = self.z, MIGRATE_PCPTYPES * order + mt
         if to_tail:
             neighbour = z[Z_TAIL + i]
             self.mm.add_buddy(pfn, order, NIL, neighbour)
@@ -287,28 +345,30 @@ class Zone:
                 z[Z_TAIL + i] = pfn
             z[Z_HEAD + i] = pfn
         z[Z_NR_FREE + i] += 1
-        v[_BW] += 1
-        if neighbour != NIL:                 # the old head's (tail's) link to pfn
-            v[self._link] += 1
+        self._stored.add(pfn >> self._shift)
         if self._links_in_free_memory:       # add_buddy() also wrote the block's own links
-            v[DATA_W] += 1
+            self._free_stored.add(pfn)
+        if neighbour != NIL:                 # the old head's prev (tail's next) link to pfn
+            self._link_stored(neighbour, not to_tail)
 
     def _del(self, pfn: int, order: int, mt: int) -> None:
         """__del_page_from_free_list(): mt is the list's type, which is always the
         block's pageblock type (free pages sit on their pageblock's list); the
         caller accounts NR_FREE_PAGES."""
-        z, v, i = self.z, self.v, MIGRATE_PCPTYPES * order + mt
+        z, i, line = self.z, MIGRATE_PCPTYPES * order + mt, pfn >> self._shift
         nxt, prev = self.mm.del_buddy(pfn)    # neighbours relinked in the page array
+        if not self._links_in_free_memory:    # the block's own links, read first
+            self._loaded.add(line)
         if prev == NIL:
             z[Z_HEAD + i] = nxt
         else:
-            v[self._link] += 1
+            self._link_stored(prev, False)
         if nxt == NIL:
             z[Z_TAIL + i] = prev
         else:
-            v[self._link] += 1
+            self._link_stored(nxt, True)
         z[Z_NR_FREE + i] -= 1
-        v[_BW] += 1
+        self._stored.add(line)
 
     def _expand(self, pfn: int, low: int, high: int, mt: int) -> None:
         """expand(): upper halves go back to the heads of the lower lists."""
@@ -318,13 +378,13 @@ class Zone:
 
     def _free_one_page(self, pfn: int, order: int, mt: int) -> None:
         """__free_one_page(): merge with free buddies up to MAX_PAGE_ORDER."""
-        mm, pb, pages, v = self.mm, self.pb, self.pages, self.v
+        mm, pb, pages, loaded, shift = self.mm, self.pb, self.pages, self._loaded, self._shift
         self.z[Z_FREE_PAGES] += 1 << order          # account_freepages()
         while order < MAX_PAGE_ORDER:
             buddy = pfn ^ (1 << order)
             if buddy >= pages:
                 break
-            v[_BR] += 1
+            loaded.add(buddy >> shift)
             if mm.buddy_order(buddy) != order:      # page_is_buddy()
                 break
             buddy_mt = pb[buddy >> PAGEBLOCK_ORDER]
@@ -343,7 +403,7 @@ class Zone:
         higher_buddy = higher ^ (1 << (order + 1))
         if higher_buddy >= self.pages:
             return False
-        self.v[_BR] += 1
+        self._loaded.add(higher_buddy >> self._shift)
         return self.mm.buddy_order(higher_buddy) == order + 1
 
     def _rmqueue_smallest(self, order: int, mt: int) -> int:
@@ -400,7 +460,7 @@ class Zone:
             return pfn
         start = pfn & ~(PAGEBLOCK_NR_PAGES - 1)
         heads, orders = self.mm.buddy_heads(start, PAGEBLOCK_NR_PAGES)
-        self.v[_BR] += PAGEBLOCK_NR_PAGES * self.arena.record_bytes // 64
+        self.lines.pages(_BR, start, PAGEBLOCK_NR_PAGES)
         free = int(sum(1 << int(o) for o in orders))
         if mt == MIGRATE_MOVABLE:
             alike = self.mm.movable_pages(start, PAGEBLOCK_NR_PAGES)
@@ -460,6 +520,7 @@ class Zone:
         return out
 
     # -- zone->lock held (see the module docstring) --------------------------
+    @_operation
     def rmqueue(self, order: int, mt: int, count: int, nofragment: bool) -> list[int]:
         """Up to count blocks by __rmqueue(), under ALLOC_NOFRAGMENT first and, if that
         found none, again without it (get_page_from_freelist()'s retry)."""
@@ -468,12 +529,14 @@ class Zone:
             out = self._rmqueue_count(order, mt, count, False)
         return out
 
+    @_operation
     def take_free_block(self, pfn: int, order: int, mt: int) -> None:
         """del_page_from_free_list(): a given free block off its list, and
         account_freepages(); mt is its pageblock's type."""
         self._del(pfn, order, mt)
         self.z[Z_FREE_PAGES] -= 1 << order
 
+    @_operation
     def put_free_block(self, pfn: int, order: int, mt: int, to_tail: bool = False) -> None:
         """add_to_free_list() and account_freepages(): no merging (a block whose
         buddies are not free, or a start state laid out block by block)."""
@@ -486,9 +549,12 @@ class Zone:
         pfn = self.z[Z_HEAD + MIGRATE_PCPTYPES * order + mt]
         while pfn != NIL:
             nxt = self.mm.next(pfn)
+            if not self._links_in_free_memory:
+                self.lines.page(_BR, pfn)
             yield pfn
             pfn = nxt
 
+    @_operation
     def take_pageblock(self, head: int, order: int, mt: int, pb: int, new_mt: int) -> None:
         """take_page_off_buddy() for pageblock ``pb`` of the free block ``head`` of
         ``order`` on the ``mt`` list (a replay's start state may file a block under
@@ -510,6 +576,7 @@ class Zone:
             self.z[Z_CLAIMS] += 1
         self.pb[pb] = new_mt
 
+    @_operation
     def split_large_buddy(self, pfn: int, order: int) -> None:
         """split_large_buddy(): pageblock-sized pieces above order 9, each merged
         with its free buddies and filed under its pageblock's type."""
@@ -520,11 +587,12 @@ class Zone:
             self._free_one_page(piece, PAGEBLOCK_ORDER, self.pageblock_mt(piece))
 
     # -- entry points (take zone->lock) -----------------------------------
+    @_operation
     def rmqueue_bulk(self, order: int, mt: int, count: int, nofragment: bool) -> list[int]:
         """rmqueue_bulk(): up to count blocks under one zone->lock acquisition, with
         the caller's ALLOC_NOFRAGMENT (the retry without it is the caller's: it
         sizes the batch again); then the next allocation's watermark tests."""
-        with self.lock(OP_REFILL):
+        with self.locked(OP_REFILL):
             out = self._rmqueue_count(order, mt, count, nofragment)
         self.check_next_watermarks()
         return out
@@ -541,11 +609,13 @@ class Zone:
         self.check_next_watermarks()
         return pfn
 
+    @_operation
     def rmqueue_buddy_once(self, order: int, mt: int, nofragment: bool) -> int:
         """rmqueue_buddy(): one __rmqueue() under its own zone->lock acquisition."""
-        with self.lock(OP_BUDDY_ALLOC):
+        with self.locked(OP_BUDDY_ALLOC):
             return self._rmqueue(order, mt, RMQUEUE_NORMAL, nofragment)[0]
 
+    @_operation
     def free_pcppages_bulk(self, blocks: list[tuple[int, int]]) -> None:
         """free_pcppages_bulk(): give drained blocks back under one acquisition.
 
@@ -553,14 +623,15 @@ class Zone:
         kernels do.
         """
         pb, free_one_page = self.pb, self._free_one_page
-        with self.lock(OP_DRAIN):
+        with self.locked(OP_DRAIN):
             for pfn, order in blocks:
                 free_one_page(pfn, order, pb[pfn >> PAGEBLOCK_ORDER])
         self._kswapd_balanced()
 
+    @_operation
     def free_one_page(self, pfn: int, order: int) -> None:
         """free_one_page(): one block straight to the buddy."""
-        with self.lock(OP_BUDDY_FREE):
+        with self.locked(OP_BUDDY_FREE):
             self.split_large_buddy(pfn, order)
         self._kswapd_balanced()
 

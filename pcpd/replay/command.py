@@ -23,7 +23,7 @@ from pcpd.inputs import display_name
 from pcpd.kernel import DEFAULT_ERA, ERAS
 from pcpd.model import sizing
 from pcpd.model.arena import RECORD_SIZES
-from pcpd.policies import MEMDESC_DEFAULT_RECORD_BYTES, POLICIES, PROPOSAL
+from pcpd.policies import MEMDESC_BUDGETS, MEMDESC_DEFAULT_RECORD_BYTES, POLICIES, PROPOSAL
 from pcpd.replay.bundle import Bundle, is_bundle, open_bundle
 from pcpd.replay.decode import DECAY_INTERVAL, Decoded, decode
 from pcpd.replay.report import format_report, results_json
@@ -33,6 +33,7 @@ from pcpd.replay.start import START_MODES, StartPlan, build_plan
 from pcpd.replay.trace import Skipped, TraceEvent, read_trace
 from pcpd.replay.zone import ZoneSetup, default_zone, zoneinfo_zone
 from pcpd.zoneinfo import Pageset, read_zoneinfo
+from workers.policies import PolicyOptions
 
 DEFAULT_MEMDESC_RECORD = MEMDESC_DEFAULT_RECORD_BYTES
 
@@ -41,13 +42,15 @@ def replay(path: str | os.PathLike[str], policies: Iterable[str] = PROPOSAL,
            zoneinfo: str | None = None, era: str | None = None,
            record_bytes: int = DEFAULT_MEMDESC_RECORD,
            decay_interval: float = DECAY_INTERVAL, pagetypeinfo: str | None = None,
-           start: str | None = None, zoneinfo_after: str | None = None) -> dict[str, Any]:
+           start: str | None = None, zoneinfo_after: str | None = None,
+           memdesc_high: str = MEMDESC_BUDGETS[0]) -> dict[str, Any]:
     """Replay the trace (or capture bundle) at ``path`` under each policy; the results.json object.
 
     A bundle (``pcpd.replay.bundle``) gives the zoneinfo, pagetypeinfo and
     zoneinfo-after that are not given here, the capture window and the
     scope.  ``start`` is one of ``pcpd.replay.start.START_MODES``; None:
-    ``capture`` with a zoneinfo, else ``trace``.  Raises InputError for a
+    ``capture`` with a zoneinfo, else ``trace``.  ``memdesc_high`` is the budget
+    the per-type PCPs run under (``policy.memdesc_high``).  Raises InputError for a
     trace that cannot be read or holds no page-allocator event, and for a
     bad bundle, zoneinfo or pagetypeinfo file.
     """
@@ -81,7 +84,9 @@ def replay(path: str | os.PathLike[str], policies: Iterable[str] = PROPOSAL,
             plan = _start_plan(mode, decoded, zone, scope)
             runs: dict[str, PolicyRun] = {}
             for name in policies:
-                spec = model_spec(name, zone, len(decoded.cpus), record_bytes)
+                spec = model_spec(name, zone, len(decoded.cpus), record_bytes,
+                                  PolicyOptions(memdesc_high=memdesc_high,
+                                                migratetypes=decoded.migratetypes))
                 runs[name] = replay_policy(spool, decoded.cpus, spec, zone.watermarks, plan)
             ops = spool.count
         after = _pagesets(zoneinfo_after, zone) if zoneinfo_after else None
@@ -210,12 +215,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decay-interval", type=argtypes.seconds, default=DECAY_INTERVAL,
                         metavar="SECONDS",
                         help="trace seconds between decay_pcp_high() passes (default 1; 0: none)")
+    parser.add_argument("--memdesc-high", choices=MEMDESC_BUDGETS, default=MEMDESC_BUDGETS[0],
+                        help="the budget of the per-type PCPs of the memdesc policy, as "
+                             "policy.memdesc_high (default shared: one count and high per CPU)")
     parser.add_argument("--out", metavar="DIR", help="write DIR/results.json")
 
 
 def command(args: argparse.Namespace) -> int:
     results = replay(args.trace, args.policies, args.zoneinfo, args.era, args.record_bytes,
-                     args.decay_interval, args.pagetypeinfo, args.start, args.zoneinfo_after)
+                     args.decay_interval, args.pagetypeinfo, args.start, args.zoneinfo_after,
+                     args.memdesc_high)
     print(format_report(results))
     if args.out:
         path = Path(args.out) / "results.json"

@@ -7,7 +7,9 @@ and compoundness that ``pcpd.replay.trace.classify_gfp()`` infers from the GFP
 flags (the table in that module).  The model's types other than ``kernel``
 are compound, so a multi-page allocation without ``__GFP_COMP`` is replayed
 as ``kernel`` (memdesc Misc: non-compound ``alloc_pages()``) whatever its
-row; the migratetype follows the type (``workers.policies.MIGRATETYPE_OF``).
+row.  The model allocates a type from one migratetype; a replay takes each
+type's from the trace (``Decoded.migratetypes``: the one its allocations
+asked for most), not the model's default ``workers.policies.MIGRATETYPE_OF``.
 A failed allocation (``pfn`` -1) is counted and not replayed, and so is one
 above ``MAX_PAGE_ORDER`` (10: x86 with 4 KiB pages), which the model cannot make.
 
@@ -55,11 +57,14 @@ A free goes to the list of its block's migratetype (the allocation's, or
 what the trace showed for its pageblock, else movable), as
 ``free_frozen_pages()`` uses the pageblock's.
 
-``decay_pcp_high()`` runs on every CPU once per ``--decay-interval``
-seconds of trace time (``sysctl_stat_interval``, 1 s), at most
-``MAX_DECAY_TICKS`` times per gap between events; it only acts in era 6.7.
-Traces whose timestamps are not seconds (a counter clock) want
-``--decay-interval 0``.
+``decay_pcp_high()`` runs where the kernel ran it: on a CPU's
+``vmstat_update()`` work (``refresh_cpu_vm_stats()``), when the trace has
+the workqueue events (``pcpd capture`` records them).  A trace without them
+decays every CPU once per ``--decay-interval`` seconds of trace time
+(``sysctl_stat_interval``, 1 s), at most ``MAX_DECAY_TICKS`` times per gap
+between events; the first ``vmstat_update`` ends these ticks.  Decay only
+acts in era 6.7.  Traces whose timestamps are not seconds (a counter clock)
+want ``--decay-interval 0``, which turns both off.
 
 ``mm_page_alloc_zone_locked`` and ``mm_page_pcpu_drain`` are what the
 kernel did, not requests: they are compared with the ``legacy`` model
@@ -120,7 +125,7 @@ from pcpd.kernel import (
     PAGEBLOCK_ORDER,
 )
 from pcpd.model.sizing import order_to_pindex
-from pcpd.replay.spool import OP_ALLOC, OP_DECAY, OP_FREE, OP_FREE_PRE, OpSpool
+from pcpd.replay.spool import DECAY_ALL_CPUS, DECAY_ONE_CPU, OP_ALLOC, OP_DECAY, OP_FREE, OP_FREE_PRE, OpSpool
 from pcpd.replay.trace import (
     MM_PAGE_ALLOC,
     MM_PAGE_ALLOC_EXTFRAG,
@@ -133,7 +138,7 @@ from pcpd.replay.trace import (
     TraceEvent,
     classify_gfp,
 )
-from workers.policies import T_ANON, T_KERNEL, T_SLAB, TYPES
+from workers.policies import MIGRATETYPE_OF, T_ANON, T_KERNEL, T_SLAB, TYPES
 
 PAIR_WINDOW = 4096                 # frees remembered for mm_page_free_batched pairing
 MAX_DECAY_TICKS = 32               # 0.875**32: high is back at high_min long before
@@ -151,7 +156,8 @@ MODEL_CAUSES = {DRAIN_FREE: ("high", "free_high"), DRAIN_DECAY: ("decay",),
 # kworker functions that drain PCPs: vmstat_update() -> refresh_cpu_vm_stats()
 # -> decay_pcp_high(); drain_local_pages_wq() was drain_all_pages()'s work
 # until v5.19 drained remote PCPs directly.
-WORK_CAUSES = {"vmstat_update": DRAIN_DECAY, "drain_local_pages_wq": DRAIN_ALL}
+VMSTAT_UPDATE = "vmstat_update"
+WORK_CAUSES = {VMSTAT_UPDATE: DRAIN_DECAY, "drain_local_pages_wq": DRAIN_ALL}
 # Tasks only a whole-system capture records (comm prefixes; pid 0 too, and perf itself).
 KERNEL_THREADS = ("kworker/", "ksoftirqd/", "kswapd", "kcompactd", "khugepaged", "rcu",
                   "migration/", "kthreadd", "cpuhp/", "irq/", "<idle>", "swapper")
@@ -213,6 +219,25 @@ class StartLists:
     balance: list[int] = field(default_factory=lambda: [0] * NR_PCP_LISTS)
     low: list[int] = field(default_factory=lambda: [0] * NR_PCP_LISTS)
     anchor: list[int | None] = field(default_factory=lambda: [None] * NR_PCP_LISTS)
+    # The CPU's first order-0 refill (blocks), and the frees onto its lists before it: each
+    # free halves pcp->alloc_factor, which only an order-0 refill raises (nr_pcp_alloc()).
+    frees_before_refill: int = 0
+    first_refill: int | None = None
+    in_first_refill: bool = False
+
+    def refill_run(self, order: int) -> None:
+        """A run of refill events begins on this CPU."""
+        self.in_first_refill = order == 0 and self.first_refill is None
+        if self.in_first_refill:
+            self.first_refill = 0
+
+    def refill_block(self) -> None:
+        if self.in_first_refill:
+            self.first_refill = (self.first_refill or 0) + 1
+
+    def freed(self) -> None:
+        if self.first_refill is None:
+            self.frees_before_refill += 1
 
     def add(self, pindex: int, pages: int) -> None:
         b = self.balance[pindex] + pages
@@ -251,7 +276,8 @@ class Decoded:
     live_blocks: int = 0          # at the end of the trace
     live_pages: int = 0
     peak_live_pages: int = 0
-    decay_ticks: int = 0
+    decay_ticks: int = 0          # decay passes spooled: ticks and ...
+    decay_work: int = 0           # ... vmstat_update works, one CPU each
     types: Counter = field(default_factory=Counter)    # (type index, order) -> allocations
     pcp: TracePcp = field(default_factory=TracePcp)
     context_events: Counter = field(default_factory=Counter)   # workqueue event -> count
@@ -262,6 +288,7 @@ class Decoded:
     start_lists: dict[int, StartLists] = field(default_factory=dict)   # cpu -> its lists
     pool: Counter = field(default_factory=Counter)     # (cpu, order, type) -> pre-capture blocks
     list_types: dict[tuple[int, int], int] = field(default_factory=dict)  # (order, mt) -> type
+    migratetypes: tuple[int, ...] = MIGRATETYPE_OF    # type -> the migratetype it allocates from
 
     @property
     def start_pages(self) -> int:
@@ -301,6 +328,7 @@ class Decoder:
         self.spool = spool
         self.decay_interval = decay_interval
         self.next_tick: float | None = None
+        self.decay_on_work = False
         self.live: dict[int, LiveBlock] = {}              # pfn -> block
         self.pending: OrderedDict[int, str] = OrderedDict()  # freed pfn -> event that freed it
         self.run: dict[int, int] = {}                       # cpu -> the run it is in
@@ -341,7 +369,7 @@ class Decoder:
             d.system_only_events += 1
         if e.cpu >= d.nr_cpu_ids:
             d.nr_cpu_ids = e.cpu + 1
-        if self.decay_interval > 0:
+        if self.decay_interval > 0 and not self.decay_on_work:
             self.tick(e.timestamp)
         handler = self.handlers.get(e.event)
         if handler is None:
@@ -356,7 +384,24 @@ class Decoder:
         d.cpus = sorted(self.cpus)
         d.live_blocks = len(self.live)
         d.list_types = self.best_types()
+        d.migratetypes = self.type_migratetypes()
         return d
+
+    def type_migratetypes(self) -> tuple[int, ...]:
+        """Each memdesc type's migratetype: the one most of the trace's PCP allocations of
+        that type asked for (the model's default where none did, or on a tie).
+
+        The kernel takes it from the GFP flags, so a slab cache without
+        SLAB_RECLAIM_ACCOUNT (kmalloc, skbuff) is Unmovable and a dentry cache
+        Reclaimable, where the model gives each memdesc type one migratetype
+        (``MIGRATETYPE_OF``: slab Reclaimable).  A network trace's skbuff slabs
+        replayed as Reclaimable refilled an empty list where the kernel's
+        Unmovable one held 472 pages: 1.34x the kernel's refill pages."""
+        counts: dict[int, Counter] = {}
+        for (_, mt, t), n in self.type_counts.items():
+            counts.setdefault(t, Counter())[mt if mt < MIGRATE_PCPTYPES else MIGRATE_MOVABLE] += n
+        return tuple(max(counts[t], key=lambda mt: (counts[t][mt], mt == MIGRATETYPE_OF[t]))
+                     if t in counts else MIGRATETYPE_OF[t] for t in range(len(TYPES)))
 
     def best_types(self) -> dict[tuple[int, int], int]:
         best: dict[tuple[int, int], tuple[int, int]] = {}
@@ -386,7 +431,7 @@ class Decoder:
             ticks = int((timestamp - self.next_tick) // self.decay_interval) + 1
             self.next_tick += ticks * self.decay_interval
             for _ in range(min(ticks, MAX_DECAY_TICKS)):
-                self.spool.add(OP_DECAY, 0, 0, 0, 0)
+                self.spool.add(OP_DECAY, 0, 0, 0, DECAY_ALL_CPUS)
                 self.decoded.decay_ticks += 1
 
     # --- what the kernel's PCP did: counted, not replayed
@@ -398,13 +443,16 @@ class Decoder:
             pcp.refill_blocks += 1
             pcp.refill_pages += 1 << e.order
             pindex = pcp_list(e.order, e.migratetype)
+            lists = self.lists(e.cpu)
             if self.run.get(e.cpu) != REFILL_RUN:
                 pcp.refills += 1
                 self.run[e.cpu] = REFILL_RUN
+                lists.refill_run(e.order)
                 if pindex >= 0:
-                    self.lists(e.cpu).refill(pindex)
+                    lists.refill(pindex)
+            lists.refill_block()
             if pindex >= 0:
-                self.lists(e.cpu).add(pindex, 1 << e.order)
+                lists.add(pindex, 1 << e.order)
         else:
             pcp.buddy_blocks += 1
             self.run[e.cpu] = NO_RUN
@@ -443,6 +491,11 @@ class Decoder:
 
     def work_start(self, e: TraceEvent) -> None:
         self.work[e.cpu] = e.function
+        if e.function == VMSTAT_UPDATE and self.decay_interval > 0:
+            self.decay_on_work = True             # the kernel's own decay times from now on
+            self.spool.add(OP_DECAY, e.cpu, 0, 0, DECAY_ONE_CPU)
+            self.decoded.decay_ticks += 1
+            self.decoded.decay_work += 1
 
     def work_end(self, e: TraceEvent) -> None:
         self.work.pop(e.cpu, None)
@@ -564,4 +617,6 @@ class Decoder:
         pindex = pcp_list(order, mt)
         self.last_free[e.cpu] = (e.pid, pindex)
         if pindex >= 0:
-            self.lists(e.cpu).add(pindex, 1 << order)
+            lists = self.lists(e.cpu)
+            lists.add(pindex, 1 << order)
+            lists.freed()

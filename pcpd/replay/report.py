@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
-from pcpd.kernel import HIGH_BOUNDS_ERAS
+from pcpd.kernel import HIGH_BOUNDS_ERAS, MIGRATETYPE_NAMES
 from pcpd.model import sizing, stats
 from pcpd.policies import BASELINE, policy_names, policy_traits
 from pcpd.replay.decode import DRAIN_DECAY, MODEL_CAUSES, TRACE_DRAIN_CAUSES, Decoded, TracePcp
@@ -21,8 +21,7 @@ from pcpd.replay.start import StartPlan
 from pcpd.replay.trace import EVENTS, Skipped
 from pcpd.replay.zone import ZoneSetup
 from pcpd.zoneinfo import Pageset
-from workers.policies import TYPES
-from workers.policies.base import PolicyOptions
+from workers.policies import MIGRATETYPE_OF, TYPES
 
 # --- figures -----------------------------------------------------------------------
 
@@ -38,7 +37,7 @@ def policy_figures(run: PolicyRun) -> dict[str, Any]:
     total = snap.total
     fig = stats.derive(snap.totals())
     return {
-        "record_bytes": run.record_bytes, **_policy_reading(run.policy),
+        "record_bytes": run.record_bytes, **_policy_reading(run.policy, run.memdesc_high),
         "ops": fig.ops, "allocs": fig.allocs, "frees": fig.frees,
         "alloc_hit": total("alloc_hit"), "alloc_refill": total("alloc_refill"),
         "alloc_buddy": total("alloc_buddy"),
@@ -72,12 +71,11 @@ def policy_figures(run: PolicyRun) -> dict[str, Any]:
     }
 
 
-def _policy_reading(policy: str) -> dict[str, Any]:
-    """Which variant ran: the budget of per-type PCPs (a replay runs every policy with the
-    default options, ``pcpd.replay.run.model_spec``), the compound reading; None where
-    the policy has neither."""
+def _policy_reading(policy: str, memdesc_high: str) -> dict[str, Any]:
+    """Which variant ran: the budget of per-type PCPs (``pcpd replay --memdesc-high``), the
+    compound reading; None where the policy has neither."""
     traits = policy_traits(policy)
-    return {"memdesc_high": PolicyOptions().memdesc_high if traits.typed_pcps else None,
+    return {"memdesc_high": memdesc_high if traits.typed_pcps else None,
             "compound_reading": traits.compound_reading or None}
 
 
@@ -110,7 +108,8 @@ def fidelity(trace: TracePcp, figures: dict[str, Any], run: PolicyRun | None = N
     Causes (``pcpd.replay.decode.TRACE_DRAIN_CAUSES``) pair with the model's
     (``MODEL_CAUSES``): free-path drains with ``high`` and ``free_high``,
     decay with ``decay`` (the model's decay passes that drained, since the
-    trace shows one drain a pass: ``pcpd.replay.run``), drain_all with
+    trace shows one drain a pass: ``pcpd.replay.run``; the total counts them
+    so too, though a 6.18 decay drains in batch-sized calls), drain_all with
     ``drain_all``.  ``basis`` is ``counts`` for a whole-system trace and
     ``pages`` for a per-process one, whose counts are not comparable: the
     traced task's frees drain what other tasks' frees also filled, and
@@ -119,11 +118,14 @@ def fidelity(trace: TracePcp, figures: dict[str, Any], run: PolicyRun | None = N
     smaller drains than a model that sees one task.
     """
     rows: dict[str, Any] = {}
+    by_cause = figures["drains_by_cause"]
+    drains = figures["drains"]
+    if run is not None:                 # one drain a decay pass, as the trace counts them
+        drains += run.decay_passes - sum(by_cause.get(c, 0) for c in MODEL_CAUSES[DRAIN_DECAY])
     pairs = {"refills": (trace.refills, figures["refills"]),
              "refill_pages": (trace.refill_pages, figures["refill_pages"]),
-             "drains": (trace.drains, figures["drains"]),
+             "drains": (trace.drains, drains),
              "drain_pages": (trace.drain_pages, figures["drain_pages"])}
-    by_cause = figures["drains_by_cause"]
     pages_by_cause = figures.get("drain_pages_by_cause", {})
     for cause in TRACE_DRAIN_CAUSES:
         model_causes = MODEL_CAUSES[cause]
@@ -166,7 +168,7 @@ def results_json(*, source: str, decoded: Decoded, skipped: Skipped, ops: int, z
         "scope": scope,
         "replay": _replay_json(decoded, ops),
         "trace_pcp": asdict(decoded.pcp),
-        "model": _model_json(zone, limits, cacheinfo, decay_interval),
+        "model": _model_json(zone, limits, cacheinfo, decay_interval, decoded.decay_work),
         "start": _start_json(plan, runs),
         "policies": policies,
     }
@@ -230,12 +232,13 @@ def _replay_json(d: Decoded, ops: int) -> dict[str, Any]:
         "split_frees": d.split_frees, "order_mismatches": d.order_mismatches,
         "lost_frees": d.lost_frees, "live_blocks_at_end": d.live_blocks,
         "live_pages_at_end": d.live_pages, "peak_live_pages": d.peak_live_pages,
-        "decay_ticks": d.decay_ticks, "types": types,
+        "decay_ticks": d.decay_ticks, "decay_work": d.decay_work, "types": types,
+        "migratetypes": {TYPES[t]: MIGRATETYPE_NAMES[mt] for t, mt in enumerate(d.migratetypes)},
     }
 
 
 def _model_json(zone: ZoneSetup, limits: sizing.PcpLimits, cacheinfo: dict[str, Any],
-                decay_interval: float) -> dict[str, Any]:
+                decay_interval: float, decay_work: int) -> dict[str, Any]:
     # cacheinfo: ModelSpec.cacheinfo(), PCPF_FREE_HIGH_BATCH as the model set it
     return {
         "era": zone.era, "zone_source": zone.source, "node": zone.node,
@@ -243,7 +246,7 @@ def _model_json(zone: ZoneSetup, limits: sizing.PcpLimits, cacheinfo: dict[str, 
         "pcp_from_capture": zone.captured,
         "batch": limits.batch, "high": limits.high,
         "high_min": limits.high_min, "high_max": limits.high_max,
-        "decay_interval": decay_interval, "pcp_cacheinfo": cacheinfo,
+        "decay_interval": decay_interval, "decay_work": decay_work, "pcp_cacheinfo": cacheinfo,
     }
 
 
@@ -279,6 +282,7 @@ def _start_lines(start: dict[str, Any]) -> list[str]:
         cpus = "; ".join(
             f"CPU{c['cpu']} high {c.get('high_model', '-') or '0 (boot: high_min at first use)'}"
             + (f" (captured {c['high_captured']})" if c.get("high_captured") is not None else "")
+            + (f", alloc_factor {c['alloc_factor']} (first refill)" if c.get("alloc_factor") else "")
             + f", {c['pages_seeded']} PCP pages"
             + (f" (count {c['count_captured']}: {c['from_trace']} shown by the trace, "
                f"{c['beyond_trace']} beyond)" if c.get("count_captured") is not None
@@ -323,6 +327,11 @@ def _trace_lines(results: dict[str, Any]) -> list[str]:
     if r["types"]:
         out.append("allocations by inferred type: " + ", ".join(
             f"{t} {sum(orders.values())}" for t, orders in r["types"].items()))
+    moved = [f"{t} {name} (the model's default: {MIGRATETYPE_NAMES[MIGRATETYPE_OF[TYPES.index(t)]]})"
+             for t, name in r.get("migratetypes", {}).items()
+             if name != MIGRATETYPE_NAMES[MIGRATETYPE_OF[TYPES.index(t)]]]
+    if moved:
+        out.append("migratetypes from the trace's GFP flags: " + ", ".join(moved))
     return out
 
 
@@ -332,6 +341,8 @@ def _model_line(m: dict[str, Any]) -> str:
     high = (f"high {m['high_min']}..{m['high_max']}" if m["era"] in HIGH_BOUNDS_ERAS
             else f"high {m['high']}")
     decay = f"decay every {m['decay_interval']:g} s" if m["decay_interval"] > 0 else "no decay"
+    if m.get("decay_work"):
+        decay = f"decay at the trace's {m['decay_work']} vmstat_update works"
     return (f"model: era {m['era']}, {zone}, arena {m['arena_pages']} pages, nsplit "
             f"{m['nsplit']}, batch {m['batch']}, {high}"
             f"{' (captured)' if m['pcp_from_capture'] else ''}, {decay}")

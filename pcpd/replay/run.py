@@ -28,19 +28,22 @@ from pcpd.model.arena import Arena
 from pcpd.model.memmap import NIL
 from pcpd.model.slab import format_slab
 from pcpd.model.zone import format_zone
-from pcpd.replay.spool import OP_ALLOC, OP_FREE, OP_FREE_PRE, OpSpool
+from pcpd.replay.spool import DECAY_ONE_CPU, OP_ALLOC, OP_FREE, OP_FREE_PRE, OpSpool
 from pcpd.replay.start import SeedReport, StartPlan, seed
 from pcpd.replay.zone import ZoneSetup
 from pcpd.spec import ModelSpec
 from workers.cpu import CpuAllocator, SharedLocks, format_arena
+from workers.policies import PolicyOptions
 
 MAX_CPU_SLOTS = 255                # page flags hold cpu + 1 in 8 bits (pcpd.model.memmap)
 
 
-def model_spec(policy: str, zone: ZoneSetup, ncpus: int, record_bytes: int) -> ModelSpec:
+def model_spec(policy: str, zone: ZoneSetup, ncpus: int, record_bytes: int,
+               options: PolicyOptions | None = None) -> ModelSpec:
     """The model of one policy: legacy and compound keep today's 64-byte struct page."""
     return ModelSpec.from_zoneinfo(policy, zone.era, record_bytes, pages=zone.pages, ncpus=ncpus,
-                                   nsplit=zone.nsplit, limits=zone.limits)
+                                   nsplit=zone.nsplit, limits=zone.limits,
+                                   options=options or PolicyOptions())
 
 
 @dataclass
@@ -59,6 +62,7 @@ class PolicyRun:
     decay_passes: int = 0              # (CPU, decay tick) pairs that drained
     pcp_at_end: list[dict[str, int]] = field(default_factory=list)   # per CPU: high, count
     start_allocated_at_end: int = 0    # pages the start state allocated, still allocated
+    memdesc_high: str = "shared"       # the budget typed PCPs ran under (PolicyOptions)
 
 
 def replay_policy(spool: OpSpool, cpus: list[int], spec: ModelSpec,
@@ -101,7 +105,7 @@ def _run(arena: Arena, spec: ModelSpec, spool: OpSpool, cpus: list[int],
     return PolicyRun(spec.policy, spec.record_bytes, snapshot, frees_skipped, result.ok,
                      result.describe_problems(),
                      {state: result.pages(state) for state in ("buddy", "pcp", "allocated")},
-                     report, pre_skipped, decay_passes, at_end, held)
+                     report, pre_skipped, decay_passes, at_end, held, spec.options.memdesc_high)
 
 
 def _drive(cpu_models: list[CpuAllocator], cpus: list[int], spool: OpSpool,
@@ -129,6 +133,10 @@ def _drive(cpu_models: list[CpuAllocator], cpus: list[int], spool: OpSpool,
                 frees[cpu](blocks.pop(), order, t)
             else:
                 pre_skipped += 1
+        elif block == DECAY_ONE_CPU:                  # OP_DECAY: a vmstat_update work
+            slot = slot_of.get(cpu)
+            if slot is not None:
+                decay_passes += policies[slot].decay() > 0
         else:
             for policy in policies:
                 decay_passes += policy.decay() > 0

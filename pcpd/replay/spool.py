@@ -16,6 +16,8 @@ from typing import BinaryIO
 # OP_FREE_PRE: the free of a block allocated before the capture (cpu, order and
 # memdesc type; block number 0): pass 2 takes one from the pre-capture pool.
 OP_ALLOC, OP_FREE, OP_DECAY, OP_FREE_PRE = range(4)
+# OP_DECAY's block number: a tick decays every CPU, a vmstat_update work its own CPU.
+DECAY_ALL_CPUS, DECAY_ONE_CPU = 0, 1
 OP = struct.Struct("<BIBBq")       # kind, cpu, order, memdesc type, block number
 FLUSH_BYTES = 1 << 16              # the write buffer: what the spool holds in memory
 READ_OPS = 1 << 16                 # operations read back per block

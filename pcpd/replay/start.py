@@ -103,6 +103,8 @@ class CpuStart:
     lists: tuple[int, ...]             # pages per kernel pindex: what the trace shows ...
     remainder: int = 0                 # ... plus these up to count, on list remainder_pindex
     remainder_pindex: int = -1
+    first_refill: int | None = None    # blocks of its first order-0 refill in the trace
+    frees_before_refill: int = 0       # frees onto its PCP lists before that refill
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class StartPlan:
     list_types: dict[tuple[int, int], int] = field(default_factory=dict)   # (order, mt) -> type
     pool: dict[tuple[int, int, int], int] = field(default_factory=dict)    # (cpu, order, type) -> n
     unknown: tuple[str, ...] = ()      # what the start state could not be told from
+    migratetypes: tuple[int, ...] = MIGRATETYPE_OF   # type -> migratetype (Decoded.migratetypes)
 
     @property
     def seeds(self) -> bool:
@@ -138,7 +141,7 @@ def build_plan(mode: str, decoded: Decoded, *, pagesets: dict[int, Pageset] | No
     if mode == "empty":
         return StartPlan(mode, unknown=("everything: every CPU starts with high at high_min and "
                                         "empty PCP lists in an all-free, all-Movable zone "
-                                        "(--start empty)",))
+                                        "(--start empty)",), migratetypes=decoded.migratetypes)
     cpus = [_cpu_start(cpu, decoded.start_lists.get(cpu),
                        pagesets.get(cpu) if pagesets is not None else None, high_is_state)
             for cpu in decoded.cpus]
@@ -148,7 +151,7 @@ def build_plan(mode: str, decoded: Decoded, *, pagesets: dict[int, Pageset] | No
                + _trace_unknowns(decoded, cpus, per_process)
                + _zone_unknowns(free_pages, pagetypes, no_capture))
     return StartPlan(mode, tuple(cpus), free_pages, managed, pagetypes, dict(decoded.list_types),
-                     dict(decoded.pool), tuple(unknown))
+                     dict(decoded.pool), tuple(unknown), decoded.migratetypes)
 
 
 def _cpu_start(cpu: int, lists: StartLists | None, p: Pageset | None, high_is_state: bool) -> CpuStart:
@@ -156,9 +159,11 @@ def _cpu_start(cpu: int, lists: StartLists | None, p: Pageset | None, high_is_st
     pages, anchored = _lists_shown(lists)
     count = p.count if p is not None else None
     high = p.high if (p is not None and high_is_state and p.high) else None
+    refill = (lists.first_refill, lists.frees_before_refill) if lists is not None else (None, 0)
     if count is None or count <= sum(pages):
-        return CpuStart(cpu, high, count, pages)
-    return CpuStart(cpu, high, count, pages, count - sum(pages), _remainder_list(pages, anchored))
+        return CpuStart(cpu, high, count, pages, 0, -1, *refill)
+    return CpuStart(cpu, high, count, pages, count - sum(pages), _remainder_list(pages, anchored),
+                    *refill)
 
 
 def _lists_shown(lists: StartLists | None) -> tuple[tuple[int, ...], tuple[bool, ...]]:
@@ -214,8 +219,9 @@ def _zone_unknowns(free_pages: int | None, pagetypes: ZonePageTypes | None, no_c
     if pagetypes is None:
         unknown.append("pageblock migratetypes (no /proc/pagetypeinfo, or --start trace): "
                        "Movable but where pool and PCP pages sit")
-    unknown.append("free_count, alloc_factor and the PCPF flags of every CPU (not in /proc/zoneinfo): "
-                   "0, so the first refills and drains are sized as after a quiet spell")
+    unknown.append("free_count and the PCPF flags of every CPU (not in /proc/zoneinfo): 0, so the "
+                   "first drains are sized as after a quiet spell; alloc_factor too, but where a "
+                   "CPU's first order-0 refill in the trace shows it")
     unknown.append("the free lists' per-order shape: free pages are in the largest blocks that fit")
     return unknown
 
@@ -287,7 +293,7 @@ def seed(arena: Arena, models: list[CpuAllocator], plan: StartPlan
     pcp_blocks = _pcp_blocks(models, plan, report)
     pool_blocks = _pool_blocks(plan)
     regions, used = _regions(arena.pages, plan, pcp_blocks, pool_blocks)
-    pieces, free_blocks = _layout(regions, used, pcp_blocks, pool_blocks, report)
+    pieces, free_blocks = _layout(regions, used, pcp_blocks, pool_blocks, plan.migratetypes, report)
     # labels first: a block put on its type's free list below sits in a pageblock of that
     # type, as the zone assumes when it merges or claims (__free_one_page(), claims by
     # label); and last, as captured, whatever a policy's claims relabelled meanwhile
@@ -368,7 +374,7 @@ def _regions(pages: int, plan: StartPlan, pcp_blocks: list[tuple[int, int, int, 
     """
     need: Counter[int] = Counter()                 # pages each migratetype's blocks take
     for _, order, t, n in pcp_blocks + pool_blocks:
-        need[MIGRATETYPE_OF[t]] += n << order
+        need[plan.migratetypes[t]] += n << order
     free_total = max(0, pages - sum(need.values()))
     if plan.free_pages is not None:
         free_total = min(plan.free_pages, free_total)
@@ -440,11 +446,12 @@ _Wanted = tuple[int, int, int, str]                # (order, slot, type, kind) o
 
 def _layout(regions: list[tuple[int, int, int]], used: dict[int, int],
             pcp_blocks: list[tuple[int, int, int, int]], pool_blocks: list[tuple[int, int, int, int]],
-            report: SeedReport) -> tuple[list[_Piece], list[tuple[int, int, int]]]:
+            migratetypes: tuple[int, ...], report: SeedReport
+            ) -> tuple[list[_Piece], list[tuple[int, int, int]]]:
     """Concrete blocks per region: PCP and pool blocks, filler, free blocks."""
     pieces: list[_Piece] = []
     free_blocks: list[tuple[int, int, int]] = []
-    wanted = _wanted_by_mt(pcp_blocks, pool_blocks)
+    wanted = _wanted_by_mt(pcp_blocks, pool_blocks, migratetypes)
     spill: list[_Wanted] = []
     for i, (start, size, mt) in enumerate(regions):
         todo = spill + wanted.pop(mt, [])
@@ -459,14 +466,14 @@ def _layout(regions: list[tuple[int, int, int]], used: dict[int, int],
     return pieces, free_blocks
 
 
-def _wanted_by_mt(pcp_blocks: list[tuple[int, int, int, int]],
-                  pool_blocks: list[tuple[int, int, int, int]]) -> dict[int, list[_Wanted]]:
+def _wanted_by_mt(pcp_blocks: list[tuple[int, int, int, int]], pool_blocks: list[tuple[int, int, int, int]],
+                  migratetypes: tuple[int, ...]) -> dict[int, list[_Wanted]]:
     """Every PCP and pool block to place, one entry a block, by its migratetype's region."""
     wanted: dict[int, list[_Wanted]] = {mt: [] for mt in _REGION_ORDER}
     for slot, order, t, n in pcp_blocks:
-        wanted[MIGRATETYPE_OF[t]] += [(order, slot, t, "pcp")] * n
+        wanted[migratetypes[t]] += [(order, slot, t, "pcp")] * n
     for slot, order, t, n in pool_blocks:
-        wanted[MIGRATETYPE_OF[t]] += [(order, slot, t, "pool")] * n
+        wanted[migratetypes[t]] += [(order, slot, t, "pool")] * n
     return wanted
 
 
@@ -512,7 +519,7 @@ def _allocate(models: list[CpuAllocator], pieces: list[_Piece]) -> dict[tuple[in
     for p in pieces:
         if p.kind == "pcp":
             continue
-        mt = MIGRATETYPE_OF[p.t]
+        mt = models[p.slot].policy.migratetypes[p.t]
         zone.put_free_block(p.pfn, p.order, mt)
         got = models[p.slot].policy.alloc(p.t, p.order)
         if got != p.pfn:
@@ -531,7 +538,7 @@ def _fill_pcps(models: list[CpuAllocator], pieces: list[_Piece]) -> None:
             lists.setdefault((p.slot, p.order, p.t), []).append(p.pfn)
     zone = models[0].zone
     for (slot, order, t), pfns in lists.items():
-        mt = MIGRATETYPE_OF[t]
+        mt = models[slot].policy.migratetypes[t]
         for pfn in pfns:
             zone.put_free_block(pfn, order, mt)
         policy = models[slot].policy
@@ -558,17 +565,42 @@ def _free_regions(zone: Zone, free_blocks: list[tuple[int, int, int]]) -> None:
         zone.put_free_block(pfn, order, mt, to_tail=True)
 
 
+def alloc_factor_at_start(first_refill: int | None, frees: int, batch: int, scale_max: int) -> int | None:
+    """pcp->alloc_factor when the trace began, from the CPU's first order-0 refill, or None.
+
+    nr_pcp_alloc() takes ``batch << alloc_factor`` blocks (unless ``high``
+    leaves less room) and only an order-0 refill raises alloc_factor;
+    free_frozen_page_commit() halves it at every free.  A first refill of
+    exactly ``batch << k`` blocks after ``frees`` frees says it was at least
+    ``k << frees`` at the start (capped at PCP_BATCH_SCALE_MAX); any other size
+    (a refill cut by ``high``, or by the trace's start) says nothing, nor
+    does ``k == 0`` after a free.
+    """
+    if not first_refill or batch <= 0 or first_refill % batch:
+        return None
+    k = (first_refill // batch).bit_length() - 1
+    if first_refill != batch << k or (k == 0 and frees):
+        return None
+    return min(k << min(frees, scale_max), scale_max)
+
+
 def _reset(models: list[CpuAllocator], plan: StartPlan, saved: list[list[tuple[int, int]]],
            report: SeedReport) -> None:
-    """PCP tuning state as at boot but for high, every counter zeroed."""
+    """PCP tuning state as at boot but for high (and alloc_factor where the trace shows
+    it), every counter zeroed."""
     zone = models[0].zone
     zone.z[Z_CLAIMS] = zone.z[Z_STEALS] = 0
     zone.flags_from_watermarks()
     for slot, model in enumerate(models):
         policy = model.policy
-        high = plan.cpus[slot].high if slot < len(plan.cpus) else None
+        start = plan.cpus[slot] if slot < len(plan.cpus) else None
+        high = start.high if start is not None else None
+        factors = set()
         for pcp, (boot_high, flags) in zip(policy.pcps, saved[slot]):
-            pcp.alloc_factor = 0
+            factor = (alloc_factor_at_start(start.first_refill, start.frees_before_refill, pcp.batch,
+                                            pcp.scale_max) if start is not None else None)
+            factors.add(factor)
+            pcp.alloc_factor = factor or 0
             pcp.free_count = 0
             pcp.flags = flags
             pcp.high = boot_high if high is None else min(max(high, pcp.high_min), pcp.high_max)
@@ -576,4 +608,5 @@ def _reset(models: list[CpuAllocator], plan: StartPlan, saved: list[list[tuple[i
         v[:] = [0] * len(v)
         if slot < len(report.pcp):
             report.pcp[slot]["high_model"] = sum(p.high for p in policy.pcps)
+            report.pcp[slot]["alloc_factor"] = factors.pop() if len(factors) == 1 else None
             report.pcp[slot]["count_model"] = policy.pcp_pages()

@@ -8,7 +8,9 @@ comma-separated list, default the config's ``policy.name``), each on a fresh
 zone with the same seed.  Output, in ``--out DIR`` (default
 ``results/<name>-virtual-<N>cpus-<era>``): results.json, results.csv,
 report.md, policies.png and tuning.png in the formats of ``pcpd experiment``, labelled
-``mode = "virtual"``; a short summary goes to stdout.
+``mode = "virtual"``; a short summary goes to stdout.  ``--listen HOST:PORT``
+serves each run's metrics there while it runs (the runs one after another, on
+the same address), labelled ``mode="virtual"`` as the files are.
 
 Bad input is one line on stderr and exit 2, before anything runs; a run whose
 final audit fails exits 1 after writing its files.
@@ -61,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR",
                         help="directory for the results (default: results/<name>-virtual-<N>cpus-<era>)")
     parser.add_argument("--replace", action="store_true", help="overwrite results already in DIR")
+    parser.add_argument("--listen", type=argtypes.listen_address, metavar="HOST:PORT",
+                        help="serve each run's /metrics here while it runs (default: none)")
 
 
 def on_virtual_cpus(settings: Settings, cpus: int | None = None) -> Settings:
@@ -109,14 +113,20 @@ def command_line(args: argparse.Namespace, settings: Settings, policies: tuple[s
 
 
 class _Progress:
-    """Operations done, redrawn on one stderr line at a terminal; nothing elsewhere."""
+    """Operations done, redrawn on one stderr line at a terminal; nothing elsewhere but where
+    the run serves its metrics, as it starts."""
 
-    def __init__(self, label: str) -> None:
-        self.label = label
+    def __init__(self, simulation: Simulation) -> None:
+        self.simulation = simulation
+        self.label = simulation.policy_name
         self.tty = sys.stderr.isatty()
         self.began = time.monotonic()
 
     def __call__(self, done: int, total: int) -> None:
+        exporter = self.simulation.exporter
+        if done == 0 and exporter is not None:
+            print(f"pcpd simulate: {self.label}: metrics on http://{exporter.address}/metrics",
+                  file=sys.stderr, flush=True)
         if self.tty:
             print(f"\rpcpd simulate: {self.label}: {done:,}/{total:,} ops, "
                   f"{time.monotonic() - self.began:.0f} s", end="", file=sys.stderr, flush=True)
@@ -136,7 +146,8 @@ def command(args: argparse.Namespace) -> int:
     existing = [path for path in paths if os.path.lexists(path)]
     if existing and not args.replace:
         raise UsageError(f"{existing[0]} exists; pass --replace to overwrite it, or --out DIR")
-    simulations = [Simulation(settings, policy) for policy in policies]   # model errors before running
+    simulations = [Simulation(settings, policy, listen=args.listen or "")   # model errors before running
+                   for policy in policies]
     if settings.sweep.key:
         print(f"pcpd simulate: note: the config's sweep of {settings.sweep.key} is not run; this runs "
               f"the config's own {settings.sweep.key}", file=sys.stderr)
@@ -146,7 +157,7 @@ def command(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out}: cannot create the directory: {err.strerror}") from None
     runs = []
     for simulation in simulations:
-        progress = _Progress(simulation.policy_name)
+        progress = _Progress(simulation)
         result = simulation.run(progress)
         progress.close(result)
         runs.append(output.run_record(result, settings.seed))

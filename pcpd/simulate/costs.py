@@ -16,8 +16,9 @@ priced by what it did, never by its name:
   ``locked_line_ns`` per line the buddy work charged while it was held.  The
   per-page cost of a refill (``rmqueue_bulk``) or a drain
   (``free_pcppages_bulk``) is therefore the lines it charges per page (free
-  list unlink and link, buddy checks, merges: 2 to 6 for an order-0 page) at
-  the price of a line that is usually cold.
+  list unlink and link, buddy checks, merges; each line once per refill or
+  drain, however many steps touch it: about 3 a page for order 0 under
+  ``legacy``) at the price of a line that is usually cold.
 
 Times are kept in integer picoseconds, so sums are exact and a run's virtual
 times do not depend on float rounding order.
@@ -96,8 +97,9 @@ COST_SOURCES: dict[str, tuple[str, str]] = {
         "will-it-scale page_fault1 at full load on a 2-socket Broadwell (88 CPUs), v4.16: 9.0M faults/s "
         "with zone->lock the bottleneck (Aaron Lu, 'mm/free_pcppages_bulk: prefetch buddy while not "
         "holding lock', 2018: the time under zone->lock is mostly struct page cache misses): at most "
-        "111 ns of hold per page refilled and drained; the model charges ~9 buddy lines a page for "
-        "the two (order 0, measured on page-fault1.toml): 12 ns a line"),
+        "111 ns of hold per page refilled and drained; the model charges 3.04 buddy lines a page for "
+        "the two, each line once per refill or drain (legacy, order 0, measured on page-fault1.toml "
+        "on 4 CPUs): 36 ns a line"),
 }
 COST_KEYS: tuple[str, ...] = tuple(COST_SOURCES)
 

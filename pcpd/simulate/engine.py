@@ -28,21 +28,37 @@ after it, every CPU's PCP tuning (high, free_count, alloc_factor) goes into a
 ``TuningSeries``: the daemon's once-a-second series, scaled to runs that last
 milliseconds; the last sample is the state the run ended in.
 
-When every CPU has done its operations the run's counters are read (the
-measured window is the whole run, as for ``pcpd run --ops``).  Then each CPU
-frees what it holds, takes its inbox and drains its PCPs, and the page array
-is audited: every page must be back in the buddy.
+When every CPU has done its operations each one folds its counters into its
+stats block in the arena, as a worker's ``fold`` does, and the run's counters
+are read from there (the measured window is the whole run, as for ``pcpd run
+--ops``).  Then each CPU frees what it holds, takes its inbox and drains its
+PCPs, and the page array is audited: every page must be back in the buddy.
+
+With ``listen`` the run serves /metrics (``pcpd.exporter``) over its arena
+from its start until its counters are final, before the exit drains: its
+``pcpd_info`` says ``mode="virtual"``, and ``pcpd_virtual_time_seconds_total``
+is the virtual time simulated so far.  The CPUs fold their counters into the
+arena every ``FOLD_NS`` of wall-clock time (longer where a fold of many CPUs
+takes longer: ``FOLD_SPACING``), looked at every ``CHECK_EVERY`` steps, never
+per operation: folding writes gauges and copies counters, so the
+counts and virtual times are the same with and without it.  There is no
+process per virtual CPU: this one process stands in the first CPU slot, so the
+worker families count it once (docs/metrics.md).
 
 Imports: ``pcpd.config``, ``pcpd.model``, ``pcpd.spec``, ``pcpd.daemon`` (audit, report),
-``workers`` (cpu, workloads, worker), ``pcpd.simulate`` (costs, clock).
+``workers`` (cpu, workloads, worker), ``pcpd.simulate`` (costs, clock); ``pcpd.exporter`` for a
+run that serves metrics.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -50,9 +66,9 @@ from pcpd.config.rules import assign_workloads, worker_cpus
 from pcpd.config.settings import MAX_VIRTUAL_CPUS, Settings, WorkloadSettings
 from pcpd.daemon.audit import audit
 from pcpd.model import rings
-from pcpd.model.arena import RING_HEADER, Arena
+from pcpd.model.arena import C_PID, RING_HEADER, Arena
 from pcpd.model.sizing import PcpLimits
-from pcpd.model.stats import ALLOC_FAIL, INDEX, NR_STATS, TUNING_GAUGES, Snapshot
+from pcpd.model.stats import ALLOC_FAIL, INDEX, NR_STATS, TUNING_GAUGES, Snapshot, read_snapshot
 from pcpd.model.tuning import TuningSeries
 from pcpd.model.zone import Z_WMARK_LOW
 from pcpd.simulate.clock import CpuClock, LockFigures, VirtualZoneLock, ZoneLockClock
@@ -60,10 +76,17 @@ from pcpd.simulate.costs import PS_PER_NS, CostModel, line_counter, potential_of
 from pcpd.spec import ModelSpec
 from workers.cpu import CpuAllocator, SharedLocks, create_arena
 from workers.policies import Policy
-from workers.worker import CHUNK
+from workers.worker import CHUNK, FOLD_NS
 from workers.workloads import BACKOFF_FRACTION, Workload
 
-__all__ = ["MAX_VIRTUAL_CPUS", "Simulation", "SimulationResult", "ring_slots_for", "simulate"]
+if TYPE_CHECKING:
+    from pcpd.exporter import MetricsServer
+
+__all__ = ["MAX_VIRTUAL_CPUS", "MODE", "Simulation", "SimulationResult", "ring_slots_for", "simulate"]
+
+log = logging.getLogger(__name__)
+
+MODE = "virtual"                 # pcpd_info's mode label, and the results' metadata.mode
 
 # The rings are ncpus x ncpus (src, dst) pairs; above about 90 CPUs their slots shrink so all
 # of them fit this budget (a real run has 1024 slots a ring and one ring per pair of workers).
@@ -74,11 +97,19 @@ PS_PER_SECOND = PS_PER_NS * 10**9
 # on 4 CPUs, with their caller costs, last 0.4 to 10 ms of virtual time: 40 to 1,000 samples, a long
 # run's thinned to at most TUNING_SAMPLES as the daemon's are.
 TUNING_INTERVAL = 10e-6
+# Steps between looks at the wall clock (is a fold due?) and progress reports: a few ms of a run.
+CHECK_EVERY = 1 << 12
+REPORT_EVERY = 1 << 16
+# A fold reads every ring (ncpus^2 of them: 0.65 s at 1,024 CPUs here), so the next one waits at
+# least this many times as long as the last took: folding costs at most a tenth of the run.
+FOLD_SPACING = 10
 
 _LOW_WMARK_EVENTS = ALLOC_FAIL["watermark"]
 _REMOTE_OUT = INDEX["free_remote_out"]
 _REMOTE_IN = INDEX["free_remote_in"]
 _TUNING_COLUMNS = [INDEX[name] for name in TUNING_GAUGES]
+_HELD, _INFLIGHT = INDEX["held_pages"], INDEX["inflight_pages"]
+_WAVES, _HEARTBEAT = INDEX["pressure_waves"], INDEX["heartbeat_ns"]
 
 
 def ring_slots_for(ncpus: int) -> int:
@@ -123,6 +154,17 @@ class VirtualCpu:
         for pfn, t, order in taken:
             policy.free(pfn, order, t)
         self.v[_REMOTE_IN] += len(taken)
+
+    def fold(self, block: np.ndarray) -> None:
+        """Worker.fold: gauges into the counters, then every counter into the CPU's stats block;
+        its heartbeat is its virtual clock."""
+        v, workload = self.v, self.workload
+        self.policy.publish_gauges()
+        v[_HELD] = workload.held_pages
+        v[_INFLIGHT] = self.outbox.queued_pages()
+        v[_WAVES] = workload.waves
+        v[_HEARTBEAT] = self.clock.now // PS_PER_NS
+        self.alloc.counters.fold(block)
 
     def check_watermark(self) -> None:
         """Worker.check_watermark of a bounded run: below the low watermark back off as
@@ -170,10 +212,18 @@ class SimulationResult:
 
 
 class Simulation:
-    """One run: build the model for ``settings`` (its ``cpus`` are the virtual CPUs), run, audit."""
+    """One run: build the model for ``settings`` (its ``cpus`` are the virtual CPUs), run, audit.
 
-    def __init__(self, settings: Settings, policy: str | None = None, ops: int | None = None) -> None:
+    ``listen`` ("host:port", "" for none): serve the run's metrics there while it runs
+    (``exporter`` is the server meanwhile, None otherwise).
+    """
+
+    def __init__(self, settings: Settings, policy: str | None = None, ops: int | None = None,
+                 listen: str = "") -> None:
         self.settings = settings
+        self.listen = listen
+        self.exporter: MetricsServer | None = None
+        self._virtual_seconds = 0.0                  # as of the last fold, for the exporter
         self.policy_name = policy or settings.policy.name
         self.ops_per_cpu = ops or settings.simulate.ops
         # the CPUs are virtual: never this machine's, so they are all "available"
@@ -185,14 +235,37 @@ class Simulation:
         self.ring_slots = ring_slots_for(len(self.cpus))
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> SimulationResult:
-        """Run every CPU's operations; ``progress(done, total)`` is called now and then."""
+        """Run every CPU's operations; ``progress(done, total)`` is called at the start (once
+        metrics are served), now and then, and once the counters are final."""
         began = time.perf_counter()
         arena = create_arena(self.spec, self.ring_slots)
         try:
             return self._run(arena, progress, began)
         finally:
+            self._stop_exporter()
             arena.close()
             arena.unlink()
+
+    def info(self) -> dict[str, str]:
+        """The labels of ``pcpd_info``: the daemon's (``Daemon.info``), in mode "virtual"."""
+        return {"policy": self.policy_name, "era": self.spec.era, "record_bytes": str(self.spec.record_bytes),
+                "config": self.settings.name, "mode": MODE}
+
+    def _start_exporter(self, arena: Arena) -> None:
+        """Serve ``arena``'s metrics at ``listen``.  This process runs every virtual CPU: it
+        stands in the first slot, so the worker families report its CPU time once."""
+        # imported here: only runs that serve metrics pay for it (as in the daemon)
+        from pcpd.exporter import start_exporter
+
+        arena.cpuctl[0, C_PID] = os.getpid()
+        self.exporter = start_exporter(arena, self.listen, self.info(), self.settings.exporter.per_cpu,
+                                       cpus=self.cpus, virtual_time=lambda: self._virtual_seconds)
+        log.info("%s: metrics on http://%s/metrics", self.policy_name, self.exporter.address)
+
+    def _stop_exporter(self) -> None:
+        if self.exporter is not None:
+            self.exporter.stop()
+            self.exporter = None
 
     def _run(self, arena: Arena, progress: Callable[[int, int], None] | None,
              began: float) -> SimulationResult:
@@ -213,10 +286,22 @@ class Simulation:
         self._last_sample = 0
         self.tuning = TuningSeries(cpus, TUNING_INTERVAL)
         self._gauges = Snapshot(np.zeros((len(cpus), NR_STATS), dtype=np.int64), np.zeros(NR_STATS, dtype=np.int64))
+        self._arena = arena
+        self._next_fold = 0
+        if self.listen:
+            self._start_exporter(arena)
+        total = self.ops_per_cpu * len(vcpus)
+        if progress is not None:
+            progress(0, total)
         self._loop(potential, decay_ps, progress)
-        seconds = max(v.finished_at for v in vcpus) / PS_PER_SECOND
-        self._sample_until(max(v.finished_at for v in vcpus))
-        snapshot = self._snapshot()
+        end = max(v.finished_at for v in vcpus)
+        seconds = end / PS_PER_SECOND
+        self._sample_until(end)
+        self._fold(end)                                    # the counters are final
+        snapshot = read_snapshot(arena)
+        if progress is not None:
+            progress(total, total)
+        self._stop_exporter()                              # before the exit drains change the zone
         self.tuning.sample(seconds, snapshot)              # the state the run ended in, as the daemon's
         lock = lock_clock.figures(seconds)
         end_ps = max(self._last_sample, 1)
@@ -236,7 +321,7 @@ class Simulation:
         vcpus, lock_clock, max_ops = self.vcpus, self.lock_clock, self.ops_per_cpu
         heap = [(0, slot) for slot in range(len(vcpus))]       # (clock in ps, slot): sorted, a heap
         heapreplace, heappop = heapq.heapreplace, heapq.heappop
-        total, done, report_every = max_ops * len(vcpus), 0, 1 << 16
+        total, done, check_mask = max_ops * len(vcpus), 0, CHECK_EVERY - 1
         steps = [(v, v.workload.step, v.policy, v.clock) for v in vcpus]
         next_tuning = round(self.tuning.next * PS_PER_SECOND)
         while heap:
@@ -259,10 +344,27 @@ class Simulation:
             else:
                 heapreplace(heap, (clock.now, slot))
             done += 1
-            if progress is not None and done % report_every == 0:
-                progress(done, total)
-        if progress is not None:
-            progress(total, total)
+            if not done & check_mask and heap:
+                self._checkpoint(heap[0][0], done, total, progress)
+
+    def _checkpoint(self, now: int, done: int, total: int,
+                    progress: Callable[[int, int], None] | None) -> None:
+        """Every CHECK_EVERY steps: fold the counters for the exporter once FOLD_NS of
+        wall-clock time has passed since the last fold, and report progress now and then."""
+        if self.exporter is not None and time.monotonic_ns() >= self._next_fold:
+            self._fold(now)
+        if progress is not None and done % REPORT_EVERY == 0:
+            progress(done, total)
+
+    def _fold(self, now: int) -> None:
+        """Every CPU's counters into its stats block (``VirtualCpu.fold``), as of virtual time
+        ``now`` (ps): every step that starts before it has run."""
+        began, stats = time.monotonic_ns(), self._arena.stats
+        for vcpu in self.vcpus:
+            vcpu.fold(stats[vcpu.slot])
+        self._virtual_seconds = now / PS_PER_SECOND
+        done = time.monotonic_ns()
+        self._next_fold = done + max(FOLD_NS, FOLD_SPACING * (done - began))
 
     def _housekeeping(self, vcpu: VirtualCpu, now: int, decay_ps: int) -> None:
         """What a worker does between chunks (``Worker.run``), then a PCP sample."""
@@ -308,20 +410,6 @@ class Simulation:
         self.tuning.sample(now / PS_PER_SECOND, self._gauges)
 
     # -- the end ----------------------------------------------------------------------
-    def _snapshot(self) -> Snapshot:
-        """Every CPU's counters, gauges as a worker's fold sets them (``Worker.fold``)."""
-        rows = []
-        for vcpu in self.vcpus:
-            v = vcpu.v
-            vcpu.policy.publish_gauges()
-            v[INDEX["held_pages"]] = vcpu.workload.held_pages
-            v[INDEX["inflight_pages"]] = vcpu.outbox.queued_pages()
-            v[INDEX["pressure_waves"]] = vcpu.workload.waves
-            v[INDEX["heartbeat_ns"]] = vcpu.finished_at // PS_PER_NS
-            rows.append(list(v))
-        per_cpu = np.array(rows, dtype=np.int64)
-        return Snapshot(per_cpu=per_cpu, retired=np.zeros(NR_STATS, dtype=np.int64))
-
     def _exit(self, arena: Arena) -> tuple[bool, str]:
         """Worker.stop for every CPU: free what is held, take the inbox, drain; then audit."""
         for vcpu in self.vcpus:
@@ -341,6 +429,6 @@ class Simulation:
 
 
 def simulate(settings: Settings, policy: str | None = None, ops: int | None = None,
-             progress: Callable[[int, int], None] | None = None) -> SimulationResult:
+             progress: Callable[[int, int], None] | None = None, listen: str = "") -> SimulationResult:
     """One virtual-time run of ``settings`` (its ``cpus`` are the virtual CPUs) under ``policy``."""
-    return Simulation(settings, policy, ops).run(progress)
+    return Simulation(settings, policy, ops, listen).run(progress)

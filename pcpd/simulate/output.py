@@ -43,11 +43,10 @@ from pcpd.analysis.results import (
 from pcpd.config.settings import Settings
 from pcpd.model.stats import zero_snapshot
 from pcpd.simulate.costs import COST_SOURCES, CostModel
-from pcpd.simulate.engine import SimulationResult
+from pcpd.simulate.engine import MODE, SimulationResult
 
 __all__ = ["MODE", "VIRTUAL_COLUMNS", "run_record", "metadata", "write_all", "summary_lines"]
 
-MODE = "virtual"
 OUTPUTS = (RESULTS_JSON, RESULTS_CSV, report.REPORT, report.POLICIES_PNG, report.TUNING_PNG)
 
 # (key in a run's "virtual", label, unit) in the order the CSV, the report and the summary list them

@@ -3,8 +3,9 @@ counter indices, PCP tuning, and the refill/drain/decay machinery."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pcpd.kernel import (
     ALLOC_NOFRAGMENT_ERAS,
@@ -57,6 +58,7 @@ class PolicyOptions:
     noncompound_free: str = "buddy"    # compound: "buddy" | "convert"
     noncompound_alloc: str = "buddy"   # compound: "buddy" | "pcp"
     memdesc_high: str = "shared"       # memdesc: "shared" | "per-type" | "split"
+    migratetypes: tuple[int, ...] = MIGRATETYPE_OF   # each type's; a replay takes the trace's
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,18 @@ class PcpTuning:
 
 
 class Policy:
-    """One CPU's allocator front end: PCP lists over the shared zone."""
+    """One CPU's allocator front end: PCP lists over the shared zone.
+
+    Hits charge cachelines to ``v`` inline; everything else through the CPU's
+    ``LineCharges``, ``self.zone.lines`` (pcpd.model.memmap), once per line
+    per operation.  A helper that hits and misses share takes ``lines``:
+    None on a hit, which adds to ``v`` at once (a hit's steps touch distinct
+    lines), the LineCharges on a miss (an argument costs the hit less than a
+    test of ``lines.exact``).  LineCharges is reached through the zone, not
+    kept here: CPython 3.11 keeps an instance's attributes in its fast
+    shared-key layout only up to 29 of them, pcp-buddy's are 29, and a 30th
+    slowed its every hit by 5%.
+    """
 
     name: ClassVar[str]                   # its entry in the registry (pcpd.policies)
 
@@ -98,6 +111,7 @@ class Policy:
         self.cpu = cpu
         self.tuning = tuning
         self.options = options
+        self.migratetypes = options.migratetypes      # the list each type allocates from
         self.mem = arena.memq
         self.np_mem = arena.mem
         self.rb = arena.record_bytes
@@ -108,7 +122,7 @@ class Policy:
         self.pcps = self._make_pcps()
         self.pcp = self.pcps[0]
         # (type, order) -> the list an allocation pops, and its counter
-        self._lists = [[pcp.lists[pcp.list_index(o, MIGRATETYPE_OF[t], t % pcp.nr_types)]
+        self._lists = [[pcp.lists[pcp.list_index(o, self.migratetypes[t], t % pcp.nr_types)]
                         if pcp.allowed[o] else None
                         for o in PAGE_ORDERS] for t, pcp in zip(range(len(TYPES)), self._pcp_of_type())]
         self._alloc_ctr = [[stats.alloc_index(t, o) for o in PAGE_ORDERS] for t in range(len(TYPES))]
@@ -169,7 +183,7 @@ class Policy:
         once more (pcpd.model.zone).  Should rmqueue_buddy() find a block (freed
         by another CPU since), it goes through the PCP list here, not around it.
         """
-        zone, mt = self.zone, MIGRATETYPE_OF[t]
+        zone, mt = self.zone, self.migratetypes[t]
         zone.check_watermarks(order)
         n = pcp.nr_pcp_alloc(order, zone.below_high)
         blocks = zone.rmqueue_bulk(order, mt, n, self.nofragment)
@@ -193,16 +207,60 @@ class Policy:
         return True
 
     def _drain(self, pcp: PerCpuPages, count: int, start_pindex: int, cause: str) -> int:
-        """free_pcppages_bulk(): one zone->lock acquisition for the whole batch."""
+        """free_pcppages_bulk(): one zone->lock acquisition for the whole batch; one
+        operation, each line it touches charged once."""
+        self.zone.lines.begin()
         blocks = self._take_for_drain(pcp, count, start_pindex)
+        if blocks:
+            self.zone.free_pcppages_bulk(blocks)
+            self._clear_below_high(cause)
+        self.zone.lines.fold()
         if not blocks:
             return 0
-        self.zone.free_pcppages_bulk(blocks)
-        self._clear_below_high(cause)
         pages = sum(1 << order for _, order in blocks)
         self.v[stats.DRAINS[cause]] += 1
         self.v[stats.DRAIN_PAGES[cause]] += pages
         return pages
+
+    def _alloc_miss(self, pcp: PerCpuPages, lst, t: int, order: int) -> int:
+        """rmqueue_pcplist() on an empty list: rmqueue_bulk() refills it and the first
+        block is taken as a hit takes it (or, with nothing to refill from, the
+        buddy); one operation, each line charged once."""
+        self.zone.lines.begin()
+        if self._refill(pcp, lst, order, t):
+            self.v[REFILL] += 1
+            pfn = self._take_first(pcp, lst, t, order)
+        else:
+            pfn = self._alloc_buddy(t, order)
+        self.zone.lines.fold()
+        return pfn
+
+    def _take_first(self, pcp: PerCpuPages, lst, t: int, order: int) -> int:
+        """The first block off a list a refill just filled, in use, as alloc() takes it
+        on a hit (inline there), charged through ``self.zone.lines``."""
+        raise NotImplementedError
+
+    def _alloc_buddy(self, t: int, order: int) -> int:
+        """rmqueue_buddy() and the block made type t: an order the PCP does not serve."""
+        raise NotImplementedError
+
+    def _drain_after_free(self, pcp: PerCpuPages, count: int, start_pindex: int,
+                          freed_lines: Callable[..., None], *block: Any) -> None:
+        """free_frozen_page_commit()'s drain, in the free's operation.  The free just
+        pushed a block, charging its lines inline as a hit does; ``freed_lines(*block)``
+        (``_freed_lines`` for a PCP list) states them again, so the drain counts
+        each line free and drain both touch once."""
+        lines = self.zone.lines
+        lines.begin()
+        lines.prepaid(freed_lines, *block)
+        self._drain(pcp, count, start_pindex, pcp.drain_cause)
+        lines.fold()
+
+    def _freed_lines(self, lst, pfn: int, order: int, t: int) -> None:
+        """The lines free() charged for block ``pfn``, whose entry is now first on
+        ``lst``, stated through ``self.zone.lines``: as the free's own code charges
+        them (the block's, the old first entry's link, any order > 0 work)."""
+        raise NotImplementedError
 
     def _take_for_drain(self, pcp: PerCpuPages, count: int, start: int) -> list[tuple[int, int]]:
         """free_pcppages_bulk()'s selection, each block out of its PCP state: (pfn, order)."""

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from pcpd.kernel import PAGE_ORDERS
 from pcpd.model import memmap, stats
-from workers.policies.base import COMPOUND_OF, FOLIO_OF, MIGRATETYPE_OF, RMAP_W, T_KERNEL, TYPES
+from workers.policies.base import COMPOUND_OF, FOLIO_OF, RMAP_W, T_KERNEL, TYPES
 from workers.policies.struct_page import CompoundPolicy, _Page64Policy
 
 __all__ = ["CompoundLazyPolicy", "CompoundContigPolicy"]
@@ -83,17 +83,19 @@ class _PerEntryCompound(CompoundPolicy):
                 self._popped_prepped = self.eager_refill[t]
         return super().alloc(t, order)
 
-    def _after_pcp_alloc(self, pfn: int, t: int, order: int) -> None:
+    def _after_pcp_alloc(self, pfn, t, order, lines=None) -> None:
         prepped = self._popped_prepped
         if COMPOUND_OF[t]:
             if not prepped:                            # the first allocation preps
-                self._prep_compound_page(pfn, order)
+                self._prep_compound_page(pfn, order, lines)
             if FOLIO_OF[t]:                            # folio_prep_large_rmappable() / page_rmappable_folio()
                 self._set_large_rmappable(pfn, True)
-                if prepped:                            # else page[1] is prep's line, charged there
+                if prepped and lines is None:          # else page[1] is prep's line, charged there
                     self.v[RMAP_W] += 1
+                elif prepped:
+                    lines.page(RMAP_W, pfn + 1)
         elif prepped:                                  # hand out plain pages: undo compound
-            self._free_tail_pages(pfn, order, compound=True)
+            self._free_tail_pages(pfn, order, True, lines)
 
     def _enter(self, pcp, lst, blocks, order, t) -> None:
         if order and self.eager_refill[t]:
@@ -104,8 +106,11 @@ class _PerEntryCompound(CompoundPolicy):
     def _leave(self, pcp, entries):
         mem = self.mem
         for pfn, order in entries:
-            if order and mem[pfn * 8] & _PG_HEAD:      # only prepped blocks carry tail state
-                self._free_tail_pages(pfn, order, compound=True)
+            if not order:
+                continue
+            self.zone.lines.page(_PAGE_R, pfn)
+            if mem[pfn * 8] & _PG_HEAD:                # only prepped blocks carry tail state
+                self._free_tail_pages(pfn, order, True, self.zone.lines)
         return _Page64Policy._leave(self, pcp, entries)
 
 
@@ -125,7 +130,7 @@ class CompoundContigPolicy(_PerEntryCompound):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # non-compound allocations are served from the PCP, whatever noncompound_alloc says
-        pcp, mt = self.pcp, MIGRATETYPE_OF[T_KERNEL]
+        pcp, mt = self.pcp, self.migratetypes[T_KERNEL]
         self._lists[T_KERNEL] = [pcp.lists[pcp.pindex[o][mt]] if pcp.allowed[o] else None
                                  for o in PAGE_ORDERS]
 
@@ -141,3 +146,9 @@ class CompoundContigPolicy(_PerEntryCompound):
         if FOLIO_OF[t]:
             self._undo_large_rmappable(pfn, order)
         return _PG_HEAD
+
+    def _prepared_lines(self, pfn: int, order: int, t: int) -> None:
+        if not COMPOUND_OF[t]:
+            self._tail_undo_lines(pfn, order, self.zone.lines)
+        elif FOLIO_OF[t]:
+            self._undo_large_rmappable_lines(pfn, order)

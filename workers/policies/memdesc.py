@@ -9,7 +9,7 @@ from pcpd.kernel import MIGRATE_PCPTYPES, PAGE_ORDERS, PAGEBLOCK_ORDER
 from pcpd.model import memmap
 from pcpd.model.arena import DESC_WORDS
 from pcpd.model.linetrace import untraced
-from pcpd.model.memmap import NIL, lines_spanned
+from pcpd.model.memmap import NIL, LineCharges, lines_spanned
 from pcpd.model.slab import (
     D_DEFERRED,
     D_ENTIRE_MAPCOUNT,
@@ -40,8 +40,6 @@ from workers.policies.base import (
     HIT,
     MD_W,
     MEMDESC_OF,
-    MIGRATETYPE_OF,
-    REFILL,
     T_KERNEL,
     TYPES,
     Policy,
@@ -74,21 +72,28 @@ class _MemdescPolicy(Policy):
         # D_STATE words of a new descriptor, by state: _new_desc() runs per page of a refill
         self._dstate_new = {DS_INUSE: self._dstate_inuse, DS_PCP: self._dstate_pcp}
 
-    def _set_memdesc(self, pfn: int, order: int, value: int) -> None:
+    # The helpers below serve hits and misses both: ``lines`` is None on a hit (see Policy).
+    def _set_memdesc(self, pfn: int, order: int, value: int, lines: LineCharges | None = None) -> None:
         """Store the memdesc word into every page of the block."""
         w = self.w
         if not order:                                  # one record: one line
             self.mem[pfn * w + self.mw] = value
-            self.v[MD_W] += 1
+            if lines is None:
+                self.v[MD_W] += 1
+            else:
+                lines.page(MD_W, pfn)
             return
         n = 1 << order
         self.np_mem[pfn * w + self.mw:(pfn + n) * w:w] = value
-        self.v[MD_W] += lines_spanned(pfn, n, self.rb)
+        if lines is None:
+            self.v[MD_W] += lines_spanned(pfn, n, self.rb)
+        else:
+            lines.pages(MD_W, pfn, n)
 
     def _misc_word(self, state: int, order: int) -> int:
         return memmap.MEMDESC_MISC | (state << 4) | (order << 8) | ((self.cpu + 1) << 16)
 
-    def _new_desc(self, t: int, order: int, pfn: int, state: int) -> int:
+    def _new_desc(self, t: int, order: int, pfn: int, state: int, lines: LineCharges | None = None) -> int:
         """slab_alloc() a descriptor and fill it in (section 6.4)."""
         idx = self.slab.alloc()
         d, base = self.d, idx * DESC_WORDS
@@ -97,13 +102,17 @@ class _MemdescPolicy(Policy):
         d[base + D_REFCOUNT] = 1 if state == DS_INUSE else 0
         d[base + D_MAPPING] = 0
         d[base + D_MAPCOUNT] = -1
-        lines = 1
-        if order and FOLIO_OF[t]:                      # large folios use the second line
+        large = order and FOLIO_OF[t]
+        if large:                                      # large folios use the second line
             d[base + D_ENTIRE_MAPCOUNT] = -1
             d[base + D_NR_PAGES_MAPPED] = 0
             d[base + D_DEFERRED] = NIL
-            lines = 2
-        self.v[DESC_W] += lines
+        if lines is None:
+            self.v[DESC_W] += 2 if large else 1
+        else:
+            lines.desc(DESC_W, base + D_STATE)
+            if large:
+                lines.desc(DESC_W, base + D_ENTIRE_MAPCOUNT)
         return idx
 
     def _desc_of(self, pfn: int) -> int:
@@ -111,6 +120,7 @@ class _MemdescPolicy(Policy):
         return self._held[pfn * self.w + self.mw] >> 4
 
     def _desc_pfn(self, idx: int) -> int:
+        self.zone.lines.desc(DESC_R, idx * DESC_WORDS + D_PFN)
         return self.d[idx * DESC_WORDS + D_PFN]
 
     def _desc_push(self, lst, idx: int) -> None:
@@ -118,16 +128,19 @@ class _MemdescPolicy(Policy):
         old = lst[-1] if lst else NIL
         d[base + D_NEXT] = old
         d[base + D_PREV] = NIL
-        if old != NIL:
+        if old != NIL:                                 # only ever a free's hit part
             d[old * DESC_WORDS + D_PREV] = idx
             self.v[DESC_W] += 1
         lst.append(idx)
 
-    def _desc_pop(self, lst) -> int:
+    def _desc_pop(self, lst, lines: LineCharges | None = None) -> int:
         idx = lst.pop()
         if lst:
             self.d[lst[-1] * DESC_WORDS + D_PREV] = NIL
-            self.v[DESC_W] += 1
+            if lines is None:
+                self.v[DESC_W] += 1
+            else:
+                lines.desc(DESC_W, lst[-1] * DESC_WORDS + D_PREV)
         return idx
 
     def _desc_append_tail(self, lst, idx: int) -> None:
@@ -135,33 +148,41 @@ class _MemdescPolicy(Policy):
         d, base = self.d, idx * DESC_WORDS
         d[base + D_NEXT] = NIL
         d[base + D_PREV] = tail
+        self.zone.lines.desc(DESC_W, base + D_NEXT)
         if tail != NIL:
             d[tail * DESC_WORDS + D_NEXT] = idx
-            self.v[DESC_W] += 1
+            self.zone.lines.desc(DESC_W, tail * DESC_WORDS + D_NEXT)
         lst.appendleft(idx)
 
     def _alloc_buddy(self, t: int, order: int) -> int:
-        pfn = self.zone.rmqueue_buddy(order, MIGRATETYPE_OF[t], self.nofragment)
+        """rmqueue_buddy() and the block made type t; one operation, each line charged once."""
+        self.zone.lines.begin()
+        pfn = self.zone.rmqueue_buddy(order, self.migratetypes[t], self.nofragment)
+        if pfn != NIL:
+            self.v[BUDDY] += 1
+            self._make_allocated(pfn, t, order, self.zone.lines)
+        self.zone.lines.fold()
         if pfn == NIL:
             self._count_fail()
-            return NIL
-        self.v[BUDDY] += 1
-        self._make_allocated(pfn, t, order)
         return pfn
 
-    def _make_allocated(self, pfn: int, t: int, order: int) -> None:
+    def _make_allocated(self, pfn: int, t: int, order: int, lines: LineCharges | None = None) -> None:
         """Buddy memory becomes type t: a descriptor (unless Misc) in every page."""
         if t == T_KERNEL:
-            self._set_memdesc(pfn, order, self._misc_word(DS_INUSE, order))
+            self._set_memdesc(pfn, order, self._misc_word(DS_INUSE, order), lines)
             return
-        idx = self._new_desc(t, order, pfn, DS_INUSE)
-        self._set_memdesc(pfn, order, (idx << 4) | MEMDESC_OF[t])
+        idx = self._new_desc(t, order, pfn, DS_INUSE, lines)
+        self._set_memdesc(pfn, order, (idx << 4) | MEMDESC_OF[t], lines)
 
     def _free_to_buddy(self, pfn: int, order: int, t: int) -> None:
+        """free_one_page() of a block the PCP does not keep; one operation, each line
+        charged once."""
+        self.zone.lines.begin()
         if t != T_KERNEL:
             self.slab.free(self._desc_of(pfn))
-        self._set_memdesc(pfn, order, memmap.MEMDESC_BUDDY)
+        self._set_memdesc(pfn, order, memmap.MEMDESC_BUDDY, self.zone.lines)
         self.zone.free_one_page(pfn, order)
+        self.zone.lines.fold()
         self.v[FREE_BUDDY] += 1
 
     def send(self, pfn, order, t, dst) -> None:
@@ -173,11 +194,11 @@ class _MemdescPolicy(Policy):
     def _set_owner_state(self, pfn: int, order: int, t: int, state: int) -> None:
         if t == T_KERNEL:
             self.mem[pfn * self.w + self.mw] = self._misc_word(state, order)
-            self.v[MD_W] += 1
+            self.zone.lines.page(MD_W, pfn)
             return
         idx = self._desc_of(pfn)
         self.d[idx * DESC_WORDS + D_STATE] = desc_state(MEMDESC_OF[t], state, order, self.cpu)
-        self.v[DESC_W] += 1
+        self.zone.lines.desc(DESC_W, idx * DESC_WORDS + D_STATE)
 
 
 class MemdescPcpdescPolicy(_MemdescPolicy):
@@ -185,13 +206,16 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
 
     name = "memdesc-pcpdesc"
 
-    def _new_pcpdesc(self, pfn: int, order: int) -> int:
+    def _new_pcpdesc(self, pfn: int, order: int, lines: LineCharges | None = None) -> int:
         idx = self.slab.alloc()
         d, base = self.d, idx * DESC_WORDS
         d[base + D_STATE] = desc_state(memmap.MEMDESC_PCPDESC, DS_PCP, order, self.cpu)
         d[base + D_PFN] = pfn
-        self.v[DESC_W] += 1
-        self._set_memdesc(pfn, order, (idx << 4) | memmap.MEMDESC_PCPDESC)
+        if lines is None:
+            self.v[DESC_W] += 1
+        else:
+            lines.desc(DESC_W, base + D_STATE)
+        self._set_memdesc(pfn, order, (idx << 4) | memmap.MEMDESC_PCPDESC, lines)
         return idx
 
     def alloc(self, t: int, order: int) -> int:
@@ -202,17 +226,25 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
             return self._alloc_buddy(t, order)
         pcp = self.pcp
         pcp.free_count >>= 1                           # __rmqueue_pcplist()
-        if lst:
-            v[HIT] += 1
-        elif self._refill(pcp, lst, order, t):
-            v[REFILL] += 1
-        else:
-            return self._alloc_buddy(t, order)
-        pidx = self._desc_pop(lst)
+        if not lst:
+            return self._alloc_miss(pcp, lst, t, order)
+        v[HIT] += 1
+        pidx = self._desc_pop(lst)                     # _take_first(), inline: one call fewer
         pcp.count -= 1 << order
         pfn = self.d[pidx * DESC_WORDS + D_PFN]
         v[DESC_R] += 1
         self._make_allocated(pfn, t, order)            # new descriptor, every memdesc word
+        self.slab.free(pidx)
+        return pfn
+
+    def _take_first(self, pcp, lst, t: int, order: int) -> int:
+        """The list's first pcpdesc off, its block made type t, the pcpdesc freed, as
+        alloc() takes it on a hit."""
+        lines = self.zone.lines
+        pidx = self._desc_pop(lst, lines)
+        pcp.count -= 1 << order
+        pfn = self._desc_pfn(pidx)
+        self._make_allocated(pfn, t, order, lines)     # new descriptor, every memdesc word
         self.slab.free(pidx)
         return pfn
 
@@ -227,25 +259,33 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
             self.slab.free(self._desc_of(pfn))
         pidx = self._new_pcpdesc(pfn, order)           # swap every memdesc word
         pindex = pcp.pindex[order][self.pbq[pfn >> PAGEBLOCK_ORDER]]
-        self._desc_push(pcp.lists[pindex], pidx)
+        lst = pcp.lists[pindex]
+        self._desc_push(lst, pidx)
         pcp.count += 1 << order
         v[FREE_PCP] += 1
         drain = pcp.free_check(order, self.zone.z)
         if drain:
-            self._drain(pcp, drain, pindex, pcp.drain_cause)
+            self._drain_after_free(pcp, drain, pindex, self._freed_lines, lst, pfn, order, t)
+
+    def _freed_lines(self, lst, pfn, order, t) -> None:
+        # _new_pcpdesc()'s descriptor line and memdesc words, _desc_push()'s link
+        lines = self.zone.lines
+        lines.desc(DESC_W, lst[-1] * DESC_WORDS + D_STATE)
+        lines.pages(MD_W, pfn, 1 << order)
+        if len(lst) > 1:
+            lines.desc(DESC_W, lst[-2] * DESC_WORDS + D_PREV)
 
     def _enter(self, pcp, lst, blocks, order, t) -> None:
         for pfn in blocks:
-            self._desc_append_tail(lst, self._new_pcpdesc(pfn, order))
+            self._desc_append_tail(lst, self._new_pcpdesc(pfn, order, self.zone.lines))
 
     def _leave(self, pcp, entries):
         out = []
         for pidx, order in entries:
-            pfn = self._desc_pfn(pidx)
-            self._set_memdesc(pfn, order, memmap.MEMDESC_BUDDY)
+            pfn = self._desc_pfn(pidx)                 # each pcpdesc's pfn
+            self._set_memdesc(pfn, order, memmap.MEMDESC_BUDDY, self.zone.lines)
             self.slab.free(pidx)
             out.append((pfn, order))
-        self.v[DESC_R] += len(entries)                 # each pcpdesc's pfn
         return out
 
 
@@ -301,13 +341,10 @@ class MemdescPolicy(_MemdescPolicy):
             return self._alloc_buddy(t, order)
         pcp = self._pcp_by_type[t]
         pcp.free_count >>= 1                           # __rmqueue_pcplist()
-        if lst:
-            v[HIT] += 1
-        elif self._refill(pcp, lst, order, t):
-            v[REFILL] += 1
-        else:
-            return self._alloc_buddy(t, order)
-        pcp.count -= 1 << order
+        if not lst:
+            return self._alloc_miss(pcp, lst, t, order)
+        v[HIT] += 1
+        pcp.count -= 1 << order                        # _take_first(), inline: one call fewer
         if t == T_KERNEL:
             pfn = self._misc_pop(lst)
             self.mem[pfn * self.w + self.mw] = self._misc_word(DS_INUSE, order)
@@ -323,6 +360,26 @@ class MemdescPolicy(_MemdescPolicy):
         v[DESC_W] += 2 if lst else 1
         v[DESC_R] += 1                                 # the pfn, as memdesc-pcpdesc reads it
         return d[base + D_PFN]
+
+    def _take_first(self, pcp, lst, t: int, order: int) -> int:
+        """The list's first block (a Misc pfn, or a folio's descriptor) off and in use,
+        as alloc() takes it on a hit."""
+        pcp.count -= 1 << order
+        lines = self.zone.lines
+        if t == T_KERNEL:
+            pfn = lst.pop()
+            if lst:
+                self.arena.freelinksq[lst[-1] * 2 + 1] = NIL
+                lines.free_memory(lst[-1])
+            self.mem[pfn * self.w + self.mw] = self._misc_word(DS_INUSE, order)
+            lines.page(MD_W, pfn)
+            return pfn
+        idx = self._desc_pop(lst, lines)
+        base = idx * DESC_WORDS
+        self.d[base + D_STATE] = self._dstate_inuse[t][order]
+        self.d[base + D_REFCOUNT] = 1
+        lines.desc(DESC_W, base + D_STATE)
+        return self._desc_pfn(idx)
 
     def free(self, pfn: int, order: int, t: int) -> None:
         v = self.v
@@ -356,7 +413,19 @@ class MemdescPolicy(_MemdescPolicy):
         v[FREE_PCP] += 1
         drain = pcp.free_check(order, self.zone.z)
         if drain:
-            self._drain(pcp, drain, index, pcp.drain_cause)
+            self._drain_after_free(pcp, drain, index, self._freed_lines, lst, pfn, order, t)
+
+    def _freed_lines(self, lst, pfn, order, t) -> None:
+        lines = self.zone.lines
+        if t == T_KERNEL:                              # the memdesc word, _misc_push()'s links
+            lines.page(MD_W, pfn)
+            lines.free_memory(pfn)
+            if len(lst) > 1:
+                lines.free_memory(lst[-2])
+            return
+        lines.desc(DESC_W, lst[-1] * DESC_WORDS + D_STATE)     # state, refcount, links: one line
+        if len(lst) > 1:
+            lines.desc(DESC_W, lst[-2] * DESC_WORDS + D_PREV)
 
     # Misc memory has no descriptor: its PCP links live in the free memory.
     def _misc_push(self, lst, pfn: int) -> None:
@@ -380,17 +449,19 @@ class MemdescPolicy(_MemdescPolicy):
     def _enter(self, pcp, lst, blocks, order, t) -> None:
         for pfn in blocks:
             if t == T_KERNEL:
-                self._set_memdesc(pfn, order, self._misc_word(DS_PCP, order))
+                self._set_memdesc(pfn, order, self._misc_word(DS_PCP, order), self.zone.lines)
                 links = self.arena.freelinksq
                 tail = lst[0] if lst else NIL
                 links[pfn * 2], links[pfn * 2 + 1] = NIL, tail
-                if tail != NIL:
+                self.zone.lines.free_memory(pfn)
+                if tail != NIL:                        # the old tail's next link
                     links[tail * 2] = pfn
-                self.v[DATA_W] += 1 + (tail != NIL)   # its own links, and the old tail's
+                    self.zone.lines.free_memory(tail)
                 lst.appendleft(pfn)
                 continue
-            idx = self._new_desc(t, order, pfn, DS_PCP)
-            self._set_memdesc(pfn, order, (idx << 4) | MEMDESC_OF[t])
+            lines = self.zone.lines
+            idx = self._new_desc(t, order, pfn, DS_PCP, lines)
+            self._set_memdesc(pfn, order, (idx << 4) | MEMDESC_OF[t], lines)
             self._desc_append_tail(lst, idx)
 
     def _take_for_drain(self, pcp, count, start):
@@ -406,10 +477,8 @@ class MemdescPolicy(_MemdescPolicy):
         """One list's drained entries back to buddy state, appended to ``out`` as (pfn, order)."""
         misc = t == T_KERNEL                       # Misc entries are pfns, others descriptors
         for entry in entries:
-            pfn = entry if misc else self._desc_pfn(entry)
+            pfn = entry if misc else self._desc_pfn(entry)    # each descriptor's pfn
             if not misc:
                 self.slab.free(entry)
-            self._set_memdesc(pfn, order, memmap.MEMDESC_BUDDY)
+            self._set_memdesc(pfn, order, memmap.MEMDESC_BUDDY, self.zone.lines)
             out.append((pfn, order))
-        if not misc:
-            self.v[DESC_R] += len(entries)             # each descriptor's pfn

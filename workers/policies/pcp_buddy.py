@@ -126,15 +126,14 @@ from pcpd.kernel import MIGRATE_PCPTYPES, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
 from pcpd.model import memmap, rings
 from pcpd.model.arena import C_STATE, Arena
 from pcpd.model.lock import OP_REFILL
-from pcpd.model.memmap import NIL, lines_spanned
-from pcpd.model.stats import ALLOC_MISS_TYPE, DRAIN_PAGES, DRAINS, INDEX, LINES_R, LINES_W, REFILL_PAGES, REFILLS
+from pcpd.model.memmap import NIL, LineCharges
+from pcpd.model.stats import ALLOC_MISS_TYPE, INDEX, LINES_R, LINES_W, REFILL_PAGES, REFILLS
 from workers.pcp import PerCpuPages
 from workers.policies.base import (
     FREE_PCP,
     FREE_TYPE,
     HIT,
     LINK_W,
-    MIGRATETYPE_OF,
     PAGE_W,
     REFILL,
     W_LINK,
@@ -155,6 +154,7 @@ PG_PCP_BUDDY = 1 << 4
 OFFLINE_STATES = (4, 5)
 
 _BUDDY_W, _BUDDY_R = LINES_W["buddy"], LINES_R["buddy"]
+_LINK_R = LINES_R["list_link"]
 _REMOTE_OUT, _REMOTE_IN = INDEX["free_remote_out"], INDEX["free_remote_in"]
 _PB = PAGEBLOCK_ORDER
 
@@ -195,30 +195,37 @@ class PcpBuddyPolicy(LegacyPolicy):
     def _piece_add(self, pfn: int, order: int, mt: int) -> None:
         """__add_to_free_list() on the PCP: the piece's head line (its state and its
         links, page->buddy_list), and the old first piece's prev link."""
+        old = self._piece_link(pfn, order, mt)
+        self.zone.lines.page(PAGE_W, pfn)
+        if old != NIL:
+            self.zone.lines.page(LINK_W, old)
+
+    def _piece_link(self, pfn: int, order: int, mt: int) -> int:
+        """_piece_add() uncharged, for a hit that charges inline: the old first piece."""
         lst = self.free_lists[order][mt]
         old = next(reversed(lst)) if lst else NIL   # the list's first piece: added last
-        mem, base, v = self.mem, pfn * 8, self.v
+        mem, base = self.mem, pfn * 8
         mem[base] = self._piece_flags[order]
         mem[base + W_LINK] = old
         mem[base + W_PREV] = NIL
-        v[PAGE_W] += 1
         if old != NIL:
             mem[old * 8 + W_PREV] = pfn
-            v[LINK_W] += 1
         lst[pfn] = None
         self.owned_pages += 1 << order
+        return old
 
     def _piece_del(self, lst: dict[int, None], pfn: int, order: int) -> None:
         """__del_page_from_free_list() on the PCP: list_del() relinks both neighbours;
         the piece's own line is the caller's to rewrite."""
-        mem, base, v = self.mem, pfn * 8, self.v
+        mem, base, lines = self.mem, pfn * 8, self.zone.lines
         nxt, prev = mem[base + W_LINK], mem[base + W_PREV]
+        lines.page(_LINK_R, pfn)
         if nxt != NIL:
             mem[nxt * 8 + W_PREV] = prev
-            v[LINK_W] += 1
+            lines.page(LINK_W, nxt)
         if prev != NIL:
             mem[prev * 8 + W_LINK] = nxt
-            v[LINK_W] += 1
+            lines.page(LINK_W, prev)
         del lst[pfn]
         self.owned_pages -= 1 << order
 
@@ -231,34 +238,39 @@ class PcpBuddyPolicy(LegacyPolicy):
         buddy is looked for on every type's list and the merged piece goes on the
         list of the type the pageblock has now.
         """
-        mem, v, flags, lists, pbq = self.mem, self.v, self._piece_flags, self.free_lists, self.pbq
+        mem, lines, flags, lists, pbq = self.mem, self.zone.lines, self._piece_flags, self.free_lists, self.pbq
         for order in range(_PB):
             for lst in lists[order]:
                 for pfn in list(lst):
                     if pfn not in lst:             # merged already, as an earlier piece's buddy
                         continue
                     buddy = pfn ^ (1 << order)
-                    v[_BUDDY_R] += 1               # page_is_buddy(): the buddy's head
+                    lines.page(_BUDDY_R, buddy)    # page_is_buddy(): the buddy's head
                     if mem[buddy * 8] != flags[order]:
                         continue
                     mate = next(other for other in lists[order] if buddy in other)
                     self._piece_del(lst, pfn, order)
                     self._piece_del(mate, buddy, order)
                     mem[max(pfn, buddy) * 8] = 0   # the upper half's head is a head no more
-                    v[_BUDDY_W] += 1
+                    lines.page(_BUDDY_W, max(pfn, buddy))
                     low = min(pfn, buddy)
                     self._piece_add(low, order + 1, pbq[low >> _PB])
 
-    def _piece_take(self, order: int, mt: int) -> int:
-        """__rmqueue_smallest() on the PCP: the smallest piece that fits, split by expand()."""
+    def _piece_take(self, order: int, mt: int, lines: LineCharges | None = None) -> int:
+        """__rmqueue_smallest() on the PCP: the smallest piece that fits, split by expand().
+        ``lines``: None on a hit, a miss's LineCharges (see Policy)."""
         for cur in range(order, _PB + 1):
             lst = self.free_lists[cur][mt]
             if not lst:
                 continue
             pfn, _ = lst.popitem()                 # the first piece: cache-hot
             if lst:                                # list_del(): the new first piece's prev
-                self.mem[next(reversed(lst)) * 8 + W_PREV] = NIL
-                self.v[LINK_W] += 1
+                first = next(reversed(lst))
+                self.mem[first * 8 + W_PREV] = NIL
+                if lines is None:
+                    self.v[LINK_W] += 1
+                else:
+                    lines.page(LINK_W, first)
             self.owned_pages -= 1 << cur
             while cur > order:                     # upper halves back onto the PCP buddy
                 cur -= 1
@@ -270,24 +282,16 @@ class PcpBuddyPolicy(LegacyPolicy):
     def alloc(self, t: int, order: int) -> int:
         if order > _PB:                            # beyond a pageblock: the buddy, as legacy
             return super().alloc(t, order)
-        mt = MIGRATETYPE_OF[t]
+        mt = self.migratetypes[t]
         pfn = self._piece_take(order, mt)
-        outcome = HIT
-        v = self.v
         if pfn == NIL:
             lst = self._lists[t][order]
             if lst:                                # a cached phase 2/3 block: legacy's hit
                 return super().alloc(t, order)
-            outcome = REFILL
-            if self._rmqueue_bulk(order, mt, t, lst):
-                pfn = self._piece_take(order, mt)
-            elif lst:                              # phases 2 and 3 filled the cached list
-                pfn = self._pcp_pop(lst)
-            else:                                  # nothing on the PCP: the buddy, as legacy
-                v[self._alloc_ctr[t][order]] += 1
-                return self._alloc_buddy(t, order)
+            return self._alloc_miss(self.pcp, lst, t, order)
+        v = self.v
         v[self._alloc_ctr[t][order]] += 1
-        v[outcome] += 1
+        v[HIT] += 1
         pcp = self.pcp
         pcp.free_count >>= 1                       # __rmqueue_pcplist()
         pcp.count -= 1 << order
@@ -297,6 +301,28 @@ class PcpBuddyPolicy(LegacyPolicy):
         v[PAGE_W] += 1
         if order:
             self._after_pcp_alloc(pfn, t, order)  # legacy's prep_compound_page()
+        return pfn
+
+    def _alloc_miss(self, pcp, lst, t, order) -> int:
+        """Nothing on the PCP fits: rmqueue_bulk()'s phases, then the piece (or cached
+        block) they brought is taken as a hit takes it, or else the buddy; one
+        operation, each line charged once."""
+        mt, v = self.migratetypes[t], self.v
+        v[self._alloc_ctr[t][order]] += 1
+        self.zone.lines.begin()
+        if self._rmqueue_bulk(order, mt, t, lst):
+            pfn = self._piece_take(order, mt, self.zone.lines)
+        elif lst:                                  # phases 2 and 3 filled the cached list
+            pfn = self._pcp_pop(lst)
+        else:                                      # nothing on the PCP: the buddy, as legacy
+            pfn = self._alloc_buddy(t, order)
+            self.zone.lines.fold()
+            return pfn
+        v[REFILL] += 1
+        pcp.free_count >>= 1                       # __rmqueue_pcplist()
+        pcp.count -= 1 << order
+        self._prep_new_page(pfn, t, order)
+        self.zone.lines.fold()
         return pfn
 
     def _rmqueue_bulk(self, order: int, mt: int, t: int, lst: deque[int] | None) -> bool:
@@ -315,7 +341,7 @@ class PcpBuddyPolicy(LegacyPolicy):
         chunks: list[tuple[int, int]] = []
         blocks: list[int] = []
         zone.check_watermarks(order)                       # get_page_from_freelist(), before rmqueue()
-        with zone.lock(OP_REFILL):
+        with zone.locked(OP_REFILL):
             got = self._recover_fragments(order, mt)       # phase 0
             if not any(o >= order for _, o in got):
                 got += self._claim_new(order, mt)          # phase 1
@@ -348,7 +374,7 @@ class PcpBuddyPolicy(LegacyPolicy):
         """Phase 0 (zone->lock held): this CPU's fragments of ``mt`` pageblocks back
         from the zone, until a batch of pages and a piece that fits, as
         rmqueue_bulk() stops at its count."""
-        zone, v = self.zone, self.v
+        zone = self.zone
         got: list[tuple[int, int]] = []
         pages = 0
         for pb in sorted(self.fragmented):
@@ -362,7 +388,7 @@ class PcpBuddyPolicy(LegacyPolicy):
                 continue
             start = pb << _PB
             heads, orders = zone.mm.buddy_heads(start, PAGEBLOCK_NR_PAGES)
-            v[_BUDDY_R] += lines_spanned(start, PAGEBLOCK_NR_PAGES, self.rb)
+            self.zone.lines.pages(_BUDDY_R, start, PAGEBLOCK_NR_PAGES)
             if len(orders) and int(orders.max()) > _PB:
                 self._disown(pb)                   # merged past the pageblock: the zone's again
                 continue
@@ -439,11 +465,26 @@ class PcpBuddyPolicy(LegacyPolicy):
         self.mem[pfn * 8 + W_REFCOUNT] = 0
         pcp = self.pcp
         pcp.count += 1 << order
-        self._piece_add(pfn, order, self.pbq[pfn >> _PB])     # merged at the next drain
+        old = self._piece_link(pfn, order, self.pbq[pfn >> _PB])    # merged at the next drain
+        v[PAGE_W] += 1                             # _piece_add()'s lines, a hit's way
+        if old != NIL:
+            v[LINK_W] += 1
         v[FREE_PCP] += 1
         drain = pcp.free_check(order, self.zone.z)
         if drain:
-            self._drain(pcp, drain, 0, pcp.drain_cause)
+            self._drain_after_free(pcp, drain, 0, self._owned_free_lines, pfn, order, t)
+
+    def _owned_free_lines(self, pfn: int, order: int, t: int) -> None:
+        """The lines _free_owned() charged: the tails (order > 0, as legacy), the
+        piece's head and the old first piece's link (_piece_add()'s)."""
+        if order:
+            self._prepared_lines(pfn, order, t)
+        self.zone.lines.page(PAGE_W, pfn)
+        pieces = reversed(self.free_lists[order][self.pbq[pfn >> _PB]])
+        next(pieces)                               # pfn itself, added last
+        old = next(pieces, NIL)
+        if old != NIL:
+            self.zone.lines.page(LINK_W, old)
 
     def _route(self, pfn: int, order: int, t: int, owner: int) -> bool:
         """Send a block to the CPU that owns its pageblock; False when it must be freed here."""
@@ -463,24 +504,17 @@ class PcpBuddyPolicy(LegacyPolicy):
         return True
 
     # -- drains --------------------------------------------------------------------------
-    def _drain(self, pcp: PerCpuPages, count: int, start_pindex: int, cause: str) -> int:
-        """free_pcppages_bulk(): cached blocks first, then owned pieces, one zone->lock."""
+    def _take_for_drain(self, pcp: PerCpuPages, count: int, start: int) -> list[tuple[int, int]]:
+        """free_pcppages_bulk()'s selection: cached blocks first, then owned pieces."""
         blocks: list[tuple[int, int]] = []
         cached = pcp.count - self.owned_pages
         if cached > 0 and any(pcp.lists):
-            blocks += self._leave(pcp, pcp.take_for_drain(min(count, cached), start_pindex))
+            blocks += super()._take_for_drain(pcp, min(count, cached), start)
         taken = sum(1 << o for _, o in blocks)
         if count > taken and self.owned_pages:
             self._merge_pass()
             blocks += self._take_pieces(count - taken)
-        if not blocks:
-            return 0
-        self.zone.free_pcppages_bulk(blocks)
-        self._clear_below_high(cause)
-        pages = sum(1 << o for _, o in blocks)
-        self.v[DRAINS[cause]] += 1
-        self.v[DRAIN_PAGES[cause]] += pages
-        return pages
+        return blocks
 
     def _take_pieces(self, want: int) -> list[tuple[int, int]]:
         """Owned pieces for a drain: the largest no bigger than what is left, else the
@@ -496,6 +530,7 @@ class PcpBuddyPolicy(LegacyPolicy):
             pfn = next(iter(lst))                  # the oldest piece: cold
             self._piece_del(lst, pfn, order)
             mem[pfn * 8] = 0
+            self.zone.lines.page(LINK_W, pfn)
             self.pcp.count -= 1 << order
             pb = pfn >> _PB
             if order == _PB:

@@ -232,7 +232,7 @@ class PcpBuddySpbPolicy(PcpBuddyPolicy):
         the zone; its pageblock becomes this CPU's, and phase 0 recovers the rest
         of it later."""
         zone = self.zone
-        self.v[_BUDDY_R] += 1                      # the superpageblock free list's entry
+        self.zone.lines.page(_BUDDY_R, head)            # the superpageblock free list's entry
         zone.take_free_block(head, order, mt)
         pb = head >> _PB
         self._own(pb, mt)

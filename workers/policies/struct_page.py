@@ -10,7 +10,7 @@ from collections import deque
 
 from pcpd.kernel import PAGE_ORDERS, PAGEBLOCK_ORDER
 from pcpd.model import memmap
-from pcpd.model.memmap import NIL, lines_spanned
+from pcpd.model.memmap import NIL, LineCharges, lines_spanned
 from workers.policies.base import (
     BUDDY,
     COMPOUND_OF,
@@ -20,10 +20,8 @@ from workers.policies.base import (
     FREE_TYPE,
     HIT,
     LINK_W,
-    MIGRATETYPE_OF,
     PAGE_W,
     PREP_W,
-    REFILL,
     RMAP_R,
     RMAP_W,
     T_KERNEL,
@@ -46,8 +44,6 @@ class _Page64Policy(Policy):
         cpu1 = (self.cpu + 1) << memmap.FLAG_CPU_SHIFT
         self._pcp_flags = [memmap.PG_PCP | cpu1 | (o << memmap.FLAG_ORDER_SHIFT) for o in PAGE_ORDERS]
         self._alloc_flags = [[self._head_flags(t, o) for o in PAGE_ORDERS] for t in range(len(TYPES))]
-        self._inflight_flags = [[f & ~memmap.PG_ALLOC | memmap.PG_INFLIGHT for f in row]
-                                for row in self._alloc_flags]
 
     def _head_flags(self, t: int, order: int) -> int:
         flags = (memmap.PG_ALLOC | ((self.cpu + 1) << memmap.FLAG_CPU_SHIFT)
@@ -65,9 +61,10 @@ class _Page64Policy(Policy):
         mem[base] = self._alloc_flags[t][order]
         mem[base + memmap.W_REFCOUNT64] = 1
         mem[base + memmap.W_PRIVATE64] = 0
-        self.v[PAGE_W] += 1
+        self.zone.lines.page(PAGE_W, pfn)
 
-    def _prep_compound_page(self, pfn: int, order: int) -> None:
+    # The order > 0 helpers serve hits and misses both: ``lines`` is None on a hit (see Policy).
+    def _prep_compound_page(self, pfn: int, order: int, lines: LineCharges | None = None) -> None:
         """prep_compound_page(): three stores into each of the 2**order - 1 tails."""
         n = 1 << order
         mem = self.np_mem
@@ -77,9 +74,12 @@ class _Page64Policy(Policy):
         mem[first + memmap.W_PRIVATE64:end:8] = 0
         # prep_compound_head(): order, nr_pages, mapcounts in page[1]; _deferred_list in page[2]
         mem[first + memmap.W_PRIVATE64] = order
-        self.v[PREP_W] += lines_spanned(pfn + 1, n - 1, 64)
+        if lines is None:
+            self.v[PREP_W] += lines_spanned(pfn + 1, n - 1, 64)
+        else:
+            lines.pages(PREP_W, pfn + 1, n - 1)
 
-    def _free_tail_pages(self, pfn: int, order: int, compound: bool) -> None:
+    def _free_tail_pages(self, pfn: int, order: int, compound: bool, lines: LineCharges | None = None) -> None:
         """__free_pages_prepare() tail loop: read and rewrite every tail's line."""
         n = 1 << order
         mem = self.np_mem
@@ -91,9 +91,17 @@ class _Page64Policy(Policy):
             mem[first + memmap.W_PRIVATE64] = 0              # page[1] second-page fields
         # PAGE_FLAGS_CHECK_AT_PREP, and PAGE_FLAGS_SECOND in page[1]
         flags &= ~(memmap.PG_LRU | memmap.PG_ALLOC | memmap.PG_LARGE_RMAPPABLE)
-        lines = lines_spanned(pfn + 1, n - 1, 64)
-        self.v[UNDO_W] += lines
-        self.v[UNDO_R] += lines
+        if lines is None:
+            tails = lines_spanned(pfn + 1, n - 1, 64)
+            self.v[UNDO_W] += tails
+            self.v[UNDO_R] += tails
+        else:
+            self._tail_undo_lines(pfn, order, lines)
+
+    def _tail_undo_lines(self, pfn: int, order: int, lines: LineCharges) -> None:
+        """The tail loop's lines: every tail read and rewritten."""
+        lines.pages(UNDO_W, pfn + 1, (1 << order) - 1)
+        lines.pages(UNDO_R, pfn + 1, (1 << order) - 1)
 
     # large-rmappable folio state in page[1] and page[2] (order > 0 folios only)
     def _set_large_rmappable(self, pfn: int, rmappable: bool) -> None:
@@ -113,28 +121,34 @@ class _Page64Policy(Policy):
         self.mem[(pfn + 2) * 8 + W_PREV]               # the load is the cost
 
     def _alloc_buddy(self, t: int, order: int) -> int:
-        """rmqueue_buddy() then prep_new_page(): orders the PCP does not keep."""
-        pfn = self.zone.rmqueue_buddy(order, MIGRATETYPE_OF[t], self.nofragment)
+        """rmqueue_buddy() then prep_new_page(): orders the PCP does not keep; one
+        operation, each line charged once."""
+        self.zone.lines.begin()
+        pfn = self.zone.rmqueue_buddy(order, self.migratetypes[t], self.nofragment)
+        if pfn != NIL:
+            self.v[BUDDY] += 1
+            self._post_alloc_hook(pfn, t, order)
+            if order and COMPOUND_OF[t]:
+                self._prep_compound_page(pfn, order, self.zone.lines)
+                if FOLIO_OF[t]:                        # folio_prep_large_rmappable()
+                    self._set_large_rmappable(pfn, True)   # page[1]: prep's line, charged there
+        self.zone.lines.fold()
         if pfn == NIL:
             self._count_fail()
-            return NIL
-        self.v[BUDDY] += 1
-        self._post_alloc_hook(pfn, t, order)
-        if order and COMPOUND_OF[t]:
-            self._prep_compound_page(pfn, order)
-            if FOLIO_OF[t]:                            # folio_prep_large_rmappable()
-                self._set_large_rmappable(pfn, True)   # page[1]: prep's line, charged there
         return pfn
 
     def _free_buddy(self, pfn: int, order: int, t: int) -> None:
-        """__free_pages_prepare() with tails, then free_one_page()."""
+        """__free_pages_prepare() with tails, then free_one_page(); one operation, each
+        line charged once."""
+        self.zone.lines.begin()
         if order:
-            self._free_tail_pages(pfn, order, COMPOUND_OF[t])
+            self._free_tail_pages(pfn, order, COMPOUND_OF[t], self.zone.lines)
         mem, base = self.mem, pfn * 8
         mem[base] = 0
         mem[base + memmap.W_REFCOUNT64] = 0
-        self.v[PAGE_W] += 1
+        self.zone.lines.page(PAGE_W, pfn)
         self.zone.free_one_page(pfn, order)
+        self.zone.lines.fold()
         self.v[FREE_BUDDY] += 1
 
     # the PCP fast paths --------------------------------------------------------
@@ -149,12 +163,9 @@ class _Page64Policy(Policy):
             return self._alloc_buddy(t, order)
         pcp = self.pcp
         pcp.free_count >>= 1                           # __rmqueue_pcplist()
-        if lst:
-            v[HIT] += 1
-        elif self._refill(pcp, lst, order, t):
-            v[REFILL] += 1
-        else:
-            return self._alloc_buddy(t, order)
+        if not lst:
+            return self._alloc_miss(pcp, lst, t, order)
+        v[HIT] += 1
         mem = self.mem
         pfn = lst.pop()                                # _pcp_pop(), inline: a hit makes no call
         if lst:                                        # list_del(): the new head's prev
@@ -197,18 +208,47 @@ class _Page64Policy(Policy):
         v[FREE_PCP] += 1
         drain = pcp.free_check(order, self.zone.z)
         if drain:
-            self._drain(pcp, drain, pindex, pcp.drain_cause)
+            self._drain_after_free(pcp, drain, pindex, self._freed_lines, lst, pfn, order, t)
+
+    # The miss paths: the hit's steps out of line, charged through self.zone.lines.
+    def _take_first(self, pcp, lst, t, order) -> int:
+        pfn = self._pcp_pop(lst)
+        pcp.count -= 1 << order
+        self._prep_new_page(pfn, t, order)
+        return pfn
 
     def _pcp_pop(self, lst: deque[int]) -> int:
         """__rmqueue_pcplist()'s list_del() of the first block: the new first block's prev."""
         pfn = lst.pop()
         if lst:
             self.mem[lst[-1] * 8 + W_PREV] = NIL
-            self.v[LINK_W] += 1
+            self.zone.lines.page(LINK_W, lst[-1])
         return pfn
 
-    def _after_pcp_alloc(self, pfn: int, t: int, order: int) -> None:
-        """Policy work after an order > 0 block came off the PCP."""
+    def _prep_new_page(self, pfn: int, t: int, order: int) -> None:
+        """What alloc() does to a block it took off the list: post_alloc_hook()'s line,
+        then the order > 0 work."""
+        mem, base = self.mem, pfn * 8
+        mem[base] = self._alloc_flags[t][order]
+        mem[base + W_REFCOUNT] = 1
+        self.zone.lines.page(PAGE_W, pfn)
+        if order:
+            self._after_pcp_alloc(pfn, t, order, self.zone.lines)
+
+    def _freed_lines(self, lst, pfn, order, t) -> None:
+        # free()'s head line and list_add()'s link in the old first block
+        self.zone.lines.page(PAGE_W, pfn)
+        if len(lst) > 1:
+            self.zone.lines.page(LINK_W, lst[-2])
+        if order:
+            self._prepared_lines(pfn, order, t)
+
+    def _prepared_lines(self, pfn: int, order: int, t: int) -> None:
+        """The lines _before_pcp_free() charged for a block that went on the PCP."""
+        raise NotImplementedError
+
+    def _after_pcp_alloc(self, pfn: int, t: int, order: int, lines: LineCharges | None = None) -> None:
+        """Policy work after an order > 0 block came off the PCP (``lines``: None on a hit)."""
         raise NotImplementedError
 
     def _before_pcp_free(self, pfn: int, order: int, t: int) -> int:
@@ -221,9 +261,11 @@ class _Page64Policy(Policy):
 
     def _enter(self, pcp, lst, blocks, order, t) -> None:
         mem, flags = self.mem, self._pcp_flags[order]
-        # each block's own line and the old tail's, except that a block added
-        # to an empty list links to the list head in per_cpu_pages
-        self.v[LINK_W] += 2 * len(blocks) - 1 if blocks and not lst else 2 * len(blocks)
+        # each block's own line and the old tail's (a block added to an empty
+        # list links to the list head in per_cpu_pages)
+        if lst:
+            self.zone.lines.page(LINK_W, lst[0])
+        self.zone.lines.each(LINK_W, blocks)
         tail = lst[0] if lst else NIL
         for pfn in blocks:                             # list_add_tail() in rmqueue_bulk()
             base = pfn * 8
@@ -239,16 +281,16 @@ class _Page64Policy(Policy):
         mem = self.mem
         for pfn, _ in entries:
             mem[pfn * 8] = 0                           # list_del() from pcp_list
-        self.v[LINK_W] += len(entries)
+        self.zone.lines.each(LINK_W, [pfn for pfn, _ in entries])
         return entries
 
     def send(self, pfn, order, t, dst) -> None:
-        self.mem[pfn * 8] = self._inflight_flags[t][order]
-        self.v[PAGE_W] += 1
+        self.mem[pfn * 8] = self._alloc_flags[t][order] & ~memmap.PG_ALLOC | memmap.PG_INFLIGHT
+        self.zone.lines.page(PAGE_W, pfn)
 
     def receive(self, pfn, order, t) -> None:
         self.mem[pfn * 8] = self._alloc_flags[t][order]
-        self.v[PAGE_W] += 1
+        self.zone.lines.page(PAGE_W, pfn)
 
 
 class LegacyPolicy(_Page64Policy):
@@ -259,9 +301,9 @@ class LegacyPolicy(_Page64Policy):
     # The large-rmappable work lands in page[1] and page[2], lines the tail loops
     # (prep_compound_page() writes page[1]; free_tail_page_prepare() reads and
     # writes page[2]) touch in the same operation: charged there, once.
-    def _after_pcp_alloc(self, pfn: int, t: int, order: int) -> None:
+    def _after_pcp_alloc(self, pfn, t, order, lines=None) -> None:
         if COMPOUND_OF[t]:                             # prep_new_page(): __GFP_COMP
-            self._prep_compound_page(pfn, order)
+            self._prep_compound_page(pfn, order, lines)
             if FOLIO_OF[t]:                            # folio_prep_large_rmappable()
                 self._set_large_rmappable(pfn, True)
 
@@ -279,6 +321,9 @@ class LegacyPolicy(_Page64Policy):
             self._unqueue_deferred_split(pfn)
         self._free_tail_pages(pfn, order, COMPOUND_OF[t])
 
+    def _prepared_lines(self, pfn: int, order: int, t: int) -> None:
+        self._tail_undo_lines(pfn, order, self.zone.lines)
+
 
 class CompoundPolicy(_Page64Policy):
     """Only compound memory on the PCP; compound state survives the round trip."""
@@ -290,12 +335,15 @@ class CompoundPolicy(_Page64Policy):
         if self.options.noncompound_alloc == "buddy":  # plain multi-page: straight to buddy
             self._lists[T_KERNEL][1:] = [None] * 10
 
-    def _after_pcp_alloc(self, pfn: int, t: int, order: int) -> None:
+    def _after_pcp_alloc(self, pfn, t, order, lines=None) -> None:
         if not COMPOUND_OF[t]:                         # hand out plain pages: undo compound
-            self._free_tail_pages(pfn, order, compound=True)
+            self._free_tail_pages(pfn, order, True, lines)
         elif FOLIO_OF[t]:                              # page_rmappable_folio(): page[1] flag
             self._set_large_rmappable(pfn, True)
-            self.v[RMAP_W] += 1
+            if lines is None:
+                self.v[RMAP_W] += 1
+            else:
+                lines.page(RMAP_W, pfn + 1)
 
     def _before_pcp_free(self, pfn: int, order: int, t: int) -> int:
         convert = not COMPOUND_OF[t] and self.options.noncompound_free == "convert"
@@ -308,25 +356,38 @@ class CompoundPolicy(_Page64Policy):
             self._undo_large_rmappable(pfn, order)
         return memmap.PG_HEAD
 
+    def _prepared_lines(self, pfn: int, order: int, t: int) -> None:
+        if not COMPOUND_OF[t]:                         # converted
+            self.zone.lines.pages(PREP_W, pfn + 1, (1 << order) - 1)
+        elif FOLIO_OF[t]:
+            self._undo_large_rmappable_lines(pfn, order)
+
     def _undo_large_rmappable(self, pfn: int, order: int) -> None:
         """A folio kept compound on the PCP stops being one: folio_undo_large_rmappable()
-        (page[1]) and, from order 2, folio_unqueue_deferred_split() (page[2])."""
+        (page[1]) and, from order 2, folio_unqueue_deferred_split() (page[2]).
+        Only ever a free's hit part: charged at once."""
         self._set_large_rmappable(pfn, False)
         self.v[RMAP_W] += 1
         if order > 1:
             self._unqueue_deferred_split(pfn)
             self.v[RMAP_R] += 1
 
+    def _undo_large_rmappable_lines(self, pfn: int, order: int) -> None:
+        """_undo_large_rmappable()'s lines, for a drain after the free (_prepared_lines)."""
+        self.zone.lines.page(RMAP_W, pfn + 1)
+        if order > 1:
+            self.zone.lines.page(RMAP_R, pfn + 2)
+
     def _enter(self, pcp, lst, blocks, order, t) -> None:
         super()._enter(pcp, lst, blocks, order, t)
         if order:                                      # compound from buddy to PCP
             mem, flags = self.mem, self._pcp_flags[order] | memmap.PG_HEAD
             for pfn in blocks:
-                self._prep_compound_page(pfn, order)
+                self._prep_compound_page(pfn, order, self.zone.lines)
                 mem[pfn * 8] = flags
 
     def _leave(self, pcp, entries):
         for pfn, order in entries:
             if order:                                  # compound undone at the buddy boundary
-                self._free_tail_pages(pfn, order, compound=True)
+                self._free_tail_pages(pfn, order, True, self.zone.lines)
         return super()._leave(pcp, entries)

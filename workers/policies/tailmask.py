@@ -62,7 +62,7 @@ class TailMaskPolicy(LegacyPolicy):
 
     name = "legacy-tailmask"
 
-    def _prep_compound_page(self, pfn: int, order: int) -> None:
+    def _prep_compound_page(self, pfn, order, lines=None) -> None:
         """prep_compound_page() with the mask encoding: three stores into each of the
         2**order - 1 tails, every tail of the order getting the same compound_info."""
         n = 1 << order
@@ -74,4 +74,7 @@ class TailMaskPolicy(LegacyPolicy):
         # prep_compound_head(): order, nr_pages, mapcounts in page[1]; _deferred_list in page[2]
         mem[first + memmap.W_PRIVATE64] = order
         # the lines written are legacy's: a 64-byte tail is its own line whatever it holds
-        self.v[PREP_W] += lines_spanned(pfn + 1, n - 1, STRUCT_PAGE_BYTES)
+        if lines is None:
+            self.v[PREP_W] += lines_spanned(pfn + 1, n - 1, STRUCT_PAGE_BYTES)
+        else:
+            lines.pages(PREP_W, pfn + 1, n - 1)
