@@ -327,12 +327,15 @@ def _trace_lines(results: dict[str, Any]) -> list[str]:
     if r["types"]:
         out.append("allocations by inferred type: " + ", ".join(
             f"{t} {sum(orders.values())}" for t, orders in r["types"].items()))
-    moved = [f"{t} {name} (the model's default: {MIGRATETYPE_NAMES[MIGRATETYPE_OF[TYPES.index(t)]]})"
-             for t, name in r.get("migratetypes", {}).items()
-             if name != MIGRATETYPE_NAMES[MIGRATETYPE_OF[TYPES.index(t)]]]
-    if moved:
-        out.append("migratetypes from the trace's GFP flags: " + ", ".join(moved))
-    return out
+    return out + _migratetype_lines(r.get("migratetypes", {}))
+
+
+def _migratetype_lines(migratetypes: dict[str, str]) -> list[str]:
+    """The types the trace allocated from another migratetype than the model's default."""
+    default = {t: MIGRATETYPE_NAMES[mt] for t, mt in zip(TYPES, MIGRATETYPE_OF)}
+    moved = [f"{t} {name} (the model's default: {default[t]})"
+             for t, name in migratetypes.items() if name != default[t]]
+    return ["migratetypes from the trace's GFP flags: " + ", ".join(moved)] if moved else []
 
 
 def _model_line(m: dict[str, Any]) -> str:

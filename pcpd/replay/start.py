@@ -73,6 +73,7 @@ from pcpd.pagetypeinfo import ZonePageTypes
 from pcpd.replay.decode import Decoded, StartLists
 from pcpd.zoneinfo import Pageset
 from workers.cpu import CpuAllocator
+from workers.pcp import PerCpuPages
 from workers.policies import MIGRATETYPE_OF, T_KERNEL, TYPES
 
 START_MODES = ("capture", "trace", "empty")
@@ -594,19 +595,24 @@ def _reset(models: list[CpuAllocator], plan: StartPlan, saved: list[list[tuple[i
     for slot, model in enumerate(models):
         policy = model.policy
         start = plan.cpus[slot] if slot < len(plan.cpus) else None
-        high = start.high if start is not None else None
-        factors = set()
-        for pcp, (boot_high, flags) in zip(policy.pcps, saved[slot]):
-            factor = (alloc_factor_at_start(start.first_refill, start.frees_before_refill, pcp.batch,
-                                            pcp.scale_max) if start is not None else None)
-            factors.add(factor)
-            pcp.alloc_factor = factor or 0
-            pcp.free_count = 0
-            pcp.flags = flags
-            pcp.high = boot_high if high is None else min(max(high, pcp.high_min), pcp.high_max)
+        factors = {_reset_pcp(pcp, boot_high, flags, start)
+                   for pcp, (boot_high, flags) in zip(policy.pcps, saved[slot])}
         v = model.counters.v
         v[:] = [0] * len(v)
         if slot < len(report.pcp):
             report.pcp[slot]["high_model"] = sum(p.high for p in policy.pcps)
             report.pcp[slot]["alloc_factor"] = factors.pop() if len(factors) == 1 else None
             report.pcp[slot]["count_model"] = policy.pcp_pages()
+
+
+def _reset_pcp(pcp: PerCpuPages, boot_high: int, flags: int, start: CpuStart | None) -> int | None:
+    """One PCP's tuning state at the start: the captured high, alloc_factor where the trace
+    shows it (returned, None where not), the rest as at boot."""
+    factor = (alloc_factor_at_start(start.first_refill, start.frees_before_refill, pcp.batch,
+                                    pcp.scale_max) if start is not None else None)
+    pcp.alloc_factor = factor or 0
+    pcp.free_count = 0
+    pcp.flags = flags
+    high = start.high if start is not None else None
+    pcp.high = boot_high if high is None else min(max(high, pcp.high_min), pcp.high_max)
+    return factor
