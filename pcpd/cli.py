@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import NoReturn
 
@@ -85,6 +86,11 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        # stdout still holds what did not get through, and Python flushes it again at exit
+        # ("Exception ignored ... BrokenPipeError", exit 120): point it at /dev/null first, the
+        # signal module docs' recipe ("Note on SIGPIPE")
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return 0
 
 
