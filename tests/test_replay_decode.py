@@ -155,6 +155,16 @@ def test_start_lists_from_the_trace():
     assert sum(pages) == 516
 
 
+def test_a_refill_of_another_list_is_another_refill():
+    """alloc_pages_bulk() refills with no mm_page_alloc between: the list that changes
+    tells the two rmqueue_bulk() calls apart, and the second list was empty then."""
+    lines = [alloc(0x10, mt=0), locked(0x100), locked(0x101), locked(0x200, mt=0),
+             locked(0x201, mt=0), locked(0x202, order=1, mt=0)]
+    d, _ = decode_lines(lines)
+    assert d.pcp.refills == 3
+    assert d.start_lists[0].anchor[:4] == [1, 0, None, 0]
+
+
 def test_first_order0_refill_and_the_frees_before_it():
     lines = [alloc(0x10, cpu=1), free(0x10, cpu=1),             # one free onto CPU 1's lists
              locked(0x40, cpu=1, order=3, mt=0),                # an order-3 refill: not it

@@ -42,7 +42,7 @@ from pcpd.pagetypeinfo import ZonePageTypes
 from pcpd.replay.command import replay
 from pcpd.replay.decode import decode
 from pcpd.replay.spool import OpSpool
-from pcpd.replay.start import alloc_factor_at_start, build_plan, seed
+from pcpd.replay.start import _remainder_list, alloc_factor_at_start, build_plan, seed
 from pcpd.replay.trace import parse_lines
 from pcpd.spec import ModelSpec
 from pcpd.zoneinfo import Pageset
@@ -127,6 +127,17 @@ def test_whole_system_capture_is_reproduced(bundle_runs):
         assert f["audit_ok"], (policy, f["audit_problems"])
         assert f["pages_at_end"]["allocated"] == (r["replay"]["live_pages_at_end"]
                                                   + f["start_allocated_at_end"])
+
+
+def test_pages_beyond_the_trace_go_on_a_list_the_kernel_did_not_refill():
+    pages = (199, 27, 83) + (0,) * 11
+    refilled = (True, True) + (False,) * 12
+    # an order-0 list the model keeps first; with slab Unmovable it keeps no Reclaimable
+    # list, and the lowest order left takes them (movable first): they must still count
+    assert _remainder_list(pages, refilled, {0, 1, 2}) == 2
+    assert _remainder_list(pages, refilled, {0, 1}) == 4
+    assert _remainder_list(pages, (False,) * 14, {0, 1}) == 0           # the one used most
+    assert _remainder_list(pages, (True,) * 14, {0, 1, 2}) == -1
 
 
 @pytest.mark.parametrize("first_refill, frees, factor", [

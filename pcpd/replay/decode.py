@@ -69,7 +69,8 @@ want ``--decay-interval 0``, which turns both off.
 ``mm_page_alloc_zone_locked`` and ``mm_page_pcpu_drain`` are what the
 kernel did, not requests: they are compared with the ``legacy`` model
 (fidelity), as ``trace-pagealloc-postprocess.pl`` counts them.  A refill is
-a run of ``percpu_refill=1`` events on one CPU, a drain a run of
+a run of ``percpu_refill=1`` events on one CPU for one list (order and
+migratetype: a change of either starts another refill), a drain a run of
 ``mm_page_pcpu_drain`` events; a run ends at the CPU's next other event
 (``mm_page_alloc_extfrag`` does not end one: a claim inside a refill emits
 it).  Before v5.19 ``percpu_refill`` means ``order == 0``, so high-order
@@ -332,6 +333,7 @@ class Decoder:
         self.live: dict[int, LiveBlock] = {}              # pfn -> block
         self.pending: OrderedDict[int, str] = OrderedDict()  # freed pfn -> event that freed it
         self.run: dict[int, int] = {}                       # cpu -> the run it is in
+        self.refilling: dict[int, tuple[int, int]] = {}     # cpu -> (order, mt) its refill run fills
         self.cpus: set[int] = set()
         # cpu -> (pid, pindex) of its last event if that was a free, for a drain's cause
         self.last_free: dict[int, tuple[int, int] | None] = {}
@@ -444,9 +446,13 @@ class Decoder:
             pcp.refill_pages += 1 << e.order
             pindex = pcp_list(e.order, e.migratetype)
             lists = self.lists(e.cpu)
-            if self.run.get(e.cpu) != REFILL_RUN:
+            block = (e.order, e.migratetype)
+            # rmqueue_bulk() fills one list: a run of another order or migratetype is another
+            # refill (alloc_pages_bulk() refills with no mm_page_alloc between them)
+            if self.run.get(e.cpu) != REFILL_RUN or self.refilling.get(e.cpu) != block:
                 pcp.refills += 1
                 self.run[e.cpu] = REFILL_RUN
+                self.refilling[e.cpu] = block
                 lists.refill_run(e.order)
                 if pindex >= 0:
                     lists.refill(pindex)

@@ -144,7 +144,8 @@ def build_plan(mode: str, decoded: Decoded, *, pagesets: dict[int, Pageset] | No
                                         "empty PCP lists in an all-free, all-Movable zone "
                                         "(--start empty)",), migratetypes=decoded.migratetypes)
     cpus = [_cpu_start(cpu, decoded.start_lists.get(cpu),
-                       pagesets.get(cpu) if pagesets is not None else None, high_is_state)
+                       pagesets.get(cpu) if pagesets is not None else None, high_is_state,
+                       set(decoded.migratetypes))
             for cpu in decoded.cpus]
     no_capture = ("not taken from the zoneinfo (--start trace)" if zoneinfo_given
                   else "not taken from a capture (no zoneinfo)")
@@ -155,7 +156,8 @@ def build_plan(mode: str, decoded: Decoded, *, pagesets: dict[int, Pageset] | No
                      dict(decoded.pool), tuple(unknown), decoded.migratetypes)
 
 
-def _cpu_start(cpu: int, lists: StartLists | None, p: Pageset | None, high_is_state: bool) -> CpuStart:
+def _cpu_start(cpu: int, lists: StartLists | None, p: Pageset | None, high_is_state: bool,
+               kept: set[int]) -> CpuStart:
     """One CPU's start: the lists the trace shows, and the captured count beyond them."""
     pages, anchored = _lists_shown(lists)
     count = p.count if p is not None else None
@@ -163,7 +165,7 @@ def _cpu_start(cpu: int, lists: StartLists | None, p: Pageset | None, high_is_st
     refill = (lists.first_refill, lists.frees_before_refill) if lists is not None else (None, 0)
     if count is None or count <= sum(pages):
         return CpuStart(cpu, high, count, pages, 0, -1, *refill)
-    return CpuStart(cpu, high, count, pages, count - sum(pages), _remainder_list(pages, anchored),
+    return CpuStart(cpu, high, count, pages, count - sum(pages), _remainder_list(pages, anchored, kept),
                     *refill)
 
 
@@ -241,13 +243,21 @@ def _drain_above(p: Pageset) -> int:
     return int(p.high_min if p.high_min == p.high_max else p.high_max)
 
 
-def _remainder_list(pages: tuple[int, ...], anchored: tuple[bool, ...]) -> int:
-    """The order-0 list for captured pages the trace does not show: one the kernel never
-    refilled (a refilled list was empty then), the one the trace used most, else movable."""
-    free = [mt for mt in range(MIGRATE_PCPTYPES) if not (anchored and anchored[mt])]
+def _remainder_list(pages: tuple[int, ...], anchored: tuple[bool, ...], kept: set[int]) -> int:
+    """The list for captured pages the trace does not show: one the kernel never refilled (a
+    refilled list was empty then), of a migratetype the model keeps lists of (``kept``: those
+    a type allocates from); order 0 first, the one the trace used most, movable first.
+
+    Where every such order-0 list was refilled (and a replay whose slab pages are all
+    Unmovable keeps no Reclaimable list), the pages go on the lowest-order list left: they
+    must still count, since ``count`` sizes the refills (``nr_pcp_alloc()``'s room) and
+    decides the drains.  -1 where no list is left."""
+    free = [pindex for pindex in range(NR_PCP_LISTS)
+            if pindex_mt(pindex) in kept and not (anchored and anchored[pindex])]
     if not free:
         return -1
-    return max(free, key=lambda mt: (pages[mt], mt == MIGRATE_MOVABLE))
+    return max(free, key=lambda pindex: (-pindex_to_order(pindex), pages[pindex],
+                                         pindex_mt(pindex) == MIGRATE_MOVABLE))
 
 
 # --- applying a plan to one policy's model ------------------------------------------------
@@ -346,8 +356,8 @@ def _pcp_blocks(models: list[CpuAllocator], plan: StartPlan, report: SeedReport
             if n <= 0:
                 continue
             order, mt = pindex_to_order(pindex), pindex_mt(pindex)
-            t = plan.list_types.get((order, mt), _default_type(mt))
-            if policy._lists[t][order] is None:        # a list this era does not keep
+            t = _list_type(plan, order, mt)
+            if t is None or policy._lists[t][order] is None:   # a list the model does not keep
                 unplaced += n
                 continue
             out.append((slot, order, t, n >> order))
@@ -356,6 +366,18 @@ def _pcp_blocks(models: list[CpuAllocator], plan: StartPlan, report: SeedReport
                            "pages_seeded": placed, "from_trace": sum(c.lists),
                            "beyond_trace": c.remainder, "unplaced": unplaced})
     return out
+
+
+def _list_type(plan: StartPlan, order: int, mt: int) -> int | None:
+    """The memdesc type whose blocks stand for list (order, mt)'s pages: the one the trace
+    allocated most from it, else the list's default, of the types allocating from ``mt``
+    (``plan.migratetypes``); None where no type does (a replay whose slab pages are all
+    Unmovable keeps no Reclaimable list)."""
+    allocating = [t for t, m in enumerate(plan.migratetypes) if m == mt]
+    for t in (plan.list_types.get((order, mt)), _default_type(mt)):
+        if t in allocating:
+            return t
+    return allocating[0] if allocating else None
 
 
 def _default_type(mt: int) -> int:
