@@ -15,9 +15,11 @@ So before the first operation the replay sets up, from what it knows:
     each CPU's PCP pages: the pages the trace itself shows each list held
     (``pcpd.replay.decode.StartLists``: exact for a list the kernel refilled,
     a lower bound otherwise), and, up to the captured ``count``, the rest on
-    the order-0 list the trace never refilled that it used most (movable if
-    none), since a list the kernel refilled was empty then.  A list's pages
-    become blocks of the memdesc type the trace allocated most from it.
+    a list the trace never refilled, since a list the kernel refilled was
+    empty then: order 0 first, the one it used most (movable if none), of the
+    migratetypes the model keeps lists of (``_remainder_list``).  A list's
+    pages become blocks of the memdesc type the trace allocated most from it,
+    of those allocating from its migratetype.
 ``pool``
     the blocks that the trace frees without having allocated them
     (``OP_FREE_PRE``): allocated before the capture, so the model allocates
@@ -203,7 +205,7 @@ def _trace_unknowns(decoded: Decoded, cpus: list[CpuStart], per_process: bool) -
     unknown = []
     if any(c.remainder for c in cpus):
         unknown.append("which lists held the captured count beyond what the trace shows: it is "
-                       "put on the order-0 list the trace used most without refilling it")
+                       "put on a list the trace never refilled, order 0 first")
     if decoded.pcp.refill_blocks == 0:
         unknown.append("when the kernel refilled each list (no mm_page_alloc_zone_locked events): "
                        "the list contents are lower bounds")
