@@ -86,12 +86,22 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # stdout still holds what did not get through, and Python flushes it again at exit
-        # ("Exception ignored ... BrokenPipeError", exit 120): point it at /dev/null first, the
-        # signal module docs' recipe ("Note on SIGPIPE")
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
         return 0
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, stdout still holds what did not get through, and Python flushes
+    it again at exit ("Exception ignored ... BrokenPipeError", exit 120): point its file
+    descriptor at /dev/null first, the signal module docs' recipe ("Note on SIGPIPE").  A
+    stdout with no descriptor (captured in a test) has nothing to flush there."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):     # io.UnsupportedOperation is both
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":
