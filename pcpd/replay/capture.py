@@ -193,7 +193,7 @@ def parse_lost_samples(stats: str) -> dict[str, int]:
     for line in stats.splitlines():
         line = line.strip()
         if line.endswith(" stats:"):               # "kmem:mm_page_free stats:"; not "Aggregated"
-            group, _, name = line[:-len(" stats:")].partition(":")
+            name = line[:-len(" stats:")].partition(":")[2]
             event = name or None
         elif event and line.startswith("LOST_SAMPLES events:"):
             n = int(line.split(":")[1].split()[0])
