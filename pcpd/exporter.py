@@ -62,7 +62,7 @@ from pcpd.model.arena import (
     H_RESTARTS,
     Arena,
 )
-from pcpd.model.zone import (
+from pcpd.model.zonewords import (
     FREE_LISTS,
     Z_CLAIMS,
     Z_FREE_PAGES,

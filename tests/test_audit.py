@@ -5,9 +5,10 @@ from audit_blocks import pages_by_cpu
 
 from pcpd.daemon.audit import STATES, audit
 from pcpd.model.arena import DESC_WORDS
-from pcpd.model.memmap import FLAG_ORDER_SHIFT, MEMDESC_BUDDY, memmap_for
+from pcpd.model.memmap import memmap_for
+from pcpd.model.pagewords import FLAG_ORDER_SHIFT, MEMDESC_BUDDY
 from pcpd.model.slab import D_PFN
-from pcpd.model.zone import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE
+from pcpd.model.zonewords import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import T_ANON, T_FILE, T_KERNEL
 

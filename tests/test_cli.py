@@ -179,7 +179,7 @@ def test_help_alone_imports_no_command_module():
     """)
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == ["pcpd", "pcpd.cli", "pcpd.errors"]
+    assert json.loads(done.stdout) == ["pcpd", "pcpd.cli", "pcpd.core", "pcpd.errors"]
 
 
 # -- as a process ---------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from pcpd import cli
 from pcpd.analysis.costs import COST_PAGES, cost_table, format_table, model_spec
 from workers.policies import TYPES
 
+pytestmark = pytest.mark.interpreted          # traces cachelines (tests/conftest.py)
+
 KEYS = {"policy", "memdesc", "order", "pcp", "op", "struct_page_lines_written",
         "struct_page_lines_read", "descriptor_lines", "slab_ops", "zone_lock_acquisitions",
         "record_bytes", "by_cause"}

@@ -15,7 +15,7 @@ import pytest
 from pcpd.daemon.audit import audit
 from pcpd.model.arena import H_MEMDESC, H_SLAB_TOP, Arena
 from pcpd.model.stats import NAMES
-from pcpd.model.zone import Z_FREE_PAGES, Z_WMARK_HIGH, Z_WMARK_LOW, Z_WMARK_MIN
+from pcpd.model.zonewords import Z_FREE_PAGES, Z_WMARK_HIGH, Z_WMARK_LOW, Z_WMARK_MIN
 from pcpd.spec import ModelSpec
 from workers.cpu import CpuAllocator, SharedLocks, create_arena, format_arena
 from workers.policies import T_ANON, T_FILE, T_KERNEL

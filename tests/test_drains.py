@@ -6,7 +6,7 @@ import pytest
 
 from pcpd.daemon.drains import DrainRequests
 from pcpd.model.arena import C_DRAIN_REQ, H_DRAIN_SEQ, Arena, Geometry
-from pcpd.model.zone import Z_FREE_PAGES, Z_WMARK_LOW
+from pcpd.model.zonewords import Z_FREE_PAGES, Z_WMARK_LOW
 
 
 @pytest.fixture

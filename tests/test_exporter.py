@@ -39,7 +39,8 @@ from pcpd.exporter import (
 from pcpd.model import stats
 from pcpd.model.arena import C_PID, C_RESTARTS, H_AUDIT_FAILURES, H_AUDIT_OK, H_AUDIT_RUNS, H_RESTARTS, Arena, Geometry
 from pcpd.model.stats import INDEX
-from pcpd.model.zone import MIGRATE_RECLAIMABLE, Z_CLAIMS, Z_FREE_PAGES, Z_NR_FREE, Z_STEALS, Z_WMARK_LOW
+from pcpd.model.zone import MIGRATE_RECLAIMABLE
+from pcpd.model.zonewords import Z_CLAIMS, Z_FREE_PAGES, Z_NR_FREE, Z_STEALS, Z_WMARK_LOW
 from pcpd.simulate.engine import Simulation
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import PolicyOptions

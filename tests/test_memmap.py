@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 
 from pcpd.model.arena import DESC_WORDS, H_MEMDESC, RECORD_SIZES, Arena, Geometry
 from pcpd.model.linetrace import LineTrace, TracedArena, slab_words, untraced
-from pcpd.model.memmap import (
+from pcpd.model.memmap import LAYOUTS, LineCharges, lines_spanned, memdesc_word, memmap_for
+from pcpd.model.pagewords import (
     BUDDY_HEAD8,
     FLAG_ORDER_SHIFT,
-    LAYOUTS,
     MEMDESC_ANON,
     MEMDESC_BUDDY,
     MEMDESC_FILE,
@@ -21,10 +21,6 @@ from pcpd.model.memmap import (
     PG_ALLOC,
     PG_LRU,
     PG_PCP,
-    LineCharges,
-    lines_spanned,
-    memdesc_word,
-    memmap_for,
 )
 from pcpd.model.slab import D_STATE, DS_INUSE, DS_PCP
 from pcpd.model.stats import DESC_R, LINES_W, Counters
@@ -203,6 +199,7 @@ def traced_arena(record_bytes: int):
         yield arena, TracedArena(arena, trace), trace
 
 
+@pytest.mark.interpreted
 def test_traced_scalar_accesses_record_their_lines():
     with traced_arena(64) as (arena, ta, trace):
         ta.memq[5 * 8 + 1] = 7                        # page 5's line
@@ -220,6 +217,7 @@ def test_traced_scalar_accesses_record_their_lines():
         assert trace.lines_touched() == 0 and not trace.read["memmap"]
 
 
+@pytest.mark.interpreted
 def test_traced_numpy_views_record_what_they_load_and_store():
     with traced_arena(16) as (arena, ta, trace):      # 4 records a line
         ta.mem[2 * 5:2 * 20:2] = 1                    # pages 5..19: lines 1..4
@@ -239,6 +237,7 @@ def test_traced_numpy_views_record_what_they_load_and_store():
         assert trace.read["memmap"] == {0, 25, 50, 75, 100} and not trace.written["memmap"]
 
 
+@pytest.mark.interpreted
 def test_a_traced_arena_is_only_a_view():
     with traced_arena(8) as (arena, ta, _):
         assert untraced(ta) is arena and untraced(arena) is arena

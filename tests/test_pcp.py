@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcpd.model.sizing import NR_PCP_LISTS, PcpLimits, order_to_pindex, pcp_limits
-from pcpd.model.zone import BELOW_HIGH, RECLAIM_ACTIVE, Z_FLAGS, Z_FREE_PAGES, Z_WMARK_HIGH
+from pcpd.model.zonewords import BELOW_HIGH, RECLAIM_ACTIVE, Z_FLAGS, Z_FREE_PAGES, Z_WMARK_HIGH
 from pcpd.spec import ModelSpec
 from workers.cpu import CpuAllocator, SharedLocks, create_arena
 from workers.pcp import PCPF_FREE_HIGH_BATCH, PCPF_PREV_FREE_HIGH_ORDER, PerCpuPages

@@ -29,9 +29,9 @@ from pcpd.kernel import (
 from pcpd.model import rings
 from pcpd.model.arena import C_STATE, Arena
 from pcpd.model.linetrace import LineTrace, TracedArena
-from pcpd.model.memmap import NIL, PG_PCP, W_LINK, W_PREV
+from pcpd.model.pagewords import NIL, PG_PCP, W_LINK, W_PREV
 from pcpd.model.stats import LINES_W
-from pcpd.model.zone import FREE_LISTS, Z_HEAD
+from pcpd.model.zonewords import FREE_LISTS, Z_HEAD
 from workers import worker
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import T_ANON, T_KERNEL
@@ -257,6 +257,7 @@ def piece_list(mem, head: int, most: int) -> list[int]:
     return out
 
 
+@pytest.mark.interpreted
 def test_piece_lists_are_linked_through_struct_page():
     """The pieces' lists are page->buddy_list lists: the links are stored in the pieces'
     struct pages, in the order of the policy's index, and list_del() of a piece in the

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pcpd.daemon.audit import audit
 from pcpd.kernel import ERAS, MAX_PAGE_ORDER, PAGE_ORDERS
 from pcpd.model.arena import DESC_WORDS, H_SLAB_TOP
-from pcpd.model.memmap import MEMDESC_FILE, MEMDESC_PCPDESC, NIL, W_LINK
+from pcpd.model.pagewords import MEMDESC_FILE, MEMDESC_PCPDESC, NIL, W_LINK
 from pcpd.model.slab import D_PFN, D_STATE, DS_INUSE, DS_PCP
 from pcpd.model.stats import ALLOC_GRID, NAMES
 from pcpd.policies import record_bytes_for

@@ -46,7 +46,8 @@ from pcpd.kernel import MAX_PAGE_ORDER
 from pcpd.model import rings
 from pcpd.model.arena import H_SLAB_TOP
 from pcpd.model.lock import ZoneLock
-from pcpd.model.memmap import NIL, memdesc_word
+from pcpd.model.memmap import memdesc_word
+from pcpd.model.pagewords import NIL
 from pcpd.model.stats import Counters
 from pcpd.model.zone import Zone
 from pcpd.policies import POLICIES
@@ -337,6 +338,7 @@ def cost_rows():
     return rows
 
 
+@pytest.mark.interpreted
 @pytest.mark.parametrize("policy", SUITE)
 def test_cost_table_is_sane(cost_rows, policy):
     types, orders = COST_TYPES, COST_ORDERS
@@ -368,6 +370,7 @@ def test_cost_table_is_sane(cost_rows, policy):
                 + r["free_memory_lines_written"] > 0, where
 
 
+@pytest.mark.interpreted
 @pytest.mark.parametrize("policy", SUITE)
 def test_traced_lines_equal_charges(cost_rows, policy):
     rows = cost_rows(policy)

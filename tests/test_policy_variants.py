@@ -12,7 +12,7 @@ import random
 import pytest
 
 from pcpd.daemon.audit import audit
-from pcpd.model.memmap import NIL, PG_HEAD, PG_PCP, W_LINK
+from pcpd.model.pagewords import NIL, PG_HEAD, PG_PCP, W_LINK
 from pcpd.model.stats import NAMES
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import T_ANON, T_FILE, T_KERNEL, T_PAGETABLE, TYPES

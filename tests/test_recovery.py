@@ -18,10 +18,11 @@ from pcpd.errors import ArenaError
 from pcpd.model import rings
 from pcpd.model.arena import DESC_WORDS, H_SLAB_TOP, RING_HEADER
 from pcpd.model.lock import ZoneLock
-from pcpd.model.memmap import MEMDESC_SLAB, NIL
+from pcpd.model.pagewords import MEMDESC_SLAB, NIL
 from pcpd.model.slab import D_PFN, D_STATE, DS_INUSE, desc_state
 from pcpd.model.stats import Counters
-from pcpd.model.zone import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Zone
+from pcpd.model.zone import Zone
+from pcpd.model.zonewords import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE
 from pcpd.policies import record_bytes_for
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import T_ANON, T_FILE, T_KERNEL, T_NETPOOL, T_SLAB

@@ -37,7 +37,7 @@ from replay_lines import BUNDLE_NET, BUNDLE_PAGECACHE, BUNDLE_THP, THP_ZONEINFO,
 from pcpd.daemon.audit import audit
 from pcpd.kernel import MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE
 from pcpd.model.arena import Arena
-from pcpd.model.zone import Z_FREE_PAGES
+from pcpd.model.zonewords import Z_FREE_PAGES
 from pcpd.pagetypeinfo import ZonePageTypes
 from pcpd.replay.command import replay
 from pcpd.replay.decode import decode

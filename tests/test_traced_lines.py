@@ -43,10 +43,12 @@ import pytest
 
 from pcpd.analysis.costs import cost_table
 from pcpd.model.linetrace import LineTrace, TracedArena
-from pcpd.model.memmap import NIL
+from pcpd.model.pagewords import NIL
 from pcpd.model.stats import NAMES
 from pcpd.policies import PROPOSAL
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
+
+pytestmark = pytest.mark.interpreted          # traces cachelines (tests/conftest.py)
 
 TYPES = ("anon", "slab", "kernel")
 ORDERS = (0, 1, 2, 4, 9, 10)

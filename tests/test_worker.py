@@ -29,7 +29,7 @@ from pcpd.model.arena import (
     H_SHUTDOWN,
 )
 from pcpd.model.stats import NAMES, NR_STATS, Snapshot
-from pcpd.model.zone import Z_WMARK_LOW
+from pcpd.model.zonewords import Z_WMARK_LOW
 from pcpd.policies import record_bytes_for
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.worker import (

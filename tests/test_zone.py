@@ -17,9 +17,11 @@ from pcpd.daemon.audit import audit
 from pcpd.kernel import MAX_PAGE_ORDER, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE
 from pcpd.model.arena import RECORD_SIZES
 from pcpd.model.lock import ZoneLock
-from pcpd.model.memmap import NIL, memmap_for
+from pcpd.model.memmap import memmap_for
+from pcpd.model.pagewords import NIL
 from pcpd.model.stats import Counters
-from pcpd.model.zone import (
+from pcpd.model.zone import Zone
+from pcpd.model.zonewords import (
     BELOW_HIGH,
     RECLAIM_ACTIVE,
     Z_CLAIMS,
@@ -33,7 +35,6 @@ from pcpd.model.zone import (
     Z_WMARK_MIN,
     ZONE_BELOW_HIGH,
     ZONE_RECLAIM_ACTIVE,
-    Zone,
 )
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
 from workers.policies import T_ANON, T_SLAB

@@ -45,7 +45,7 @@ from pcpd.kernel import (
     RECLAIM_ACTIVE_ERAS,
 )
 from pcpd.model.sizing import PcpLimits, order_to_pindex, pcp_allowed_order, pindex_to_order
-from pcpd.model.zone import BELOW_HIGH, RECLAIM_ACTIVE, Z_FLAGS
+from pcpd.model.zonewords import BELOW_HIGH, RECLAIM_ACTIVE, Z_FLAGS
 
 PCPF_PREV_FREE_HIGH_ORDER = 1 << 0
 PCPF_FREE_HIGH_BATCH = 1 << 1

@@ -44,7 +44,7 @@ from pcpd.model.arena import (
     Arena,
 )
 from pcpd.model.stats import ALLOC_FAIL, INDEX
-from pcpd.model.zone import Z_WMARK_LOW
+from pcpd.model.zonewords import Z_WMARK_LOW
 from pcpd.spec import ModelSpec
 from workers.cpu import CpuAllocator, SharedLocks
 from workers.workloads import BACKOFF_FRACTION, Workload

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 
 from pcpd.config.settings import WorkloadSettings
 from pcpd.kernel import MEMDESC_TYPES
-from pcpd.model.memmap import NIL
+from pcpd.model.pagewords import NIL
 from workers.policies import Policy
 
 BACKOFF_FRACTION = 4             # a failed allocation frees 1/4 of what is held

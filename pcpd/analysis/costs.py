@@ -76,12 +76,13 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from pcpd import core
 from pcpd.errors import PcpdError
 from pcpd.kernel import DEFAULT_ERA, ERAS, HIGH_BOUNDS_ERAS, MAX_PAGE_ORDER, MEMDESC_TYPES, PAGE_ORDERS
 from pcpd.model import sizing
 from pcpd.model.arena import RECORD_SIZES, Arena
 from pcpd.model.linetrace import LineTrace, TracedArena
-from pcpd.model.memmap import NIL
+from pcpd.model.pagewords import NIL
 from pcpd.model.stats import (
     ALLOC_BUDDY,
     ALLOC_HIT,
@@ -380,8 +381,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    rows = cost_table(args.era, args.record_bytes, args.policy or PROPOSAL,
-                      args.memdesc or MEMDESC_TYPES, args.order or PAGE_ORDERS)
+    rows = core.call_interpreted(cost_table, args.era, args.record_bytes, args.policy or PROPOSAL,
+                                 args.memdesc or MEMDESC_TYPES, args.order or PAGE_ORDERS)
     if args.json:
         print("[" + ",\n".join(json.dumps(r) for r in rows) + "]")
     else:

@@ -19,7 +19,8 @@ import numpy as np
 
 from pcpd.kernel import MIGRATE_PCPTYPES, PAGE_ORDERS
 from pcpd.model.arena import DESC_WORDS, H_AUDIT_FAILURES, H_AUDIT_OK, H_AUDIT_RUNS, H_MEMDESC, Arena
-from pcpd.model.memmap import (
+from pcpd.model.memmap import memdesc_word, memmap_for
+from pcpd.model.pagewords import (
     FLAG_CPU_SHIFT,
     FLAG_ORDER_SHIFT,
     MEMDESC_ANON,
@@ -36,11 +37,9 @@ from pcpd.model.memmap import (
     PG_INFLIGHT,
     PG_PCP,
     W_PRIVATE64,
-    memdesc_word,
-    memmap_for,
 )
 from pcpd.model.slab import D_PFN, D_STATE, DS_INFLIGHT, DS_INUSE, DS_PCP
-from pcpd.model.zone import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Z_TAIL
+from pcpd.model.zonewords import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Z_TAIL
 
 STATES = ("buddy", "pcp", "allocated", "inflight")
 

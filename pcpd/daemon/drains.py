@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from pcpd.model.arena import C_DRAIN_REQ, H_DRAIN_SEQ, Arena
-from pcpd.model.zone import Z_FREE_PAGES, Z_WMARK_LOW
+from pcpd.model.zonewords import Z_FREE_PAGES, Z_WMARK_LOW
 
 DRAIN_MIN_INTERVAL_NS = 1_000_000_000
 

@@ -23,12 +23,15 @@ import numpy as np
 
 from pcpd.daemon import audit
 from pcpd.daemon.slots import process_alive
+from pcpd.kernel import PAGEBLOCK_ORDER
 from pcpd.model import rings
 from pcpd.model.arena import DESC_WORDS, H_LOCK_HOLDER_CPU, H_LOCK_OP, H_MEMDESC, H_SLAB_TOP, Arena
 from pcpd.model.lock import OP_NAMES, RawLock
-from pcpd.model.memmap import MEMDESC_BUDDY, NIL, memdesc_word, memmap_for
+from pcpd.model.memmap import memdesc_word, memmap_for
+from pcpd.model.pagewords import MEMDESC_BUDDY, NIL
 from pcpd.model.slab import D_PFN, D_STATE, DS_CACHED, DS_FREE, DS_INFLIGHT, DS_INUSE, DS_PCP
-from pcpd.model.zone import PAGEBLOCK_ORDER, Z_FREE_PAGES, Z_HEAD, Z_NR_FREE, Zone, _link_tail
+from pcpd.model.zone import Zone, _link_tail
+from pcpd.model.zonewords import Z_FREE_PAGES, Z_HEAD, Z_NR_FREE
 
 LOCK_TAKEOVER_TIMEOUT = 5.0            # unrecorded holder: a live one never holds it this long
 

@@ -57,7 +57,8 @@ from pcpd.model.arena import (
 )
 from pcpd.model.lock import ZoneLock
 from pcpd.model.tuning import TuningSeries
-from pcpd.model.zone import Z_FREE_PAGES, Zone
+from pcpd.model.zone import Zone
+from pcpd.model.zonewords import Z_FREE_PAGES
 from pcpd.sdnotify import Notifier
 from pcpd.spec import ModelSpec
 from workers.cpu import SharedLocks, create_arena

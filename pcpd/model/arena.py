@@ -271,13 +271,17 @@ class Arena:
         """Drop this arena's views and, once no view is left, the mapping.
 
         Views handed out earlier (a Zone's, a policy's) pin the mapping (numpy
-        frombuffer holds a buffer export), so it is unmapped when the last of
-        them goes, never under a live view.
+        frombuffer and the compiled core's typed memoryviews hold a buffer
+        export), so it is unmapped when the last of them goes, never under a
+        live view.
         """
         for attr in ("headerq", "zoneq", "memq", "freelinksq", "descq", "pageblockq"):
             self.__dict__.pop(attr, None)
         for view in self._views:
-            view.release()
+            try:
+                view.release()
+            except BufferError:                  # exported: it goes with its last holder
+                pass
         self._views = []
         for attr in ("header", "zone", "pageblock", "pbowner", "mem", "freelinks", "descs",
                      "descfree", "cpuctl", "stats", "rings"):

@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from pcpd import core
 from pcpd.model.arena import Arena
 
 REGIONS = ("memmap", "descs", "slab", "freelinks")
@@ -183,6 +184,10 @@ def _traced_array(a: np.ndarray, read: set[int], written: set[int],
     return view
 
 
+class TracingNeedsInterpreted(RuntimeError):
+    """The compiled core's typed memoryviews cannot record: see ``pcpd.core``."""
+
+
 class TracedArena(Arena):
     """``arena``'s views, with the memmap, descriptor and free-memory ones recording
     into ``trace``.  Shares the mapping: close and unlink the arena, not this."""
@@ -190,6 +195,9 @@ class TracedArena(Arena):
     real: Arena
 
     def __init__(self, arena: Arena, trace: LineTrace) -> None:   # a view: no Arena.__init__
+        if core.running_compiled():
+            raise TracingNeedsInterpreted(
+                f"tracing cachelines runs the interpreted core: set {core.PURE_ENV}=1 (pcpd.core)")
         self.__dict__.update(arena.__dict__)
         self.real, self.trace = arena, trace
         r, w = trace.read, trace.written

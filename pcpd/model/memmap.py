@@ -45,42 +45,23 @@ from typing import Any
 import numpy as np
 
 from pcpd.model.arena import DESC_WORDS, H_MEMDESC, Arena
+from pcpd.model.pagewords import (
+    BUDDY_HEAD,
+    BUDDY_HEAD8,
+    FLAG_ORDER_SHIFT,
+    MEMDESC_ANON,
+    MEMDESC_BUDDY,
+    MEMDESC_FILE,
+    NIL,
+    PG_ALLOC,
+    PG_BUDDY,
+    PG_LRU,
+    W_LINK,
+    W_PREV,
+    W_PRIVATE64,
+)
 from pcpd.model.slab import DS_INUSE
 from pcpd.model.stats import CAUSES, DATA_W, DESC_R, DESC_W, LINES_R, LINES_W, Counters
-
-NIL = -1
-
-PG_BUDDY = 1 << 0
-PG_HEAD = 1 << 1
-PG_PCP = 1 << 2
-PG_INFLIGHT = 1 << 3
-PG_LRU = 1 << 5
-PG_ALLOC = 1 << 6
-PG_LARGE_RMAPPABLE = 1 << 7   # in page[1]'s flags (folio->_flags_1), as the kernel keeps it
-FLAG_CPU_SHIFT = 8       # cpu + 1, 8 bits
-FLAG_ORDER_SHIFT = 16    # 4 bits
-FLAG_TYPE_SHIFT = 24     # memdesc type nibble of the allocation
-TAIL_MAPPING = 0x400     # the poison prep_compound_tail() stores in tail->mapping
-
-# Memdesc type nibbles (Memdescs wiki, revision B, section 6.2).
-MEMDESC_MISC = 0
-MEMDESC_BUDDY = 1
-MEMDESC_FILE = 2
-MEMDESC_ANON = 3
-MEMDESC_SLAB = 5
-MEMDESC_PAGETABLE = 7
-MEMDESC_NETPOOL = 8
-MEMDESC_PCPDESC = 11     # unassigned in the wiki: the proposal's 'struct pcpdesc'
-
-BUDDY_HEAD = 1 << 4      # 16 B: in w1
-BUDDY_HEAD8 = 1 << 8     # 8 B: in w0
-
-# Word indices shared by the layouts that have the field (word 0 is the flags word).
-W_LINK = 1
-W_PREV = 2
-W_MAPPING = 3
-W_PRIVATE64 = 5
-W_REFCOUNT64 = 6
 
 
 def lines_spanned(first_pfn: int, count: int, record_bytes: int) -> int:
@@ -236,8 +217,8 @@ class Memmap:
     Subclasses implement one record size.
     """
 
-    record_bytes: int
-    words: int
+    record_bytes = 0                # each layout sets its own
+    words = 0
 
     def __init__(self, arena: Arena) -> None:
         self.mem = arena.mem

@@ -9,17 +9,8 @@ does); the methods under "zone->lock held" are for callers that hold it already
 start state, crash recovery); those starting with an underscore are the
 zone's own.
 
-Zone words (int64):
-
-    [Z_HEAD + 3*order + mt]      first free block of free_area[order].free_list[mt]
-    [Z_TAIL + 3*order + mt]      last free block
-    [Z_NR_FREE + 3*order + mt]   free blocks on that list (nr_free is their sum)
-    Z_FREE_PAGES                 NR_FREE_PAGES: buddy pages only, never PCP pages;
-                                 accounted once per block freed or allocated, as
-                                 account_freepages() is, not per list operation
-    Z_MANAGED, Z_WMARK_MIN/LOW/HIGH, Z_CLAIMS, Z_STEALS
-    Z_FLAGS                      zone->flags: ZONE_BELOW_HIGH and ZONE_RECLAIM_ACTIVE,
-                                 one byte each (see "zone->flags" below)
+The zone's words (list heads, tails and counters) are laid out in
+``pcpd.model.zonewords``.
 
 zone->flags.  The kernel sets and clears these bits with atomic set_bit() and
 clear_bit(); here each flag is one byte of the Z_FLAGS word, 0 or 1, so setting
@@ -69,7 +60,6 @@ three times a memoryview's) was about half of its cost (issue 12).
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
@@ -82,14 +72,29 @@ from pcpd.kernel import (
     MIGRATE_PCPTYPES,
     MIGRATE_RECLAIMABLE,
     MIGRATE_UNMOVABLE,
-    NR_PAGE_ORDERS,
     PAGEBLOCK_NR_PAGES,
     PAGEBLOCK_ORDER,
 )
 from pcpd.model.arena import H_MEMDESC, Arena
 from pcpd.model.lock import OP_BUDDY_ALLOC, OP_BUDDY_FREE, OP_DRAIN, OP_REFILL, ZoneLock
-from pcpd.model.memmap import MEMDESC_BUDDY, NIL, LineCharges, Memmap, memdesc_word, memmap_for
+from pcpd.model.memmap import LineCharges, Memmap, memdesc_word, memmap_for
+from pcpd.model.pagewords import MEMDESC_BUDDY, NIL
 from pcpd.model.stats import DATA_W, LINES_R, LINES_W, Counters
+from pcpd.model.zonewords import (
+    FLAG_AT,
+    Z_CLAIMS,
+    Z_FREE_PAGES,
+    Z_HEAD,
+    Z_MANAGED,
+    Z_NR_FREE,
+    Z_STEALS,
+    Z_TAIL,
+    Z_WMARK_HIGH,
+    Z_WMARK_LOW,
+    Z_WMARK_MIN,
+    ZONE_BELOW_HIGH,
+    ZONE_RECLAIM_ACTIVE,
+)
 
 # fallbacks[]: where each migratetype looks when its own lists are empty.
 FALLBACKS = {
@@ -97,34 +102,6 @@ FALLBACKS = {
     MIGRATE_MOVABLE: (MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE),
     MIGRATE_RECLAIMABLE: (MIGRATE_UNMOVABLE, MIGRATE_MOVABLE),
 }
-
-# One list per (order, migratetype): index MIGRATE_PCPTYPES * order + mt.
-FREE_LISTS = MIGRATE_PCPTYPES * NR_PAGE_ORDERS
-Z_HEAD = 0
-Z_TAIL = Z_HEAD + FREE_LISTS
-Z_NR_FREE = Z_TAIL + FREE_LISTS
-Z_FREE_PAGES = Z_NR_FREE + FREE_LISTS
-Z_MANAGED = 100
-Z_WMARK_MIN = 101
-Z_WMARK_LOW = 102
-Z_WMARK_HIGH = 103
-Z_CLAIMS = 104
-Z_STEALS = 105
-Z_FLAGS = 106
-
-# zone->flags bits the model keeps: each its byte of Z_FLAGS (1 when set), and
-# its bit in the word as one load of Z_FLAGS sees it on this machine.
-ZONE_BELOW_HIGH, ZONE_RECLAIM_ACTIVE = 0, 1
-
-
-def _flag_bit(flag: int) -> int:
-    return 1 << 8 * (flag if sys.byteorder == "little" else 7 - flag)
-
-
-BELOW_HIGH = _flag_bit(ZONE_BELOW_HIGH)
-RECLAIM_ACTIVE = _flag_bit(ZONE_RECLAIM_ACTIVE)
-
-_FLAG_AT = Z_FLAGS * 8                     # Z_FLAGS' first byte in the zone's bytes
 
 # __rmqueue() modes, cached across one rmqueue_bulk().
 RMQUEUE_NORMAL, RMQUEUE_CLAIM, RMQUEUE_STEAL = 0, 1, 2
@@ -206,7 +183,7 @@ class Zone:
     def __init__(self, arena: Arena, lock: ZoneLock, counters: Counters) -> None:
         self.arena = arena
         self.z = arena.zoneq
-        self._flag = arena.zoneb            # zone->flags' bytes: self._flag[_FLAG_AT + flag]
+        self._flag = arena.zoneb            # zone->flags' bytes: self._flag[FLAG_AT + flag]
         self.pb = arena.pageblockq
         self.mm = memmap_for(arena)
         self.pages = arena.pages
@@ -260,11 +237,11 @@ class Zone:
     # -- zone->flags (see the module docstring) ------------------------------
     def test_flag(self, flag: int) -> bool:
         """test_bit(flag, &zone->flags)"""
-        return bool(self._flag[_FLAG_AT + flag])
+        return bool(self._flag[FLAG_AT + flag])
 
     def _set_flag(self, flag: int, on: bool) -> None:
         """set_bit() / clear_bit(): one byte store."""
-        self._flag[_FLAG_AT + flag] = on
+        self._flag[FLAG_AT + flag] = on
 
     @property
     def below_high(self) -> bool:
@@ -622,10 +599,10 @@ class Zone:
         The migratetype is re-read from the pageblock at drain time, as newer
         kernels do.
         """
-        pb, free_one_page = self.pb, self._free_one_page
+        pb = self.pb
         with self.locked(OP_DRAIN):
             for pfn, order in blocks:
-                free_one_page(pfn, order, pb[pfn >> PAGEBLOCK_ORDER])
+                self._free_one_page(pfn, order, pb[pfn >> PAGEBLOCK_ORDER])
         self._kswapd_balanced()
 
     @_operation

@@ -25,7 +25,7 @@ import numpy as np
 from pcpd.daemon.audit import audit
 from pcpd.model import sizing, stats
 from pcpd.model.arena import Arena
-from pcpd.model.memmap import NIL
+from pcpd.model.pagewords import NIL
 from pcpd.model.slab import format_slab
 from pcpd.model.zone import format_zone
 from pcpd.replay.spool import DECAY_ONE_CPU, OP_ALLOC, OP_FREE, OP_FREE_PRE, OpSpool

@@ -70,7 +70,8 @@ from pcpd.kernel import (
 )
 from pcpd.model.arena import Arena
 from pcpd.model.sizing import pindex_to_order
-from pcpd.model.zone import Z_CLAIMS, Z_FREE_PAGES, Z_STEALS, Zone
+from pcpd.model.zone import Zone
+from pcpd.model.zonewords import Z_CLAIMS, Z_FREE_PAGES, Z_STEALS
 from pcpd.pagetypeinfo import ZonePageTypes
 from pcpd.replay.decode import Decoded, StartLists
 from pcpd.zoneinfo import Pageset

@@ -70,7 +70,7 @@ from pcpd.model.arena import C_PID, RING_HEADER, Arena
 from pcpd.model.sizing import PcpLimits
 from pcpd.model.stats import ALLOC_FAIL, INDEX, NR_STATS, TUNING_GAUGES, Snapshot, read_snapshot
 from pcpd.model.tuning import TuningSeries
-from pcpd.model.zone import Z_WMARK_LOW
+from pcpd.model.zonewords import Z_WMARK_LOW
 from pcpd.simulate.clock import CpuClock, LockFigures, VirtualZoneLock, ZoneLockClock
 from pcpd.simulate.costs import PS_PER_NS, CostModel, line_counter, potential_of
 from pcpd.spec import ModelSpec

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from pcpd.kernel import (
     ALLOC_NOFRAGMENT_ERAS,
@@ -17,7 +17,7 @@ from pcpd.kernel import (
     PAGE_ORDERS,
     PCP_BATCH_SCALE_MAX,
 )
-from pcpd.model import memmap, stats
+from pcpd.model import pagewords, stats
 from pcpd.model.arena import Arena
 from pcpd.model.sizing import PcpLimits
 from pcpd.model.slab import DescriptorSlab
@@ -27,8 +27,8 @@ from workers.pcp import PerCpuPages
 
 TYPES = MEMDESC_TYPES
 T_ANON, T_FILE, T_SLAB, T_PAGETABLE, T_NETPOOL, T_KERNEL = range(len(TYPES))
-MEMDESC_OF = (memmap.MEMDESC_ANON, memmap.MEMDESC_FILE, memmap.MEMDESC_SLAB, memmap.MEMDESC_PAGETABLE,
-              memmap.MEMDESC_NETPOOL, memmap.MEMDESC_MISC)
+MEMDESC_OF = (pagewords.MEMDESC_ANON, pagewords.MEMDESC_FILE, pagewords.MEMDESC_SLAB, pagewords.MEMDESC_PAGETABLE,
+              pagewords.MEMDESC_NETPOOL, pagewords.MEMDESC_MISC)
 # Reclaimable slab (SLAB_RECLAIM_ACCOUNT caches) stands for the RECLAIMABLE type.
 MIGRATETYPE_OF = (MIGRATE_MOVABLE, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE,
                   MIGRATE_UNMOVABLE, MIGRATE_UNMOVABLE)
@@ -47,7 +47,7 @@ MD_W = stats.LINES_W["memdesc_set"]
 RMAP_W, RMAP_R = stats.LINES_W["rmappable"], stats.LINES_R["rmappable"]
 DESC_W, DESC_R, DATA_W = stats.DESC_W, stats.DESC_R, stats.DATA_W
 FREE_TYPE = stats.FREE_TYPE
-W_LINK, W_PREV, W_REFCOUNT = memmap.W_LINK, memmap.W_PREV, memmap.W_REFCOUNT64
+W_LINK, W_PREV, W_REFCOUNT = pagewords.W_LINK, pagewords.W_PREV, pagewords.W_REFCOUNT64
 # Drains free_frozen_page_commit() makes (stats.DRAIN_CAUSES), the only ones after
 # which it clears ZONE_BELOW_HIGH.
 FREE_PATH_DRAINS = ("high", "free_high")
@@ -97,7 +97,7 @@ class Policy:
     slowed its every hit by 5%.
     """
 
-    name: ClassVar[str]                   # its entry in the registry (pcpd.policies)
+    name = ""                             # its entry in the registry (pcpd.policies)
 
     def __init__(self, arena: Arena, zone: Zone, slab: DescriptorSlab | None,
                  counters: stats.Counters, cpu: int, tuning: PcpTuning,
@@ -117,6 +117,7 @@ class Policy:
         self.rb = arena.record_bytes
         self.w = arena.record_bytes // 8
         self.pbq = arena.pageblockq
+        self.zone_words = arena.zoneq                 # the free path's zone->flags test
         # alloc_flags_nofragment() on the fast path (pcpd.model.zone)
         self.nofragment = tuning.era in ALLOC_NOFRAGMENT_ERAS
         self.pcps = self._make_pcps()
@@ -189,7 +190,7 @@ class Policy:
         blocks = zone.rmqueue_bulk(order, mt, n, self.nofragment)
         if not blocks and self.nofragment:
             pfn = zone.rmqueue_buddy_once(order, mt, True)
-            if pfn != memmap.NIL:
+            if pfn != pagewords.NIL:
                 blocks = [pfn]
             else:
                 zone.check_watermarks(order)
@@ -217,7 +218,7 @@ class Policy:
         self.zone.lines.fold()
         if not blocks:
             return 0
-        pages = sum(1 << order for _, order in blocks)
+        pages = sum([1 << order for _, order in blocks])
         self.v[stats.DRAINS[cause]] += 1
         self.v[stats.DRAIN_PAGES[cause]] += pages
         return pages

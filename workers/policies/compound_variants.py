@@ -51,13 +51,13 @@ charge).
 from __future__ import annotations
 
 from pcpd.kernel import PAGE_ORDERS
-from pcpd.model import memmap, stats
+from pcpd.model import pagewords, stats
 from workers.policies.base import COMPOUND_OF, FOLIO_OF, RMAP_W, T_KERNEL, TYPES
 from workers.policies.struct_page import CompoundPolicy, _Page64Policy
 
 __all__ = ["CompoundLazyPolicy", "CompoundContigPolicy"]
 
-_PG_HEAD = memmap.PG_HEAD
+_PG_HEAD = pagewords.PG_HEAD
 _PAGE_R = stats.LINES_R["page_state"]
 
 

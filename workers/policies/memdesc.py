@@ -5,11 +5,14 @@ Pages carry a memdesc word; descriptors come from the slab (pcpd.model.slab).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pcpd.kernel import MIGRATE_PCPTYPES, PAGE_ORDERS, PAGEBLOCK_ORDER
-from pcpd.model import memmap
+from pcpd.model import memmap, pagewords
 from pcpd.model.arena import DESC_WORDS
 from pcpd.model.linetrace import untraced
-from pcpd.model.memmap import NIL, LineCharges, lines_spanned
+from pcpd.model.memmap import LineCharges, lines_spanned
+from pcpd.model.pagewords import NIL
 from pcpd.model.slab import (
     D_DEFERRED,
     D_ENTIRE_MAPCOUNT,
@@ -53,7 +56,8 @@ class _MemdescPolicy(Policy):
     1, where the plan points the old compound_head (section 6.3).
     """
 
-    slab: DescriptorSlab          # never None: __init__ refuses a policy without one
+    if TYPE_CHECKING:
+        slab: DescriptorSlab      # never None: __init__ refuses a policy without one
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -91,7 +95,7 @@ class _MemdescPolicy(Policy):
             lines.pages(MD_W, pfn, n)
 
     def _misc_word(self, state: int, order: int) -> int:
-        return memmap.MEMDESC_MISC | (state << 4) | (order << 8) | ((self.cpu + 1) << 16)
+        return pagewords.MEMDESC_MISC | (state << 4) | (order << 8) | ((self.cpu + 1) << 16)
 
     def _new_desc(self, t: int, order: int, pfn: int, state: int, lines: LineCharges | None = None) -> int:
         """slab_alloc() a descriptor and fill it in (section 6.4)."""
@@ -180,7 +184,7 @@ class _MemdescPolicy(Policy):
         self.zone.lines.begin()
         if t != T_KERNEL:
             self.slab.free(self._desc_of(pfn))
-        self._set_memdesc(pfn, order, memmap.MEMDESC_BUDDY, self.zone.lines)
+        self._set_memdesc(pfn, order, pagewords.MEMDESC_BUDDY, self.zone.lines)
         self.zone.free_one_page(pfn, order)
         self.zone.lines.fold()
         self.v[FREE_BUDDY] += 1
@@ -209,13 +213,13 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
     def _new_pcpdesc(self, pfn: int, order: int, lines: LineCharges | None = None) -> int:
         idx = self.slab.alloc()
         d, base = self.d, idx * DESC_WORDS
-        d[base + D_STATE] = desc_state(memmap.MEMDESC_PCPDESC, DS_PCP, order, self.cpu)
+        d[base + D_STATE] = desc_state(pagewords.MEMDESC_PCPDESC, DS_PCP, order, self.cpu)
         d[base + D_PFN] = pfn
         if lines is None:
             self.v[DESC_W] += 1
         else:
             lines.desc(DESC_W, base + D_STATE)
-        self._set_memdesc(pfn, order, (idx << 4) | memmap.MEMDESC_PCPDESC, lines)
+        self._set_memdesc(pfn, order, (idx << 4) | pagewords.MEMDESC_PCPDESC, lines)
         return idx
 
     def alloc(self, t: int, order: int) -> int:
@@ -263,7 +267,7 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
         self._desc_push(lst, pidx)
         pcp.count += 1 << order
         v[FREE_PCP] += 1
-        drain = pcp.free_check(order, self.zone.z)
+        drain = pcp.free_check(order, self.zone_words)
         if drain:
             self._drain_after_free(pcp, drain, pindex, self._freed_lines, lst, pfn, order, t)
 
@@ -283,7 +287,7 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
         out = []
         for pidx, order in entries:
             pfn = self._desc_pfn(pidx)                 # each pcpdesc's pfn
-            self._set_memdesc(pfn, order, memmap.MEMDESC_BUDDY, self.zone.lines)
+            self._set_memdesc(pfn, order, pagewords.MEMDESC_BUDDY, self.zone.lines)
             self.slab.free(pidx)
             out.append((pfn, order))
         return out
@@ -411,7 +415,7 @@ class MemdescPolicy(_MemdescPolicy):
             lst.append(idx)
         pcp.count += 1 << order
         v[FREE_PCP] += 1
-        drain = pcp.free_check(order, self.zone.z)
+        drain = pcp.free_check(order, self.zone_words)
         if drain:
             self._drain_after_free(pcp, drain, index, self._freed_lines, lst, pfn, order, t)
 
@@ -480,5 +484,5 @@ class MemdescPolicy(_MemdescPolicy):
             pfn = entry if misc else self._desc_pfn(entry)    # each descriptor's pfn
             if not misc:
                 self.slab.free(entry)
-            self._set_memdesc(pfn, order, memmap.MEMDESC_BUDDY, self.zone.lines)
+            self._set_memdesc(pfn, order, pagewords.MEMDESC_BUDDY, self.zone.lines)
             out.append((pfn, order))

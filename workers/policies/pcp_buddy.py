@@ -123,10 +123,11 @@ from collections import deque
 import numpy as np
 
 from pcpd.kernel import MIGRATE_PCPTYPES, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
-from pcpd.model import memmap, rings
+from pcpd.model import pagewords, rings
 from pcpd.model.arena import C_STATE, Arena
 from pcpd.model.lock import OP_REFILL
-from pcpd.model.memmap import NIL, LineCharges
+from pcpd.model.memmap import LineCharges
+from pcpd.model.pagewords import NIL
 from pcpd.model.stats import ALLOC_MISS_TYPE, INDEX, LINES_R, LINES_W, REFILL_PAGES, REFILLS
 from workers.pcp import PerCpuPages
 from workers.policies.base import (
@@ -184,8 +185,8 @@ class PcpBuddyPolicy(LegacyPolicy):
         # pieces recovery gave back to the zone: every one may hold fragments there
         self.owned: set[int] = set(np.flatnonzero(arena.pbowner == self.me).tolist())
         self.fragmented: set[int] = set(self.owned)
-        cpu1 = self.me << memmap.FLAG_CPU_SHIFT
-        self._piece_flags = [memmap.PG_PCP | PG_PCP_BUDDY | cpu1 | (o << memmap.FLAG_ORDER_SHIFT)
+        cpu1 = self.me << pagewords.FLAG_CPU_SHIFT
+        self._piece_flags = [pagewords.PG_PCP | PG_PCP_BUDDY | cpu1 | (o << pagewords.FLAG_ORDER_SHIFT)
                              for o in range(_PB + 1)]
         self._outbox = rings.Outbox(arena, self.cpu)
         self._states = arena.cpuctl[:, C_STATE]
@@ -380,7 +381,7 @@ class PcpBuddyPolicy(LegacyPolicy):
         for pb in sorted(self.fragmented):
             if pages >= self.pcp.batch and any(o >= order for _, o in got):
                 break
-            if zone.pb[pb] != mt:
+            if self.pbq[pb] != mt:
                 continue
             self.fragmented.discard(pb)
             if self.owner_of[pb] != self.me:       # claimed by another CPU since
@@ -411,7 +412,7 @@ class PcpBuddyPolicy(LegacyPolicy):
 
     def _own(self, pb: int, mt: int) -> None:
         """Record this CPU as the owner of ``pb``; a whole-block claim changes its type."""
-        self.zone.pb[pb] = mt
+        self.pbq[pb] = mt
         self.owner_of[pb] = self.me
         self.owned.add(pb)
 
@@ -470,7 +471,7 @@ class PcpBuddyPolicy(LegacyPolicy):
         if old != NIL:
             v[LINK_W] += 1
         v[FREE_PCP] += 1
-        drain = pcp.free_check(order, self.zone.z)
+        drain = pcp.free_check(order, self.zone_words)
         if drain:
             self._drain_after_free(pcp, drain, 0, self._owned_free_lines, pfn, order, t)
 

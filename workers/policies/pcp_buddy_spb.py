@@ -85,9 +85,10 @@ import numpy as np
 from pcpd.kernel import MAX_PAGE_ORDER, MIGRATE_MOVABLE, MIGRATE_PCPTYPES, PAGEBLOCK_ORDER
 from pcpd.model.arena import Arena
 from pcpd.model.linetrace import untraced
-from pcpd.model.memmap import NIL, memmap_for
+from pcpd.model.memmap import memmap_for
+from pcpd.model.pagewords import NIL
 from pcpd.model.stats import LINES_R
-from pcpd.model.zone import Z_HEAD
+from pcpd.model.zonewords import Z_HEAD
 from workers.policies.pcp_buddy import PcpBuddyPolicy
 
 __all__ = ["PcpBuddySpbPolicy", "SpbCensus", "superpageblock_census", "superpageblock_pageblocks"]

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import deque
 
 from pcpd.kernel import PAGE_ORDERS, PAGEBLOCK_ORDER
-from pcpd.model import memmap
-from pcpd.model.memmap import NIL, LineCharges, lines_spanned
+from pcpd.model import pagewords
+from pcpd.model.memmap import LineCharges, lines_spanned
+from pcpd.model.pagewords import NIL
 from workers.policies.base import (
     BUDDY,
     COMPOUND_OF,
@@ -41,17 +42,17 @@ class _Page64Policy(Policy):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        cpu1 = (self.cpu + 1) << memmap.FLAG_CPU_SHIFT
-        self._pcp_flags = [memmap.PG_PCP | cpu1 | (o << memmap.FLAG_ORDER_SHIFT) for o in PAGE_ORDERS]
+        cpu1 = (self.cpu + 1) << pagewords.FLAG_CPU_SHIFT
+        self._pcp_flags = [pagewords.PG_PCP | cpu1 | (o << pagewords.FLAG_ORDER_SHIFT) for o in PAGE_ORDERS]
         self._alloc_flags = [[self._head_flags(t, o) for o in PAGE_ORDERS] for t in range(len(TYPES))]
 
     def _head_flags(self, t: int, order: int) -> int:
-        flags = (memmap.PG_ALLOC | ((self.cpu + 1) << memmap.FLAG_CPU_SHIFT)
-                 | (order << memmap.FLAG_ORDER_SHIFT) | (t << memmap.FLAG_TYPE_SHIFT))
+        flags = (pagewords.PG_ALLOC | ((self.cpu + 1) << pagewords.FLAG_CPU_SHIFT)
+                 | (order << pagewords.FLAG_ORDER_SHIFT) | (t << pagewords.FLAG_TYPE_SHIFT))
         if FOLIO_OF[t]:
-            flags |= memmap.PG_LRU
+            flags |= pagewords.PG_LRU
         if order and COMPOUND_OF[t]:
-            flags |= memmap.PG_HEAD
+            flags |= pagewords.PG_HEAD
         return flags
 
     # page state (slow paths: compound blocks, buddy allocations) --------------
@@ -59,8 +60,8 @@ class _Page64Policy(Policy):
         """post_alloc_hook(): head flags, refcount 1, private 0: one line."""
         mem, base = self.mem, pfn * 8
         mem[base] = self._alloc_flags[t][order]
-        mem[base + memmap.W_REFCOUNT64] = 1
-        mem[base + memmap.W_PRIVATE64] = 0
+        mem[base + pagewords.W_REFCOUNT64] = 1
+        mem[base + pagewords.W_PRIVATE64] = 0
         self.zone.lines.page(PAGE_W, pfn)
 
     # The order > 0 helpers serve hits and misses both: ``lines`` is None on a hit (see Policy).
@@ -69,11 +70,11 @@ class _Page64Policy(Policy):
         n = 1 << order
         mem = self.np_mem
         first, end = (pfn + 1) * 8, (pfn + n) * 8
-        mem[first + memmap.W_MAPPING:end:8] = memmap.TAIL_MAPPING
-        mem[first + memmap.W_LINK:end:8] = (pfn << 1) | 1        # compound_head = head | 1
-        mem[first + memmap.W_PRIVATE64:end:8] = 0
+        mem[first + pagewords.W_MAPPING:end:8] = pagewords.TAIL_MAPPING
+        mem[first + pagewords.W_LINK:end:8] = (pfn << 1) | 1        # compound_head = head | 1
+        mem[first + pagewords.W_PRIVATE64:end:8] = 0
         # prep_compound_head(): order, nr_pages, mapcounts in page[1]; _deferred_list in page[2]
-        mem[first + memmap.W_PRIVATE64] = order
+        mem[first + pagewords.W_PRIVATE64] = order
         if lines is None:
             self.v[PREP_W] += lines_spanned(pfn + 1, n - 1, 64)
         else:
@@ -86,11 +87,11 @@ class _Page64Policy(Policy):
         first, end = (pfn + 1) * 8, (pfn + n) * 8
         flags = mem[first:end:8]
         if compound:                                  # free_tail_page_prepare()
-            mem[first + memmap.W_MAPPING:end:8] = 0
-            mem[first + memmap.W_LINK:end:8] = 0
-            mem[first + memmap.W_PRIVATE64] = 0              # page[1] second-page fields
+            mem[first + pagewords.W_MAPPING:end:8] = 0
+            mem[first + pagewords.W_LINK:end:8] = 0
+            mem[first + pagewords.W_PRIVATE64] = 0              # page[1] second-page fields
         # PAGE_FLAGS_CHECK_AT_PREP, and PAGE_FLAGS_SECOND in page[1]
-        flags &= ~(memmap.PG_LRU | memmap.PG_ALLOC | memmap.PG_LARGE_RMAPPABLE)
+        flags &= ~(pagewords.PG_LRU | pagewords.PG_ALLOC | pagewords.PG_LARGE_RMAPPABLE)
         if lines is None:
             tails = lines_spanned(pfn + 1, n - 1, 64)
             self.v[UNDO_W] += tails
@@ -110,7 +111,7 @@ class _Page64Policy(Policy):
         Tail flags hold nothing else here, so this stores the whole word; the
         caller charges page[1]'s line unless its tail work wrote that line already.
         """
-        self.mem[(pfn + 1) * 8] = memmap.PG_LARGE_RMAPPABLE if rmappable else 0
+        self.mem[(pfn + 1) * 8] = pagewords.PG_LARGE_RMAPPABLE if rmappable else 0
 
     def _unqueue_deferred_split(self, pfn: int) -> None:
         """folio_unqueue_deferred_split(): list_empty(&folio->_deferred_list), in page[2].
@@ -145,7 +146,7 @@ class _Page64Policy(Policy):
             self._free_tail_pages(pfn, order, COMPOUND_OF[t], self.zone.lines)
         mem, base = self.mem, pfn * 8
         mem[base] = 0
-        mem[base + memmap.W_REFCOUNT64] = 0
+        mem[base + pagewords.W_REFCOUNT64] = 0
         self.zone.lines.page(PAGE_W, pfn)
         self.zone.free_one_page(pfn, order)
         self.zone.lines.fold()
@@ -206,7 +207,7 @@ class _Page64Policy(Policy):
         lst.append(pfn)
         pcp.count += 1 << order
         v[FREE_PCP] += 1
-        drain = pcp.free_check(order, self.zone.z)
+        drain = pcp.free_check(order, self.zone_words)
         if drain:
             self._drain_after_free(pcp, drain, pindex, self._freed_lines, lst, pfn, order, t)
 
@@ -285,7 +286,7 @@ class _Page64Policy(Policy):
         return entries
 
     def send(self, pfn, order, t, dst) -> None:
-        self.mem[pfn * 8] = self._alloc_flags[t][order] & ~memmap.PG_ALLOC | memmap.PG_INFLIGHT
+        self.mem[pfn * 8] = self._alloc_flags[t][order] & ~pagewords.PG_ALLOC | pagewords.PG_INFLIGHT
         self.zone.lines.page(PAGE_W, pfn)
 
     def receive(self, pfn, order, t) -> None:
@@ -354,7 +355,7 @@ class CompoundPolicy(_Page64Policy):
             self._prep_compound_page(pfn, order)
         elif FOLIO_OF[t]:
             self._undo_large_rmappable(pfn, order)
-        return memmap.PG_HEAD
+        return pagewords.PG_HEAD
 
     def _prepared_lines(self, pfn: int, order: int, t: int) -> None:
         if not COMPOUND_OF[t]:                         # converted
@@ -379,9 +380,9 @@ class CompoundPolicy(_Page64Policy):
             self.zone.lines.page(RMAP_R, pfn + 2)
 
     def _enter(self, pcp, lst, blocks, order, t) -> None:
-        super()._enter(pcp, lst, blocks, order, t)
+        _Page64Policy._enter(self, pcp, lst, blocks, order, t)   # (a compiled method: no super())
         if order:                                      # compound from buddy to PCP
-            mem, flags = self.mem, self._pcp_flags[order] | memmap.PG_HEAD
+            mem, flags = self.mem, self._pcp_flags[order] | pagewords.PG_HEAD
             for pfn in blocks:
                 self._prep_compound_page(pfn, order, self.zone.lines)
                 mem[pfn * 8] = flags
@@ -390,4 +391,4 @@ class CompoundPolicy(_Page64Policy):
         for pfn, order in entries:
             if order:                                  # compound undone at the buddy boundary
                 self._free_tail_pages(pfn, order, True, self.zone.lines)
-        return super()._leave(pcp, entries)
+        return _Page64Policy._leave(self, pcp, entries)

@@ -36,7 +36,7 @@ encoding) and is what ``compound`` and ``compound-lazy`` model.
 from __future__ import annotations
 
 from pcpd.kernel import PAGE_ORDERS, STRUCT_PAGE_BYTES
-from pcpd.model import memmap
+from pcpd.model import pagewords
 from pcpd.model.memmap import lines_spanned
 from workers.policies.base import PREP_W
 from workers.policies.struct_page import LegacyPolicy
@@ -68,11 +68,11 @@ class TailMaskPolicy(LegacyPolicy):
         n = 1 << order
         mem = self.np_mem
         first, end = (pfn + 1) * 8, (pfn + n) * 8
-        mem[first + memmap.W_MAPPING:end:8] = memmap.TAIL_MAPPING
-        mem[first + memmap.W_LINK:end:8] = TAIL_INFO[order]      # set_compound_head(): the mask
-        mem[first + memmap.W_PRIVATE64:end:8] = 0
+        mem[first + pagewords.W_MAPPING:end:8] = pagewords.TAIL_MAPPING
+        mem[first + pagewords.W_LINK:end:8] = TAIL_INFO[order]      # set_compound_head(): the mask
+        mem[first + pagewords.W_PRIVATE64:end:8] = 0
         # prep_compound_head(): order, nr_pages, mapcounts in page[1]; _deferred_list in page[2]
-        mem[first + memmap.W_PRIVATE64] = order
+        mem[first + pagewords.W_PRIVATE64] = order
         # the lines written are legacy's: a 64-byte tail is its own line whatever it holds
         if lines is None:
             self.v[PREP_W] += lines_spanned(pfn + 1, n - 1, STRUCT_PAGE_BYTES)

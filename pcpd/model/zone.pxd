@@ -1,0 +1,38 @@
+# C types for zone.py when setup.py compiles it (pcpd.core): the buddy's per-block
+# work under zone->lock.  The rules stay in zone.py; see memmap.pxd.  Public
+# module constants stay Python ints (other modules import them).
+cimport cython
+
+from pcpd.model.memmap cimport Memmap
+
+
+cdef class Zone:
+    cdef public object arena, lock, lines
+    cdef object __weakref__
+    cdef public long long[::1] z
+    cdef public signed char[::1] _flag, pb
+    cdef public Memmap mm
+    cdef public Py_ssize_t pages, _shift
+    cdef public list v
+    cdef public set _stored, _loaded, _free_stored
+    cdef public bint _links_in_free_memory, _prev_link_loads
+    @cython.locals(line=Py_ssize_t)
+    cpdef _link_stored(self, Py_ssize_t pfn, bint prev)
+    @cython.locals(i=Py_ssize_t, neighbour=Py_ssize_t)
+    cpdef _add(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t mt, bint to_tail=*)
+    @cython.locals(i=Py_ssize_t, line=Py_ssize_t, nxt=Py_ssize_t, prev=Py_ssize_t)
+    cpdef _del(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t mt)
+    cpdef _expand(self, Py_ssize_t pfn, Py_ssize_t low, Py_ssize_t high, Py_ssize_t mt)
+    @cython.locals(buddy=Py_ssize_t, buddy_mt=Py_ssize_t, shift=Py_ssize_t, pages=Py_ssize_t)
+    cpdef _free_one_page(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t mt)
+    @cython.locals(higher=Py_ssize_t, higher_buddy=Py_ssize_t)
+    cpdef bint _buddy_merge_likely(self, Py_ssize_t pfn, Py_ssize_t order) except -1
+    @cython.locals(cur=Py_ssize_t, pfn=Py_ssize_t)
+    cpdef Py_ssize_t _rmqueue_smallest(self, Py_ssize_t order, Py_ssize_t mt) except? -2
+    cpdef tuple _rmqueue(self, Py_ssize_t order, Py_ssize_t mt, Py_ssize_t mode, bint nofragment)
+    @cython.locals(pfn=Py_ssize_t, mode=Py_ssize_t)
+    cpdef list _rmqueue_count(self, Py_ssize_t order, Py_ssize_t mt, Py_ssize_t count, bint nofragment)
+
+# imported constants, held as C integers here
+cdef Py_ssize_t MAX_PAGE_ORDER, MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES, NIL
+cdef Py_ssize_t FLAG_AT, Z_HEAD, Z_TAIL, Z_NR_FREE, Z_FREE_PAGES, Z_CLAIMS, Z_STEALS

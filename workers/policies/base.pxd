@@ -1,0 +1,22 @@
+# C types for base.py when setup.py compiles it (pcpd.core); see workers/pcp.pxd.
+# Policies written in Python subclass Policy as usual: their own attributes go
+# in the instance dict.
+cimport cython
+
+from pcpd.model.zone cimport Zone
+from workers.pcp cimport PerCpuPages
+
+
+cdef class Policy:
+    cdef public object arena, slab, tuning, options, mem, np_mem, pbq, zone_words
+    cdef public Zone zone
+    cdef public tuple migratetypes
+    cdef public list v, pcps, _lists, _alloc_ctr
+    cdef public Py_ssize_t cpu, rb, w
+    cdef public bint nofragment
+    cdef public PerCpuPages pcp
+    cdef dict __dict__
+    @cython.locals(zone=Zone, mt=Py_ssize_t, n=Py_ssize_t, pages=Py_ssize_t, v=list, blocks=list)
+    cpdef bint _refill(self, PerCpuPages pcp, object lst, Py_ssize_t order, Py_ssize_t t) except -1
+    @cython.locals(blocks=list, pages=Py_ssize_t)
+    cpdef Py_ssize_t _drain(self, PerCpuPages pcp, Py_ssize_t count, Py_ssize_t start_pindex, object cause) except -1
