@@ -54,6 +54,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+from pcpd import core
 from pcpd.analysis.costs import DEFAULT_MEMDESC_RECORD, model_spec
 from pcpd.kernel import DEFAULT_ERA, HPAGE_PMD_ORDER
 from pcpd.policies import POLICIES
@@ -187,6 +188,7 @@ def run(quick: bool, policies: Sequence[str] | None = None, clock_name: str = "c
                                          for p in policies},
                goal_zone_path_to_hit_ratio=GOAL_ZONE_PATH_TO_HIT_RATIO,
                runs=runs, quick=quick, clock=clock_name, era=ERA,
+               core="compiled" if core.running_compiled() else f"interpreted ({core.why_interpreted()})",
                memdesc_record_bytes=DEFAULT_MEMDESC_RECORD,
                load_average_start=round(load_start, 2),
                load_average_end=round(os.getloadavg()[0], 2), cpus=os.cpu_count(),
@@ -198,8 +200,9 @@ def run(quick: bool, policies: Sequence[str] | None = None, clock_name: str = "c
 def format_report(r: dict) -> str:
     sizes = set(r["batch_pages"].values())
     batch = f"batch {sizes.pop()}" if len(sizes) == 1 else "refill batches by policy"
-    lines = [f"pcpd bench: Python {r['python']}, medians of {r['runs']} runs ({r['clock']} time); "
-             f"era {r['era']}, {batch}; memdesc policies on {r['memdesc_record_bytes']}-byte pages",
+    lines = [f"pcpd bench: Python {r['python']}, {r['core']} core, medians of {r['runs']} runs "
+             f"({r['clock']} time); era {r['era']}, {batch}; memdesc policies on "
+             f"{r['memdesc_record_bytes']}-byte pages",
              f"machine: {r['cpus']} CPUs, 1-minute load average {r['load_average_start']:.2f} at the "
              f"start, {r['load_average_end']:.2f} at the end",
              "",

@@ -29,7 +29,9 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 COMPILED = ("pcpd.model.memmap", "pcpd.model.zone", "pcpd.model.slab", "workers.pcp",
-            "workers.policies.base", "workers.policies.struct_page", "workers.policies.memdesc")
+            "workers.policies.base", "workers.policies.struct_page", "workers.policies.memdesc",
+            "workers.policies.tailmask", "workers.policies.compound_variants", "workers.policies.pcp_buddy",
+            "workers.policies.pcp_buddy_spb")
 
 PURE_ENV = "PCPD_PURE_PYTHON"
 R = TypeVar("R")

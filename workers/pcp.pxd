@@ -14,7 +14,7 @@ cdef class PerCpuPages:
     cpdef Py_ssize_t nr_pcp_alloc(self, Py_ssize_t order, bint zone_below_high) except? -1
     cpdef bint free_commit(self, Py_ssize_t order) except -1
     @cython.locals(zone_flags=Py_ssize_t, free_high=bint, high=Py_ssize_t)
-    cpdef Py_ssize_t free_check(self, Py_ssize_t order, object zone_words) except -1
+    cpdef Py_ssize_t free_check(self, Py_ssize_t order, long long[::1] zone_words) except -1
     @cython.locals(high=Py_ssize_t, need=Py_ssize_t)
     cpdef Py_ssize_t nr_pcp_high(self, bint free_high, bint zone_below_high, bint reclaim_active) except? -1
     @cython.locals(batch=Py_ssize_t)

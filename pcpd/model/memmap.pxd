@@ -6,6 +6,23 @@
 cimport cython
 
 
+cdef class LineCharges:
+    cdef public list v, _families
+    cdef public Py_ssize_t rb, depth
+    cdef public bint exact
+    cdef public dict lines, _charging, _prepaid
+    cpdef begin(self)
+    @cython.locals(v=list, counters=list, paid=set, ctr=Py_ssize_t, touched=set)
+    cpdef settle(self)
+    cpdef fold(self)
+    cpdef page(self, Py_ssize_t ctr, Py_ssize_t pfn)
+    @cython.locals(shift=Py_ssize_t)
+    cpdef each(self, Py_ssize_t ctr, list pfns)
+    cpdef pages(self, Py_ssize_t ctr, Py_ssize_t first, Py_ssize_t count)
+    cpdef desc(self, Py_ssize_t ctr, Py_ssize_t word)
+    cpdef free_memory(self, Py_ssize_t pfn)
+
+
 cdef class Memmap:
     cdef public object mem, links, descs
     cdef public long long[::1] q, linksq

@@ -3,7 +3,8 @@ cimport cython
 
 
 cdef class DescriptorSlab:
-    cdef public object d, free_stack, header, lock
+    cdef public object free_stack, header, lock
+    cdef public long long[::1] d
     cdef public list v, local
     cdef public Py_ssize_t cpu, _cached
     cpdef Py_ssize_t alloc(self) except? -1

@@ -3,11 +3,12 @@
 # module constants stay Python ints (other modules import them).
 cimport cython
 
-from pcpd.model.memmap cimport Memmap
+from pcpd.model.memmap cimport LineCharges, Memmap
 
 
 cdef class Zone:
-    cdef public object arena, lock, lines
+    cdef public object arena, lock
+    cdef public LineCharges lines
     cdef object __weakref__
     cdef public long long[::1] z
     cdef public signed char[::1] _flag, pb

@@ -3,12 +3,16 @@
 # in the instance dict.
 cimport cython
 
+from pcpd.model.slab cimport DescriptorSlab
 from pcpd.model.zone cimport Zone
 from workers.pcp cimport PerCpuPages
 
 
 cdef class Policy:
-    cdef public object arena, slab, tuning, options, mem, np_mem, pbq, zone_words
+    cdef public object arena, tuning, options, np_mem
+    cdef public DescriptorSlab slab
+    cdef public long long[::1] mem, zone_words
+    cdef public signed char[::1] pbq
     cdef public Zone zone
     cdef public tuple migratetypes
     cdef public list v, pcps, _lists, _alloc_ctr
@@ -16,6 +20,7 @@ cdef class Policy:
     cdef public bint nofragment
     cdef public PerCpuPages pcp
     cdef dict __dict__
+    cdef object __weakref__
     @cython.locals(zone=Zone, mt=Py_ssize_t, n=Py_ssize_t, pages=Py_ssize_t, v=list, blocks=list)
     cpdef bint _refill(self, PerCpuPages pcp, object lst, Py_ssize_t order, Py_ssize_t t) except -1
     @cython.locals(blocks=list, pages=Py_ssize_t)

@@ -8,7 +8,7 @@ from workers.policies.base cimport Policy
 
 cdef class _MemdescPolicy(Policy):
     cdef public Py_ssize_t mw
-    cdef public object d, _held
+    cdef public long long[::1] d, _held
     cdef public list _dstate_inuse, _dstate_pcp
     cdef public dict _dstate_new
     @cython.locals(w=Py_ssize_t, n=Py_ssize_t)
@@ -17,6 +17,7 @@ cdef class _MemdescPolicy(Policy):
     cpdef Py_ssize_t _new_desc(self, Py_ssize_t t, Py_ssize_t order, Py_ssize_t pfn, Py_ssize_t state,
                                object lines=*) except? -2
     cpdef Py_ssize_t _desc_pfn(self, Py_ssize_t idx) except? -2
+    cpdef Py_ssize_t _desc_of(self, Py_ssize_t pfn) except? -2
     @cython.locals(base=Py_ssize_t, old=Py_ssize_t)
     cpdef _desc_push(self, object lst, Py_ssize_t idx)
     @cython.locals(idx=Py_ssize_t)

@@ -282,13 +282,13 @@ class PcpBuddyPolicy(LegacyPolicy):
     # -- allocation ------------------------------------------------------------------
     def alloc(self, t: int, order: int) -> int:
         if order > _PB:                            # beyond a pageblock: the buddy, as legacy
-            return super().alloc(t, order)
+            return LegacyPolicy.alloc(self, t, order)
         mt = self.migratetypes[t]
         pfn = self._piece_take(order, mt)
         if pfn == NIL:
             lst = self._lists[t][order]
             if lst:                                # a cached phase 2/3 block: legacy's hit
-                return super().alloc(t, order)
+                return LegacyPolicy.alloc(self, t, order)
             return self._alloc_miss(self.pcp, lst, t, order)
         v = self.v
         v[self._alloc_ctr[t][order]] += 1
@@ -455,7 +455,7 @@ class PcpBuddyPolicy(LegacyPolicy):
                 return
             if owner and self._route(pfn, order, t, owner - 1):
                 return
-        super().free(pfn, order, t)                # unowned: onto this CPU's PCP, as today
+        LegacyPolicy.free(self, pfn, order, t)     # unowned: onto this CPU's PCP, as today
 
     def _free_owned(self, pfn: int, order: int, t: int) -> None:
         """A block of a pageblock this CPU owns comes back to its PCP buddy."""
