@@ -161,6 +161,10 @@ def run(quick: bool, policies: Sequence[str] | None = None, clock_name: str = "c
         # order-0 hits and refill+drain cycles on two CPUs (two zones), timed back to back
         # in each run so that both halves of a run's ratio see the same machine
         with one_cpu(policy) as hit_cpu, one_cpu(policy) as zone_cpu:
+            # untimed first: the first policy measured would otherwise pay for the
+            # process's warm-up (its first runs read up to 25% slower than later ones)
+            hit_pairs(hit_cpu, 0, pairs0 // 10, clock)
+            refill_drain(zone_cpu, batches // 10, clock)
             hits, cycles, sizes = [], [], set()
             for _ in range(runs):
                 hits.append(hit_pairs(hit_cpu, 0, pairs0, clock) / (2 * pairs0) * 1e6)  # us per op

@@ -253,7 +253,7 @@ def test_a_traced_arena_is_only_a_view():
 
 def test_line_charges_count_per_call_outside_an_operation_and_per_line_inside():
     counters = Counters()
-    lines = LineCharges(counters, 16)                      # four records to a line
+    lines = LineCharges(counters, 16, pages=64, desc_words=64)   # four records to a line
     buddy, link, memdesc = LINES_W["buddy"], LINES_W["list_link"], LINES_W["memdesc_set"]
     lines.page(buddy, 0)
     lines.page(buddy, 1)                                   # a hit's way: per call
@@ -277,7 +277,7 @@ def test_line_charges_count_per_call_outside_an_operation_and_per_line_inside():
 
 def test_line_charges_leave_out_prepaid_lines_and_charge_a_settled_line_once():
     counters = Counters()
-    lines = LineCharges(counters, 64)
+    lines = LineCharges(counters, 64, pages=64, desc_words=64)
     page, link, buddy = LINES_W["page_state"], LINES_W["list_link"], LINES_W["buddy"]
     lines.begin()
     lines.prepaid(lines.page, page, 4)                     # a hit part charged it already

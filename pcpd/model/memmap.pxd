@@ -7,17 +7,24 @@ cimport cython
 
 
 cdef class LineCharges:
-    cdef public list v, _families
-    cdef public Py_ssize_t rb, depth
-    cdef public bint exact
-    cdef public dict lines, _charging, _prepaid
+    cdef public list v, _pending, _touched
+    cdef public long long[::1] _base, _rank, _counter
+    cdef public Py_ssize_t rb, depth, _shift
+    cdef public bint exact, prepaying
+    cdef public object _shared, _sizes
+    cdef public Py_ssize_t _thread
+    cdef public unsigned char[::1] _marks
     cpdef begin(self)
-    @cython.locals(v=list, counters=list, paid=set, ctr=Py_ssize_t, touched=set)
+    @cython.locals(v=list, i=Py_ssize_t, mark=Py_ssize_t)
     cpdef settle(self)
+    @cython.locals(i=Py_ssize_t)
     cpdef fold(self)
+    @cython.locals(i=Py_ssize_t, mark=Py_ssize_t)
+    cpdef record(self, Py_ssize_t ctr, Py_ssize_t line)
     cpdef page(self, Py_ssize_t ctr, Py_ssize_t pfn)
-    @cython.locals(shift=Py_ssize_t)
+    @cython.locals(pfn=Py_ssize_t)
     cpdef each(self, Py_ssize_t ctr, list pfns)
+    @cython.locals(line=Py_ssize_t)
     cpdef pages(self, Py_ssize_t ctr, Py_ssize_t first, Py_ssize_t count)
     cpdef desc(self, Py_ssize_t ctr, Py_ssize_t word)
     cpdef free_memory(self, Py_ssize_t pfn)
@@ -74,4 +81,5 @@ cdef class Memmap8(Memmap):
 
 # imported constants, held as C integers here (pcpd.model.pagewords)
 cdef long long NIL, PG_BUDDY, FLAG_ORDER_SHIFT, MEMDESC_BUDDY, BUDDY_HEAD, BUDDY_HEAD8
+cdef Py_ssize_t DATA_W, UNTOUCHED, PAID, RANKED
 cdef Py_ssize_t W_LINK, W_PREV, W_PRIVATE64

@@ -39,6 +39,8 @@ Range work (``buddy_heads``, ``movable_pages``) uses the numpy views.
 
 from __future__ import annotations
 
+import threading
+from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -71,10 +73,45 @@ def lines_spanned(first_pfn: int, count: int, record_bytes: int) -> int:
     return ((first_pfn + count - 1) * record_bytes >> 6) - (first_pfn * record_bytes >> 6) + 1
 
 
-# The struct page counters, in CAUSES order: a line several causes touch in one
-# operation is charged to the first of them.
-_PAGE_STORES = tuple(LINES_W[c] for c in CAUSES)
-_PAGE_LOADS = tuple(LINES_R[c] for c in CAUSES)
+# The counters LineCharges charges, by family (struct page stores and loads, in
+# CAUSES order: a line several causes touch in one operation is charged to the
+# first of them; descriptor stores and loads; free memory's stores).  Each family
+# counts a line at most once per operation.
+_FAMILIES = (tuple(LINES_W[c] for c in CAUSES), tuple(LINES_R[c] for c in CAUSES), (DESC_W,), (DESC_R,),
+             (DATA_W,))
+
+# A line's mark within an operation: not touched, paid for, or recorded by the
+# counter of rank ``mark - RANKED`` (its place in _FAMILIES, flattened).
+UNTOUCHED, PAID, RANKED = 0, 1, 2
+
+
+class LineMarks:
+    """The line marks of one thread's operations over one arena geometry: every
+    family's lines in one byte array, each family from its own offset.
+
+    The CPUs a thread runs (a simulation's, a cost table's) share them, as
+    their operations run one at a time; ``owner`` is the LineCharges whose
+    operation is open, and another refuses to begin meanwhile.  A thread has
+    marks of its own (a test may run workers as threads).
+    """
+
+    __slots__ = ("marks", "pending", "touched", "owner")
+    _threads = threading.local()
+
+    def __init__(self, size: int) -> None:
+        self.marks = bytearray(size)
+        self.pending: list[int] = []       # indices first marked since the last settle
+        self.touched: list[int] = []       # indices marked in the operation, settled
+        self.owner: LineCharges | None = None
+
+    @classmethod
+    def shared(cls, sizes: tuple[int, ...]) -> LineMarks:
+        """The marks of every LineCharges in this thread over families of these sizes."""
+        pool: dict[tuple[int, ...], LineMarks] = cls._threads.__dict__.setdefault("pool", {})
+        marks = pool.get(sizes)
+        if marks is None:
+            marks = pool[sizes] = cls(sum(sizes))
+        return marks
 
 
 class LineCharges:
@@ -82,108 +119,143 @@ class LineCharges:
     or once per operation.
 
     Every charge names its counter: a ``LINES_W``/``LINES_R`` cause for struct
-    page records (``page``, ``pages``), ``DESC_W``/``DESC_R`` for descriptor
-    words (``desc``), and free memory's links (``free_memory``: stores only,
-    one line per page, as ``pcpd.model.linetrace`` counts them).
+    page records (``page``, ``pages``, ``each``), ``DESC_W``/``DESC_R`` for
+    descriptor words (``desc``), and free memory's links (``free_memory``:
+    stores only, one line per page, as ``pcpd.model.linetrace`` counts them);
+    ``record`` takes a line number itself.
 
     By default a call charges its lines at once: a PCP hit's steps touch
     distinct lines (the hit paths are written so).  Between ``begin()`` and
     ``fold()`` (a refill, a drain, a buddy allocation or free, with the PCP
-    work around it) a call only records its line numbers, and the operation
-    charges each line once: struct page lines stored, and loaded (stored as
-    well or not), per cause; descriptor lines stored and loaded; free-memory
-    lines stored.  These are the sets a ``TracedArena`` records for the
-    operation.  ``begin()`` nests: the outermost ``fold()`` charges.  Lines
-    are charged when the operation settles (``settle()``: on taking and
-    before releasing zone->lock, and at ``fold()``), each to the cause that
-    touched it first; causes recorded between two settles count in
-    ``CAUSES`` order.
+    work around it) a call only marks its lines (``LineMarks``), and the
+    operation charges each line once per family: struct page lines stored,
+    and loaded (stored as well or not), per cause; descriptor lines stored
+    and loaded; free-memory lines stored.  These are the lines a
+    ``TracedArena`` records for the operation.  ``begin()`` nests: the
+    outermost ``fold()`` charges.  Lines are charged when the operation
+    settles (``settle()``: on taking and before releasing zone->lock, and at
+    ``fold()``); a line marked by several causes between two settles counts
+    for the first of them in ``CAUSES`` order, and a settled line is paid
+    for until the operation ends.
 
     A PCP hit's part of an operation (the block a free pushed before its
     drain) charged its lines inline, as every hit does; ``prepaid()`` states
-    them again, so they are in the operation's sets and counted no more (a
-    line a hit part and the rest both touch keeps the hit's cause).  Hit paths
-    add to ``v`` themselves: a call per charge would cost a hit about 60 ns.
+    them again, so they are marked paid and counted no more (a line a hit part
+    and the rest both touch keeps the hit's cause).  Hit paths add to ``v``
+    themselves: a call per charge would cost a hit about 60 ns.
     """
 
-    __slots__ = ("v", "rb", "exact", "depth", "lines", "_charging", "_prepaid", "_families")
+    __slots__ = ("v", "rb", "exact", "depth", "prepaying", "_shift", "_base", "_rank", "_counter",
+                 "_sizes", "_thread", "_shared", "_marks", "_pending", "_touched")
 
-    def __init__(self, counters: Counters, record_bytes: int) -> None:
+    def __init__(self, counters: Counters, record_bytes: int, pages: int, desc_words: int) -> None:
         self.v = counters.v
         self.rb = record_bytes
         self.exact = False
+        self.prepaying = False
         self.depth = 0
-        families = (_PAGE_STORES, _PAGE_LOADS, (DESC_W,), (DESC_R,), (DATA_W,))
-        # lines the operation recorded, by counter; and each family's lines paid for
-        # already (by a hit part, or settled), one set for all its counters
-        self._charging: dict[int, set[int]] = {ctr: set() for family in families for ctr in family}
-        paid: list[set[int]] = [set() for _ in families]
-        self._prepaid = {ctr: lines for family, lines in zip(families, paid) for ctr in family}
-        self._families = [([(ctr, self._charging[ctr]) for ctr in family], lines)
-                          for family, lines in zip(families, paid)]
-        self.lines = self._charging
+        self._shift = (64 // record_bytes).bit_length() - 1
+        page_lines = lines_spanned(0, pages, record_bytes)
+        sizes = (page_lines, page_lines, -(-desc_words // 8), -(-desc_words // 8), pages)
+        # each counter's family offset in the marks, and its rank; the counter of a rank
+        # (machine-integer arrays: the compiled core indexes them without boxing)
+        base = [0] * (max(max(family) for family in _FAMILIES) + 1)
+        rank, counter = list(base), list[int]()
+        for family, offset in zip(_FAMILIES, (sum(sizes[:f]) for f in range(len(sizes)))):
+            for ctr in family:
+                base[ctr], rank[ctr] = offset, RANKED + len(counter)
+                counter.append(ctr)
+        self._base, self._rank, self._counter = array("q", base), array("q", rank), array("q", counter)
+        self._sizes = sizes
+        self._thread = -1
+        self._bind_marks()
 
     def prepaid(self, state: Callable[..., None], *args: Any) -> None:
-        """Record the lines ``state(*args)`` charges as paid already (see the class)."""
-        self.lines = self._prepaid
+        """Mark the lines ``state(*args)`` charges as paid already (see the class)."""
+        self.prepaying = True
         state(*args)
-        self.lines = self._charging
+        self.prepaying = False
+
+    def _bind_marks(self) -> None:
+        """This thread's marks: a CPU may be built in one thread and run in another."""
+        self._thread = threading.get_ident()
+        self._shared = LineMarks.shared(self._sizes)
+        self._marks, self._pending, self._touched = self._shared.marks, self._shared.pending, self._shared.touched
 
     def begin(self) -> None:
-        """An operation starts: record lines until the matching ``fold()``."""
+        """An operation starts: mark lines until the matching ``fold()``."""
+        if not self.depth:
+            if threading.get_ident() != self._thread:
+                self._bind_marks()
+            if self._shared.owner is not None:
+                raise RuntimeError("an operation of another CPU of this thread is open")
+            self._shared.owner = self
         self.depth += 1
         self.exact = True
 
     def settle(self) -> None:
-        """Charge what the operation recorded so far, each line once, and count those
-        lines as paid for the rest of it.  Zone work settles on taking zone->lock
+        """Charge the lines marked since the last settle, each once, and count them as
+        paid for the rest of the operation.  Zone work settles on taking zone->lock
         and before releasing it, so that the hold is charged the lines first
         touched under it, while it is held (virtual time prices a hold by them:
         pcpd.simulate.clock)."""
         if not self.exact:
             return
-        v = self.v
-        for counters, paid in self._families:
-            for ctr, touched in counters:
-                if touched:
-                    touched -= paid
-                    v[ctr] += len(touched)
-                    paid |= touched
-                    touched.clear()
+        v, marks, counter = self.v, self._marks, self._counter
+        for i in self._pending:
+            mark = marks[i]
+            if mark != PAID:
+                v[counter[mark - RANKED]] += 1
+                marks[i] = PAID
+        self._touched += self._pending
+        self._pending.clear()
 
     def fold(self) -> None:
-        """The operation ends: charge every line it recorded, each once."""
+        """The operation ends: charge every line it marked, each once."""
         self.depth -= 1
         if self.depth:
             return
         self.settle()
         self.exact = False
-        for _, paid in self._families:
-            paid.clear()
+        marks = self._marks
+        for i in self._touched:
+            marks[i] = UNTOUCHED
+        self._touched.clear()
+        self._shared.owner = None
 
-    def recording(self, ctr: int) -> set[int]:
-        """The set an operation records ``ctr``'s lines in (a struct page line is
-        ``pfn >> line_shift``), for code that runs only inside operations (the
-        zone's, under zone->lock) and records without a call per line."""
-        return self._charging[ctr]
+    def record(self, ctr: int, line: int) -> None:
+        """Line ``line`` of ``ctr``'s region touched (a struct page line is
+        ``pfn * record_bytes >> 6``): charged now, or marked in an operation."""
+        if not self.exact:
+            self.v[ctr] += 1
+            return
+        i = self._base[ctr] + line
+        mark = self._marks[i]
+        if self.prepaying:
+            if mark != PAID:
+                if mark == UNTOUCHED:
+                    self._touched.append(i)
+                self._marks[i] = PAID
+        elif mark == UNTOUCHED:
+            self._marks[i] = self._rank[ctr]
+            self._pending.append(i)
+        elif mark > self._rank[ctr]:            # PAID is below every rank: paid stays paid
+            self._marks[i] = self._rank[ctr]
 
     @property
     def line_shift(self) -> int:
         """log2 of the struct pages per 64-byte line."""
-        return (64 // self.rb).bit_length() - 1
+        return self._shift
 
     def page(self, ctr: int, pfn: int) -> None:
         """One struct page record stored or loaded (``ctr`` says which, and why)."""
-        if self.exact:
-            self.lines[ctr].add(pfn * self.rb >> 6)
-        else:
-            self.v[ctr] += 1
+        self.record(ctr, pfn >> self._shift)
 
     def each(self, ctr: int, pfns: list[int]) -> None:
         """One record of each block in ``pfns`` (a refill's or a drain's blocks)."""
         if self.exact:
-            shift = self.line_shift
-            self.lines[ctr].update([pfn >> shift for pfn in pfns])
+            for pfn in pfns:
+                self.record(ctr, pfn >> self._shift)
         else:
             self.v[ctr] += len(pfns)
 
@@ -192,23 +264,18 @@ class LineCharges:
         if count <= 0:
             return
         if self.exact:
-            self.lines[ctr].update(range(first * self.rb >> 6, ((first + count - 1) * self.rb >> 6) + 1))
+            for line in range(first >> self._shift, ((first + count - 1) >> self._shift) + 1):
+                self.record(ctr, line)
         else:
             self.v[ctr] += lines_spanned(first, count, self.rb)
 
     def desc(self, ctr: int, word: int) -> None:
         """Descriptor word ``word`` (index in the descriptor array) stored (DESC_W) or loaded (DESC_R)."""
-        if self.exact:
-            self.lines[ctr].add(word >> 3)
-        else:
-            self.v[ctr] += 1
+        self.record(ctr, word >> 3)
 
     def free_memory(self, pfn: int) -> None:
         """List links stored in free page ``pfn`` (the page's own line)."""
-        if self.exact:
-            self.lines[DATA_W].add(pfn)
-        else:
-            self.v[DATA_W] += 1
+        self.record(DATA_W, pfn)
 
 
 class Memmap:

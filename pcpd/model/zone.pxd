@@ -15,7 +15,6 @@ cdef class Zone:
     cdef public Memmap mm
     cdef public Py_ssize_t pages, _shift
     cdef public list v
-    cdef public set _stored, _loaded, _free_stored
     cdef public bint _links_in_free_memory, _prev_link_loads
     @cython.locals(line=Py_ssize_t)
     cpdef _link_stored(self, Py_ssize_t pfn, bint prev)
@@ -36,4 +35,5 @@ cdef class Zone:
 
 # imported constants, held as C integers here
 cdef Py_ssize_t MAX_PAGE_ORDER, MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES, NIL
+cdef Py_ssize_t _BW, _BR, DATA_W
 cdef Py_ssize_t FLAG_AT, Z_HEAD, Z_TAIL, Z_NR_FREE, Z_FREE_PAGES, Z_CLAIMS, Z_STEALS

@@ -189,13 +189,10 @@ class Zone:
         self.pages = arena.pages
         self.lock = lock
         self.v = counters.v
-        self.lines = LineCharges(counters, arena.record_bytes)
+        self.lines = LineCharges(counters, arena.record_bytes, arena.pages, len(arena.descq))
         # zone work runs inside an operation (every method a caller may use is, or
-        # is part of, one), so the buddy's steps add their lines straight to the
-        # operation's sets: struct page line pfn >> shift, free memory one per page
-        self._stored = self.lines.recording(_BW)
-        self._loaded = self.lines.recording(_BR)
-        self._free_stored = self.lines.recording(DATA_W)
+        # is part of, one), so the buddy's steps mark their lines there: struct page
+        # line pfn >> shift, free memory one per page
         self._shift = self.lines.line_shift
         # an 8-byte page keeps free-list links in the free memory, not the memmap
         self._links_in_free_memory = arena.record_bytes == 8
@@ -299,12 +296,12 @@ class Zone:
     def _link_stored(self, pfn: int, prev: bool) -> None:
         """A free-list neighbour's next (prev: its prev) link now points elsewhere."""
         if self._links_in_free_memory:
-            self._free_stored.add(pfn)
+            self.lines.record(DATA_W, pfn)
             return
         line = pfn >> self._shift
         if prev and self._prev_link_loads:
-            self._loaded.add(line)
-        self._stored.add(line)
+            self.lines.record(_BR, line)
+        self.lines.record(_BW, line)
 
     def _add(self, pfn: int, order: int, mt: int, to_tail: bool = False) -> None:
         """__add_to_free_list(): the caller accounts NR_FREE_PAGES."""
@@ -322,9 +319,9 @@ class Zone:
                 z[Z_TAIL + i] = pfn
             z[Z_HEAD + i] = pfn
         z[Z_NR_FREE + i] += 1
-        self._stored.add(pfn >> self._shift)
+        self.lines.record(_BW, pfn >> self._shift)
         if self._links_in_free_memory:       # add_buddy() also wrote the block's own links
-            self._free_stored.add(pfn)
+            self.lines.record(DATA_W, pfn)
         if neighbour != NIL:                 # the old head's prev (tail's next) link to pfn
             self._link_stored(neighbour, not to_tail)
 
@@ -335,7 +332,7 @@ class Zone:
         z, i, line = self.z, MIGRATE_PCPTYPES * order + mt, pfn >> self._shift
         nxt, prev = self.mm.del_buddy(pfn)    # neighbours relinked in the page array
         if not self._links_in_free_memory:    # the block's own links, read first
-            self._loaded.add(line)
+            self.lines.record(_BR, line)
         if prev == NIL:
             z[Z_HEAD + i] = nxt
         else:
@@ -345,7 +342,7 @@ class Zone:
         else:
             self._link_stored(nxt, True)
         z[Z_NR_FREE + i] -= 1
-        self._stored.add(line)
+        self.lines.record(_BW, line)
 
     def _expand(self, pfn: int, low: int, high: int, mt: int) -> None:
         """expand(): upper halves go back to the heads of the lower lists."""
@@ -355,13 +352,13 @@ class Zone:
 
     def _free_one_page(self, pfn: int, order: int, mt: int) -> None:
         """__free_one_page(): merge with free buddies up to MAX_PAGE_ORDER."""
-        mm, pb, pages, loaded, shift = self.mm, self.pb, self.pages, self._loaded, self._shift
+        mm, pb, pages, lines, shift = self.mm, self.pb, self.pages, self.lines, self._shift
         self.z[Z_FREE_PAGES] += 1 << order          # account_freepages()
         while order < MAX_PAGE_ORDER:
             buddy = pfn ^ (1 << order)
             if buddy >= pages:
                 break
-            loaded.add(buddy >> shift)
+            lines.record(_BR, buddy >> shift)
             if mm.buddy_order(buddy) != order:      # page_is_buddy()
                 break
             buddy_mt = pb[buddy >> PAGEBLOCK_ORDER]
@@ -380,7 +377,7 @@ class Zone:
         higher_buddy = higher ^ (1 << (order + 1))
         if higher_buddy >= self.pages:
             return False
-        self._loaded.add(higher_buddy >> self._shift)
+        self.lines.record(_BR, higher_buddy >> self._shift)
         return self.mm.buddy_order(higher_buddy) == order + 1
 
     def _rmqueue_smallest(self, order: int, mt: int) -> int:
