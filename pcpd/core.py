@@ -8,8 +8,10 @@ source of all of them instead when
 - ``PCPD_PURE_PYTHON`` is set (the cacheline tracer needs it: its recording
   views are Python objects, and the compiled classes hold typed memoryviews);
 - a module's compiled file is missing (no C compiler at install);
-- a ``.py`` or ``.pxd`` is newer than its compiled file: an edit not rebuilt
-  yet runs as edited, and pcpd says so once on stderr.
+- a module's ``.py`` or ``.pxd``, or the ``.pxd`` of a module it cimports, is
+  newer than its compiled file: an edit not rebuilt yet runs as edited.
+
+It says why on stderr, once a process, unless asked by ``PCPD_PURE_PYTHON``.
 
 All or none: a compiled module's typed attributes accept only the compiled
 classes of the others.
@@ -22,6 +24,7 @@ import importlib.machinery
 import importlib.util
 import multiprocessing
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,6 +58,21 @@ def _compiled_file(name: str) -> Path | None:
     return None
 
 
+def _build_inputs(name: str) -> list[Path]:
+    """The files a module's build depends on, as Cython tracks them: its .py, its .pxd,
+    and the .pxd of every core module that .pxd cimports, and theirs."""
+    inputs, seen, todo = [_source(name)], set(), [name]
+    while todo:
+        module = todo.pop()
+        pxd = _source(module).with_suffix(".pxd")
+        if module in seen or not pxd.exists():
+            continue
+        seen.add(module)
+        inputs.append(pxd)
+        todo += [m for m in re.findall(r"^from ([\w.]+) cimport", pxd.read_text(), re.M) if m in COMPILED]
+    return inputs
+
+
 def why_interpreted() -> str | None:
     """Why this process runs the interpreted core, or None when it runs the compiled one."""
     if os.environ.get(PURE_ENV):
@@ -63,10 +81,10 @@ def why_interpreted() -> str | None:
         built = _compiled_file(name)
         if built is None:
             return f"{name} is not compiled"
-        source = _source(name)
-        for edited in (source, source.with_suffix(".pxd")):
-            if edited.exists() and edited.stat().st_mtime > built.stat().st_mtime + _EDIT_SLACK_S:
-                return f"{edited.relative_to(_ROOT)} is newer than its compiled module (rebuild: pip install -e .)"
+        # a build older than a .pxd it cimports holds that module's old class layout
+        for edited in _build_inputs(name):
+            if edited.stat().st_mtime > built.stat().st_mtime + _EDIT_SLACK_S:
+                return f"{edited.relative_to(_ROOT)} is newer than the build of {name} (rebuild: pip install -e .)"
     return None
 
 
@@ -86,8 +104,8 @@ def choose() -> None:
     if reason is None or any(isinstance(f, _Interpreted) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _Interpreted())
-    if not os.environ.get(PURE_ENV) and _compiled_file(COMPILED[0]) is not None:
-        print(f"pcpd: running the interpreted core: {reason}", file=sys.stderr)
+    if not os.environ.get(PURE_ENV):                # asked for: nothing to say
+        print(f"pcpd: running the interpreted core, 2-4x slower: {reason}", file=sys.stderr)
 
 
 def call_interpreted(fn: Callable[..., R], *args: Any) -> R:

@@ -1,5 +1,7 @@
 """The compiled core (pcpd.core): which build runs, and that both count alike."""
 
+import importlib
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pcpd import core
 from pcpd.analysis.costs import DEFAULT_MEMDESC_RECORD, cost_table
 from pcpd.config.load import parse_settings
 from pcpd.kernel import DEFAULT_ERA, MEMDESC_TYPES, PAGE_ORDERS
+from pcpd.model.arena import RECORD_SIZES
 from pcpd.policies import POLICIES
 from pcpd.simulate.engine import Simulation
 
@@ -42,15 +45,29 @@ def simulated(policy: str) -> tuple:
     return result.snapshot.per_cpu.tolist(), result.finish_seconds, result.lock
 
 
+def core_files() -> list[str]:
+    """Where this process loaded each core module from."""
+    return [importlib.import_module(m).__file__ for m in core.COMPILED]
+
+
 @compiled_only
 def test_a_call_on_the_interpreted_core_runs_there():
-    assert core.running_compiled() and not core.call_interpreted(core.running_compiled)
+    assert not any(f.endswith(".py") for f in core_files())
+    assert all(f.endswith(".py") for f in core.call_interpreted(core_files))
 
 
 @compiled_only
 def test_the_compiled_core_counts_every_cost_table_cell_as_the_interpreted_one():
     every_cell = (DEFAULT_ERA, DEFAULT_MEMDESC_RECORD, list(POLICIES), MEMDESC_TYPES, PAGE_ORDERS, False)
     assert cost_table(*every_cell) == core.call_interpreted(cost_table, *every_cell)
+
+
+@compiled_only
+@pytest.mark.parametrize("record_bytes", sorted(set(RECORD_SIZES) - {DEFAULT_MEMDESC_RECORD}))
+def test_the_compiled_core_counts_every_record_size_as_the_interpreted_one(record_bytes):
+    """The other struct page layouts (Memmap64, 32, 8: free-list links in free memory)."""
+    cells = (DEFAULT_ERA, record_bytes, ["memdesc", "memdesc-pcpdesc"], MEMDESC_TYPES, [0, 3, 9], False)
+    assert cost_table(*cells) == core.call_interpreted(cost_table, *cells)
 
 
 @compiled_only
@@ -75,7 +92,7 @@ def test_pure_python_runs_every_core_module_from_its_source():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    assert all(f.endswith(".py") for f in __import__("json").loads(done.stdout))
+    assert all(f.endswith(".py") for f in json.loads(done.stdout))
     assert done.stderr == ""                   # asked for: nothing to warn about
 
 
@@ -84,39 +101,43 @@ def test_ci_runs_the_compiled_core():
     if not os.environ.get("PCPD_REQUIRE_COMPILED"):
         pytest.skip("PCPD_REQUIRE_COMPILED is not set")
     assert core.why_interpreted() is None and core.running_compiled()
-    assert all(not sys.modules[m].__file__.endswith(".py") for m in core.COMPILED if m in sys.modules)
+    assert not any(f.endswith(".py") for f in core_files())
 
 
 def _fake_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, built: bool) -> tuple[Path, Path]:
-    """One compiled module's source and build in a tree of its own."""
-    monkeypatch.setattr(core, "COMPILED", ("pkg.mod",))
+    """Two compiled modules in a tree of their own, the second's .pxd cimporting the first's."""
+    monkeypatch.setattr(core, "COMPILED", ("pkg.low", "pkg.high"))
     monkeypatch.setattr(core, "_ROOT", tmp_path)
     monkeypatch.delenv(core.PURE_ENV, raising=False)
     (tmp_path / "pkg").mkdir()
-    source = tmp_path / "pkg" / "mod.py"
-    source.write_text("")
-    so = source.with_suffix(core.importlib.machinery.EXTENSION_SUFFIXES[0])
-    if built:
-        so.write_bytes(b"")
-    return source, so
+    for name, pxd in (("low", "cdef class Low:\n    pass\n"), ("high", "from pkg.low cimport Low\n")):
+        source = tmp_path / "pkg" / f"{name}.py"
+        source.write_text("")
+        source.with_suffix(".pxd").write_text(pxd)
+        os.utime(source, (1_000_000, 1_000_000))
+        os.utime(source.with_suffix(".pxd"), (1_000_000, 1_000_000))
+        if built:
+            so = source.with_suffix(core.importlib.machinery.EXTENSION_SUFFIXES[0])
+            so.write_bytes(b"")
+            os.utime(so, (1_000_001, 1_000_001))      # an install writes both within moments
+    return tmp_path / "pkg" / "low.py", tmp_path / "pkg" / "high.py"
 
 
 def test_a_source_edited_after_the_build_runs_interpreted(tmp_path, monkeypatch):
-    source, so = _fake_tree(tmp_path, monkeypatch, built=True)
-    os.utime(source, (1_000_000, 1_000_000))
-    os.utime(so, (1_000_001, 1_000_001))       # an install writes both within moments
+    low, high = _fake_tree(tmp_path, monkeypatch, built=True)
     assert core.why_interpreted() is None
-    os.utime(source, (1_000_100, 1_000_100))
-    assert core.why_interpreted() == "pkg/mod.py is newer than its compiled module (rebuild: pip install -e .)"
-    pxd = source.with_suffix(".pxd")
-    pxd.write_text("")
-    os.utime(source, (1_000_000, 1_000_000))
-    os.utime(pxd, (1_000_100, 1_000_100))
-    assert core.why_interpreted().startswith("pkg/mod.pxd is newer")
+    os.utime(low, (1_000_100, 1_000_100))             # a body: only its own build is stale
+    assert core.why_interpreted() == ("pkg/low.py is newer than the build of pkg.low "
+                                      "(rebuild: pip install -e .)")
+    os.utime(low.with_suffix(core.importlib.machinery.EXTENSION_SUFFIXES[0]), (1_000_100, 1_000_100))
+    assert core.why_interpreted() is None             # rebuilt alone: high did not depend on it
+    os.utime(low.with_suffix(".pxd"), (1_000_200, 1_000_200))   # a layout: its cimporters too
+    os.utime(low.with_suffix(core.importlib.machinery.EXTENSION_SUFFIXES[0]), (1_000_200, 1_000_200))
+    assert core.why_interpreted().startswith("pkg/low.pxd is newer than the build of pkg.high")
 
 
 def test_no_compiled_file_or_the_environment_runs_interpreted(tmp_path, monkeypatch):
     _fake_tree(tmp_path, monkeypatch, built=False)
-    assert core.why_interpreted() == "pkg.mod is not compiled"
+    assert core.why_interpreted() == "pkg.low is not compiled"
     monkeypatch.setenv(core.PURE_ENV, "1")
     assert core.why_interpreted() == f"{core.PURE_ENV} is set"

@@ -14,8 +14,6 @@ from pcpd import cli
 from pcpd.analysis.costs import COST_PAGES, cost_table, format_table, model_spec
 from workers.policies import TYPES
 
-pytestmark = pytest.mark.interpreted          # traces cachelines (tests/conftest.py)
-
 KEYS = {"policy", "memdesc", "order", "pcp", "op", "struct_page_lines_written",
         "struct_page_lines_read", "descriptor_lines", "slab_ops", "zone_lock_acquisitions",
         "record_bytes", "by_cause"}
@@ -66,6 +64,7 @@ def test_unknown_policy():
 
 # -- the proposal's figures ---------------------------------------------------------------
 
+@pytest.mark.interpreted              # the table traces cachelines (tests/conftest.py)
 @pytest.mark.parametrize("memdesc", ["anon", "file"])
 @pytest.mark.parametrize("pcp", ["hit", "miss"])
 def test_legacy_order_9_folio_alloc_writes_every_tail(table, memdesc, pcp):
@@ -76,11 +75,13 @@ def test_legacy_order_9_folio_alloc_writes_every_tail(table, memdesc, pcp):
     assert r["record_bytes"] == 64
 
 
+@pytest.mark.interpreted              # the table traces cachelines (tests/conftest.py)
 def test_legacy_order_9_free_reads_and_writes_every_tail(table):
     r = one(table, policy="legacy", memdesc="anon", order=9, op="free", pcp="hit")
     assert r["by_cause"]["written"]["tail_undo"] == r["by_cause"]["read"]["tail_undo"] == 511
 
 
+@pytest.mark.interpreted              # the table traces cachelines (tests/conftest.py)
 @pytest.mark.parametrize("policy", ["compound", "memdesc"])
 @pytest.mark.parametrize("op", ["alloc", "free"])
 @pytest.mark.parametrize("order", [0, 9])
@@ -95,6 +96,7 @@ def test_compound_and_memdesc_hits_touch_no_tail(table, policy, op, order):
         assert r["zone_lock_acquisitions"] == 0 and r["slab_ops"] == 0
 
 
+@pytest.mark.interpreted              # the table traces cachelines (tests/conftest.py)
 def test_compound_large_folio_hit_touches_head_neighbour_and_rmappable(table):
     alloc = one(table, policy="compound", memdesc="anon", order=9, op="alloc", pcp="hit")
     assert alloc["by_cause"]["written"] == {"page_state": 1, "list_link": 1, "compound_prep": 0,
@@ -104,6 +106,7 @@ def test_compound_large_folio_hit_touches_head_neighbour_and_rmappable(table):
     assert slab["by_cause"]["written"]["rmappable"] == 0        # not a folio: no rmappable prep
 
 
+@pytest.mark.interpreted              # the table traces cachelines (tests/conftest.py)
 def test_memdesc_hit_leaves_the_memmap_alone(table):
     for name in ("anon", "file", "slab", "pagetable", "netpool"):
         for op in ("alloc", "free"):
@@ -116,6 +119,7 @@ def test_memdesc_hit_leaves_the_memmap_alone(table):
             assert r["lines_touched"] == r["descriptor_lines_written"]
 
 
+@pytest.mark.interpreted              # the table traces cachelines (tests/conftest.py)
 def test_memdesc_without_descriptor_caching_rewrites_every_memdesc_word(table):
     for op in ("alloc", "free"):
         r = one(table, policy="memdesc-pcpdesc", memdesc="anon", order=9, op=op, pcp="hit")
@@ -123,6 +127,7 @@ def test_memdesc_without_descriptor_caching_rewrites_every_memdesc_word(table):
         assert r["slab_ops"] == 2                    # one descriptor freed, one allocated
 
 
+@pytest.mark.interpreted              # the table traces cachelines (tests/conftest.py)
 def test_compound_moves_tail_work_to_the_buddy_boundary(table):
     miss = one(table, policy="compound", memdesc="anon", order=9, op="alloc", pcp="miss")
     assert miss["by_cause"]["written"]["compound_prep"] == 2 * 511   # both refilled THPs
@@ -132,6 +137,7 @@ def test_compound_moves_tail_work_to_the_buddy_boundary(table):
 
 # -- what a row means --------------------------------------------------------------------
 
+@pytest.mark.interpreted              # the table traces cachelines (tests/conftest.py)
 def test_records_have_the_documented_keys(table):
     for r in table:
         assert KEYS <= r.keys()
@@ -141,6 +147,7 @@ def test_records_have_the_documented_keys(table):
         assert r["descriptor_lines"] == r["descriptor_lines_written"] + r["descriptor_lines_read"]
 
 
+@pytest.mark.interpreted              # the table traces cachelines (tests/conftest.py)
 def test_every_combination_is_measured(table):
     for policy in ("legacy", "compound", "memdesc-pcpdesc", "memdesc"):
         for name in TYPES:
@@ -156,11 +163,13 @@ def test_every_combination_is_measured(table):
                     assert {(order, op, "hit"), (order, op, "miss")} <= got, (policy, name, order)
 
 
+@pytest.mark.interpreted              # the table traces cachelines (tests/conftest.py)
 def test_hits_take_no_lock_and_misses_one(table):
     for r in table:
         assert r["zone_lock_acquisitions"] == (0 if r["pcp"] == "hit" else 1), r
 
 
+@pytest.mark.interpreted              # the table traces cachelines (tests/conftest.py)
 def test_misses_move_pages_through_the_buddy(table):
     r = one(table, policy="legacy", memdesc="anon", order=0, op="alloc", pcp="miss")
     assert r["refill_pages"] == 63                   # batch, alloc_factor 0
@@ -170,6 +179,7 @@ def test_misses_move_pages_through_the_buddy(table):
     assert r["drain_pages"] == 2048                  # 8 THPs reached high; 4 drained
 
 
+@pytest.mark.interpreted              # the table traces cachelines (tests/conftest.py)
 def test_refill_links_each_block_to_the_previous_tail(table):
     r = one(table, policy="legacy", memdesc="anon", order=0, op="alloc", pcp="miss")
     # 63 blocks, each linked to the previous tail (the first to the list head): lines the
@@ -230,6 +240,7 @@ def test_bad_arguments():
 
 # -- the command -----------------------------------------------------------------------------
 
+@pytest.mark.interpreted              # the table traces cachelines (tests/conftest.py)
 def test_text_table(table):
     text = format_table(rows_of(table, order=9), "6.7", 16)
     lines = text.splitlines()
@@ -242,6 +253,7 @@ def test_text_table(table):
     assert legacy.split()[6] == "513" and legacy.split()[13] == "513"
 
 
+@pytest.mark.interpreted              # the table traces cachelines (tests/conftest.py)
 def test_lines_touched_is_deduplicated_per_operation(table):
     r = one(table, policy="legacy", memdesc="anon", order=0, op="free", pcp="miss")
     # a drain's steps revisit the same lines: each is charged once, as traced
@@ -283,6 +295,7 @@ def test_command_rejects_bad_options(capsys, argv):
     assert err.startswith("pcpd costs: error:") and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.interpreted                             # traces cachelines (tests/conftest.py)
 @pytest.mark.parametrize("order", [2, 9])
 def test_pcp_buddy_owner_free_charges_what_it_touches(order):
     """A routed free's second half, the owner freeing a block of its own pageblock:

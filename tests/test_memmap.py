@@ -23,7 +23,7 @@ from pcpd.model.pagewords import (
     PG_PCP,
 )
 from pcpd.model.slab import D_STATE, DS_INUSE, DS_PCP
-from pcpd.model.stats import DESC_R, LINES_W, Counters
+from pcpd.model.stats import DESC_R, DESC_W, INDEX, LINES_R, LINES_W, Counters
 
 PAGES = 2048
 
@@ -291,3 +291,45 @@ def test_line_charges_leave_out_prepaid_lines_and_charge_a_settled_line_once():
     assert (counters["lines_written_list_link"], counters["lines_written_buddy"]) == (1, 1)
     lines.page(link, 6)                                    # a new operation's line, per call again
     assert counters["lines_written_list_link"] == 2
+
+
+def test_line_charges_count_each_family_apart_and_a_prepaid_line_pending_not_at_all():
+    counters = Counters()
+    lines = LineCharges(counters, 64, pages=64, desc_words=64)
+    buddy_w, buddy_r, page = LINES_W["buddy"], LINES_R["buddy"], LINES_W["page_state"]
+    with lines.operation():
+        lines.page(buddy_w, 4)                             # pending ...
+        lines.prepaid(lines.page, page, 4)                 # ... then a hit part's: paid
+        lines.page(buddy_r, 4)                             # a load of the same line: its own family
+        lines.desc(DESC_W, 0)
+        lines.desc(DESC_R, 0)
+    assert (counters["lines_written_buddy"], counters["lines_written_page_state"]) == (0, 0)
+    assert (counters["lines_read_buddy"], counters["desc_lines_written"], counters["desc_lines_read"]) == (1, 1, 1)
+    with lines.operation():                                # a new operation: charged again
+        lines.page(buddy_w, 4)
+    assert counters["lines_written_buddy"] == 1
+
+
+def test_line_charges_of_one_thread_take_turns_and_an_exception_frees_the_marks():
+    counters = Counters()
+    a, b = (LineCharges(counters, 64, pages=64, desc_words=64) for _ in range(2))
+    buddy = LINES_W["buddy"]
+    with a.operation():
+        with pytest.raises(RuntimeError, match="another CPU"):
+            b.begin()                                      # the CPUs of a thread share marks
+    with pytest.raises(KeyError):
+        with a.operation():
+            a.page(buddy, 1)
+            a.settle()                                     # zone->lock taken: charged
+            a.page(buddy, 2)                               # never settled: not charged
+            raise KeyError("a bug mid-operation")
+    assert counters["lines_written_buddy"] == 1 and (a.depth, a.exact) == (0, False)
+    with b.operation():                                    # the thread goes on, marks clean
+        b.page(buddy, 2)
+    assert counters["lines_written_buddy"] == 2
+
+
+def test_a_counter_that_is_not_a_line_counter_is_refused():
+    lines = LineCharges(Counters(), 64, pages=64, desc_words=64)
+    with lines.operation(), pytest.raises(ValueError, match="charges no cachelines"):
+        lines.record(INDEX["alloc_hit"], 0)

@@ -44,7 +44,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict
 
-from pcpd import __version__
+from pcpd import __version__, core
 from pcpd.errors import InputError, UsageError
 from pcpd.inputs import display_name, read_capped
 from pcpd.model import stats
@@ -66,12 +66,14 @@ FORMAT = "pcpd-result"
 #      Optional keys added since, which a reader without them reads right by
 #      ignoring them: each run's ``era`` (run_era), and ``eras``,
 #      ``runs_planned`` and ``incomplete`` in metadata (an era axis folds the
-#      era into each run's ``point``, so every reader keeps eras apart).
+#      era into each run's ``point``, so every reader keeps eras apart), and
+#      ``core`` in metadata and each host's environment (pcpd.core: "compiled"
+#      or "interpreted"; a file without it compares as a different machine).
 RESULT_VERSION = 2
 
 REQUIRED_METADATA = ("kernel", "cpu_model", "cpu_count", "python", "pcpd_version",
                      "config_hash", "seed", "config")
-MACHINE_METADATA = ("cpu_model", "cpu_count", "kernel", "python")
+MACHINE_METADATA = ("cpu_model", "cpu_count", "kernel", "python", "core")
 RUN_KEYS = ("policy", "point", "repetition", "seed", "seconds", "ops", "exit_code", "restarts",
             "load_average", "figures", "counters")
 V2_RUN_KEYS = (*RUN_KEYS, "host")
@@ -256,6 +258,7 @@ def environment(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "pcpd_version": __version__,
+        "core": "compiled" if core.running_compiled() else "interpreted",   # 2-4x apart in real time
     }
 
 

@@ -6,6 +6,7 @@
 cimport cython
 
 
+@cython.final
 cdef class LineCharges:
     cdef public list v, _pending, _touched
     cdef public long long[::1] _base, _rank, _counter
@@ -14,7 +15,10 @@ cdef class LineCharges:
     cdef public object _shared, _sizes
     cdef public Py_ssize_t _thread
     cdef public unsigned char[::1] _marks
+    cpdef LineCharges operation(self)
     cpdef begin(self)
+    @cython.locals(i=Py_ssize_t)
+    cpdef abort(self)
     @cython.locals(v=list, i=Py_ssize_t, mark=Py_ssize_t)
     cpdef settle(self)
     @cython.locals(i=Py_ssize_t)

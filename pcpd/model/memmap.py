@@ -29,11 +29,13 @@ spans (``lines_spanned``).  ``LineCharges`` counts them for a CPU, each line
 once per operation.  The tracing mode (``pcpd.model.linetrace``) hands
 a Memmap built over a ``TracedArena`` views that record the lines each
 access touches, so the charges can be checked against them; a Memmap over a
-plain arena is the same code over the plain views.
+plain arena is the same code over the plain views.  Tracing runs on the
+interpreted core (``pcpd.core``): compiled, ``q`` and ``linksq`` are typed
+memoryviews, which cannot record.
 
 Scalar accessors (the buddy's per-block work under zone->lock) go through the
-arena's memoryviews (``q``, ``linksq``), whose items are plain ints: a numpy
-scalar index costs two to three times as much here (see issue 12's profile).
+arena's memoryviews (``q``, ``linksq``): plain ints interpreted (a numpy
+scalar index costs two to three times as much), C loads and stores compiled.
 Range work (``buddy_heads``, ``movable_pages``) uses the numpy views.
 """
 
@@ -42,7 +44,9 @@ from __future__ import annotations
 import threading
 from array import array
 from collections.abc import Callable
+from itertools import accumulate
 from typing import Any
+from weakref import WeakValueDictionary
 
 import numpy as np
 
@@ -95,7 +99,7 @@ class LineMarks:
     marks of its own (a test may run workers as threads).
     """
 
-    __slots__ = ("marks", "pending", "touched", "owner")
+    __slots__ = ("marks", "pending", "touched", "owner", "__weakref__")
     _threads = threading.local()
 
     def __init__(self, size: int) -> None:
@@ -106,8 +110,10 @@ class LineMarks:
 
     @classmethod
     def shared(cls, sizes: tuple[int, ...]) -> LineMarks:
-        """The marks of every LineCharges in this thread over families of these sizes."""
-        pool: dict[tuple[int, ...], LineMarks] = cls._threads.__dict__.setdefault("pool", {})
+        """The marks of every LineCharges in this thread over families of these sizes
+        (kept while one of them is: a sweep's geometries come and go)."""
+        pool: WeakValueDictionary[tuple[int, ...], LineMarks] = cls._threads.__dict__.setdefault(
+            "pool", WeakValueDictionary())
         marks = pool.get(sizes)
         if marks is None:
             marks = pool[sizes] = cls(sum(sizes))
@@ -142,7 +148,7 @@ class LineCharges:
     drain) charged its lines inline, as every hit does; ``prepaid()`` states
     them again, so they are marked paid and counted no more (a line a hit part
     and the rest both touch keeps the hit's cause).  Hit paths add to ``v``
-    themselves: a call per charge would cost a hit about 60 ns.
+    themselves: a call per charge would cost a hit a call (about 60 ns interpreted).
     """
 
     __slots__ = ("v", "rb", "exact", "depth", "prepaying", "_shift", "_base", "_rank", "_counter",
@@ -160,8 +166,9 @@ class LineCharges:
         # each counter's family offset in the marks, and its rank; the counter of a rank
         # (machine-integer arrays: the compiled core indexes them without boxing)
         base = [0] * (max(max(family) for family in _FAMILIES) + 1)
-        rank, counter = list(base), list[int]()
-        for family, offset in zip(_FAMILIES, (sum(sizes[:f]) for f in range(len(sizes)))):
+        rank = list(base)                   # below RANKED: not a counter of lines
+        counter: list[int] = []
+        for family, offset in zip(_FAMILIES, accumulate(sizes, initial=0)):
             for ctr in family:
                 base[ctr], rank[ctr] = offset, RANKED + len(counter)
                 counter.append(ctr)
@@ -173,8 +180,41 @@ class LineCharges:
     def prepaid(self, state: Callable[..., None], *args: Any) -> None:
         """Mark the lines ``state(*args)`` charges as paid already (see the class)."""
         self.prepaying = True
-        state(*args)
-        self.prepaying = False
+        try:
+            state(*args)
+        finally:
+            self.prepaying = False
+
+    def operation(self) -> LineCharges:
+        """``with lines.operation():`` runs one operation: ``begin()`` on entry and
+        ``fold()`` on leaving, or ``abort()`` when an exception leaves it."""
+        return self
+
+    def __enter__(self) -> LineCharges:
+        self.begin()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is None:
+            self.fold()
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        """Abandon the open operation, nested ones included: lines it marked and did not
+        settle are not charged, and the thread's marks are clean for its next one (an
+        exception in one CPU's operation must not stop another's)."""
+        marks = self._marks
+        for i in self._pending:
+            marks[i] = UNTOUCHED
+        for i in self._touched:
+            marks[i] = UNTOUCHED
+        self._pending.clear()
+        self._touched.clear()
+        self.depth = 0
+        self.exact = self.prepaying = False
+        if self._shared.owner is self:
+            self._shared.owner = None
 
     def _bind_marks(self) -> None:
         """This thread's marks: a CPU may be built in one thread and run in another."""
@@ -229,6 +269,8 @@ class LineCharges:
         if not self.exact:
             self.v[ctr] += 1
             return
+        if self._rank[ctr] < RANKED:
+            raise ValueError(f"counter {ctr} charges no cachelines")
         i = self._base[ctr] + line
         mark = self._marks[i]
         if self.prepaying:

@@ -52,9 +52,10 @@ fallbacks allowed.  The flag is an alloc_flags bit, so it is an argument of
 each call; the policy derives it from its era.
 
 A Zone reads and writes zone words, pageblock types and page records through
-the arena's memoryviews (plain ints), not numpy scalars: the buddy path makes
-dozens of such accesses per page, and numpy scalar indexing (~100 ns, two to
-three times a memoryview's) was about half of its cost (issue 12).
+the arena's memoryviews, not numpy scalars: the buddy path makes dozens of such
+accesses per page, and numpy scalar indexing (~100 ns, two to three times a
+memoryview's) was about half of its cost (issue 12).  Compiled (pcpd.core),
+they are typed memoryviews: C loads and stores.
 """
 
 from __future__ import annotations
@@ -118,12 +119,8 @@ def _operation(method: Callable[P, R]) -> Callable[P, R]:
     line charged once (inside the caller's own operation, part of that)."""
     @functools.wraps(method)
     def operation(*args: P.args, **kwargs: P.kwargs) -> R:
-        lines = args[0].lines                              # type: ignore[attr-defined]
-        lines.begin()
-        try:
+        with args[0].lines.operation():                    # type: ignore[attr-defined]
             return method(*args, **kwargs)
-        finally:
-            lines.fold()
     return operation
 
 

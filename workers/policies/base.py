@@ -92,9 +92,9 @@ class Policy:
     None on a hit, which adds to ``v`` at once (a hit's steps touch distinct
     lines), the LineCharges on a miss (an argument costs the hit less than a
     test of ``lines.exact``).  LineCharges is reached through the zone, not
-    kept here: CPython 3.11 keeps an instance's attributes in its fast
-    shared-key layout only up to 29 of them, pcp-buddy's are 29, and a 30th
-    slowed its every hit by 5%.
+    kept here: interpreted, CPython 3.11 keeps an instance's attributes in
+    its fast shared-key layout only up to 29 of them, pcp-buddy's are 29, and
+    a 30th slowed its every hit by 5%.
     """
 
     name = ""                             # its entry in the registry (pcpd.policies)
@@ -210,12 +210,11 @@ class Policy:
     def _drain(self, pcp: PerCpuPages, count: int, start_pindex: int, cause: str) -> int:
         """free_pcppages_bulk(): one zone->lock acquisition for the whole batch; one
         operation, each line it touches charged once."""
-        self.zone.lines.begin()
-        blocks = self._take_for_drain(pcp, count, start_pindex)
-        if blocks:
-            self.zone.free_pcppages_bulk(blocks)
-            self._clear_below_high(cause)
-        self.zone.lines.fold()
+        with self.zone.lines.operation():
+            blocks = self._take_for_drain(pcp, count, start_pindex)
+            if blocks:
+                self.zone.free_pcppages_bulk(blocks)
+                self._clear_below_high(cause)
         if not blocks:
             return 0
         pages = sum([1 << order for _, order in blocks])
@@ -227,14 +226,11 @@ class Policy:
         """rmqueue_pcplist() on an empty list: rmqueue_bulk() refills it and the first
         block is taken as a hit takes it (or, with nothing to refill from, the
         buddy); one operation, each line charged once."""
-        self.zone.lines.begin()
-        if self._refill(pcp, lst, order, t):
-            self.v[REFILL] += 1
-            pfn = self._take_first(pcp, lst, t, order)
-        else:
-            pfn = self._alloc_buddy(t, order)
-        self.zone.lines.fold()
-        return pfn
+        with self.zone.lines.operation():
+            if self._refill(pcp, lst, order, t):
+                self.v[REFILL] += 1
+                return self._take_first(pcp, lst, t, order)
+            return self._alloc_buddy(t, order)
 
     def _take_first(self, pcp: PerCpuPages, lst, t: int, order: int) -> int:
         """The first block off a list a refill just filled, in use, as alloc() takes it
@@ -252,10 +248,9 @@ class Policy:
         (``_freed_lines`` for a PCP list) states them again, so the drain counts
         each line free and drain both touch once."""
         lines = self.zone.lines
-        lines.begin()
-        lines.prepaid(freed_lines, *block)
-        self._drain(pcp, count, start_pindex, pcp.drain_cause)
-        lines.fold()
+        with lines.operation():
+            lines.prepaid(freed_lines, *block)
+            self._drain(pcp, count, start_pindex, pcp.drain_cause)
 
     def _freed_lines(self, lst, pfn: int, order: int, t: int) -> None:
         """The lines free() charged for block ``pfn``, whose entry is now first on

@@ -160,12 +160,11 @@ class _MemdescPolicy(Policy):
 
     def _alloc_buddy(self, t: int, order: int) -> int:
         """rmqueue_buddy() and the block made type t; one operation, each line charged once."""
-        self.zone.lines.begin()
-        pfn = self.zone.rmqueue_buddy(order, self.migratetypes[t], self.nofragment)
-        if pfn != NIL:
-            self.v[BUDDY] += 1
-            self._make_allocated(pfn, t, order, self.zone.lines)
-        self.zone.lines.fold()
+        with self.zone.lines.operation():
+            pfn = self.zone.rmqueue_buddy(order, self.migratetypes[t], self.nofragment)
+            if pfn != NIL:
+                self.v[BUDDY] += 1
+                self._make_allocated(pfn, t, order, self.zone.lines)
         if pfn == NIL:
             self._count_fail()
         return pfn
@@ -181,12 +180,11 @@ class _MemdescPolicy(Policy):
     def _free_to_buddy(self, pfn: int, order: int, t: int) -> None:
         """free_one_page() of a block the PCP does not keep; one operation, each line
         charged once."""
-        self.zone.lines.begin()
-        if t != T_KERNEL:
-            self.slab.free(self._desc_of(pfn))
-        self._set_memdesc(pfn, order, pagewords.MEMDESC_BUDDY, self.zone.lines)
-        self.zone.free_one_page(pfn, order)
-        self.zone.lines.fold()
+        with self.zone.lines.operation():
+            if t != T_KERNEL:
+                self.slab.free(self._desc_of(pfn))
+            self._set_memdesc(pfn, order, pagewords.MEMDESC_BUDDY, self.zone.lines)
+            self.zone.free_one_page(pfn, order)
         self.v[FREE_BUDDY] += 1
 
     def send(self, pfn, order, t, dst) -> None:

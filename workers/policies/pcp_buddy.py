@@ -310,20 +310,17 @@ class PcpBuddyPolicy(LegacyPolicy):
         operation, each line charged once."""
         mt, v = self.migratetypes[t], self.v
         v[self._alloc_ctr[t][order]] += 1
-        self.zone.lines.begin()
-        if self._rmqueue_bulk(order, mt, t, lst):
-            pfn = self._piece_take(order, mt, self.zone.lines)
-        elif lst:                                  # phases 2 and 3 filled the cached list
-            pfn = self._pcp_pop(lst)
-        else:                                      # nothing on the PCP: the buddy, as legacy
-            pfn = self._alloc_buddy(t, order)
-            self.zone.lines.fold()
-            return pfn
-        v[REFILL] += 1
-        pcp.free_count >>= 1                       # __rmqueue_pcplist()
-        pcp.count -= 1 << order
-        self._prep_new_page(pfn, t, order)
-        self.zone.lines.fold()
+        with self.zone.lines.operation():
+            if self._rmqueue_bulk(order, mt, t, lst):
+                pfn = self._piece_take(order, mt, self.zone.lines)
+            elif lst:                              # phases 2 and 3 filled the cached list
+                pfn = self._pcp_pop(lst)
+            else:                                  # nothing on the PCP: the buddy, as legacy
+                return self._alloc_buddy(t, order)
+            v[REFILL] += 1
+            pcp.free_count >>= 1                   # __rmqueue_pcplist()
+            pcp.count -= 1 << order
+            self._prep_new_page(pfn, t, order)
         return pfn
 
     def _rmqueue_bulk(self, order: int, mt: int, t: int, lst: deque[int] | None) -> bool:

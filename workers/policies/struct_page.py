@@ -124,16 +124,15 @@ class _Page64Policy(Policy):
     def _alloc_buddy(self, t: int, order: int) -> int:
         """rmqueue_buddy() then prep_new_page(): orders the PCP does not keep; one
         operation, each line charged once."""
-        self.zone.lines.begin()
-        pfn = self.zone.rmqueue_buddy(order, self.migratetypes[t], self.nofragment)
-        if pfn != NIL:
-            self.v[BUDDY] += 1
-            self._post_alloc_hook(pfn, t, order)
-            if order and COMPOUND_OF[t]:
-                self._prep_compound_page(pfn, order, self.zone.lines)
-                if FOLIO_OF[t]:                        # folio_prep_large_rmappable()
-                    self._set_large_rmappable(pfn, True)   # page[1]: prep's line, charged there
-        self.zone.lines.fold()
+        with self.zone.lines.operation():
+            pfn = self.zone.rmqueue_buddy(order, self.migratetypes[t], self.nofragment)
+            if pfn != NIL:
+                self.v[BUDDY] += 1
+                self._post_alloc_hook(pfn, t, order)
+                if order and COMPOUND_OF[t]:
+                    self._prep_compound_page(pfn, order, self.zone.lines)
+                    if FOLIO_OF[t]:                    # folio_prep_large_rmappable()
+                        self._set_large_rmappable(pfn, True)   # page[1]: prep's line, charged there
         if pfn == NIL:
             self._count_fail()
         return pfn
@@ -141,21 +140,20 @@ class _Page64Policy(Policy):
     def _free_buddy(self, pfn: int, order: int, t: int) -> None:
         """__free_pages_prepare() with tails, then free_one_page(); one operation, each
         line charged once."""
-        self.zone.lines.begin()
-        if order:
-            self._free_tail_pages(pfn, order, COMPOUND_OF[t], self.zone.lines)
-        mem, base = self.mem, pfn * 8
-        mem[base] = 0
-        mem[base + pagewords.W_REFCOUNT64] = 0
-        self.zone.lines.page(PAGE_W, pfn)
-        self.zone.free_one_page(pfn, order)
-        self.zone.lines.fold()
+        with self.zone.lines.operation():
+            if order:
+                self._free_tail_pages(pfn, order, COMPOUND_OF[t], self.zone.lines)
+            mem, base = self.mem, pfn * 8
+            mem[base] = 0
+            mem[base + pagewords.W_REFCOUNT64] = 0
+            self.zone.lines.page(PAGE_W, pfn)
+            self.zone.free_one_page(pfn, order)
         self.v[FREE_BUDDY] += 1
 
     # the PCP fast paths --------------------------------------------------------
     # alloc() and free() are the per-operation path: everything an order-0 hit
-    # needs is inline (each Python call costs ~0.1 us here); compound and
-    # policy-specific work happens in the order > 0 hooks below.
+    # needs is inline (a call costs ~0.1 us interpreted, and is not free compiled);
+    # compound and policy-specific work happens in the order > 0 hooks below.
     def alloc(self, t: int, order: int) -> int:
         v = self.v
         v[self._alloc_ctr[t][order]] += 1
