@@ -2,8 +2,9 @@
 sources, with the C types their .pxd files declare; the rules live only in the
 .py files, which also run interpreted (PCPD_PURE_PYTHON=1, see pcpd.core).
 
-A machine without a C compiler or Python's headers still installs: the build
-says so on stderr and pcpd runs interpreted, the same code, slower.
+A machine without a C compiler or Python's headers still installs (the build
+says why on stderr, which pip shows with -v), and pcpd runs interpreted, the
+same code, slower, saying so at every start.
 """
 
 import importlib.util
