@@ -105,13 +105,13 @@ def test_add_and_del_buddy_keep_the_neighbours_linked(memmap):
     links = {pfn: (memmap.next(pfn), memmap.prev(pfn)) for pfn in (a, b, c)}
     assert links == {b: (a, NIL), a: (c, b), c: (NIL, a)}
     assert [memmap.buddy_order(pfn) for pfn in (a, b, c)] == [6, 9, 10]   # links never disturb orders
-    assert memmap.del_buddy(a) == (c, b)              # from the middle: b -> c
+    memmap.del_buddy(a, c, b)                         # from the middle: b -> c
     assert memmap.buddy_order(a) == -1
     assert (memmap.next(b), memmap.prev(c)) == (c, b)
     assert [memmap.buddy_order(pfn) for pfn in (b, c)] == [9, 10]
-    assert memmap.del_buddy(b) == (c, NIL)            # the head: c alone
+    memmap.del_buddy(b, c, NIL)                       # the head: c alone
     assert (memmap.prev(c), memmap.next(c), memmap.buddy_order(c)) == (NIL, NIL, 10)
-    assert memmap.del_buddy(c) == (NIL, NIL)
+    memmap.del_buddy(c, NIL, NIL)
     assert memmap.buddy_order(c) == -1
 
 
@@ -327,6 +327,26 @@ def test_line_charges_of_one_thread_take_turns_and_an_exception_frees_the_marks(
     with b.operation():                                    # the thread goes on, marks clean
         b.page(buddy, 2)
     assert counters["lines_written_buddy"] == 2
+
+
+def test_line_charges_of_a_large_operation_grow_room_for_every_line():
+    """An operation may mark more lines than the marks' first room: the room grows, in
+    the middle of an operation and between two CPUs of one thread, and each line is
+    charged once."""
+    counters = Counters()
+    a, b = (LineCharges(counters, 64, pages=20000, desc_words=64) for _ in range(2))
+    buddy_w, buddy_r = LINES_W["buddy"], LINES_R["buddy"]
+    with b.operation():
+        b.page(buddy_w, 0)                                 # b binds the first room
+    with a.operation():
+        a.pages(buddy_w, 0, 3000)
+        a.settle()
+        a.pages(buddy_w, 0, 12000)                         # 9,000 new lines: past 4,096 twice
+        a.pages(buddy_r, 0, 5000)
+    assert (counters["lines_written_buddy"], counters["lines_read_buddy"]) == (12001, 5000)
+    with b.operation():                                    # b works in the grown room, marks clean
+        b.pages(buddy_w, 0, 20000)
+    assert counters["lines_written_buddy"] == 32001
 
 
 def test_a_counter_that_is_not_a_line_counter_is_refused():

@@ -4,7 +4,7 @@ cimport cython
 
 
 cdef class PerCpuPages:
-    cdef public list lists, allowed, pindex
+    cdef public list lists, allowed, pindex, list_orders
     cdef public Py_ssize_t count, high, high_min, high_max, batch, flags, alloc_factor
     cdef public Py_ssize_t free_count, scale_max, free_cap, nr_types
     cdef public object era, drain_cause

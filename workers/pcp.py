@@ -58,7 +58,7 @@ class PerCpuPages:
     __slots__ = (
         "lists", "count", "high", "high_min", "high_max", "batch", "flags",
         "alloc_factor", "free_count", "era", "scale_max", "tuned", "free_cap",
-        "allowed", "pindex", "drain_cause", "reclaim_limit", "nr_types",
+        "allowed", "pindex", "drain_cause", "reclaim_limit", "nr_types", "list_orders",
     )
 
     def __init__(self, limits: PcpLimits, era: str, scale_max: int = PCP_BATCH_SCALE_MAX,
@@ -85,6 +85,8 @@ class PerCpuPages:
         self.allowed = [pcp_allowed_order(o, era) for o in PAGE_ORDERS]
         self.pindex = [[order_to_pindex(o, mt) if self.allowed[o] else -1 for mt in range(MIGRATE_PCPTYPES)]
                        for o in PAGE_ORDERS]
+        # each list's order, looked up per drained run
+        self.list_orders = [pindex_to_order(index // nr_types) for index in range(len(self.lists))]
 
     def list_index(self, order: int, mt: int, slot: int = 0) -> int:
         """The list a block of ``order`` on a ``mt`` pageblock goes on: the kernel's
@@ -95,7 +97,7 @@ class PerCpuPages:
 
     def list_order(self, index: int) -> int:
         """pindex_to_order() of a list (typed or not)."""
-        return pindex_to_order(index // self.nr_types)
+        return self.list_orders[index]
 
     def pages_by_slot(self) -> list[int]:
         """Pages on each type's lists, by slot (one slot where the lists are untyped)."""

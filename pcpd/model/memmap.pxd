@@ -8,21 +8,22 @@ cimport cython
 
 @cython.final
 cdef class LineCharges:
-    cdef public list v, _pending, _touched
-    cdef public long long[::1] _base, _rank, _counter
-    cdef public Py_ssize_t rb, depth, _shift
+    cdef public list v
+    cdef public long long[::1] _base, _rank, _counter, _charged, _order
+    cdef public Py_ssize_t rb, depth, _shift, _marked, _settled
     cdef public bint exact, prepaying
     cdef public object _shared, _sizes
     cdef public Py_ssize_t _thread
     cdef public unsigned char[::1] _marks
     cpdef LineCharges operation(self)
     cpdef begin(self)
-    @cython.locals(i=Py_ssize_t)
     cpdef abort(self)
     @cython.locals(v=list, i=Py_ssize_t, mark=Py_ssize_t)
     cpdef settle(self)
-    @cython.locals(i=Py_ssize_t)
     cpdef fold(self)
+    @cython.locals(i=Py_ssize_t)
+    cdef _unmark(self)
+    cdef _add_marked(self, Py_ssize_t i)
     @cython.locals(i=Py_ssize_t, mark=Py_ssize_t)
     cpdef record(self, Py_ssize_t ctr, Py_ssize_t line)
     cpdef page(self, Py_ssize_t ctr, Py_ssize_t pfn)
@@ -41,8 +42,9 @@ cdef class Memmap:
     cdef public bint described
     cpdef long long buddy_order(self, Py_ssize_t pfn) except? -2
     cpdef add_buddy(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t nxt, Py_ssize_t prev)
-    cpdef tuple del_buddy(self, Py_ssize_t pfn)
+    cpdef del_buddy(self, Py_ssize_t pfn, Py_ssize_t nxt, Py_ssize_t prev)
     cpdef Py_ssize_t next(self, Py_ssize_t pfn) except? -2
+    cpdef Py_ssize_t prev(self, Py_ssize_t pfn) except? -2
 
 
 cdef class Memmap64(Memmap):
@@ -50,9 +52,10 @@ cdef class Memmap64(Memmap):
     cpdef long long buddy_order(self, Py_ssize_t pfn) except? -2
     @cython.locals(base=Py_ssize_t)
     cpdef add_buddy(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t nxt, Py_ssize_t prev)
-    @cython.locals(base=Py_ssize_t, nxt=Py_ssize_t, prev=Py_ssize_t)
-    cpdef tuple del_buddy(self, Py_ssize_t pfn)
+    @cython.locals(base=Py_ssize_t)
+    cpdef del_buddy(self, Py_ssize_t pfn, Py_ssize_t nxt, Py_ssize_t prev)
     cpdef Py_ssize_t next(self, Py_ssize_t pfn) except? -2
+    cpdef Py_ssize_t prev(self, Py_ssize_t pfn) except? -2
 
 
 cdef class Memmap32(Memmap64):
@@ -60,8 +63,8 @@ cdef class Memmap32(Memmap64):
     cpdef long long buddy_order(self, Py_ssize_t pfn) except? -2
     @cython.locals(base=Py_ssize_t)
     cpdef add_buddy(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t nxt, Py_ssize_t prev)
-    @cython.locals(base=Py_ssize_t, nxt=Py_ssize_t, prev=Py_ssize_t)
-    cpdef tuple del_buddy(self, Py_ssize_t pfn)
+    @cython.locals(base=Py_ssize_t)
+    cpdef del_buddy(self, Py_ssize_t pfn, Py_ssize_t nxt, Py_ssize_t prev)
 
 
 cdef class Memmap16(Memmap):
@@ -69,18 +72,19 @@ cdef class Memmap16(Memmap):
     cpdef long long buddy_order(self, Py_ssize_t pfn) except? -2
     @cython.locals(base=Py_ssize_t, i=Py_ssize_t)
     cpdef add_buddy(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t nxt, Py_ssize_t prev)
-    @cython.locals(base=Py_ssize_t, nxt=Py_ssize_t, prev=Py_ssize_t, i=Py_ssize_t)
-    cpdef tuple del_buddy(self, Py_ssize_t pfn)
+    @cython.locals(base=Py_ssize_t, i=Py_ssize_t)
+    cpdef del_buddy(self, Py_ssize_t pfn, Py_ssize_t nxt, Py_ssize_t prev)
     cpdef Py_ssize_t next(self, Py_ssize_t pfn) except? -2
+    cpdef Py_ssize_t prev(self, Py_ssize_t pfn) except? -2
 
 
 cdef class Memmap8(Memmap):
     @cython.locals(w=Py_ssize_t)
     cpdef long long buddy_order(self, Py_ssize_t pfn) except? -2
     cpdef add_buddy(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t nxt, Py_ssize_t prev)
-    @cython.locals(nxt=Py_ssize_t, prev=Py_ssize_t)
-    cpdef tuple del_buddy(self, Py_ssize_t pfn)
+    cpdef del_buddy(self, Py_ssize_t pfn, Py_ssize_t nxt, Py_ssize_t prev)
     cpdef Py_ssize_t next(self, Py_ssize_t pfn) except? -2
+    cpdef Py_ssize_t prev(self, Py_ssize_t pfn) except? -2
 
 
 # imported constants, held as C integers here (pcpd.model.pagewords)

@@ -91,7 +91,10 @@ UNTOUCHED, PAID, RANKED = 0, 1, 2
 
 class LineMarks:
     """The line marks of one thread's operations over one arena geometry: every
-    family's lines in one byte array, each family from its own offset.
+    family's lines in one byte array, each family from its own offset, and the
+    indices the open operation marked, in the order first marked (``order``:
+    machine integers, grown as needed; each index enters once an operation, as
+    only an untouched mark is recorded there).
 
     The CPUs a thread runs (a simulation's, a cost table's) share them, as
     their operations run one at a time; ``owner`` is the LineCharges whose
@@ -99,14 +102,18 @@ class LineMarks:
     marks of its own (a test may run workers as threads).
     """
 
-    __slots__ = ("marks", "pending", "touched", "owner", "__weakref__")
+    __slots__ = ("marks", "order", "owner", "__weakref__")
     _threads = threading.local()
 
     def __init__(self, size: int) -> None:
         self.marks = bytearray(size)
-        self.pending: list[int] = []       # indices first marked since the last settle
-        self.touched: list[int] = []       # indices marked in the operation, settled
+        self.order = array("q", bytes(8 * min(size, 4096)))
         self.owner: LineCharges | None = None
+
+    def grow(self) -> None:
+        """Twice the room for marked indices (never more than there are lines).  A new
+        array: the open operation's LineCharges holds a view of the old one."""
+        self.order = self.order + array("q", bytes(8 * min(len(self.order), len(self.marks) - len(self.order))))
 
     @classmethod
     def shared(cls, sizes: tuple[int, ...]) -> LineMarks:
@@ -152,7 +159,7 @@ class LineCharges:
     """
 
     __slots__ = ("v", "rb", "exact", "depth", "prepaying", "_shift", "_base", "_rank", "_counter",
-                 "_sizes", "_thread", "_shared", "_marks", "_pending", "_touched")
+                 "_charged", "_sizes", "_thread", "_shared", "_marks", "_order", "_marked", "_settled")
 
     def __init__(self, counters: Counters, record_bytes: int, pages: int, desc_words: int) -> None:
         self.v = counters.v
@@ -173,8 +180,12 @@ class LineCharges:
                 base[ctr], rank[ctr] = offset, RANKED + len(counter)
                 counter.append(ctr)
         self._base, self._rank, self._counter = array("q", base), array("q", rank), array("q", counter)
+        self._charged = array("q", bytes(8 * len(counter)))     # lines per rank, in one settle
         self._sizes = sizes
         self._thread = -1
+        # the open operation's marked indices: _order[:_marked], those from _settled on
+        # not settled yet (0 and 0 between operations)
+        self._marked = self._settled = 0
         self._bind_marks()
 
     def prepaid(self, state: Callable[..., None], *args: Any) -> None:
@@ -204,13 +215,7 @@ class LineCharges:
         """Abandon the open operation, nested ones included: lines it marked and did not
         settle are not charged, and the thread's marks are clean for its next one (an
         exception in one CPU's operation must not stop another's)."""
-        marks = self._marks
-        for i in self._pending:
-            marks[i] = UNTOUCHED
-        for i in self._touched:
-            marks[i] = UNTOUCHED
-        self._pending.clear()
-        self._touched.clear()
+        self._unmark()
         self.depth = 0
         self.exact = self.prepaying = False
         if self._shared.owner is self:
@@ -220,7 +225,7 @@ class LineCharges:
         """This thread's marks: a CPU may be built in one thread and run in another."""
         self._thread = threading.get_ident()
         self._shared = LineMarks.shared(self._sizes)
-        self._marks, self._pending, self._touched = self._shared.marks, self._shared.pending, self._shared.touched
+        self._marks, self._order = self._shared.marks, self._shared.order
 
     def begin(self) -> None:
         """An operation starts: mark lines until the matching ``fold()``."""
@@ -230,6 +235,7 @@ class LineCharges:
             if self._shared.owner is not None:
                 raise RuntimeError("an operation of another CPU of this thread is open")
             self._shared.owner = self
+            self._order = self._shared.order        # another CPU may have grown it
         self.depth += 1
         self.exact = True
 
@@ -241,14 +247,17 @@ class LineCharges:
         pcpd.simulate.clock)."""
         if not self.exact:
             return
-        v, marks, counter = self.v, self._marks, self._counter
-        for i in self._pending:
-            mark = marks[i]
+        for i in range(self._settled, self._marked):
+            mark = self._marks[self._order[i]]
             if mark != PAID:
-                v[counter[mark - RANKED]] += 1
-                marks[i] = PAID
-        self._touched += self._pending
-        self._pending.clear()
+                self._charged[mark - RANKED] += 1
+                self._marks[self._order[i]] = PAID
+        self._settled = self._marked
+        v = self.v
+        for i in range(len(self._charged)):     # a few counters: one sum each, not one per line
+            if self._charged[i]:
+                v[self._counter[i]] += self._charged[i]
+                self._charged[i] = 0
 
     def fold(self) -> None:
         """The operation ends: charge every line it marked, each once."""
@@ -257,11 +266,14 @@ class LineCharges:
             return
         self.settle()
         self.exact = False
-        marks = self._marks
-        for i in self._touched:
-            marks[i] = UNTOUCHED
-        self._touched.clear()
+        self._unmark()
         self._shared.owner = None
+
+    def _unmark(self) -> None:
+        """Every line the operation marked untouched again."""
+        for i in range(self._marked):
+            self._marks[self._order[i]] = UNTOUCHED
+        self._marked = self._settled = 0
 
     def record(self, ctr: int, line: int) -> None:
         """Line ``line`` of ``ctr``'s region touched (a struct page line is
@@ -276,13 +288,20 @@ class LineCharges:
         if self.prepaying:
             if mark != PAID:
                 if mark == UNTOUCHED:
-                    self._touched.append(i)
+                    self._add_marked(i)
                 self._marks[i] = PAID
         elif mark == UNTOUCHED:
             self._marks[i] = self._rank[ctr]
-            self._pending.append(i)
+            self._add_marked(i)
         elif mark > self._rank[ctr]:            # PAID is below every rank: paid stays paid
             self._marks[i] = self._rank[ctr]
+
+    def _add_marked(self, i: int) -> None:
+        if self._marked == len(self._order):
+            self._shared.grow()
+            self._order = self._shared.order
+        self._order[self._marked] = i
+        self._marked += 1
 
     @property
     def line_shift(self) -> int:
@@ -358,8 +377,9 @@ class Memmap:
         """set_buddy(), then point nxt's prev and prev's next (those not NIL) at pfn."""
         raise NotImplementedError
 
-    def del_buddy(self, pfn: int) -> tuple[int, int]:
-        """Unlink a free head from its neighbours and clear_buddy(); its (next, prev)."""
+    def del_buddy(self, pfn: int, nxt: int, prev: int) -> None:
+        """clear_buddy(), then point nxt's prev and prev's next (those not NIL) past pfn:
+        nxt and prev are pfn's links, which the caller read (next(), prev())."""
         raise NotImplementedError
 
     def next(self, pfn: int) -> int:
@@ -434,9 +454,8 @@ class Memmap64(Memmap):
         if prev != NIL:
             q[prev * 8 + W_LINK] = pfn
 
-    def del_buddy(self, pfn: int) -> tuple[int, int]:
+    def del_buddy(self, pfn: int, nxt: int, prev: int) -> None:
         q, base = self.q, pfn * 8
-        nxt, prev = q[base + W_LINK], q[base + W_PREV]
         if nxt != NIL:
             q[nxt * 8 + W_PREV] = prev
         if prev != NIL:
@@ -444,7 +463,6 @@ class Memmap64(Memmap):
         q[base] = 0
         q[base + W_LINK] = 0
         q[base + W_PRIVATE64] = 0
-        return nxt, prev
 
     def next(self, pfn: int) -> int:
         return self.q[pfn * self.w + W_LINK]
@@ -508,16 +526,14 @@ class Memmap32(Memmap64):
         if prev != NIL:
             q[prev * 4 + W_LINK] = pfn
 
-    def del_buddy(self, pfn: int) -> tuple[int, int]:
+    def del_buddy(self, pfn: int, nxt: int, prev: int) -> None:
         q, base = self.q, pfn * 4
-        nxt, prev = q[base + W_LINK], q[base + W_PREV]
         if nxt != NIL:
             q[nxt * 4 + W_PREV] = prev
         if prev != NIL:
             q[prev * 4 + W_LINK] = nxt
         q[base] = 0
         q[base + W_LINK] = MEMDESC_BUDDY
-        return nxt, prev
 
     def buddy_heads(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         flags = self._flags(start, count)
@@ -556,9 +572,8 @@ class Memmap16(Memmap):
         if prev != NIL:
             q[prev * 2] = ((pfn + 1) << 4) | MEMDESC_BUDDY
 
-    def del_buddy(self, pfn: int) -> tuple[int, int]:
+    def del_buddy(self, pfn: int, nxt: int, prev: int) -> None:
         q, base = self.q, pfn * 2
-        nxt, prev = (q[base] >> 4) - 1, (q[base + 1] >> 5) - 1
         if nxt != NIL:
             i = nxt * 2 + 1
             q[i] = ((prev + 1) << 5) | (q[i] & 0x1F)
@@ -566,7 +581,6 @@ class Memmap16(Memmap):
             q[prev * 2] = ((nxt + 1) << 4) | MEMDESC_BUDDY
         q[base] = MEMDESC_BUDDY
         q[base + 1] = 0
-        return nxt, prev
 
     def next(self, pfn: int) -> int:
         return (self.q[pfn * 2] >> 4) - 1
@@ -617,15 +631,13 @@ class Memmap8(Memmap):
         if prev != NIL:
             links[prev * 2] = pfn
 
-    def del_buddy(self, pfn: int) -> tuple[int, int]:
+    def del_buddy(self, pfn: int, nxt: int, prev: int) -> None:
         links = self.linksq
-        nxt, prev = links[pfn * 2], links[pfn * 2 + 1]
         if nxt != NIL:
             links[nxt * 2 + 1] = prev
         if prev != NIL:
             links[prev * 2] = nxt
         self.q[pfn] = MEMDESC_BUDDY
-        return nxt, prev
 
     def next(self, pfn: int) -> int:
         return self.linksq[pfn * 2]

@@ -13,7 +13,7 @@ cdef class Zone:
     cdef public long long[::1] z
     cdef public signed char[::1] _flag, pb
     cdef public Memmap mm
-    cdef public Py_ssize_t pages, _shift
+    cdef public Py_ssize_t pages, _shift, _rmqm
     cdef public list v
     cdef public bint _links_in_free_memory, _prev_link_loads
     @cython.locals(line=Py_ssize_t)
@@ -29,8 +29,9 @@ cdef class Zone:
     cpdef bint _buddy_merge_likely(self, Py_ssize_t pfn, Py_ssize_t order) except -1
     @cython.locals(cur=Py_ssize_t, pfn=Py_ssize_t)
     cpdef Py_ssize_t _rmqueue_smallest(self, Py_ssize_t order, Py_ssize_t mt) except? -2
-    cpdef tuple _rmqueue(self, Py_ssize_t order, Py_ssize_t mt, Py_ssize_t mode, bint nofragment)
-    @cython.locals(pfn=Py_ssize_t, mode=Py_ssize_t)
+    @cython.locals(pfn=Py_ssize_t)
+    cpdef Py_ssize_t _rmqueue(self, Py_ssize_t order, Py_ssize_t mt, bint nofragment) except? -2
+    @cython.locals(pfn=Py_ssize_t)
     cpdef list _rmqueue_count(self, Py_ssize_t order, Py_ssize_t mt, Py_ssize_t count, bint nofragment)
 
 # imported constants, held as C integers here

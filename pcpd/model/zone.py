@@ -196,6 +196,7 @@ class Zone:
         # a 16-byte free head keeps its prev link in the word with its order and
         # head bit (Memmap16): setting the prev link loads that word first
         self._prev_link_loads = arena.record_bytes == 16
+        self._rmqm = RMQUEUE_NORMAL
 
     @contextmanager
     def locked(self, op: int) -> Iterator[None]:
@@ -327,7 +328,8 @@ class Zone:
         block's pageblock type (free pages sit on their pageblock's list); the
         caller accounts NR_FREE_PAGES."""
         z, i, line = self.z, MIGRATE_PCPTYPES * order + mt, pfn >> self._shift
-        nxt, prev = self.mm.del_buddy(pfn)    # neighbours relinked in the page array
+        nxt, prev = self.mm.next(pfn), self.mm.prev(pfn)
+        self.mm.del_buddy(pfn, nxt, prev)     # neighbours relinked in the page array
         if not self._links_in_free_memory:    # the block's own links, read first
             self.lines.record(_BR, line)
         if prev == NIL:
@@ -463,28 +465,32 @@ class Zone:
             return pfn
         return NIL
 
-    def _rmqueue(self, order: int, mt: int, mode: int, nofragment: bool) -> tuple[int, int]:
-        """__rmqueue(): NORMAL, then CLAIM, then STEAL (never under ALLOC_NOFRAGMENT);
-        the mode sticks for a refill."""
-        if mode == RMQUEUE_NORMAL:
+    def _rmqueue(self, order: int, mt: int, nofragment: bool) -> int:
+        """__rmqueue(): NORMAL, then CLAIM, then STEAL (never under ALLOC_NOFRAGMENT).
+        The mode, ``_rmqm``, sticks for a refill: rmqueue_bulk()'s rmqm, which it hands
+        __rmqueue() by pointer; one block alone starts from RMQUEUE_NORMAL."""
+        if self._rmqm == RMQUEUE_NORMAL:
             pfn = self._rmqueue_smallest(order, mt)
             if pfn != NIL:
-                return pfn, mode
-        if mode <= RMQUEUE_CLAIM:
+                return pfn
+        if self._rmqm <= RMQUEUE_CLAIM:
             pfn = self._rmqueue_claim(order, mt, nofragment)
             if pfn != NIL:
-                return pfn, RMQUEUE_NORMAL
+                self._rmqm = RMQUEUE_NORMAL
+                return pfn
         if nofragment:
-            return NIL, mode
+            return NIL
         pfn = self._rmqueue_steal(order, mt)
-        return pfn, (RMQUEUE_STEAL if pfn != NIL else mode)
+        if pfn != NIL:
+            self._rmqm = RMQUEUE_STEAL
+        return pfn
 
     def _rmqueue_count(self, order: int, mt: int, count: int, nofragment: bool) -> list[int]:
         """rmqueue_bulk()'s loop: __rmqueue() up to count times, its mode cached."""
         out: list[int] = []
-        mode = RMQUEUE_NORMAL
+        self._rmqm = RMQUEUE_NORMAL
         for _ in range(count):
-            pfn, mode = self._rmqueue(order, mt, mode, nofragment)
+            pfn = self._rmqueue(order, mt, nofragment)
             if pfn == NIL:
                 break
             out.append(pfn)
@@ -584,7 +590,8 @@ class Zone:
     def rmqueue_buddy_once(self, order: int, mt: int, nofragment: bool) -> int:
         """rmqueue_buddy(): one __rmqueue() under its own zone->lock acquisition."""
         with self.locked(OP_BUDDY_ALLOC):
-            return self._rmqueue(order, mt, RMQUEUE_NORMAL, nofragment)[0]
+            self._rmqm = RMQUEUE_NORMAL
+            return self._rmqueue(order, mt, nofragment)
 
     @_operation
     def free_pcppages_bulk(self, blocks: list[tuple[int, int]]) -> None:
