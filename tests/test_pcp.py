@@ -26,6 +26,11 @@ EXAMPLE_A = (458752, 7840, 2)          # managed, low watermark, CPUs on the nod
 THP_LIST = order_to_pindex(9, MOVABLE)
 
 
+def take_for_drain(pcp: PerCpuPages, count: int, start: int) -> list[tuple[int, int]]:
+    """free_pcppages_bulk()'s selection, block by block: (entry, order)."""
+    return [(entry, pcp.list_order(index)) for index, entries in pcp.take_runs(count, start) for entry in entries]
+
+
 def pcp_of(era: str, *zone, **kwargs) -> PerCpuPages:
     return PerCpuPages(pcp_limits(era, *(zone or EXAMPLE_A)), era, **kwargs)
 
@@ -159,7 +164,7 @@ def test_thp_capacity_example():
     assert pcp.count == 4096
     n = pcp.free_check(9, CLEAR)
     assert pcp.free_count == 2048 and n == 2048
-    drained = pcp.take_for_drain(n, THP_LIST)
+    drained = take_for_drain(pcp, n, THP_LIST)
     assert drained == [(512 * i, 9) for i in range(4)]   # the coldest THPs, from the tail
     assert pcp.count == 2048
 
@@ -286,9 +291,9 @@ def test_drain_empties_each_list_round_robin_from_start():
     pcp.lists[1].extend([10, 11])
     pcp.lists[THP_LIST].extend([512, 1024])
     pcp.count = 5 + 1024
-    assert pcp.take_for_drain(4, 1) == [(10, 0), (11, 0), (512, 9)]   # a THP consumes 512 of 4
+    assert take_for_drain(pcp, 4, 1) == [(10, 0), (11, 0), (512, 9)]   # a THP consumes 512 of 4
     assert pcp.count == 1029 - 514
-    assert pcp.take_for_drain(600, THP_LIST) == [(1024, 9), (1, 0), (2, 0), (3, 0)]  # wraps
+    assert take_for_drain(pcp, 600, THP_LIST) == [(1024, 9), (1, 0), (2, 0), (3, 0)]  # wraps
     assert pcp.count == 0
 
 
@@ -298,7 +303,7 @@ def test_drain_of_63_when_the_thp_list_is_next():
     pcp.lists[THP_LIST].extend([0, 512])
     pcp.lists[0].extend(range(2048, 2100))
     pcp.count = 1024 + 52
-    assert pcp.take_for_drain(63, THP_LIST) == [(0, 9)]
+    assert take_for_drain(pcp, 63, THP_LIST) == [(0, 9)]
     assert pcp.count == 1024 + 52 - 512
 
 
@@ -306,8 +311,8 @@ def test_drain_never_takes_more_than_count():
     pcp = PerCpuPages(PcpLimits(63, 3920, 3920, 3920), "5.14")
     pcp.lists[2].extend([5, 6])
     pcp.count = 2
-    assert pcp.take_for_drain(1000, 0) == [(5, 0), (6, 0)]
-    assert pcp.take_for_drain(10, 0) == []
+    assert take_for_drain(pcp, 1000, 0) == [(5, 0), (6, 0)]
+    assert take_for_drain(pcp, 10, 0) == []
 
 
 def test_typed_lists_drain_each_kernel_list_s_pieces_in_turn():
@@ -326,7 +331,7 @@ def test_typed_lists_drain_each_kernel_list_s_pieces_in_turn():
     assert pcp.pages_by_slot() == [2, 2, 0, 0, 0, 2]
     assert pcp.take_runs(5, file) == [(file, [10, 11]), (kernel, [20]), (anon, [1])]   # wraps
     assert pcp.count == 1 and pcp.list_order(kernel) == 1
-    assert pcp.take_for_drain(5, 0) == [(2, 0)]
+    assert take_for_drain(pcp, 5, 0) == [(2, 0)]
 
 
 # -- decay_pcp_high(), section 3.10 ---------------------------------------------------------
@@ -582,7 +587,7 @@ def test_pcp_matches_the_reference_rules(era, batch, high_min, span, free_high_b
             n = pcp.free_check(order, zone_words(below_high, reclaim_active))
             assert n == ref.commit(order, below_high, reclaim_active)
             if n:
-                drained = pcp.take_for_drain(n, order_to_pindex(order, MOVABLE))
+                drained = take_for_drain(pcp, n, order_to_pindex(order, MOVABLE))
                 ref.count -= sum(1 << o for _, o in drained)
         assert _state(pcp, era) == _ref_state(ref, era)
         assert pcp.count == sum(len(lst) << o for lst, o in

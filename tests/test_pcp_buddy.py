@@ -32,10 +32,11 @@ from pcpd.model.linetrace import LineTrace, TracedArena
 from pcpd.model.pagewords import NIL, PG_PCP, W_LINK, W_PREV
 from pcpd.model.stats import LINES_W
 from pcpd.model.zonewords import FREE_LISTS, Z_HEAD
+from workers import cpu as cpu_module
 from workers import worker
 from workers.cpu import CpuAllocator, ModelSpec, SharedLocks, create_arena
-from workers.policies import T_ANON, T_KERNEL
-from workers.policies.pcp_buddy import OFFLINE_STATES, PG_PCP_BUDDY
+from workers.policies import T_ANON, T_KERNEL, policy_class
+from workers.policies.pcp_buddy import OFFLINE_STATES, PG_PCP_BUDDY, PcpBuddyPolicy
 from workers.policies.pcp_buddy_spb import SpbCensus, superpageblock_census, superpageblock_pageblocks
 
 # a PCP that holds several pageblocks without draining (the reference zone's limits)
@@ -306,19 +307,22 @@ def test_a_pageblock_whose_type_changes_while_owned_still_merges(make_cpus):
 
 # -- pcp-buddy-spb: superpageblock steering (van Riel) ------------------------------------
 
-def watch_claims(policy) -> list[tuple[SpbCensus, int, list[tuple[int, int]]]]:
-    """Every phase-1 claim the policy makes: the census before it, the type, what it took."""
-    seen = []
-    claim = policy._claim_new
+def watched(policy: type[PcpBuddyPolicy]) -> type[PcpBuddyPolicy]:
+    """The policy, recording every phase-1 claim in ``claims``: the census before it, the
+    type, what it took.  (A subclass: a compiled policy has no instance dict to patch.)"""
 
-    def watched(order: int, mt: int) -> list[tuple[int, int]]:
-        census = superpageblock_census(policy.arena)
-        got = claim(order, mt)
-        seen.append((census, mt, got))
-        return got
+    class Watched(policy):                             # type: ignore[valid-type, misc]
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.claims: list[tuple[SpbCensus, int, list[tuple[int, int]]]] = []
 
-    policy._claim_new = watched
-    return seen
+        def _claim_new(self, order: int, mt: int) -> list[tuple[int, int]]:
+            census = superpageblock_census(self.arena)
+            got = super()._claim_new(order, mt)
+            self.claims.append((census, mt, got))
+            return got
+
+    return Watched
 
 
 def steering_violations(seen) -> int:
@@ -341,13 +345,14 @@ def steering_violations(seen) -> int:
 
 
 @pytest.mark.parametrize("policy, steered", [("pcp-buddy-spb", True), ("pcp-buddy", False)])
-def test_claims_steer_by_superpageblock(make_cpus, policy, steered):
+def test_claims_steer_by_superpageblock(make_cpus, monkeypatch, policy, steered):
     """A seeded mix of movable and unmovable traffic on two CPUs: the steered policy keeps
     every rule at every claim; the same traffic under pcp-buddy breaks them (the rules
     are not met by chance), and taints more superpageblocks."""
+    monkeypatch.setattr(cpu_module, "policy_class", lambda name: watched(policy_class(name)))
     arena, cpus = make_cpus(policy=policy, pages=32768)
     assert superpageblock_pageblocks(len(arena.pageblock)) == 4
-    seen = [watch_claims(cpu.policy) for cpu in cpus]
+    seen = [cpu.policy.claims for cpu in cpus]
     rng = random.Random(7)
     held: list[list[tuple[int, int, int]]] = [[], []]
     for step in range(3000):

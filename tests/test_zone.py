@@ -475,7 +475,7 @@ def test_kswapd_is_active_from_the_low_watermark_until_above_high(make_zone):
     assert z.reclaim_active
     z.free_one_page(small, 6)                        # 256: between low and high, kswapd goes on
     assert z.reclaim_active
-    z.free_pcppages_bulk([(mid + 128, 7)])           # 384 > high: pgdat_balanced()
+    z.free_pcppages_bulk([(7, [mid + 128])])           # 384 > high: pgdat_balanced()
     assert not z.reclaim_active
     assert z.below_high                              # only the free path's drain clears it
 
@@ -516,7 +516,7 @@ def test_flags_from_watermarks(make_zone):
 def test_one_lock_acquisition_per_bulk_operation(make_zone):
     m = make_zone(pages=2048)
     got = m.zone.rmqueue_bulk(0, MIGRATE_MOVABLE, 31, False)
-    m.zone.free_pcppages_bulk([(pfn, 0) for pfn in got])
+    m.zone.free_pcppages_bulk([(0, got)])
     assert m.counters["lock_acquisitions"] == 2
     m.zone.free_one_page(m.zone.rmqueue_buddy(3, MIGRATE_MOVABLE, False), 3)
     assert m.counters["lock_acquisitions"] == 4

@@ -19,8 +19,6 @@ cdef class PerCpuPages:
     cpdef Py_ssize_t nr_pcp_high(self, bint free_high, bint zone_below_high, bint reclaim_active) except? -1
     @cython.locals(batch=Py_ssize_t)
     cpdef Py_ssize_t nr_pcp_free(self, Py_ssize_t high, bint free_high) except? -1
-    @cython.locals(index=Py_ssize_t, entries=list)
-    cpdef list take_for_drain(self, Py_ssize_t count, Py_ssize_t start_pindex)
     @cython.locals(last=Py_ssize_t, index=Py_ssize_t, order=Py_ssize_t, n=Py_ssize_t, out=list)
     cpdef list take_runs(self, Py_ssize_t count, Py_ssize_t start)
 

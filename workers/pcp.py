@@ -233,11 +233,6 @@ class PerCpuPages:
             return min(max(n, batch), high - batch)
         return batch
 
-    def take_for_drain(self, count: int, start_pindex: int) -> list[tuple[int, int]]:
-        """free_pcppages_bulk()'s selection: (entry, order) from list tails, round-robin."""
-        return [(entry, self.list_order(index))
-                for index, entries in self.take_runs(count, start_pindex) for entry in entries]
-
     def take_runs(self, count: int, start: int) -> list[tuple[int, list[int]]]:
         """free_pcppages_bulk()'s selection as (list, entries) runs, coldest first.
 
@@ -259,8 +254,12 @@ class PerCpuPages:
             # the kernel's page-by-page loop stops when count is used up or the
             # list is empty: take that many at once
             n = min(len(lst), -(-count >> order))
-            popleft = lst.popleft
-            out.append((index, [popleft() for _ in range(n)]))
+            if n == len(lst):                          # the whole list, at C speed
+                out.append((index, list(lst)))
+                lst.clear()
+            else:
+                popleft = lst.popleft
+                out.append((index, [popleft() for _ in range(n)]))
             count -= n << order
             self.count -= n << order
         return out

@@ -1,3 +1,4 @@
+# cython: wraparound=False, initializedcheck=False
 """``struct page`` layouts for each record size, and the buddy's view of a page.
 
 Record sizes follow the memdesc plan (reference section 6.1).  Word offsets
@@ -281,27 +282,25 @@ class LineCharges:
         if not self.exact:
             self.v[ctr] += 1
             return
-        if self._rank[ctr] < RANKED:
+        rank = self._rank[ctr]
+        if rank < RANKED:
             raise ValueError(f"counter {ctr} charges no cachelines")
         i = self._base[ctr] + line
         mark = self._marks[i]
-        if self.prepaying:
-            if mark != PAID:
-                if mark == UNTOUCHED:
-                    self._add_marked(i)
-                self._marks[i] = PAID
-        elif mark == UNTOUCHED:
-            self._marks[i] = self._rank[ctr]
-            self._add_marked(i)
-        elif mark > self._rank[ctr]:            # PAID is below every rank: paid stays paid
-            self._marks[i] = self._rank[ctr]
+        if mark == UNTOUCHED:
+            self._marks[i] = PAID if self.prepaying else rank
+            if self._marked == len(self._order):
+                self._grow_order()
+            self._order[self._marked] = i
+            self._marked += 1
+        elif self.prepaying:
+            self._marks[i] = PAID
+        elif mark > rank:                       # PAID is below every rank: paid stays paid
+            self._marks[i] = rank
 
-    def _add_marked(self, i: int) -> None:
-        if self._marked == len(self._order):
-            self._shared.grow()
-            self._order = self._shared.order
-        self._order[self._marked] = i
-        self._marked += 1
+    def _grow_order(self) -> None:
+        self._shared.grow()
+        self._order = self._shared.order
 
     @property
     def line_shift(self) -> int:

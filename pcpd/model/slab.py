@@ -23,6 +23,7 @@ DS_CACHED with that CPU so crash recovery can hand it back.
 from __future__ import annotations
 
 import os
+from array import array
 
 from pcpd.model.arena import DESC_WORDS, H_SLAB_HOLDER_PID, H_SLAB_TOP, Arena
 from pcpd.model.linetrace import slab_words
@@ -38,6 +39,7 @@ SLAB_BATCH = 32
 SLAB_LOCAL_MAX = 2 * SLAB_BATCH
 # bound once: alloc() and free() run on every memdesc-pcpdesc operation
 _SLAB_ALLOC, _SLAB_FREE, _DESC_WORDS = SLAB_ALLOC, SLAB_FREE, DESC_WORDS
+_D_STATE, _SLAB_BATCH, _SLAB_LOCAL_MAX = D_STATE, SLAB_BATCH, SLAB_LOCAL_MAX
 
 
 def desc_state(mtype: int, state: int, order: int, cpu: int) -> int:
@@ -64,23 +66,34 @@ class DescriptorSlab:
         self.lock = lock
         self.v = counters.v
         self.cpu = cpu
-        self.local: list[int] = []
+        # the per-CPU part, as the kernel's struct array_cache: a stack of free indices,
+        # entry[0:avail], with room for the one free() puts over SLAB_LOCAL_MAX before it
+        # flushes a batch
+        self.entry = array("q", bytes(8 * (SLAB_LOCAL_MAX + 1)))
+        self.avail = 0
         self._cached = desc_state(0, DS_CACHED, 0, cpu)     # D_STATE of a locally parked object
+
+    @property
+    def local(self) -> list[int]:
+        """The locally cached indices, the next alloc()'s last."""
+        return [self.entry[i] for i in range(self.avail)]
 
     def alloc(self) -> int:
         """slab_alloc(): a free descriptor index; the caller initialises it."""
         self.v[_SLAB_ALLOC] += 1
-        if not self.local:
+        if not self.avail:
             self._refill()
-        return self.local.pop()
+        self.avail -= 1
+        return self.entry[self.avail]
 
     def free(self, idx: int) -> None:
         """slab_free(): back to the per-CPU part, flushing a batch when full."""
         self.v[_SLAB_FREE] += 1
-        self.d[idx * _DESC_WORDS + D_STATE] = self._cached
-        self.local.append(idx)
-        if len(self.local) > SLAB_LOCAL_MAX:
-            self._flush(SLAB_BATCH)
+        self.d[idx * _DESC_WORDS + _D_STATE] = self._cached
+        self.entry[self.avail] = idx
+        self.avail += 1
+        if self.avail > _SLAB_LOCAL_MAX:
+            self._flush(_SLAB_BATCH)
 
     def _refill(self) -> None:
         d, stack, h = self.d, self.free_stack, self.header
@@ -94,10 +107,15 @@ class DescriptorSlab:
         cached = self._cached
         for idx in got:
             d[idx * DESC_WORDS + D_STATE] = cached
-        self.local.extend(got)
+            self.entry[self.avail] = idx
+            self.avail += 1
 
     def _flush(self, count: int) -> None:
-        give, self.local = self.local[:count], self.local[count:]
+        """The ``count`` oldest local indices back to the shared part."""
+        give = self.local[:count]
+        self.avail -= count
+        for i in range(self.avail):
+            self.entry[i] = self.entry[count + i]
         d = self.d
         for idx in give:
             d[idx * DESC_WORDS + D_STATE] = DS_FREE
@@ -108,8 +126,8 @@ class DescriptorSlab:
 
     def flush_all(self) -> None:
         """Return every locally cached descriptor (worker exit)."""
-        if self.local:
-            self._flush(len(self.local))
+        if self.avail:
+            self._flush(self.avail)
 
     def _shared(self) -> _SharedPart:
         self.v[SLAB_SHARED] += 1

@@ -3,19 +3,32 @@
 # module constants stay Python ints (other modules import them).
 cimport cython
 
+from pcpd.model.lock cimport ZoneLock
 from pcpd.model.memmap cimport LineCharges, Memmap
 
 
 cdef class Zone:
-    cdef public object arena, lock
+    cdef public object arena
+    cdef public ZoneLock lock
     cdef public LineCharges lines
     cdef object __weakref__
     cdef public long long[::1] z
     cdef public signed char[::1] _flag, pb
     cdef public Memmap mm
-    cdef public Py_ssize_t pages, _shift, _rmqm
+    cdef public Py_ssize_t pages, _shift, _rmqm, _op
     cdef public list v
     cdef public bint _links_in_free_memory, _prev_link_loads
+    @cython.locals(free=cython.longlong, o=Py_ssize_t)
+    cpdef bint watermark_ok(self, Py_ssize_t order, long long mark) except -1
+    cpdef bint test_flag(self, Py_ssize_t flag) except -1
+    cpdef _set_flag(self, Py_ssize_t flag, bint on)
+    cpdef check_watermarks(self, Py_ssize_t order)
+    cpdef check_next_watermarks(self)
+    cpdef clear_below_high(self)
+    cpdef _kswapd_balanced(self)
+    @cython.locals(pfn=Py_ssize_t)
+    cpdef list rmqueue_bulk(self, Py_ssize_t order, Py_ssize_t mt, Py_ssize_t count, bint nofragment)
+    cpdef free_pcppages_bulk(self, list runs)
     @cython.locals(line=Py_ssize_t)
     cpdef _link_stored(self, Py_ssize_t pfn, bint prev)
     @cython.locals(i=Py_ssize_t, neighbour=Py_ssize_t)
@@ -25,6 +38,8 @@ cdef class Zone:
     cpdef _expand(self, Py_ssize_t pfn, Py_ssize_t low, Py_ssize_t high, Py_ssize_t mt)
     @cython.locals(buddy=Py_ssize_t, buddy_mt=Py_ssize_t, shift=Py_ssize_t, pages=Py_ssize_t)
     cpdef _free_one_page(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t mt)
+    @cython.locals(pfn=Py_ssize_t)
+    cpdef _free_run(self, Py_ssize_t order, list pfns)
     @cython.locals(higher=Py_ssize_t, higher_buddy=Py_ssize_t)
     cpdef bint _buddy_merge_likely(self, Py_ssize_t pfn, Py_ssize_t order) except -1
     @cython.locals(cur=Py_ssize_t, pfn=Py_ssize_t)
@@ -37,4 +52,5 @@ cdef class Zone:
 # imported constants, held as C integers here
 cdef Py_ssize_t MAX_PAGE_ORDER, MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES, NIL
 cdef Py_ssize_t _BW, _BR, DATA_W
-cdef Py_ssize_t FLAG_AT, Z_HEAD, Z_TAIL, Z_NR_FREE, Z_FREE_PAGES, Z_CLAIMS, Z_STEALS
+cdef Py_ssize_t FLAG_AT, Z_HEAD, Z_TAIL, Z_NR_FREE, Z_FREE_PAGES, Z_CLAIMS, Z_STEALS, Z_WMARK_HIGH, Z_WMARK_LOW
+cdef Py_ssize_t ZONE_BELOW_HIGH, ZONE_RECLAIM_ACTIVE

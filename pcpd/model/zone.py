@@ -1,3 +1,4 @@
+# cython: wraparound=False, initializedcheck=False
 """The buddy zone: free_area[0..10] x migratetype, linked through the page array.
 
 Every process maps the same zone: list heads, tails and counters live in the
@@ -60,10 +61,7 @@ they are typed memoryviews: C loads and stores.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -77,7 +75,7 @@ from pcpd.kernel import (
     PAGEBLOCK_ORDER,
 )
 from pcpd.model.arena import H_MEMDESC, Arena
-from pcpd.model.lock import OP_BUDDY_ALLOC, OP_BUDDY_FREE, OP_DRAIN, OP_REFILL, ZoneLock
+from pcpd.model.lock import OP_BUDDY_ALLOC, OP_BUDDY_FREE, OP_DRAIN, OP_NONE, OP_REFILL, ZoneLock
 from pcpd.model.memmap import LineCharges, Memmap, memdesc_word, memmap_for
 from pcpd.model.pagewords import MEMDESC_BUDDY, NIL
 from pcpd.model.stats import DATA_W, LINES_R, LINES_W, Counters
@@ -107,21 +105,8 @@ FALLBACKS = {
 # __rmqueue() modes, cached across one rmqueue_bulk().
 RMQUEUE_NORMAL, RMQUEUE_CLAIM, RMQUEUE_STEAL = 0, 1, 2
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 _BW = LINES_W["buddy"]
 _BR = LINES_R["buddy"]
-
-
-def _operation(method: Callable[P, R]) -> Callable[P, R]:
-    """A Zone method its callers use: one operation of the CPU's line charges, each
-    line charged once (inside the caller's own operation, part of that)."""
-    @functools.wraps(method)
-    def operation(*args: P.args, **kwargs: P.kwargs) -> R:
-        with args[0].lines.operation():                    # type: ignore[attr-defined]
-            return method(*args, **kwargs)
-    return operation
 
 
 def format_zone(arena: Arena, wmark_min: int, wmark_low: int, wmark_high: int,
@@ -171,10 +156,10 @@ class Zone:
     Buddy work is charged to ``counters`` through ``lines``, the CPU's
     ``LineCharges`` (lines under the ``buddy`` cause; an 8-byte page's list
     links as free memory): each buddy step states the records it loads and
-    stores, and every method a caller uses is an operation (``_operation``),
-    which charges each line once; inside a policy's operation (a refill, a
-    drain), once for the whole of that.  The lock records its own profile
-    there too.
+    stores, and every method a caller uses is an operation (``with
+    self.lines.operation():``), which charges each line once; inside a
+    policy's operation (a refill, a drain), once for the whole of that.  The
+    lock records its own profile there too.
     """
 
     def __init__(self, arena: Arena, lock: ZoneLock, counters: Counters) -> None:
@@ -197,16 +182,26 @@ class Zone:
         # head bit (Memmap16): setting the prev link loads that word first
         self._prev_link_loads = arena.record_bytes == 16
         self._rmqm = RMQUEUE_NORMAL
+        self._op = OP_NONE
 
-    @contextmanager
-    def locked(self, op: int) -> Iterator[None]:
-        """zone->lock held for ``op``: the operation's lines are charged on taking it
-        and before releasing it (``LineCharges.settle``), so the hold is charged
-        the lines first touched under it, while it is held."""
+    def locked(self, op: int) -> Zone:
+        """``with zone.locked(op):`` holds zone->lock for ``op``.  The operation's lines
+        are charged on taking it and before releasing it (``LineCharges.settle``), so
+        the hold is charged the lines first touched under it, while it is held.  (The
+        zone is its own context manager: a generator's would cost more than a refill
+        of a few pages.)"""
+        self._op = op
+        return self
+
+    def __enter__(self) -> Zone:
         self.lines.settle()
-        with self.lock(op):
-            yield
+        self.lock.acquire(self._op)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is None:
             self.lines.settle()
+        self.lock.release()
 
     # -- accounting and watermarks ----------------------------------------
     @property
@@ -255,9 +250,9 @@ class Zone:
         as the fast path's ALLOC_WMARK_LOW, wakes kswapd (ZONE_RECLAIM_ACTIVE).
         """
         z = self.z
-        if not self.below_high and not self.watermark_ok(order, z[Z_WMARK_HIGH]):
+        if not self.test_flag(ZONE_BELOW_HIGH) and not self.watermark_ok(order, z[Z_WMARK_HIGH]):
             self._set_flag(ZONE_BELOW_HIGH, True)
-        if not self.reclaim_active and not self.watermark_ok(order, z[Z_WMARK_LOW]):
+        if not self.test_flag(ZONE_RECLAIM_ACTIVE) and not self.watermark_ok(order, z[Z_WMARK_LOW]):
             self._set_flag(ZONE_RECLAIM_ACTIVE, True)      # wake_all_kswapds() -> set_reclaim_active()
 
     def check_next_watermarks(self) -> None:
@@ -269,12 +264,12 @@ class Zone:
     def clear_below_high(self) -> None:
         """free_frozen_page_commit() after its drain: clear ZONE_BELOW_HIGH once
         zone_watermark_ok() against the high watermark passes again."""
-        if self.below_high and self.watermark_ok(0, self.z[Z_WMARK_HIGH]):
+        if self.test_flag(ZONE_BELOW_HIGH) and self.watermark_ok(0, self.z[Z_WMARK_HIGH]):
             self._set_flag(ZONE_BELOW_HIGH, False)
 
     def _kswapd_balanced(self) -> None:
         """balance_pgdat() stops once pgdat_balanced(): clear_reclaim_active()."""
-        if self.reclaim_active and self.watermark_ok(0, self.z[Z_WMARK_HIGH]):
+        if self.test_flag(ZONE_RECLAIM_ACTIVE) and self.watermark_ok(0, self.z[Z_WMARK_HIGH]):
             self._set_flag(ZONE_RECLAIM_ACTIVE, False)
 
     def flags_from_watermarks(self) -> None:
@@ -497,28 +492,28 @@ class Zone:
         return out
 
     # -- zone->lock held (see the module docstring) --------------------------
-    @_operation
     def rmqueue(self, order: int, mt: int, count: int, nofragment: bool) -> list[int]:
         """Up to count blocks by __rmqueue(), under ALLOC_NOFRAGMENT first and, if that
         found none, again without it (get_page_from_freelist()'s retry)."""
-        out = self._rmqueue_count(order, mt, count, nofragment)
-        if not out and nofragment:
-            out = self._rmqueue_count(order, mt, count, False)
-        return out
+        with self.lines.operation():
+            out = self._rmqueue_count(order, mt, count, nofragment)
+            if not out and nofragment:
+                out = self._rmqueue_count(order, mt, count, False)
+            return out
 
-    @_operation
     def take_free_block(self, pfn: int, order: int, mt: int) -> None:
         """del_page_from_free_list(): a given free block off its list, and
         account_freepages(); mt is its pageblock's type."""
-        self._del(pfn, order, mt)
-        self.z[Z_FREE_PAGES] -= 1 << order
+        with self.lines.operation():
+            self._del(pfn, order, mt)
+            self.z[Z_FREE_PAGES] -= 1 << order
 
-    @_operation
     def put_free_block(self, pfn: int, order: int, mt: int, to_tail: bool = False) -> None:
         """add_to_free_list() and account_freepages(): no merging (a block whose
         buddies are not free, or a start state laid out block by block)."""
-        self._add(pfn, order, mt, to_tail)
-        self.z[Z_FREE_PAGES] += 1 << order
+        with self.lines.operation():
+            self._add(pfn, order, mt, to_tail)
+            self.z[Z_FREE_PAGES] += 1 << order
 
     def free_blocks(self, order: int, mt: int) -> Iterator[int]:
         """The free blocks on free_area[order].free_list[mt], first to last; the caller
@@ -531,48 +526,48 @@ class Zone:
             yield pfn
             pfn = nxt
 
-    @_operation
     def take_pageblock(self, head: int, order: int, mt: int, pb: int, new_mt: int) -> None:
         """take_page_off_buddy() for pageblock ``pb`` of the free block ``head`` of
         ``order`` on the ``mt`` list (a replay's start state may file a block under
         another type than its pageblock's): break_down_buddy_pages() returns the
         other halves to that list, and the pageblock becomes ``new_mt`` (a
         whole-block claim when that is another type)."""
-        start = pb << PAGEBLOCK_ORDER
-        self._del(head, order, mt)
-        while order > PAGEBLOCK_ORDER:
-            order -= 1
-            half = 1 << order
-            if start >= head + half:
-                self._add(head, order, mt)
-                head += half
-            else:
-                self._add(head + half, order, mt)
-        self.z[Z_FREE_PAGES] -= PAGEBLOCK_NR_PAGES     # account_freepages()
-        if mt != new_mt:
-            self.z[Z_CLAIMS] += 1
-        self.pb[pb] = new_mt
+        with self.lines.operation():
+            start = pb << PAGEBLOCK_ORDER
+            self._del(head, order, mt)
+            while order > PAGEBLOCK_ORDER:
+                order -= 1
+                half = 1 << order
+                if start >= head + half:
+                    self._add(head, order, mt)
+                    head += half
+                else:
+                    self._add(head + half, order, mt)
+            self.z[Z_FREE_PAGES] -= PAGEBLOCK_NR_PAGES     # account_freepages()
+            if mt != new_mt:
+                self.z[Z_CLAIMS] += 1
+            self.pb[pb] = new_mt
 
-    @_operation
     def split_large_buddy(self, pfn: int, order: int) -> None:
         """split_large_buddy(): pageblock-sized pieces above order 9, each merged
         with its free buddies and filed under its pageblock's type."""
-        if order <= PAGEBLOCK_ORDER:
-            self._free_one_page(pfn, order, self.pageblock_mt(pfn))
-            return
-        for piece in range(pfn, pfn + (1 << order), PAGEBLOCK_NR_PAGES):
-            self._free_one_page(piece, PAGEBLOCK_ORDER, self.pageblock_mt(piece))
+        with self.lines.operation():
+            if order <= PAGEBLOCK_ORDER:
+                self._free_one_page(pfn, order, self.pageblock_mt(pfn))
+                return
+            for piece in range(pfn, pfn + (1 << order), PAGEBLOCK_NR_PAGES):
+                self._free_one_page(piece, PAGEBLOCK_ORDER, self.pageblock_mt(piece))
 
     # -- entry points (take zone->lock) -----------------------------------
-    @_operation
     def rmqueue_bulk(self, order: int, mt: int, count: int, nofragment: bool) -> list[int]:
         """rmqueue_bulk(): up to count blocks under one zone->lock acquisition, with
         the caller's ALLOC_NOFRAGMENT (the retry without it is the caller's: it
         sizes the batch again); then the next allocation's watermark tests."""
-        with self.locked(OP_REFILL):
-            out = self._rmqueue_count(order, mt, count, nofragment)
-        self.check_next_watermarks()
-        return out
+        with self.lines.operation():
+            with self.locked(OP_REFILL):
+                out = self._rmqueue_count(order, mt, count, nofragment)
+            self.check_next_watermarks()
+            return out
 
     def rmqueue_buddy(self, order: int, mt: int, nofragment: bool) -> int:
         """get_page_from_freelist() for a block the PCP does not serve: the watermark
@@ -586,32 +581,37 @@ class Zone:
         self.check_next_watermarks()
         return pfn
 
-    @_operation
     def rmqueue_buddy_once(self, order: int, mt: int, nofragment: bool) -> int:
         """rmqueue_buddy(): one __rmqueue() under its own zone->lock acquisition."""
-        with self.locked(OP_BUDDY_ALLOC):
-            self._rmqm = RMQUEUE_NORMAL
-            return self._rmqueue(order, mt, nofragment)
+        with self.lines.operation():
+            with self.locked(OP_BUDDY_ALLOC):
+                self._rmqm = RMQUEUE_NORMAL
+                return self._rmqueue(order, mt, nofragment)
 
-    @_operation
-    def free_pcppages_bulk(self, blocks: list[tuple[int, int]]) -> None:
-        """free_pcppages_bulk(): give drained blocks back under one acquisition.
+    def free_pcppages_bulk(self, runs: list[tuple[int, list[int]]]) -> None:
+        """free_pcppages_bulk(): give drained blocks back under one acquisition, run by
+        run: (order, pfns) from one PCP list each.
 
         The migratetype is re-read from the pageblock at drain time, as newer
         kernels do.
         """
-        pb = self.pb
-        with self.locked(OP_DRAIN):
-            for pfn, order in blocks:
-                self._free_one_page(pfn, order, pb[pfn >> PAGEBLOCK_ORDER])
-        self._kswapd_balanced()
+        with self.lines.operation():
+            with self.locked(OP_DRAIN):
+                for order, pfns in runs:
+                    self._free_run(order, pfns)
+            self._kswapd_balanced()
 
-    @_operation
+    def _free_run(self, order: int, pfns: list[int]) -> None:
+        """free_pcppages_bulk()'s inner loop: one list's blocks to __free_one_page()."""
+        for pfn in pfns:
+            self._free_one_page(pfn, order, self.pb[pfn >> PAGEBLOCK_ORDER])
+
     def free_one_page(self, pfn: int, order: int) -> None:
         """free_one_page(): one block straight to the buddy."""
-        with self.locked(OP_BUDDY_FREE):
-            self.split_large_buddy(pfn, order)
-        self._kswapd_balanced()
+        with self.lines.operation():
+            with self.locked(OP_BUDDY_FREE):
+                self.split_large_buddy(pfn, order)
+            self._kswapd_balanced()
 
 
 def _should_try_claim_block(order: int, mt: int) -> bool:

@@ -19,9 +19,11 @@ cdef class Policy:
     cdef public Py_ssize_t cpu, rb, w
     cdef public bint nofragment
     cdef public PerCpuPages pcp
-    cdef dict __dict__
     cdef object __weakref__
     @cython.locals(zone=Zone, mt=Py_ssize_t, n=Py_ssize_t, pages=Py_ssize_t, v=list, blocks=list)
     cpdef bint _refill(self, PerCpuPages pcp, object lst, Py_ssize_t order, Py_ssize_t t) except -1
-    @cython.locals(blocks=list, pages=Py_ssize_t)
+    @cython.locals(runs=list, pages=Py_ssize_t, order=Py_ssize_t, pfns=list)
     cpdef Py_ssize_t _drain(self, PerCpuPages pcp, Py_ssize_t count, Py_ssize_t start_pindex, object cause) except -1
+    @cython.locals(runs=list, index=Py_ssize_t, order=Py_ssize_t, entries=list)
+    cpdef list _take_for_drain(self, PerCpuPages pcp, Py_ssize_t count, Py_ssize_t start)
+    cpdef list _leave(self, PerCpuPages pcp, Py_ssize_t index, Py_ssize_t order, list entries)

@@ -154,8 +154,9 @@ class Policy:
         """Buddy blocks become PCP entries: set their state, append at the tail."""
         raise NotImplementedError
 
-    def _leave(self, pcp: PerCpuPages, entries: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """PCP entries go back to the buddy: undo their state, return (pfn, order)."""
+    def _leave(self, pcp: PerCpuPages, index: int, order: int, entries: list[int]) -> list[int]:
+        """The entries drained from list ``index`` (blocks of ``order``) go back to the
+        buddy: undo their state, return their pfns."""
         raise NotImplementedError
 
     def _make_pcps(self) -> list[PerCpuPages]:
@@ -211,13 +212,15 @@ class Policy:
         """free_pcppages_bulk(): one zone->lock acquisition for the whole batch; one
         operation, each line it touches charged once."""
         with self.zone.lines.operation():
-            blocks = self._take_for_drain(pcp, count, start_pindex)
-            if blocks:
-                self.zone.free_pcppages_bulk(blocks)
+            runs = self._take_for_drain(pcp, count, start_pindex)
+            if runs:
+                self.zone.free_pcppages_bulk(runs)
                 self._clear_below_high(cause)
-        if not blocks:
+        pages = 0
+        for order, pfns in runs:
+            pages += len(pfns) << order
+        if not pages:
             return 0
-        pages = sum([1 << order for _, order in blocks])
         self.v[stats.DRAINS[cause]] += 1
         self.v[stats.DRAIN_PAGES[cause]] += pages
         return pages
@@ -258,10 +261,14 @@ class Policy:
         them (the block's, the old first entry's link, any order > 0 work)."""
         raise NotImplementedError
 
-    def _take_for_drain(self, pcp: PerCpuPages, count: int, start: int) -> list[tuple[int, int]]:
-        """free_pcppages_bulk()'s selection, each block out of its PCP state: (pfn, order)."""
-        entries = pcp.take_for_drain(count, start)
-        return self._leave(pcp, entries) if entries else []
+    def _take_for_drain(self, pcp: PerCpuPages, count: int, start: int) -> list[tuple[int, list[int]]]:
+        """free_pcppages_bulk()'s selection, each block out of its PCP state: a run of
+        (order, pfns) per list it emptied or took from, as the kernel frees list by list."""
+        runs = []
+        for index, entries in pcp.take_runs(count, start):
+            order = pcp.list_order(index)
+            runs.append((order, self._leave(pcp, index, order, entries)))
+        return runs
 
     def drain_all(self, cause: str = "drain_all") -> int:
         """drain_pages_zone() on every PCP: at most batch << SCALE_MAX a pass."""

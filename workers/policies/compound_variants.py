@@ -103,15 +103,13 @@ class _PerEntryCompound(CompoundPolicy):
         else:
             _Page64Policy._enter(self, pcp, lst, blocks, order, t)
 
-    def _leave(self, pcp, entries):
+    def _leave(self, pcp, index, order, entries):
         mem = self.mem
-        for pfn, order in entries:
-            if not order:
-                continue
+        for pfn in entries if order else ():
             self.zone.lines.page(_PAGE_R, pfn)
             if mem[pfn * 8] & _PG_HEAD:                # only prepped blocks carry tail state
                 self._free_tail_pages(pfn, order, True, self.zone.lines)
-        return _Page64Policy._leave(self, pcp, entries)
+        return _Page64Policy._leave(self, pcp, index, order, entries)
 
 
 class CompoundLazyPolicy(_PerEntryCompound):

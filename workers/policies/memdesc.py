@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pcpd.kernel import MIGRATE_PCPTYPES, PAGE_ORDERS, PAGEBLOCK_ORDER
-from pcpd.model import memmap, pagewords
+from pcpd.model import memmap
 from pcpd.model.arena import DESC_WORDS
 from pcpd.model.linetrace import untraced
 from pcpd.model.memmap import LineCharges, lines_spanned
-from pcpd.model.pagewords import NIL
+from pcpd.model.pagewords import MEMDESC_BUDDY, MEMDESC_MISC, MEMDESC_PCPDESC, NIL
 from pcpd.model.slab import (
     D_DEFERRED,
     D_ENTIRE_MAPCOUNT,
@@ -73,8 +73,6 @@ class _MemdescPolicy(Policy):
                               for t in range(len(TYPES))]
         self._dstate_pcp = [[desc_state(MEMDESC_OF[t], DS_PCP, o, self.cpu) for o in PAGE_ORDERS]
                             for t in range(len(TYPES))]
-        # D_STATE words of a new descriptor, by state: _new_desc() runs per page of a refill
-        self._dstate_new = {DS_INUSE: self._dstate_inuse, DS_PCP: self._dstate_pcp}
 
     # The helpers below serve hits and misses both: ``lines`` is None on a hit (see Policy).
     def _set_memdesc(self, pfn: int, order: int, value: int, lines: LineCharges | None = None) -> None:
@@ -95,13 +93,14 @@ class _MemdescPolicy(Policy):
             lines.pages(MD_W, pfn, n)
 
     def _misc_word(self, state: int, order: int) -> int:
-        return pagewords.MEMDESC_MISC | (state << 4) | (order << 8) | ((self.cpu + 1) << 16)
+        return MEMDESC_MISC | (state << 4) | (order << 8) | ((self.cpu + 1) << 16)
 
     def _new_desc(self, t: int, order: int, pfn: int, state: int, lines: LineCharges | None = None) -> int:
         """slab_alloc() a descriptor and fill it in (section 6.4)."""
         idx = self.slab.alloc()
         d, base = self.d, idx * DESC_WORDS
-        d[base + D_STATE] = self._dstate_new[state][t][order]
+        dstate = self._dstate_inuse if state == DS_INUSE else self._dstate_pcp   # by type, order
+        d[base + D_STATE] = dstate[t][order]
         d[base + D_PFN] = pfn
         d[base + D_REFCOUNT] = 1 if state == DS_INUSE else 0
         d[base + D_MAPPING] = 0
@@ -139,24 +138,35 @@ class _MemdescPolicy(Policy):
 
     def _desc_pop(self, lst, lines: LineCharges | None = None) -> int:
         idx = lst.pop()
-        if lst:
-            self.d[lst[-1] * DESC_WORDS + D_PREV] = NIL
+        if lst:                                        # the new head's prev link
+            head = lst[-1]
+            self.d[head * DESC_WORDS + D_PREV] = NIL
             if lines is None:
                 self.v[DESC_W] += 1
             else:
-                lines.desc(DESC_W, lst[-1] * DESC_WORDS + D_PREV)
+                lines.desc(DESC_W, head * DESC_WORDS + D_PREV)
         return idx
 
-    def _desc_append_tail(self, lst, idx: int) -> None:
-        tail = lst[0] if lst else NIL
+    def _desc_link_tail(self, idx: int, tail: int) -> None:
+        """list_add_tail() of a new descriptor idx after ``tail`` (NIL: the list is
+        empty); the caller puts idx on its deque, a refill's whole batch at once.
+
+        Its stores land in idx's line, which the descriptor's initialisation charged,
+        and in the tail's: a descriptor of the same batch, charged likewise, or the
+        list's old tail, whose line the caller charges once (the refill's only extra
+        descriptor line, as in the kernel's list_add_tail() loop)."""
         d, base = self.d, idx * DESC_WORDS
         d[base + D_NEXT] = NIL
         d[base + D_PREV] = tail
-        self.zone.lines.desc(DESC_W, base + D_NEXT)
         if tail != NIL:
             d[tail * DESC_WORDS + D_NEXT] = idx
-            self.zone.lines.desc(DESC_W, tail * DESC_WORDS + D_NEXT)
-        lst.appendleft(idx)
+
+    def _old_tail(self, lst) -> int:
+        """The descriptor a refill links its batch after (NIL: none), its line charged."""
+        if not lst:
+            return NIL
+        self.zone.lines.desc(DESC_W, lst[0] * DESC_WORDS + D_NEXT)
+        return lst[0]
 
     def _alloc_buddy(self, t: int, order: int) -> int:
         """rmqueue_buddy() and the block made type t; one operation, each line charged once."""
@@ -175,7 +185,8 @@ class _MemdescPolicy(Policy):
             self._set_memdesc(pfn, order, self._misc_word(DS_INUSE, order), lines)
             return
         idx = self._new_desc(t, order, pfn, DS_INUSE, lines)
-        self._set_memdesc(pfn, order, (idx << 4) | MEMDESC_OF[t], lines)
+        mtype = MEMDESC_OF[t]                          # the type nibble (a C integer, compiled)
+        self._set_memdesc(pfn, order, (idx << 4) | mtype, lines)
 
     def _free_to_buddy(self, pfn: int, order: int, t: int) -> None:
         """free_one_page() of a block the PCP does not keep; one operation, each line
@@ -183,7 +194,7 @@ class _MemdescPolicy(Policy):
         with self.zone.lines.operation():
             if t != T_KERNEL:
                 self.slab.free(self._desc_of(pfn))
-            self._set_memdesc(pfn, order, pagewords.MEMDESC_BUDDY, self.zone.lines)
+            self._set_memdesc(pfn, order, MEMDESC_BUDDY, self.zone.lines)
             self.zone.free_one_page(pfn, order)
         self.v[FREE_BUDDY] += 1
 
@@ -208,16 +219,21 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
 
     name = "memdesc-pcpdesc"
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # D_STATE of a new pcpdesc, by order: _new_pcpdesc() runs on every free
+        self._dstate_pcpdesc = [desc_state(MEMDESC_PCPDESC, DS_PCP, o, self.cpu) for o in PAGE_ORDERS]
+
     def _new_pcpdesc(self, pfn: int, order: int, lines: LineCharges | None = None) -> int:
         idx = self.slab.alloc()
         d, base = self.d, idx * DESC_WORDS
-        d[base + D_STATE] = desc_state(pagewords.MEMDESC_PCPDESC, DS_PCP, order, self.cpu)
+        d[base + D_STATE] = self._dstate_pcpdesc[order]
         d[base + D_PFN] = pfn
         if lines is None:
             self.v[DESC_W] += 1
         else:
             lines.desc(DESC_W, base + D_STATE)
-        self._set_memdesc(pfn, order, (idx << 4) | pagewords.MEMDESC_PCPDESC, lines)
+        self._set_memdesc(pfn, order, (idx << 4) | MEMDESC_PCPDESC, lines)
         return idx
 
     def alloc(self, t: int, order: int) -> int:
@@ -278,16 +294,22 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
             lines.desc(DESC_W, lst[-2] * DESC_WORDS + D_PREV)
 
     def _enter(self, pcp, lst, blocks, order, t) -> None:
+        entries = []
+        tail = self._old_tail(lst)
         for pfn in blocks:
-            self._desc_append_tail(lst, self._new_pcpdesc(pfn, order, self.zone.lines))
+            idx = self._new_pcpdesc(pfn, order, self.zone.lines)
+            self._desc_link_tail(idx, tail)
+            entries.append(idx)
+            tail = idx
+        lst.extendleft(entries)
 
-    def _leave(self, pcp, entries):
+    def _leave(self, pcp, index, order, entries):
         out = []
-        for pidx, order in entries:
+        for pidx in entries:
             pfn = self._desc_pfn(pidx)                 # each pcpdesc's pfn
-            self._set_memdesc(pfn, order, pagewords.MEMDESC_BUDDY, self.zone.lines)
+            self._set_memdesc(pfn, order, MEMDESC_BUDDY, self.zone.lines)
             self.slab.free(pidx)
-            out.append((pfn, order))
+            out.append(pfn)
         return out
 
 
@@ -449,38 +471,41 @@ class MemdescPolicy(_MemdescPolicy):
         return pfn
 
     def _enter(self, pcp, lst, blocks, order, t) -> None:
-        for pfn in blocks:
-            if t == T_KERNEL:
-                self._set_memdesc(pfn, order, self._misc_word(DS_PCP, order), self.zone.lines)
-                links = self.arena.freelinksq
-                tail = lst[0] if lst else NIL
+        lines = self.zone.lines
+        if t == T_KERNEL:                              # Misc: pfns, linked in the free memory
+            links = self.arena.freelinksq
+            tail = lst[0] if lst else NIL
+            for pfn in blocks:
+                self._set_memdesc(pfn, order, self._misc_word(DS_PCP, order), lines)
                 links[pfn * 2], links[pfn * 2 + 1] = NIL, tail
-                self.zone.lines.free_memory(pfn)
+                lines.free_memory(pfn)
                 if tail != NIL:                        # the old tail's next link
                     links[tail * 2] = pfn
-                    self.zone.lines.free_memory(tail)
-                lst.appendleft(pfn)
-                continue
-            lines = self.zone.lines
+                    lines.free_memory(tail)
+                tail = pfn
+            lst.extendleft(blocks)
+            return
+        entries = []
+        tail = self._old_tail(lst)
+        mtype = MEMDESC_OF[t]
+        for pfn in blocks:
             idx = self._new_desc(t, order, pfn, DS_PCP, lines)
-            self._set_memdesc(pfn, order, (idx << 4) | MEMDESC_OF[t], lines)
-            self._desc_append_tail(lst, idx)
+            self._set_memdesc(pfn, order, (idx << 4) | mtype, lines)
+            self._desc_link_tail(idx, tail)
+            entries.append(idx)
+            tail = idx
+        lst.extendleft(entries)
 
-    def _take_for_drain(self, pcp, count, start):
-        """free_pcppages_bulk() over typed lists: each run leaves as its type's blocks."""
-        first = self.pcps.index(pcp)               # the type of slot 0 (per-type: the PCP's own)
-        out: list[tuple[int, int]] = []
-        for index, entries in pcp.take_runs(count, start):
-            t = first + index % pcp.nr_types
-            self._leave_run(t, entries, pcp.list_order(index), out)
-        return out
-
-    def _leave_run(self, t: int, entries: list[int], order: int, out: list[tuple[int, int]]) -> None:
-        """One list's drained entries back to buddy state, appended to ``out`` as (pfn, order)."""
-        misc = t == T_KERNEL                       # Misc entries are pfns, others descriptors
-        for entry in entries:
-            pfn = entry if misc else self._desc_pfn(entry)    # each descriptor's pfn
-            if not misc:
+    def _leave(self, pcp, index, order, entries):
+        """Over typed lists, each list's entries leave as its type's blocks."""
+        t = self.pcps.index(pcp) + index % pcp.nr_types     # per-type PCPs: the PCP's own type
+        if t == T_KERNEL:                          # Misc entries are pfns, others descriptors
+            pfns = entries
+        else:
+            pfns = []
+            for entry in entries:
+                pfns.append(self._desc_pfn(entry))            # each descriptor's pfn
                 self.slab.free(entry)
-            self._set_memdesc(pfn, order, pagewords.MEMDESC_BUDDY, self.zone.lines)
-            out.append((pfn, order))
+        for pfn in pfns:
+            self._set_memdesc(pfn, order, MEMDESC_BUDDY, self.zone.lines)
+        return pfns

@@ -1,6 +1,7 @@
 # C types for pcp_buddy.py when setup.py compiles it (pcpd.core); see workers/pcp.pxd.
 cimport cython
 
+from pcpd.model.memmap cimport LineCharges
 from workers.pcp cimport PerCpuPages
 from workers.policies.struct_page cimport LegacyPolicy
 
@@ -17,7 +18,7 @@ cdef class PcpBuddyPolicy(LegacyPolicy):
     @cython.locals(base=Py_ssize_t, nxt=Py_ssize_t, prev=Py_ssize_t)
     cpdef _piece_del(self, dict lst, Py_ssize_t pfn, Py_ssize_t order)
     @cython.locals(cur=Py_ssize_t, lst=dict, pfn=Py_ssize_t, first=Py_ssize_t)
-    cpdef Py_ssize_t _piece_take(self, Py_ssize_t order, Py_ssize_t mt, object lines=*) except? -2
+    cpdef Py_ssize_t _piece_take(self, Py_ssize_t order, Py_ssize_t mt, LineCharges lines=*) except? -2
     @cython.locals(mt=Py_ssize_t, pfn=Py_ssize_t, v=list, pcp=PerCpuPages, base=Py_ssize_t)
     cpdef Py_ssize_t alloc(self, Py_ssize_t t, Py_ssize_t order) except? -2
     @cython.locals(owner=Py_ssize_t)

@@ -502,23 +502,25 @@ class PcpBuddyPolicy(LegacyPolicy):
         return True
 
     # -- drains --------------------------------------------------------------------------
-    def _take_for_drain(self, pcp: PerCpuPages, count: int, start: int) -> list[tuple[int, int]]:
+    def _take_for_drain(self, pcp: PerCpuPages, count: int, start: int) -> list[tuple[int, list[int]]]:
         """free_pcppages_bulk()'s selection: cached blocks first, then owned pieces."""
-        blocks: list[tuple[int, int]] = []
+        runs: list[tuple[int, list[int]]] = []
         cached = pcp.count - self.owned_pages
         if cached > 0 and any(pcp.lists):
-            blocks += super()._take_for_drain(pcp, min(count, cached), start)
-        taken = sum(1 << o for _, o in blocks)
+            runs += LegacyPolicy._take_for_drain(self, pcp, min(count, cached), start)
+        taken = 0
+        for order, pfns in runs:
+            taken += len(pfns) << order
         if count > taken and self.owned_pages:
             self._merge_pass()
-            blocks += self._take_pieces(count - taken)
-        return blocks
+            runs += self._take_pieces(count - taken)
+        return runs
 
-    def _take_pieces(self, want: int) -> list[tuple[int, int]]:
+    def _take_pieces(self, want: int) -> list[tuple[int, list[int]]]:
         """Owned pieces for a drain: the largest no bigger than what is left, else the
         smallest; a whole pageblock goes back with its ownership, a smaller piece
         leaves a fragment for phase 0."""
-        out: list[tuple[int, int]] = []
+        out: list[tuple[int, list[int]]] = []
         lists, mem = self.free_lists, self.mem
         while want > 0 and self.owned_pages:
             held = [o for o in range(_PB + 1) if any(lists[o])]
@@ -535,7 +537,7 @@ class PcpBuddyPolicy(LegacyPolicy):
                 self._disown(pb)
             else:
                 self.fragmented.add(pb)
-            out.append((pfn, order))
+            out.append((order, [pfn]))
             want -= 1 << order
         return out
 

@@ -15,7 +15,7 @@ cdef class _Page64Policy(Policy):
     @cython.locals(flags=cython.longlong, tail=Py_ssize_t, pfn=Py_ssize_t, base=Py_ssize_t)
     cpdef _enter(self, PerCpuPages pcp, object lst, list blocks, Py_ssize_t order, Py_ssize_t t)
     @cython.locals(pfn=Py_ssize_t)
-    cpdef list _leave(self, PerCpuPages pcp, list entries)
+    cpdef list _leave(self, PerCpuPages pcp, Py_ssize_t index, Py_ssize_t order, list entries)
 
 
 cdef class LegacyPolicy(_Page64Policy):
@@ -26,7 +26,7 @@ cdef class CompoundPolicy(_Page64Policy):
     @cython.locals(flags=cython.longlong, tail=Py_ssize_t, pfn=Py_ssize_t, base=Py_ssize_t)
     cpdef _enter(self, PerCpuPages pcp, object lst, list blocks, Py_ssize_t order, Py_ssize_t t)
     @cython.locals(pfn=Py_ssize_t)
-    cpdef list _leave(self, PerCpuPages pcp, list entries)
+    cpdef list _leave(self, PerCpuPages pcp, Py_ssize_t index, Py_ssize_t order, list entries)
 
 
 # imported constants, held as C integers here

@@ -276,11 +276,11 @@ class _Page64Policy(Policy):
             tail = pfn
         lst.extendleft(blocks)
 
-    def _leave(self, pcp, entries):
+    def _leave(self, pcp, index, order, entries):
         mem = self.mem
-        for pfn, _ in entries:
+        for pfn in entries:
             mem[pfn * 8] = 0                           # list_del() from pcp_list
-        self.zone.lines.each(LINK_W, [pfn for pfn, _ in entries])
+        self.zone.lines.each(LINK_W, entries)
         return entries
 
     def send(self, pfn, order, t, dst) -> None:
@@ -385,8 +385,8 @@ class CompoundPolicy(_Page64Policy):
                 self._prep_compound_page(pfn, order, self.zone.lines)
                 mem[pfn * 8] = flags
 
-    def _leave(self, pcp, entries):
-        for pfn, order in entries:
-            if order:                                  # compound undone at the buddy boundary
+    def _leave(self, pcp, index, order, entries):
+        if order:                                      # compound undone at the buddy boundary
+            for pfn in entries:
                 self._free_tail_pages(pfn, order, True, self.zone.lines)
-        return _Page64Policy._leave(self, pcp, entries)
+        return _Page64Policy._leave(self, pcp, index, order, entries)
