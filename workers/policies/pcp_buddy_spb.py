@@ -145,16 +145,22 @@ def superpageblock_census(arena: Arena) -> SpbCensus:
     plain = untraced(arena)
     z, mm = plain.zoneq, memmap_for(plain)
     nr_pb = len(plain.pageblock)
-    head = np.full(nr_pb, NIL, dtype=np.int64)
-    order = np.zeros(nr_pb, dtype=np.int64)
-    list_mt = np.zeros(nr_pb, dtype=np.int64)
+    blocks: list[tuple[int, int, int]] = []         # (head, order, list) of each free block
     for o in range(_PB, MAX_PAGE_ORDER + 1):
         for mt in range(MIGRATE_PCPTYPES):
             pfn = z[Z_HEAD + MIGRATE_PCPTYPES * o + mt]
             while pfn != NIL:
-                span = slice(pfn >> _PB, (pfn >> _PB) + (1 << (o - _PB)))
-                head[span], order[span], list_mt[span] = pfn, o, mt
+                blocks.append((pfn, o, mt))
                 pfn = mm.next(pfn)
+    head = np.full(nr_pb, NIL, dtype=np.int64)
+    order = np.zeros(nr_pb, dtype=np.int64)
+    list_mt = np.zeros(nr_pb, dtype=np.int64)
+    if blocks:                                      # every pageblock of each block, at once
+        heads, orders, mts = np.array(blocks, dtype=np.int64).T
+        spans = 1 << (orders - _PB)
+        first = np.repeat((heads >> _PB) - np.cumsum(spans) + spans, spans)
+        covered = first + np.arange(int(spans.sum()))
+        head[covered], order[covered], list_mt[covered] = (np.repeat(a, spans) for a in (heads, orders, mts))
     free = head != NIL
     size = superpageblock_pageblocks(nr_pb)
     spb_of = np.arange(nr_pb) // size
