@@ -84,14 +84,13 @@ class ZoneLock:
         else:
             self._wait()
         v[_ACQ] += 1
-        h = self.header
-        h[H_LOCK_HOLDER_PID] = self.pid
-        h[H_LOCK_OP] = op
-        if h[H_LOCK_LAST_CPU] != self.cpu:
-            if h[H_LOCK_LAST_CPU] >= 0:
+        self.header[H_LOCK_HOLDER_PID] = self.pid
+        self.header[H_LOCK_OP] = op
+        if self.header[H_LOCK_LAST_CPU] != self.cpu:
+            if self.header[H_LOCK_LAST_CPU] >= 0:
                 v[_SWITCH] += 1
-            h[H_LOCK_LAST_CPU] = self.cpu
-        h[H_LOCK_HOLDER_CPU] = self.cpu
+            self.header[H_LOCK_LAST_CPU] = self.cpu
+        self.header[H_LOCK_HOLDER_CPU] = self.cpu
         self._since = perf_counter_ns()
 
     def _wait(self) -> None:
@@ -119,8 +118,7 @@ class ZoneLock:
         v[_HOLD] += held
         if held > v[_HOLD_MAX]:
             v[_HOLD_MAX] = held
-        h = self.header
-        h[H_LOCK_HOLDER_CPU] = -1
-        h[H_LOCK_OP] = OP_NONE
-        h[H_LOCK_HOLDER_PID] = 0
+        self.header[H_LOCK_HOLDER_CPU] = -1
+        self.header[H_LOCK_OP] = OP_NONE
+        self.header[H_LOCK_HOLDER_PID] = 0
         self.raw.release()

@@ -3,6 +3,8 @@
 # method listed here keeps the argument list it has here; one that is not
 # listed needs no entry.  The page words are a typed memoryview, so a
 # TracedArena's recording views need the interpreted build.
+# Methods index typed memoryviews through self (self.q[i]), never a local copy
+# (q = self.q): a copy costs two atomic acquisition-count updates (README).
 cimport cython
 
 

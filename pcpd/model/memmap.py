@@ -425,43 +425,43 @@ class Memmap64(Memmap):
     w_private = W_PRIVATE64
 
     def buddy_order(self, pfn: int) -> int:
-        q, base = self.q, pfn * 8
-        return q[base + W_PRIVATE64] if q[base] & PG_BUDDY else -1
+        base = pfn * 8
+        return self.q[base + W_PRIVATE64] if self.q[base] & PG_BUDDY else -1
 
     def set_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
         # set_buddy_order(): PageBuddy page type + private = order, plus the list links
-        q, base = self.q, pfn * 8
-        q[base] = PG_BUDDY
-        q[base + W_LINK] = nxt
-        q[base + W_PREV] = prev
-        q[base + W_PRIVATE64] = order
+        base = pfn * 8
+        self.q[base] = PG_BUDDY
+        self.q[base + W_LINK] = nxt
+        self.q[base + W_PREV] = prev
+        self.q[base + W_PRIVATE64] = order
 
     def clear_buddy(self, pfn: int) -> None:
-        q, base = self.q, pfn * 8
-        q[base] = 0
-        q[base + W_LINK] = 0                # no stale link reads as a memdesc word
-        q[base + W_PRIVATE64] = 0
+        base = pfn * 8
+        self.q[base] = 0
+        self.q[base + W_LINK] = 0           # no stale link reads as a memdesc word
+        self.q[base + W_PRIVATE64] = 0
 
     def add_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
-        q, base = self.q, pfn * 8
-        q[base] = PG_BUDDY
-        q[base + W_LINK] = nxt
-        q[base + W_PREV] = prev
-        q[base + W_PRIVATE64] = order
+        base = pfn * 8
+        self.q[base] = PG_BUDDY
+        self.q[base + W_LINK] = nxt
+        self.q[base + W_PREV] = prev
+        self.q[base + W_PRIVATE64] = order
         if nxt != NIL:
-            q[nxt * 8 + W_PREV] = pfn
+            self.q[nxt * 8 + W_PREV] = pfn
         if prev != NIL:
-            q[prev * 8 + W_LINK] = pfn
+            self.q[prev * 8 + W_LINK] = pfn
 
     def del_buddy(self, pfn: int, nxt: int, prev: int) -> None:
-        q, base = self.q, pfn * 8
+        base = pfn * 8
         if nxt != NIL:
-            q[nxt * 8 + W_PREV] = prev
+            self.q[nxt * 8 + W_PREV] = prev
         if prev != NIL:
-            q[prev * 8 + W_LINK] = nxt
-        q[base] = 0
-        q[base + W_LINK] = 0
-        q[base + W_PRIVATE64] = 0
+            self.q[prev * 8 + W_LINK] = nxt
+        self.q[base] = 0
+        self.q[base + W_LINK] = 0
+        self.q[base + W_PRIVATE64] = 0
 
     def next(self, pfn: int) -> int:
         return self.q[pfn * self.w + W_LINK]
@@ -505,34 +505,34 @@ class Memmap32(Memmap64):
         return (f >> FLAG_ORDER_SHIFT) & 0xF if f & PG_BUDDY else -1
 
     def set_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
-        q, base = self.q, pfn * 4
-        q[base] = PG_BUDDY | (order << FLAG_ORDER_SHIFT)
-        q[base + W_LINK] = nxt
-        q[base + W_PREV] = prev
+        base = pfn * 4
+        self.q[base] = PG_BUDDY | (order << FLAG_ORDER_SHIFT)
+        self.q[base + W_LINK] = nxt
+        self.q[base + W_PREV] = prev
 
     def clear_buddy(self, pfn: int) -> None:
-        q, base = self.q, pfn * 4
-        q[base] = 0
-        q[base + W_LINK] = MEMDESC_BUDDY    # the union now reads as a memdesc word
+        base = pfn * 4
+        self.q[base] = 0
+        self.q[base + W_LINK] = MEMDESC_BUDDY    # the union now reads as a memdesc word
 
     def add_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
-        q, base = self.q, pfn * 4
-        q[base] = PG_BUDDY | (order << FLAG_ORDER_SHIFT)
-        q[base + W_LINK] = nxt
-        q[base + W_PREV] = prev
+        base = pfn * 4
+        self.q[base] = PG_BUDDY | (order << FLAG_ORDER_SHIFT)
+        self.q[base + W_LINK] = nxt
+        self.q[base + W_PREV] = prev
         if nxt != NIL:
-            q[nxt * 4 + W_PREV] = pfn
+            self.q[nxt * 4 + W_PREV] = pfn
         if prev != NIL:
-            q[prev * 4 + W_LINK] = pfn
+            self.q[prev * 4 + W_LINK] = pfn
 
     def del_buddy(self, pfn: int, nxt: int, prev: int) -> None:
-        q, base = self.q, pfn * 4
+        base = pfn * 4
         if nxt != NIL:
-            q[nxt * 4 + W_PREV] = prev
+            self.q[nxt * 4 + W_PREV] = prev
         if prev != NIL:
-            q[prev * 4 + W_LINK] = nxt
-        q[base] = 0
-        q[base + W_LINK] = MEMDESC_BUDDY
+            self.q[prev * 4 + W_LINK] = nxt
+        self.q[base] = 0
+        self.q[base + W_LINK] = MEMDESC_BUDDY
 
     def buddy_heads(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         flags = self._flags(start, count)
@@ -547,39 +547,39 @@ class Memmap16(Memmap):
     record_bytes, words = 16, 2
 
     def buddy_order(self, pfn: int) -> int:
-        q, base = self.q, pfn * 2
-        w1 = q[base + 1]
-        return w1 & 0xF if w1 & BUDDY_HEAD and q[base] & 0xF == MEMDESC_BUDDY else -1
+        base = pfn * 2
+        w1 = self.q[base + 1]
+        return w1 & 0xF if w1 & BUDDY_HEAD and self.q[base] & 0xF == MEMDESC_BUDDY else -1
 
     def set_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
-        q, base = self.q, pfn * 2
-        q[base] = ((nxt + 1) << 4) | MEMDESC_BUDDY
-        q[base + 1] = ((prev + 1) << 5) | BUDDY_HEAD | order
+        base = pfn * 2
+        self.q[base] = ((nxt + 1) << 4) | MEMDESC_BUDDY
+        self.q[base + 1] = ((prev + 1) << 5) | BUDDY_HEAD | order
 
     def clear_buddy(self, pfn: int) -> None:
-        q, base = self.q, pfn * 2
-        q[base] = MEMDESC_BUDDY
-        q[base + 1] = 0
+        base = pfn * 2
+        self.q[base] = MEMDESC_BUDDY
+        self.q[base + 1] = 0
 
     def add_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
-        q, base = self.q, pfn * 2
-        q[base] = ((nxt + 1) << 4) | MEMDESC_BUDDY
-        q[base + 1] = ((prev + 1) << 5) | BUDDY_HEAD | order
+        base = pfn * 2
+        self.q[base] = ((nxt + 1) << 4) | MEMDESC_BUDDY
+        self.q[base + 1] = ((prev + 1) << 5) | BUDDY_HEAD | order
         if nxt != NIL:                      # nxt's prev; its head bits and order stay
             i = nxt * 2 + 1
-            q[i] = ((pfn + 1) << 5) | (q[i] & 0x1F)
+            self.q[i] = ((pfn + 1) << 5) | (self.q[i] & 0x1F)
         if prev != NIL:
-            q[prev * 2] = ((pfn + 1) << 4) | MEMDESC_BUDDY
+            self.q[prev * 2] = ((pfn + 1) << 4) | MEMDESC_BUDDY
 
     def del_buddy(self, pfn: int, nxt: int, prev: int) -> None:
-        q, base = self.q, pfn * 2
+        base = pfn * 2
         if nxt != NIL:
             i = nxt * 2 + 1
-            q[i] = ((prev + 1) << 5) | (q[i] & 0x1F)
+            self.q[i] = ((prev + 1) << 5) | (self.q[i] & 0x1F)
         if prev != NIL:
-            q[prev * 2] = ((nxt + 1) << 4) | MEMDESC_BUDDY
-        q[base] = MEMDESC_BUDDY
-        q[base + 1] = 0
+            self.q[prev * 2] = ((nxt + 1) << 4) | MEMDESC_BUDDY
+        self.q[base] = MEMDESC_BUDDY
+        self.q[base + 1] = 0
 
     def next(self, pfn: int) -> int:
         return (self.q[pfn * 2] >> 4) - 1
@@ -591,8 +591,8 @@ class Memmap16(Memmap):
         self.q[pfn * 2] = ((value + 1) << 4) | MEMDESC_BUDDY
 
     def set_prev(self, pfn: int, value: int) -> None:
-        q, i = self.q, pfn * 2 + 1
-        q[i] = ((value + 1) << 5) | (q[i] & 0x1F)
+        i = pfn * 2 + 1
+        self.q[i] = ((value + 1) << 5) | (self.q[i] & 0x1F)
 
     def buddy_heads(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         w0 = self.mem[start * 2:(start + count) * 2:2]
@@ -613,29 +613,26 @@ class Memmap8(Memmap):
 
     def set_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
         self.q[pfn] = BUDDY_HEAD8 | (order << 4) | MEMDESC_BUDDY
-        links = self.linksq
-        links[pfn * 2] = nxt
-        links[pfn * 2 + 1] = prev
+        self.linksq[pfn * 2] = nxt
+        self.linksq[pfn * 2 + 1] = prev
 
     def clear_buddy(self, pfn: int) -> None:
         self.q[pfn] = MEMDESC_BUDDY
 
     def add_buddy(self, pfn: int, order: int, nxt: int, prev: int) -> None:
         self.q[pfn] = BUDDY_HEAD8 | (order << 4) | MEMDESC_BUDDY
-        links = self.linksq
-        links[pfn * 2] = nxt
-        links[pfn * 2 + 1] = prev
+        self.linksq[pfn * 2] = nxt
+        self.linksq[pfn * 2 + 1] = prev
         if nxt != NIL:
-            links[nxt * 2 + 1] = pfn
+            self.linksq[nxt * 2 + 1] = pfn
         if prev != NIL:
-            links[prev * 2] = pfn
+            self.linksq[prev * 2] = pfn
 
     def del_buddy(self, pfn: int, nxt: int, prev: int) -> None:
-        links = self.linksq
         if nxt != NIL:
-            links[nxt * 2 + 1] = prev
+            self.linksq[nxt * 2 + 1] = prev
         if prev != NIL:
-            links[prev * 2] = nxt
+            self.linksq[prev * 2] = nxt
         self.q[pfn] = MEMDESC_BUDDY
 
     def next(self, pfn: int) -> int:

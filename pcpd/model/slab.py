@@ -96,7 +96,7 @@ class DescriptorSlab:
             self._flush(_SLAB_BATCH)
 
     def _refill(self) -> None:
-        d, stack, h = self.d, self.free_stack, self.header
+        stack, h = self.free_stack, self.header
         with self._shared():
             top = int(h[H_SLAB_TOP])
             take = min(SLAB_BATCH, top)
@@ -106,7 +106,7 @@ class DescriptorSlab:
             raise MemoryError("descriptor slab exhausted")
         cached = self._cached
         for idx in got:
-            d[idx * DESC_WORDS + D_STATE] = cached
+            self.d[idx * DESC_WORDS + D_STATE] = cached
             self.entry[self.avail] = idx
             self.avail += 1
 
@@ -116,9 +116,8 @@ class DescriptorSlab:
         self.avail -= count
         for i in range(self.avail):
             self.entry[i] = self.entry[count + i]
-        d = self.d
         for idx in give:
-            d[idx * DESC_WORDS + D_STATE] = DS_FREE
+            self.d[idx * DESC_WORDS + D_STATE] = DS_FREE
         with self._shared():
             top = int(self.header[H_SLAB_TOP])
             self.free_stack[top:top + len(give)] = give

@@ -218,9 +218,8 @@ class Zone:
             return False
         if order == 0:
             return True
-        z = self.z
         for o in range(order, MAX_PAGE_ORDER + 1):
-            if any(z[Z_NR_FREE + MIGRATE_PCPTYPES * o:Z_NR_FREE + MIGRATE_PCPTYPES * (o + 1)]):
+            if any(self.z[Z_NR_FREE + MIGRATE_PCPTYPES * o:Z_NR_FREE + MIGRATE_PCPTYPES * (o + 1)]):
                 return True
         return False
 
@@ -249,10 +248,9 @@ class Zone:
         path cheap); the low watermark failing, zone_watermark_fast(order, low)
         as the fast path's ALLOC_WMARK_LOW, wakes kswapd (ZONE_RECLAIM_ACTIVE).
         """
-        z = self.z
-        if not self.test_flag(ZONE_BELOW_HIGH) and not self.watermark_ok(order, z[Z_WMARK_HIGH]):
+        if not self.test_flag(ZONE_BELOW_HIGH) and not self.watermark_ok(order, self.z[Z_WMARK_HIGH]):
             self._set_flag(ZONE_BELOW_HIGH, True)
-        if not self.test_flag(ZONE_RECLAIM_ACTIVE) and not self.watermark_ok(order, z[Z_WMARK_LOW]):
+        if not self.test_flag(ZONE_RECLAIM_ACTIVE) and not self.watermark_ok(order, self.z[Z_WMARK_LOW]):
             self._set_flag(ZONE_RECLAIM_ACTIVE, True)      # wake_all_kswapds() -> set_reclaim_active()
 
     def check_next_watermarks(self) -> None:
@@ -274,9 +272,8 @@ class Zone:
 
     def flags_from_watermarks(self) -> None:
         """Both flags as the zone's free pages say now (a zone set up mid-life, as a replay's)."""
-        z = self.z
-        self._set_flag(ZONE_BELOW_HIGH, not self.watermark_ok(0, z[Z_WMARK_HIGH]))
-        self._set_flag(ZONE_RECLAIM_ACTIVE, not self.watermark_ok(0, z[Z_WMARK_LOW]))
+        self._set_flag(ZONE_BELOW_HIGH, not self.watermark_ok(0, self.z[Z_WMARK_HIGH]))
+        self._set_flag(ZONE_RECLAIM_ACTIVE, not self.watermark_ok(0, self.z[Z_WMARK_LOW]))
 
     def pageblock_mt(self, pfn: int) -> int:
         """get_pfnblock_migratetype()"""
@@ -298,20 +295,20 @@ class Zone:
 
     def _add(self, pfn: int, order: int, mt: int, to_tail: bool = False) -> None:
         """__add_to_free_list(): the caller accounts NR_FREE_PAGES."""
-        z, i = self.z, MIGRATE_PCPTYPES * order + mt
+        i = MIGRATE_PCPTYPES * order + mt
         if to_tail:
-            neighbour = z[Z_TAIL + i]
+            neighbour = self.z[Z_TAIL + i]
             self.mm.add_buddy(pfn, order, NIL, neighbour)
             if neighbour == NIL:
-                z[Z_HEAD + i] = pfn
-            z[Z_TAIL + i] = pfn
+                self.z[Z_HEAD + i] = pfn
+            self.z[Z_TAIL + i] = pfn
         else:
-            neighbour = z[Z_HEAD + i]
+            neighbour = self.z[Z_HEAD + i]
             self.mm.add_buddy(pfn, order, neighbour, NIL)
             if neighbour == NIL:
-                z[Z_TAIL + i] = pfn
-            z[Z_HEAD + i] = pfn
-        z[Z_NR_FREE + i] += 1
+                self.z[Z_TAIL + i] = pfn
+            self.z[Z_HEAD + i] = pfn
+        self.z[Z_NR_FREE + i] += 1
         self.lines.record(_BW, pfn >> self._shift)
         if self._links_in_free_memory:       # add_buddy() also wrote the block's own links
             self.lines.record(DATA_W, pfn)
@@ -322,20 +319,20 @@ class Zone:
         """__del_page_from_free_list(): mt is the list's type, which is always the
         block's pageblock type (free pages sit on their pageblock's list); the
         caller accounts NR_FREE_PAGES."""
-        z, i, line = self.z, MIGRATE_PCPTYPES * order + mt, pfn >> self._shift
+        i, line = MIGRATE_PCPTYPES * order + mt, pfn >> self._shift
         nxt, prev = self.mm.next(pfn), self.mm.prev(pfn)
         self.mm.del_buddy(pfn, nxt, prev)     # neighbours relinked in the page array
         if not self._links_in_free_memory:    # the block's own links, read first
             self.lines.record(_BR, line)
         if prev == NIL:
-            z[Z_HEAD + i] = nxt
+            self.z[Z_HEAD + i] = nxt
         else:
             self._link_stored(prev, False)
         if nxt == NIL:
-            z[Z_TAIL + i] = prev
+            self.z[Z_TAIL + i] = prev
         else:
             self._link_stored(nxt, True)
-        z[Z_NR_FREE + i] -= 1
+        self.z[Z_NR_FREE + i] -= 1
         self.lines.record(_BW, line)
 
     def _expand(self, pfn: int, low: int, high: int, mt: int) -> None:
@@ -346,7 +343,7 @@ class Zone:
 
     def _free_one_page(self, pfn: int, order: int, mt: int) -> None:
         """__free_one_page(): merge with free buddies up to MAX_PAGE_ORDER."""
-        mm, pb, pages, lines, shift = self.mm, self.pb, self.pages, self.lines, self._shift
+        mm, pages, lines, shift = self.mm, self.pages, self.lines, self._shift
         self.z[Z_FREE_PAGES] += 1 << order          # account_freepages()
         while order < MAX_PAGE_ORDER:
             buddy = pfn ^ (1 << order)
@@ -355,10 +352,10 @@ class Zone:
             lines.record(_BR, buddy >> shift)
             if mm.buddy_order(buddy) != order:      # page_is_buddy()
                 break
-            buddy_mt = pb[buddy >> PAGEBLOCK_ORDER]
+            buddy_mt = self.pb[buddy >> PAGEBLOCK_ORDER]
             self._del(buddy, order, buddy_mt)
             if order >= PAGEBLOCK_ORDER and buddy_mt != mt:
-                pb[buddy >> PAGEBLOCK_ORDER] = mt   # every pcpd type is mergeable
+                self.pb[buddy >> PAGEBLOCK_ORDER] = mt   # every pcpd type is mergeable
             pfn &= buddy
             order += 1
         self._add(pfn, order, mt, self._buddy_merge_likely(pfn, order))
@@ -376,13 +373,12 @@ class Zone:
 
     def _rmqueue_smallest(self, order: int, mt: int) -> int:
         """__rmqueue_smallest(): head of the smallest non-empty list >= order."""
-        z = self.z
         for cur in range(order, MAX_PAGE_ORDER + 1):
-            pfn = z[Z_HEAD + MIGRATE_PCPTYPES * cur + mt]
+            pfn = self.z[Z_HEAD + MIGRATE_PCPTYPES * cur + mt]
             if pfn != NIL:                          # page_del_and_expand()
                 self._del(pfn, cur, mt)
                 self._expand(pfn, order, cur, mt)
-                z[Z_FREE_PAGES] -= 1 << order       # account_freepages()
+                self.z[Z_FREE_PAGES] -= 1 << order  # account_freepages()
                 return pfn
         return NIL
 

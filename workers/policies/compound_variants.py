@@ -104,10 +104,9 @@ class _PerEntryCompound(CompoundPolicy):
             _Page64Policy._enter(self, pcp, lst, blocks, order, t)
 
     def _leave(self, pcp, index, order, entries):
-        mem = self.mem
         for pfn in entries if order else ():
             self.zone.lines.page(_PAGE_R, pfn)
-            if mem[pfn * 8] & _PG_HEAD:                # only prepped blocks carry tail state
+            if self.mem[pfn * 8] & _PG_HEAD:           # only prepped blocks carry tail state
                 self._free_tail_pages(pfn, order, True, self.zone.lines)
         return _Page64Policy._leave(self, pcp, index, order, entries)
 

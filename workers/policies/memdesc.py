@@ -98,18 +98,18 @@ class _MemdescPolicy(Policy):
     def _new_desc(self, t: int, order: int, pfn: int, state: int, lines: LineCharges | None = None) -> int:
         """slab_alloc() a descriptor and fill it in (section 6.4)."""
         idx = self.slab.alloc()
-        d, base = self.d, idx * DESC_WORDS
+        base = idx * DESC_WORDS
         dstate = self._dstate_inuse if state == DS_INUSE else self._dstate_pcp   # by type, order
-        d[base + D_STATE] = dstate[t][order]
-        d[base + D_PFN] = pfn
-        d[base + D_REFCOUNT] = 1 if state == DS_INUSE else 0
-        d[base + D_MAPPING] = 0
-        d[base + D_MAPCOUNT] = -1
+        self.d[base + D_STATE] = dstate[t][order]
+        self.d[base + D_PFN] = pfn
+        self.d[base + D_REFCOUNT] = 1 if state == DS_INUSE else 0
+        self.d[base + D_MAPPING] = 0
+        self.d[base + D_MAPCOUNT] = -1
         large = order and FOLIO_OF[t]
         if large:                                      # large folios use the second line
-            d[base + D_ENTIRE_MAPCOUNT] = -1
-            d[base + D_NR_PAGES_MAPPED] = 0
-            d[base + D_DEFERRED] = NIL
+            self.d[base + D_ENTIRE_MAPCOUNT] = -1
+            self.d[base + D_NR_PAGES_MAPPED] = 0
+            self.d[base + D_DEFERRED] = NIL
         if lines is None:
             self.v[DESC_W] += 2 if large else 1
         else:
@@ -127,12 +127,12 @@ class _MemdescPolicy(Policy):
         return self.d[idx * DESC_WORDS + D_PFN]
 
     def _desc_push(self, lst, idx: int) -> None:
-        d, base = self.d, idx * DESC_WORDS
+        base = idx * DESC_WORDS
         old = lst[-1] if lst else NIL
-        d[base + D_NEXT] = old
-        d[base + D_PREV] = NIL
+        self.d[base + D_NEXT] = old
+        self.d[base + D_PREV] = NIL
         if old != NIL:                                 # only ever a free's hit part
-            d[old * DESC_WORDS + D_PREV] = idx
+            self.d[old * DESC_WORDS + D_PREV] = idx
             self.v[DESC_W] += 1
         lst.append(idx)
 
@@ -155,11 +155,11 @@ class _MemdescPolicy(Policy):
         and in the tail's: a descriptor of the same batch, charged likewise, or the
         list's old tail, whose line the caller charges once (the refill's only extra
         descriptor line, as in the kernel's list_add_tail() loop)."""
-        d, base = self.d, idx * DESC_WORDS
-        d[base + D_NEXT] = NIL
-        d[base + D_PREV] = tail
+        base = idx * DESC_WORDS
+        self.d[base + D_NEXT] = NIL
+        self.d[base + D_PREV] = tail
         if tail != NIL:
-            d[tail * DESC_WORDS + D_NEXT] = idx
+            self.d[tail * DESC_WORDS + D_NEXT] = idx
 
     def _old_tail(self, lst) -> int:
         """The descriptor a refill links its batch after (NIL: none), its line charged."""
@@ -226,9 +226,9 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
 
     def _new_pcpdesc(self, pfn: int, order: int, lines: LineCharges | None = None) -> int:
         idx = self.slab.alloc()
-        d, base = self.d, idx * DESC_WORDS
-        d[base + D_STATE] = self._dstate_pcpdesc[order]
-        d[base + D_PFN] = pfn
+        base = idx * DESC_WORDS
+        self.d[base + D_STATE] = self._dstate_pcpdesc[order]
+        self.d[base + D_PFN] = pfn
         if lines is None:
             self.v[DESC_W] += 1
         else:
@@ -374,16 +374,15 @@ class MemdescPolicy(_MemdescPolicy):
             self.mem[pfn * self.w + self.mw] = self._misc_word(DS_INUSE, order)
             v[MD_W] += 1
             return pfn
-        d = self.d
         idx = lst.pop()
         if lst:                                        # the new head's prev link
-            d[lst[-1] * DESC_WORDS + D_PREV] = NIL
+            self.d[lst[-1] * DESC_WORDS + D_PREV] = NIL
         base = idx * DESC_WORDS                        # the folio comes back ready
-        d[base + D_STATE] = self._dstate_inuse[t][order]
-        d[base + D_REFCOUNT] = 1
+        self.d[base + D_STATE] = self._dstate_inuse[t][order]
+        self.d[base + D_REFCOUNT] = 1
         v[DESC_W] += 2 if lst else 1
         v[DESC_R] += 1                                 # the pfn, as memdesc-pcpdesc reads it
-        return d[base + D_PFN]
+        return self.d[base + D_PFN]
 
     def _take_first(self, pcp, lst, t: int, order: int) -> int:
         """The list's first block (a Misc pfn, or a folio's descriptor) off and in use,
@@ -419,16 +418,15 @@ class MemdescPolicy(_MemdescPolicy):
             v[MD_W] += 1
             self._misc_push(lst, pfn)
         else:
-            d = self.d
             idx = self._held[pfn * self.w + self.mw] >> 4   # the folio the caller holds
             base = idx * DESC_WORDS
             old = lst[-1] if lst else NIL
-            d[base + D_STATE] = self._dstate_pcp[t][order]
-            d[base + D_REFCOUNT] = 0
-            d[base + D_NEXT] = old
-            d[base + D_PREV] = NIL
+            self.d[base + D_STATE] = self._dstate_pcp[t][order]
+            self.d[base + D_REFCOUNT] = 0
+            self.d[base + D_NEXT] = old
+            self.d[base + D_PREV] = NIL
             if old != NIL:
-                d[old * DESC_WORDS + D_PREV] = idx
+                self.d[old * DESC_WORDS + D_PREV] = idx
                 v[DESC_W] += 2
             else:
                 v[DESC_W] += 1

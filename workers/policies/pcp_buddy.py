@@ -205,12 +205,12 @@ class PcpBuddyPolicy(LegacyPolicy):
         """_piece_add() uncharged, for a hit that charges inline: the old first piece."""
         lst = self.free_lists[order][mt]
         old = next(reversed(lst)) if lst else NIL   # the list's first piece: added last
-        mem, base = self.mem, pfn * 8
-        mem[base] = self._piece_flags[order]
-        mem[base + W_LINK] = old
-        mem[base + W_PREV] = NIL
+        base = pfn * 8
+        self.mem[base] = self._piece_flags[order]
+        self.mem[base + W_LINK] = old
+        self.mem[base + W_PREV] = NIL
         if old != NIL:
-            mem[old * 8 + W_PREV] = pfn
+            self.mem[old * 8 + W_PREV] = pfn
         lst[pfn] = None
         self.owned_pages += 1 << order
         return old
@@ -218,14 +218,14 @@ class PcpBuddyPolicy(LegacyPolicy):
     def _piece_del(self, lst: dict[int, None], pfn: int, order: int) -> None:
         """__del_page_from_free_list() on the PCP: list_del() relinks both neighbours;
         the piece's own line is the caller's to rewrite."""
-        mem, base, lines = self.mem, pfn * 8, self.zone.lines
-        nxt, prev = mem[base + W_LINK], mem[base + W_PREV]
+        base, lines = pfn * 8, self.zone.lines
+        nxt, prev = self.mem[base + W_LINK], self.mem[base + W_PREV]
         lines.page(_LINK_R, pfn)
         if nxt != NIL:
-            mem[nxt * 8 + W_PREV] = prev
+            self.mem[nxt * 8 + W_PREV] = prev
             lines.page(LINK_W, nxt)
         if prev != NIL:
-            mem[prev * 8 + W_LINK] = nxt
+            self.mem[prev * 8 + W_LINK] = nxt
             lines.page(LINK_W, prev)
         del lst[pfn]
         self.owned_pages -= 1 << order
@@ -239,7 +239,7 @@ class PcpBuddyPolicy(LegacyPolicy):
         buddy is looked for on every type's list and the merged piece goes on the
         list of the type the pageblock has now.
         """
-        mem, lines, flags, lists, pbq = self.mem, self.zone.lines, self._piece_flags, self.free_lists, self.pbq
+        lines, flags, lists = self.zone.lines, self._piece_flags, self.free_lists
         for order in range(_PB):
             for lst in lists[order]:
                 for pfn in list(lst):
@@ -247,15 +247,15 @@ class PcpBuddyPolicy(LegacyPolicy):
                         continue
                     buddy = pfn ^ (1 << order)
                     lines.page(_BUDDY_R, buddy)    # page_is_buddy(): the buddy's head
-                    if mem[buddy * 8] != flags[order]:
+                    if self.mem[buddy * 8] != flags[order]:
                         continue
                     mate = next(other for other in lists[order] if buddy in other)
                     self._piece_del(lst, pfn, order)
                     self._piece_del(mate, buddy, order)
-                    mem[max(pfn, buddy) * 8] = 0   # the upper half's head is a head no more
+                    self.mem[max(pfn, buddy) * 8] = 0   # the upper half's head is a head no more
                     lines.page(_BUDDY_W, max(pfn, buddy))
                     low = min(pfn, buddy)
-                    self._piece_add(low, order + 1, pbq[low >> _PB])
+                    self._piece_add(low, order + 1, self.pbq[low >> _PB])
 
     def _piece_take(self, order: int, mt: int, lines: LineCharges | None = None) -> int:
         """__rmqueue_smallest() on the PCP: the smallest piece that fits, split by expand().
@@ -521,7 +521,7 @@ class PcpBuddyPolicy(LegacyPolicy):
         smallest; a whole pageblock goes back with its ownership, a smaller piece
         leaves a fragment for phase 0."""
         out: list[tuple[int, list[int]]] = []
-        lists, mem = self.free_lists, self.mem
+        lists = self.free_lists
         while want > 0 and self.owned_pages:
             held = [o for o in range(_PB + 1) if any(lists[o])]
             fits = [o for o in held if 1 << o <= want]
@@ -529,7 +529,7 @@ class PcpBuddyPolicy(LegacyPolicy):
             lst = next(lst for lst in lists[order] if lst)
             pfn = next(iter(lst))                  # the oldest piece: cold
             self._piece_del(lst, pfn, order)
-            mem[pfn * 8] = 0
+            self.mem[pfn * 8] = 0
             self.zone.lines.page(LINK_W, pfn)
             self.pcp.count -= 1 << order
             pb = pfn >> _PB

@@ -58,10 +58,10 @@ class _Page64Policy(Policy):
     # page state (slow paths: compound blocks, buddy allocations) --------------
     def _post_alloc_hook(self, pfn: int, t: int, order: int) -> None:
         """post_alloc_hook(): head flags, refcount 1, private 0: one line."""
-        mem, base = self.mem, pfn * 8
-        mem[base] = self._alloc_flags[t][order]
-        mem[base + pagewords.W_REFCOUNT64] = 1
-        mem[base + pagewords.W_PRIVATE64] = 0
+        base = pfn * 8
+        self.mem[base] = self._alloc_flags[t][order]
+        self.mem[base + pagewords.W_REFCOUNT64] = 1
+        self.mem[base + pagewords.W_PRIVATE64] = 0
         self.zone.lines.page(PAGE_W, pfn)
 
     # The order > 0 helpers serve hits and misses both: ``lines`` is None on a hit (see Policy).
@@ -143,9 +143,9 @@ class _Page64Policy(Policy):
         with self.zone.lines.operation():
             if order:
                 self._free_tail_pages(pfn, order, COMPOUND_OF[t], self.zone.lines)
-            mem, base = self.mem, pfn * 8
-            mem[base] = 0
-            mem[base + pagewords.W_REFCOUNT64] = 0
+            base = pfn * 8
+            self.mem[base] = 0
+            self.mem[base + pagewords.W_REFCOUNT64] = 0
             self.zone.lines.page(PAGE_W, pfn)
             self.zone.free_one_page(pfn, order)
         self.v[FREE_BUDDY] += 1
@@ -165,15 +165,14 @@ class _Page64Policy(Policy):
         if not lst:
             return self._alloc_miss(pcp, lst, t, order)
         v[HIT] += 1
-        mem = self.mem
         pfn = lst.pop()                                # _pcp_pop(), inline: a hit makes no call
         if lst:                                        # list_del(): the new head's prev
-            mem[lst[-1] * 8 + W_PREV] = NIL
+            self.mem[lst[-1] * 8 + W_PREV] = NIL
             v[LINK_W] += 1
         pcp.count -= 1 << order
         base = pfn * 8                                 # post_alloc_hook(): one line
-        mem[base] = self._alloc_flags[t][order]
-        mem[base + W_REFCOUNT] = 1
+        self.mem[base] = self._alloc_flags[t][order]
+        self.mem[base + W_REFCOUNT] = 1
         v[PAGE_W] += 1
         if order:
             self._after_pcp_alloc(pfn, t, order)
@@ -192,15 +191,15 @@ class _Page64Policy(Policy):
         # migratetype, not the caller's
         pindex = pcp.pindex[order][self.pbq[pfn >> PAGEBLOCK_ORDER]]
         lst = pcp.lists[pindex]
-        mem, base = self.mem, pfn * 8
+        base = pfn * 8
         old = lst[-1] if lst else NIL
-        mem[base] = self._pcp_flags[order] | head
-        mem[base + W_LINK] = old
-        mem[base + W_PREV] = NIL
-        mem[base + W_REFCOUNT] = 0
+        self.mem[base] = self._pcp_flags[order] | head
+        self.mem[base + W_LINK] = old
+        self.mem[base + W_PREV] = NIL
+        self.mem[base + W_REFCOUNT] = 0
         v[PAGE_W] += 1
         if old != NIL:
-            mem[old * 8 + W_PREV] = pfn
+            self.mem[old * 8 + W_PREV] = pfn
             v[LINK_W] += 1
         lst.append(pfn)
         pcp.count += 1 << order
@@ -227,9 +226,9 @@ class _Page64Policy(Policy):
     def _prep_new_page(self, pfn: int, t: int, order: int) -> None:
         """What alloc() does to a block it took off the list: post_alloc_hook()'s line,
         then the order > 0 work."""
-        mem, base = self.mem, pfn * 8
-        mem[base] = self._alloc_flags[t][order]
-        mem[base + W_REFCOUNT] = 1
+        base = pfn * 8
+        self.mem[base] = self._alloc_flags[t][order]
+        self.mem[base + W_REFCOUNT] = 1
         self.zone.lines.page(PAGE_W, pfn)
         if order:
             self._after_pcp_alloc(pfn, t, order, self.zone.lines)
@@ -259,7 +258,7 @@ class _Page64Policy(Policy):
         raise NotImplementedError
 
     def _enter(self, pcp, lst, blocks, order, t) -> None:
-        mem, flags = self.mem, self._pcp_flags[order]
+        flags = self._pcp_flags[order]
         # each block's own line and the old tail's (a block added to an empty
         # list links to the list head in per_cpu_pages)
         if lst:
@@ -268,18 +267,17 @@ class _Page64Policy(Policy):
         tail = lst[0] if lst else NIL
         for pfn in blocks:                             # list_add_tail() in rmqueue_bulk()
             base = pfn * 8
-            mem[base] = flags
-            mem[base + W_LINK] = NIL
-            mem[base + W_PREV] = tail
+            self.mem[base] = flags
+            self.mem[base + W_LINK] = NIL
+            self.mem[base + W_PREV] = tail
             if tail != NIL:
-                mem[tail * 8 + W_LINK] = pfn
+                self.mem[tail * 8 + W_LINK] = pfn
             tail = pfn
         lst.extendleft(blocks)
 
     def _leave(self, pcp, index, order, entries):
-        mem = self.mem
         for pfn in entries:
-            mem[pfn * 8] = 0                           # list_del() from pcp_list
+            self.mem[pfn * 8] = 0                      # list_del() from pcp_list
         self.zone.lines.each(LINK_W, entries)
         return entries
 
@@ -380,10 +378,10 @@ class CompoundPolicy(_Page64Policy):
     def _enter(self, pcp, lst, blocks, order, t) -> None:
         _Page64Policy._enter(self, pcp, lst, blocks, order, t)   # (a compiled method: no super())
         if order:                                      # compound from buddy to PCP
-            mem, flags = self.mem, self._pcp_flags[order] | pagewords.PG_HEAD
+            flags = self._pcp_flags[order] | pagewords.PG_HEAD
             for pfn in blocks:
                 self._prep_compound_page(pfn, order, self.zone.lines)
-                mem[pfn * 8] = flags
+                self.mem[pfn * 8] = flags
 
     def _leave(self, pcp, index, order, entries):
         if order:                                      # compound undone at the buddy boundary
