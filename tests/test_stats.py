@@ -59,7 +59,7 @@ def blocks(*per_cpu: dict[str, int]) -> Snapshot:
 
 def test_counters_start_at_zero_and_read_by_name():
     c = Counters()
-    assert c.v == [0] * NR_STATS
+    assert list(c.v) == [0] * NR_STATS
     c.v[stats.ALLOC_HIT] += 3
     c.v[stats.alloc_index(stats.MEMDESC_TYPES.index("slab"), 9)] += 2
     assert c["alloc_hit"] == 3

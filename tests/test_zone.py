@@ -260,7 +260,7 @@ def test_split_charges_each_head_written(make_zone, record_bytes, memmap_lines, 
 def test_merge_reads_each_buddy_it_checks(make_zone):
     m = make_zone(pages=1024)
     pfn = m.zone.rmqueue_buddy(0, MIGRATE_MOVABLE, False)
-    m.counters.v[:] = [0] * len(m.counters.v)
+    m.counters.reset()
     m.zone.free_one_page(pfn, 0)                     # merges 10 times, up to order 10
     assert m.counters["lines_read_buddy"] == 10
     assert m.counters["lines_written_buddy"] == 10 + 1   # each buddy taken off, the result added

@@ -6,7 +6,7 @@ cimport cython
 cdef class ZoneLock:
     cdef public object raw, cpuctl
     cdef public long long[::1] header
-    cdef public list v
+    cdef public long long[::1] v
     cdef public Py_ssize_t cpu, pid, _op
     cdef public long long _since
     cpdef acquire(self, Py_ssize_t op=*)

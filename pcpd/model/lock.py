@@ -78,46 +78,43 @@ class ZoneLock:
         self.release()
 
     def acquire(self, op: int = OP_NONE) -> None:
-        v = self.v
         if self.raw.acquire(False):
-            v[_UNCONT] += 1
+            self.v[_UNCONT] += 1
         else:
             self._wait()
-        v[_ACQ] += 1
+        self.v[_ACQ] += 1
         self.header[H_LOCK_HOLDER_PID] = self.pid
         self.header[H_LOCK_OP] = op
         if self.header[H_LOCK_LAST_CPU] != self.cpu:
             if self.header[H_LOCK_LAST_CPU] >= 0:
-                v[_SWITCH] += 1
+                self.v[_SWITCH] += 1
             self.header[H_LOCK_LAST_CPU] = self.cpu
         self.header[H_LOCK_HOLDER_CPU] = self.cpu
         self._since = perf_counter_ns()
 
     def _wait(self) -> None:
-        v = self.v
         ctl = self.cpuctl
         if self.cpu >= 0:
             ctl[self.cpu, C_WAITING] = 1
         waiters = int(ctl[:, C_WAITING].sum())
-        if waiters > v[_WAITERS_MAX]:
-            v[_WAITERS_MAX] = waiters
+        if waiters > self.v[_WAITERS_MAX]:
+            self.v[_WAITERS_MAX] = waiters
         t0 = perf_counter_ns()
         self.raw.acquire()
         waited = perf_counter_ns() - t0
         if self.cpu >= 0:
             ctl[self.cpu, C_WAITING] = 0
-        v[_CONT] += 1
-        v[_WAIT] += waited
-        if waited > v[_WAIT_MAX]:
-            v[_WAIT_MAX] = waited
-        v[LOCK_WAIT_BUCKET + wait_bucket(waited)] += 1
+        self.v[_CONT] += 1
+        self.v[_WAIT] += waited
+        if waited > self.v[_WAIT_MAX]:
+            self.v[_WAIT_MAX] = waited
+        self.v[LOCK_WAIT_BUCKET + wait_bucket(waited)] += 1
 
     def release(self) -> None:
         held = perf_counter_ns() - self._since
-        v = self.v
-        v[_HOLD] += held
-        if held > v[_HOLD_MAX]:
-            v[_HOLD_MAX] = held
+        self.v[_HOLD] += held
+        if held > self.v[_HOLD_MAX]:
+            self.v[_HOLD_MAX] = held
         self.header[H_LOCK_HOLDER_CPU] = -1
         self.header[H_LOCK_OP] = OP_NONE
         self.header[H_LOCK_HOLDER_PID] = 0

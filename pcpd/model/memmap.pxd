@@ -10,7 +10,7 @@ cimport cython
 
 @cython.final
 cdef class LineCharges:
-    cdef public list v
+    cdef public long long[::1] v
     cdef public long long[::1] _base, _rank, _counter, _charged, _order
     cdef public Py_ssize_t rb, depth, _shift, _marked, _settled
     cdef public bint exact, prepaying
@@ -20,7 +20,7 @@ cdef class LineCharges:
     cpdef LineCharges operation(self)
     cpdef begin(self)
     cpdef abort(self)
-    @cython.locals(v=list, i=Py_ssize_t, mark=Py_ssize_t)
+    @cython.locals(i=Py_ssize_t, mark=Py_ssize_t)
     cpdef settle(self)
     cpdef fold(self)
     @cython.locals(i=Py_ssize_t)

@@ -254,10 +254,9 @@ class LineCharges:
                 self._charged[mark - RANKED] += 1
                 self._marks[self._order[i]] = PAID
         self._settled = self._marked
-        v = self.v
         for i in range(len(self._charged)):     # a few counters: one sum each, not one per line
             if self._charged[i]:
-                v[self._counter[i]] += self._charged[i]
+                self.v[self._counter[i]] += self._charged[i]
                 self._charged[i] = 0
 
     def fold(self) -> None:

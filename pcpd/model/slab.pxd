@@ -5,7 +5,7 @@ cimport cython
 cdef class DescriptorSlab:
     cdef public object free_stack, header, lock
     cdef public long long[::1] d, entry
-    cdef public list v
+    cdef public long long[::1] v
     cdef public Py_ssize_t cpu, _cached, avail
     cpdef Py_ssize_t alloc(self) except? -1
     cpdef free(self, Py_ssize_t idx)

@@ -1,7 +1,7 @@
 """Per-CPU statistics: counter names, the slot layout, snapshots and the figures.
 
-Each worker counts into a plain Python list (``Counters.v``) on its hot path
-and folds the whole list into its own block of the shared arena at most every
+Each worker counts into an array of machine integers (``Counters.v``) on its
+hot path and folds the whole array into its own block of the shared arena at most every
 100 ms (``fold``).  Readers (daemon, exporter, experiments) take a
 ``Snapshot`` with ``read_snapshot`` without any lock: a block is written by
 one process only, and every value is one aligned 8-byte word, so a reader sees
@@ -23,6 +23,7 @@ experiment results, replay and the benchmarks all call it.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -161,12 +162,18 @@ LOCK_WAITERS_MAX = INDEX["lock_waiters_max"]
 
 
 class Counters:
-    """One process's local counters: a plain list, cheap to bump on the hot path."""
+    """One process's local counters, cheap to bump on the hot path: machine integers,
+    which the compiled core increments in place (a list's would be a new int
+    object per increment)."""
 
     __slots__ = ("v",)
 
     def __init__(self) -> None:
-        self.v = [0] * NR_STATS
+        self.v = array("q", bytes(8 * NR_STATS))
+
+    def reset(self) -> None:
+        """Every counter zero, in place: the CPU's zone, lock and policy hold this array."""
+        self.v[:] = array("q", bytes(8 * NR_STATS))
 
     def fold(self, block: np.ndarray) -> None:
         """Publish every counter into this worker's shared block (one vector store)."""

@@ -16,7 +16,7 @@ cdef class Zone:
     cdef public signed char[::1] _flag, pb
     cdef public Memmap mm
     cdef public Py_ssize_t pages, _shift, _rmqm, _op
-    cdef public list v
+    cdef public long long[::1] v
     cdef public bint _links_in_free_memory, _prev_link_loads
     @cython.locals(free=cython.longlong, o=Py_ssize_t)
     cpdef bint watermark_ok(self, Py_ssize_t order, long long mark) except -1

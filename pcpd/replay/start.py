@@ -622,8 +622,7 @@ def _reset(models: list[CpuAllocator], plan: StartPlan, saved: list[list[tuple[i
         start = plan.cpus[slot] if slot < len(plan.cpus) else None
         factors = {_reset_pcp(pcp, boot_high, flags, start)
                    for pcp, (boot_high, flags) in zip(policy.pcps, saved[slot])}
-        v = model.counters.v
-        v[:] = [0] * len(v)
+        model.counters.reset()
         if slot < len(report.pcp):
             report.pcp[slot]["high_model"] = sum(p.high for p in policy.pcps)
             report.pcp[slot]["alloc_factor"] = factors.pop() if len(factors) == 1 else None

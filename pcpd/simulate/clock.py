@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass, field
 
 from pcpd.model.arena import Arena
@@ -65,7 +65,7 @@ _ACQ, _UNCONT, _CONT = LOCK_ACQUISITIONS, LOCK_UNCONTENDED, LOCK_CONTENDED
 _WAIT, _WAIT_MAX, _HOLD, _HOLD_MAX = LOCK_WAIT_NS, LOCK_WAIT_MAX_NS, LOCK_HOLD_NS, LOCK_HOLD_MAX_NS
 _SWITCH, _WAITERS_MAX = LOCK_OWNER_SWITCHES, LOCK_WAITERS_MAX
 
-Counting = Callable[[list[int]], int]
+Counting = Callable[[Sequence[int]], int]
 
 
 def _ns(ps: int) -> int:
@@ -81,7 +81,7 @@ class CpuClock:
     """
 
     slot: int
-    v: list[int]                     # the CPU's Counters.v
+    v: MutableSequence[int]          # the CPU's Counters.v
     now: int = 0
     mark: int = 0
 
@@ -169,7 +169,7 @@ class ZoneLockClock:
         self._lines_at = self.lines(v)
         self._holder = cpu
 
-    def _contended(self, v: list[int], request: int, grant: int) -> None:
+    def _contended(self, v: MutableSequence[int], request: int, grant: int) -> None:
         wait = grant - request
         self.waits.append(wait)
         floor = self.floor

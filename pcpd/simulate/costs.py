@@ -135,19 +135,19 @@ class CostModel:
         return {f"{f.name}_ns": getattr(self, f.name) / PS_PER_NS for f in fields(self)}
 
 
-def _summer(names: Sequence[str]) -> Callable[[list[int]], int]:
-    """A function summing the named counters of a ``Counters.v`` list (itemgetter: one C call)."""
+def _summer(names: Sequence[str]) -> Callable[[Sequence[int]], int]:
+    """A function summing the named counters of a ``Counters.v`` (itemgetter: one C call)."""
     getter = operator.itemgetter(*(INDEX[n] for n in names))
     return lambda v: sum(getter(v))
 
 
-def line_counter() -> Callable[[list[int]], int]:
+def line_counter() -> Callable[[Sequence[int]], int]:
     """Cachelines charged so far by one CPU (every cause, descriptors, free memory)."""
     return _summer(LINE_COUNTERS)
 
 
-def potential_of(costs: CostModel) -> Callable[[list[int]], int]:
-    """The cost potential (ps) of a ``Counters.v`` list: its increase over a step is the
+def potential_of(costs: CostModel) -> Callable[[Sequence[int]], int]:
+    """The cost potential (ps) of a ``Counters.v``: its increase over a step is the
     step's cost outside zone->lock (before the lock's own pricing is taken out).
 
     One weighted sum over every counter that costs: it runs once per operation.

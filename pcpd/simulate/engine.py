@@ -56,7 +56,7 @@ import heapq
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -316,7 +316,7 @@ class Simulation:
             wall_seconds=time.perf_counter() - began)
 
     # -- the discrete-event loop ----------------------------------------------------
-    def _loop(self, potential: Callable[[list[int]], int], decay_ps: int,
+    def _loop(self, potential: Callable[[Sequence[int]], int], decay_ps: int,
               progress: Callable[[int, int], None] | None) -> None:
         vcpus, lock_clock, max_ops = self.vcpus, self.lock_clock, self.ops_per_cpu
         heap = [(0, slot) for slot in range(len(vcpus))]       # (clock in ps, slot): sorted, a heap

@@ -18,12 +18,13 @@ cdef class Policy:
     cdef public signed char[::1] pbq
     cdef public Zone zone
     cdef public tuple migratetypes
-    cdef public list v, pcps, _lists, _alloc_ctr
+    cdef public long long[::1] v
+    cdef public list pcps, _lists, _alloc_ctr
     cdef public Py_ssize_t cpu, rb, w
     cdef public bint nofragment
     cdef public PerCpuPages pcp
     cdef object __weakref__
-    @cython.locals(zone=Zone, mt=Py_ssize_t, n=Py_ssize_t, pages=Py_ssize_t, v=list, blocks=list)
+    @cython.locals(zone=Zone, mt=Py_ssize_t, n=Py_ssize_t, pages=Py_ssize_t, blocks=list)
     cpdef bint _refill(self, PerCpuPages pcp, object lst, Py_ssize_t order, Py_ssize_t t) except -1
     @cython.locals(runs=list, pages=Py_ssize_t, order=Py_ssize_t, pfns=list)
     cpdef Py_ssize_t _drain(self, PerCpuPages pcp, Py_ssize_t count, Py_ssize_t start_pindex, object cause) except -1

@@ -202,10 +202,9 @@ class Policy:
         self._enter(pcp, lst, blocks, order, t)
         pages = len(blocks) << order
         pcp.count += pages
-        v = self.v
-        v[stats.REFILLS] += 1
-        v[stats.REFILL_PAGES] += pages
-        v[stats.ALLOC_MISS_TYPE + t] += 1
+        self.v[stats.REFILLS] += 1
+        self.v[stats.REFILL_PAGES] += pages
+        self.v[stats.ALLOC_MISS_TYPE + t] += 1
         return True
 
     def _drain(self, pcp: PerCpuPages, count: int, start_pindex: int, cause: str) -> int:
@@ -300,17 +299,16 @@ class Policy:
         return [0] * len(TYPES)
 
     def publish_gauges(self) -> None:
-        v = self.v
-        v[stats.INDEX["pcp_pages"]] = self.pcp_pages()
+        self.v[stats.INDEX["pcp_pages"]] = self.pcp_pages()
         # one value per CPU over its PCPs: stats.TUNING_GAUGES says how they combine
-        v[stats.INDEX["pcp_high"]] = sum(p.high for p in self.pcps)
+        self.v[stats.INDEX["pcp_high"]] = sum(p.high for p in self.pcps)
         # the slot is free_count (pages) in 6.7+, free_factor (a shift) before: shifts don't add
         free = sum if self.tuning.era == "6.7" else max
-        v[stats.INDEX["pcp_free_count"]] = free(p.free_count for p in self.pcps)
-        v[stats.INDEX["pcp_alloc_factor"]] = max(p.alloc_factor for p in self.pcps)
-        v[stats.INDEX["pcp_batch"]] = self.pcps[0].batch
+        self.v[stats.INDEX["pcp_free_count"]] = free(p.free_count for p in self.pcps)
+        self.v[stats.INDEX["pcp_alloc_factor"]] = max(p.alloc_factor for p in self.pcps)
+        self.v[stats.INDEX["pcp_batch"]] = self.pcps[0].batch
         for t, pages in enumerate(self.pcp_pages_by_type()):
-            v[stats.PCP_PAGES_TYPE + t] = pages
+            self.v[stats.PCP_PAGES_TYPE + t] = pages
 
     def _count_fail(self) -> None:
         self.v[stats.ALLOC_FAIL["no_memory"]] += 1

@@ -33,9 +33,9 @@ cdef class MemdescPcpdescPolicy(_MemdescPolicy):
     cdef public list _dstate_pcpdesc
     @cython.locals(idx=Py_ssize_t, base=Py_ssize_t)
     cpdef Py_ssize_t _new_pcpdesc(self, Py_ssize_t pfn, Py_ssize_t order, LineCharges lines=*) except? -2
-    @cython.locals(v=list, pcp=PerCpuPages, pidx=Py_ssize_t, pfn=Py_ssize_t)
+    @cython.locals(pcp=PerCpuPages, pidx=Py_ssize_t, pfn=Py_ssize_t)
     cpdef Py_ssize_t alloc(self, Py_ssize_t t, Py_ssize_t order) except? -2
-    @cython.locals(v=list, pcp=PerCpuPages, pidx=Py_ssize_t, pindex=Py_ssize_t, drain=Py_ssize_t)
+    @cython.locals(pcp=PerCpuPages, pidx=Py_ssize_t, pindex=Py_ssize_t, drain=Py_ssize_t)
     cpdef free(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t t)
     @cython.locals(pfn=Py_ssize_t, idx=Py_ssize_t, tail=Py_ssize_t, entries=list)
     cpdef _enter(self, PerCpuPages pcp, object lst, list blocks, Py_ssize_t order, Py_ssize_t t)
@@ -45,9 +45,9 @@ cdef class MemdescPcpdescPolicy(_MemdescPolicy):
 
 cdef class MemdescPolicy(_MemdescPolicy):
     cdef public list _pcp_by_type, _free_list
-    @cython.locals(v=list, pcp=PerCpuPages, pfn=Py_ssize_t, idx=Py_ssize_t, base=Py_ssize_t)
+    @cython.locals(pcp=PerCpuPages, pfn=Py_ssize_t, idx=Py_ssize_t, base=Py_ssize_t)
     cpdef Py_ssize_t alloc(self, Py_ssize_t t, Py_ssize_t order) except? -2
-    @cython.locals(v=list, pcp=PerCpuPages, index=Py_ssize_t, idx=Py_ssize_t, base=Py_ssize_t,
+    @cython.locals(pcp=PerCpuPages, index=Py_ssize_t, idx=Py_ssize_t, base=Py_ssize_t,
                    old=Py_ssize_t, drain=Py_ssize_t)
     cpdef free(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t t)
     @cython.locals(old=Py_ssize_t)

@@ -237,8 +237,7 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
         return idx
 
     def alloc(self, t: int, order: int) -> int:
-        v = self.v
-        v[self._alloc_ctr[t][order]] += 1
+        self.v[self._alloc_ctr[t][order]] += 1
         lst = self._lists[t][order]
         if lst is None:                                # an order the PCP does not keep
             return self._alloc_buddy(t, order)
@@ -246,11 +245,11 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
         pcp.free_count >>= 1                           # __rmqueue_pcplist()
         if not lst:
             return self._alloc_miss(pcp, lst, t, order)
-        v[HIT] += 1
+        self.v[HIT] += 1
         pidx = self._desc_pop(lst)                     # _take_first(), inline: one call fewer
         pcp.count -= 1 << order
         pfn = self.d[pidx * DESC_WORDS + D_PFN]
-        v[DESC_R] += 1
+        self.v[DESC_R] += 1
         self._make_allocated(pfn, t, order)            # new descriptor, every memdesc word
         self.slab.free(pidx)
         return pfn
@@ -267,8 +266,7 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
         return pfn
 
     def free(self, pfn: int, order: int, t: int) -> None:
-        v = self.v
-        v[FREE_TYPE + t] += 1
+        self.v[FREE_TYPE + t] += 1
         pcp = self.pcp
         if not pcp.allowed[order]:
             self._free_to_buddy(pfn, order, t)
@@ -280,7 +278,7 @@ class MemdescPcpdescPolicy(_MemdescPolicy):
         lst = pcp.lists[pindex]
         self._desc_push(lst, pidx)
         pcp.count += 1 << order
-        v[FREE_PCP] += 1
+        self.v[FREE_PCP] += 1
         drain = pcp.free_check(order, self.zone_words)
         if drain:
             self._drain_after_free(pcp, drain, pindex, self._freed_lines, lst, pfn, order, t)
@@ -358,8 +356,7 @@ class MemdescPolicy(_MemdescPolicy):
         return self.pcps * len(TYPES) if self.pcps[0].nr_types > 1 else self.pcps
 
     def alloc(self, t: int, order: int) -> int:
-        v = self.v
-        v[self._alloc_ctr[t][order]] += 1
+        self.v[self._alloc_ctr[t][order]] += 1
         lst = self._lists[t][order]
         if lst is None:                                # an order the PCP does not keep
             return self._alloc_buddy(t, order)
@@ -367,12 +364,12 @@ class MemdescPolicy(_MemdescPolicy):
         pcp.free_count >>= 1                           # __rmqueue_pcplist()
         if not lst:
             return self._alloc_miss(pcp, lst, t, order)
-        v[HIT] += 1
+        self.v[HIT] += 1
         pcp.count -= 1 << order                        # _take_first(), inline: one call fewer
         if t == T_KERNEL:
             pfn = self._misc_pop(lst)
             self.mem[pfn * self.w + self.mw] = self._misc_word(DS_INUSE, order)
-            v[MD_W] += 1
+            self.v[MD_W] += 1
             return pfn
         idx = lst.pop()
         if lst:                                        # the new head's prev link
@@ -380,8 +377,8 @@ class MemdescPolicy(_MemdescPolicy):
         base = idx * DESC_WORDS                        # the folio comes back ready
         self.d[base + D_STATE] = self._dstate_inuse[t][order]
         self.d[base + D_REFCOUNT] = 1
-        v[DESC_W] += 2 if lst else 1
-        v[DESC_R] += 1                                 # the pfn, as memdesc-pcpdesc reads it
+        self.v[DESC_W] += 2 if lst else 1
+        self.v[DESC_R] += 1                                 # the pfn, as memdesc-pcpdesc reads it
         return self.d[base + D_PFN]
 
     def _take_first(self, pcp, lst, t: int, order: int) -> int:
@@ -405,8 +402,7 @@ class MemdescPolicy(_MemdescPolicy):
         return self._desc_pfn(idx)
 
     def free(self, pfn: int, order: int, t: int) -> None:
-        v = self.v
-        v[FREE_TYPE + t] += 1
+        self.v[FREE_TYPE + t] += 1
         pcp = self._pcp_by_type[t]
         if not pcp.allowed[order]:
             self._free_to_buddy(pfn, order, t)
@@ -415,7 +411,7 @@ class MemdescPolicy(_MemdescPolicy):
         lst = pcp.lists[index]
         if t == T_KERNEL:
             self.mem[pfn * self.w + self.mw] = self._misc_word(DS_PCP, order)
-            v[MD_W] += 1
+            self.v[MD_W] += 1
             self._misc_push(lst, pfn)
         else:
             idx = self._held[pfn * self.w + self.mw] >> 4   # the folio the caller holds
@@ -427,12 +423,12 @@ class MemdescPolicy(_MemdescPolicy):
             self.d[base + D_PREV] = NIL
             if old != NIL:
                 self.d[old * DESC_WORDS + D_PREV] = idx
-                v[DESC_W] += 2
+                self.v[DESC_W] += 2
             else:
-                v[DESC_W] += 1
+                self.v[DESC_W] += 1
             lst.append(idx)
         pcp.count += 1 << order
-        v[FREE_PCP] += 1
+        self.v[FREE_PCP] += 1
         drain = pcp.free_check(order, self.zone_words)
         if drain:
             self._drain_after_free(pcp, drain, index, self._freed_lines, lst, pfn, order, t)

@@ -19,11 +19,11 @@ cdef class PcpBuddyPolicy(LegacyPolicy):
     cpdef _piece_del(self, dict lst, Py_ssize_t pfn, Py_ssize_t order)
     @cython.locals(cur=Py_ssize_t, lst=dict, pfn=Py_ssize_t, first=Py_ssize_t)
     cpdef Py_ssize_t _piece_take(self, Py_ssize_t order, Py_ssize_t mt, LineCharges lines=*) except? -2
-    @cython.locals(mt=Py_ssize_t, pfn=Py_ssize_t, v=list, pcp=PerCpuPages, base=Py_ssize_t)
+    @cython.locals(mt=Py_ssize_t, pfn=Py_ssize_t, pcp=PerCpuPages, base=Py_ssize_t)
     cpdef Py_ssize_t alloc(self, Py_ssize_t t, Py_ssize_t order) except? -2
     @cython.locals(owner=Py_ssize_t)
     cpdef free(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t t)
-    @cython.locals(v=list, pcp=PerCpuPages, old=Py_ssize_t, drain=Py_ssize_t)
+    @cython.locals(pcp=PerCpuPages, old=Py_ssize_t, drain=Py_ssize_t)
     cpdef _free_owned(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t t)
 
 

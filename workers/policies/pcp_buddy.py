@@ -290,16 +290,15 @@ class PcpBuddyPolicy(LegacyPolicy):
             if lst:                                # a cached phase 2/3 block: legacy's hit
                 return LegacyPolicy.alloc(self, t, order)
             return self._alloc_miss(self.pcp, lst, t, order)
-        v = self.v
-        v[self._alloc_ctr[t][order]] += 1
-        v[HIT] += 1
+        self.v[self._alloc_ctr[t][order]] += 1
+        self.v[HIT] += 1
         pcp = self.pcp
         pcp.free_count >>= 1                       # __rmqueue_pcplist()
         pcp.count -= 1 << order
         base = pfn * 8                             # post_alloc_hook(): one line
         self.mem[base] = self._alloc_flags[t][order]
         self.mem[base + W_REFCOUNT] = 1
-        v[PAGE_W] += 1
+        self.v[PAGE_W] += 1
         if order:
             self._after_pcp_alloc(pfn, t, order)  # legacy's prep_compound_page()
         return pfn
@@ -308,8 +307,8 @@ class PcpBuddyPolicy(LegacyPolicy):
         """Nothing on the PCP fits: rmqueue_bulk()'s phases, then the piece (or cached
         block) they brought is taken as a hit takes it, or else the buddy; one
         operation, each line charged once."""
-        mt, v = self.migratetypes[t], self.v
-        v[self._alloc_ctr[t][order]] += 1
+        mt = self.migratetypes[t]
+        self.v[self._alloc_ctr[t][order]] += 1
         with self.zone.lines.operation():
             if self._rmqueue_bulk(order, mt, t, lst):
                 pfn = self._piece_take(order, mt, self.zone.lines)
@@ -317,7 +316,7 @@ class PcpBuddyPolicy(LegacyPolicy):
                 pfn = self._pcp_pop(lst)
             else:                                  # nothing on the PCP: the buddy, as legacy
                 return self._alloc_buddy(t, order)
-            v[REFILL] += 1
+            self.v[REFILL] += 1
             pcp.free_count >>= 1                   # __rmqueue_pcplist()
             pcp.count -= 1 << order
             self._prep_new_page(pfn, t, order)
@@ -362,10 +361,9 @@ class PcpBuddyPolicy(LegacyPolicy):
         pages = owned + (len(blocks) << order)
         if pages:
             pcp.count += pages
-            v = self.v
-            v[REFILLS] += 1
-            v[REFILL_PAGES] += pages
-            v[ALLOC_MISS_TYPE + t] += 1
+            self.v[REFILLS] += 1
+            self.v[REFILL_PAGES] += pages
+            self.v[ALLOC_MISS_TYPE + t] += 1
         return fits
 
     def _recover_fragments(self, order: int, mt: int) -> list[tuple[int, int]]:
@@ -456,18 +454,17 @@ class PcpBuddyPolicy(LegacyPolicy):
 
     def _free_owned(self, pfn: int, order: int, t: int) -> None:
         """A block of a pageblock this CPU owns comes back to its PCP buddy."""
-        v = self.v
-        v[FREE_TYPE + t] += 1
+        self.v[FREE_TYPE + t] += 1
         if order:                                  # as legacy
             self._free_pages_prepare(pfn, order, t)
         self.mem[pfn * 8 + W_REFCOUNT] = 0
         pcp = self.pcp
         pcp.count += 1 << order
         old = self._piece_link(pfn, order, self.pbq[pfn >> _PB])    # merged at the next drain
-        v[PAGE_W] += 1                             # _piece_add()'s lines, a hit's way
+        self.v[PAGE_W] += 1                             # _piece_add()'s lines, a hit's way
         if old != NIL:
-            v[LINK_W] += 1
-        v[FREE_PCP] += 1
+            self.v[LINK_W] += 1
+        self.v[FREE_PCP] += 1
         drain = pcp.free_check(order, self.zone_words)
         if drain:
             self._drain_after_free(pcp, drain, 0, self._owned_free_lines, pfn, order, t)

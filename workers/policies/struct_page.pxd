@@ -7,9 +7,9 @@ from workers.policies.base cimport Policy
 
 cdef class _Page64Policy(Policy):
     cdef public list _pcp_flags, _alloc_flags
-    @cython.locals(v=list, pcp=PerCpuPages, pfn=Py_ssize_t, base=Py_ssize_t)
+    @cython.locals(pcp=PerCpuPages, pfn=Py_ssize_t, base=Py_ssize_t)
     cpdef Py_ssize_t alloc(self, Py_ssize_t t, Py_ssize_t order) except? -2
-    @cython.locals(v=list, head=Py_ssize_t, pcp=PerCpuPages, pindex=Py_ssize_t, base=Py_ssize_t,
+    @cython.locals(head=Py_ssize_t, pcp=PerCpuPages, pindex=Py_ssize_t, base=Py_ssize_t,
                    old=Py_ssize_t, drain=Py_ssize_t)
     cpdef free(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t t)
     @cython.locals(flags=cython.longlong, tail=Py_ssize_t, pfn=Py_ssize_t, base=Py_ssize_t)

@@ -155,8 +155,7 @@ class _Page64Policy(Policy):
     # needs is inline (a call costs ~0.1 us interpreted, and is not free compiled);
     # compound and policy-specific work happens in the order > 0 hooks below.
     def alloc(self, t: int, order: int) -> int:
-        v = self.v
-        v[self._alloc_ctr[t][order]] += 1
+        self.v[self._alloc_ctr[t][order]] += 1
         lst = self._lists[t][order]
         if lst is None:                                # an order the PCP does not keep
             return self._alloc_buddy(t, order)
@@ -164,23 +163,22 @@ class _Page64Policy(Policy):
         pcp.free_count >>= 1                           # __rmqueue_pcplist()
         if not lst:
             return self._alloc_miss(pcp, lst, t, order)
-        v[HIT] += 1
+        self.v[HIT] += 1
         pfn = lst.pop()                                # _pcp_pop(), inline: a hit makes no call
         if lst:                                        # list_del(): the new head's prev
             self.mem[lst[-1] * 8 + W_PREV] = NIL
-            v[LINK_W] += 1
+            self.v[LINK_W] += 1
         pcp.count -= 1 << order
         base = pfn * 8                                 # post_alloc_hook(): one line
         self.mem[base] = self._alloc_flags[t][order]
         self.mem[base + W_REFCOUNT] = 1
-        v[PAGE_W] += 1
+        self.v[PAGE_W] += 1
         if order:
             self._after_pcp_alloc(pfn, t, order)
         return pfn
 
     def free(self, pfn: int, order: int, t: int) -> None:
-        v = self.v
-        v[FREE_TYPE + t] += 1
+        self.v[FREE_TYPE + t] += 1
         head = 0
         if order:
             head = self._before_pcp_free(pfn, order, t)
@@ -197,13 +195,13 @@ class _Page64Policy(Policy):
         self.mem[base + W_LINK] = old
         self.mem[base + W_PREV] = NIL
         self.mem[base + W_REFCOUNT] = 0
-        v[PAGE_W] += 1
+        self.v[PAGE_W] += 1
         if old != NIL:
             self.mem[old * 8 + W_PREV] = pfn
-            v[LINK_W] += 1
+            self.v[LINK_W] += 1
         lst.append(pfn)
         pcp.count += 1 << order
-        v[FREE_PCP] += 1
+        self.v[FREE_PCP] += 1
         drain = pcp.free_check(order, self.zone_words)
         if drain:
             self._drain_after_free(pcp, drain, pindex, self._freed_lines, lst, pfn, order, t)
