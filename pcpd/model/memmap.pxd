@@ -26,8 +26,9 @@ cdef class LineCharges:
     @cython.locals(i=Py_ssize_t)
     cdef _unmark(self)
     cdef _grow_order(self)
-    @cython.locals(i=Py_ssize_t, mark=Py_ssize_t, rank=Py_ssize_t)
-    cpdef record(self, Py_ssize_t ctr, Py_ssize_t line)
+    cpdef int record(self, Py_ssize_t ctr, Py_ssize_t line) except -1
+    @cython.locals(mark=Py_ssize_t)
+    cdef inline int _mark(self, Py_ssize_t i, Py_ssize_t rank) except -1
     cpdef page(self, Py_ssize_t ctr, Py_ssize_t pfn)
     @cython.locals(pfn=Py_ssize_t)
     cpdef each(self, Py_ssize_t ctr, list pfns)

@@ -128,6 +128,11 @@ class LineMarks:
         return marks
 
 
+def _charges_no_lines(ctr: int) -> ValueError:
+    # out of line: building the message in record() would cost every call its registers
+    return ValueError(f"counter {ctr} charges no cachelines")
+
+
 class LineCharges:
     """One CPU's cacheline charges: the lines each step touches, charged per step
     or once per operation.
@@ -280,11 +285,13 @@ class LineCharges:
         ``pfn * record_bytes >> 6``): charged now, or marked in an operation."""
         if not self.exact:
             self.v[ctr] += 1
-            return
-        rank = self._rank[ctr]
-        if rank < RANKED:
-            raise ValueError(f"counter {ctr} charges no cachelines")
-        i = self._base[ctr] + line
+        elif self._rank[ctr] < RANKED:
+            raise _charges_no_lines(ctr)
+        else:
+            self._mark(self._base[ctr] + line, self._rank[ctr])
+
+    def _mark(self, i: int, rank: int) -> None:
+        """Mark index ``i`` of the marks touched, for the counter of ``rank``."""
         mark = self._marks[i]
         if mark == UNTOUCHED:
             self._marks[i] = PAID if self.prepaying else rank

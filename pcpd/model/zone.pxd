@@ -7,6 +7,7 @@ from pcpd.model.lock cimport ZoneLock
 from pcpd.model.memmap cimport LineCharges, Memmap
 
 
+@cython.final
 cdef class Zone:
     cdef public object arena
     cdef public ZoneLock lock
@@ -21,33 +22,33 @@ cdef class Zone:
     @cython.locals(free=cython.longlong, o=Py_ssize_t)
     cpdef bint watermark_ok(self, Py_ssize_t order, long long mark) except -1
     cpdef bint test_flag(self, Py_ssize_t flag) except -1
-    cpdef _set_flag(self, Py_ssize_t flag, bint on)
+    cdef int _set_flag(self, Py_ssize_t flag, bint on) except -1
     cpdef check_watermarks(self, Py_ssize_t order)
     cpdef check_next_watermarks(self)
     cpdef clear_below_high(self)
-    cpdef _kswapd_balanced(self)
+    cdef int _kswapd_balanced(self) except -1
     @cython.locals(pfn=Py_ssize_t)
     cpdef list rmqueue_bulk(self, Py_ssize_t order, Py_ssize_t mt, Py_ssize_t count, bint nofragment)
     cpdef free_pcppages_bulk(self, list runs)
     @cython.locals(line=Py_ssize_t)
-    cpdef _link_stored(self, Py_ssize_t pfn, bint prev)
+    cdef int _link_stored(self, Py_ssize_t pfn, bint prev) except -1
     @cython.locals(i=Py_ssize_t, neighbour=Py_ssize_t)
-    cpdef _add(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t mt, bint to_tail=*)
+    cdef int _add(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t mt, bint to_tail=*) except -1
     @cython.locals(i=Py_ssize_t, line=Py_ssize_t, nxt=Py_ssize_t, prev=Py_ssize_t)
-    cpdef _del(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t mt)
-    cpdef _expand(self, Py_ssize_t pfn, Py_ssize_t low, Py_ssize_t high, Py_ssize_t mt)
+    cdef int _del(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t mt) except -1
+    cdef int _expand(self, Py_ssize_t pfn, Py_ssize_t low, Py_ssize_t high, Py_ssize_t mt) except -1
     @cython.locals(buddy=Py_ssize_t, buddy_mt=Py_ssize_t, shift=Py_ssize_t, pages=Py_ssize_t)
-    cpdef _free_one_page(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t mt)
+    cdef int _free_one_page(self, Py_ssize_t pfn, Py_ssize_t order, Py_ssize_t mt) except -1
     @cython.locals(pfn=Py_ssize_t)
-    cpdef _free_run(self, Py_ssize_t order, list pfns)
+    cdef int _free_run(self, Py_ssize_t order, list pfns) except -1
     @cython.locals(higher=Py_ssize_t, higher_buddy=Py_ssize_t)
-    cpdef bint _buddy_merge_likely(self, Py_ssize_t pfn, Py_ssize_t order) except -1
+    cdef bint _buddy_merge_likely(self, Py_ssize_t pfn, Py_ssize_t order) except -1
     @cython.locals(cur=Py_ssize_t, pfn=Py_ssize_t)
-    cpdef Py_ssize_t _rmqueue_smallest(self, Py_ssize_t order, Py_ssize_t mt) except? -2
+    cdef Py_ssize_t _rmqueue_smallest(self, Py_ssize_t order, Py_ssize_t mt) except? -2
     @cython.locals(pfn=Py_ssize_t)
-    cpdef Py_ssize_t _rmqueue(self, Py_ssize_t order, Py_ssize_t mt, bint nofragment) except? -2
+    cdef Py_ssize_t _rmqueue(self, Py_ssize_t order, Py_ssize_t mt, bint nofragment) except? -2
     @cython.locals(pfn=Py_ssize_t)
-    cpdef list _rmqueue_count(self, Py_ssize_t order, Py_ssize_t mt, Py_ssize_t count, bint nofragment)
+    cdef list _rmqueue_count(self, Py_ssize_t order, Py_ssize_t mt, Py_ssize_t count, bint nofragment)
 
 # imported constants, held as C integers here
 cdef Py_ssize_t MAX_PAGE_ORDER, MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES, NIL

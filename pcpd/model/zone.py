@@ -287,11 +287,11 @@ class Zone:
         """A free-list neighbour's next (prev: its prev) link now points elsewhere."""
         if self._links_in_free_memory:
             self.lines.record(DATA_W, pfn)
-            return
-        line = pfn >> self._shift
-        if prev and self._prev_link_loads:
-            self.lines.record(_BR, line)
-        self.lines.record(_BW, line)
+        else:
+            line = pfn >> self._shift
+            if prev and self._prev_link_loads:
+                self.lines.record(_BR, line)
+            self.lines.record(_BW, line)
 
     def _add(self, pfn: int, order: int, mt: int, to_tail: bool = False) -> None:
         """__add_to_free_list(): the caller accounts NR_FREE_PAGES."""
