@@ -30,7 +30,8 @@ cdef class LineCharges:
     @cython.locals(mark=Py_ssize_t)
     cdef inline int _mark(self, Py_ssize_t i, Py_ssize_t rank) except -1
     cpdef page(self, Py_ssize_t ctr, Py_ssize_t pfn)
-    @cython.locals(pfn=Py_ssize_t)
+    cpdef int updated(self, Py_ssize_t loaded, Py_ssize_t stored, Py_ssize_t line) except -1
+    @cython.locals(pfn=Py_ssize_t, base=Py_ssize_t, rank=Py_ssize_t)
     cpdef each(self, Py_ssize_t ctr, list pfns)
     @cython.locals(line=Py_ssize_t)
     cpdef pages(self, Py_ssize_t ctr, Py_ssize_t first, Py_ssize_t count)

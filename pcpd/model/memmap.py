@@ -290,6 +290,12 @@ class LineCharges:
         else:
             self._mark(self._base[ctr] + line, self._rank[ctr])
 
+    def updated(self, loaded: int, stored: int, line: int) -> None:
+        """``record(loaded, line)`` and ``record(stored, line)``: a read-modify-write of
+        one line (a list_del() of the block's own links) in one call."""
+        self.record(loaded, line)
+        self.record(stored, line)
+
     def _mark(self, i: int, rank: int) -> None:
         """Mark index ``i`` of the marks touched, for the counter of ``rank``."""
         mark = self._marks[i]
@@ -319,11 +325,14 @@ class LineCharges:
 
     def each(self, ctr: int, pfns: list[int]) -> None:
         """One record of each block in ``pfns`` (a refill's or a drain's blocks)."""
-        if self.exact:
-            for pfn in pfns:
-                self.record(ctr, pfn >> self._shift)
-        else:
+        if not self.exact:
             self.v[ctr] += len(pfns)
+        elif self._rank[ctr] < RANKED:
+            raise _charges_no_lines(ctr)
+        else:
+            base, rank = self._base[ctr], self._rank[ctr]
+            for pfn in pfns:
+                self._mark(base + (pfn >> self._shift), rank)
 
     def pages(self, ctr: int, first: int, count: int) -> None:
         """``count`` consecutive records from ``first``."""

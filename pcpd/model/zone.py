@@ -322,8 +322,10 @@ class Zone:
         i, line = MIGRATE_PCPTYPES * order + mt, pfn >> self._shift
         nxt, prev = self.mm.next(pfn), self.mm.prev(pfn)
         self.mm.del_buddy(pfn, nxt, prev)     # neighbours relinked in the page array
-        if not self._links_in_free_memory:    # the block's own links, read first
-            self.lines.record(_BR, line)
+        if self._links_in_free_memory:
+            self.lines.record(_BW, line)
+        else:                                 # the block's own links, read and rewritten
+            self.lines.updated(_BR, _BW, line)
         if prev == NIL:
             self.z[Z_HEAD + i] = nxt
         else:
@@ -333,7 +335,6 @@ class Zone:
         else:
             self._link_stored(nxt, True)
         self.z[Z_NR_FREE + i] -= 1
-        self.lines.record(_BW, line)
 
     def _expand(self, pfn: int, low: int, high: int, mt: int) -> None:
         """expand(): upper halves go back to the heads of the lower lists."""
