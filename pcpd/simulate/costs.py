@@ -36,8 +36,10 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
+import numpy as np
+
 from pcpd.config.settings import SimulateSettings
-from pcpd.model.stats import CAUSES, FREE_COUNTERS, INDEX, SERVED_COUNTERS
+from pcpd.model.stats import CAUSES, FREE_COUNTERS, INDEX, NR_STATS, SERVED_COUNTERS
 
 __all__ = ["CostModel", "COST_SOURCES", "COST_KEYS", "PS_PER_NS", "line_counter", "potential_of"]
 
@@ -157,10 +159,8 @@ def potential_of(costs: CostModel) -> Callable[[Sequence[int]], int]:
     weighted += [(n, costs.line) for n in LINE_COUNTERS]
     weighted += [(n, costs.slab) for n in SLAB_COUNTERS]
     weighted += [(n, costs.remote) for n in REMOTE_COUNTERS]
-    weighted = [(n, w) for n, w in weighted if w]
-    if not weighted:
-        return lambda v: 0
-    getter = operator.itemgetter(*(INDEX[n] for n, _ in weighted), INDEX[weighted[0][0]])
-    weights = [w for _, w in weighted] + [0]        # a second index keeps itemgetter's result a tuple
-    mul = operator.mul
-    return lambda v: sum(map(mul, weights, getter(v)))
+    weights = np.zeros(NR_STATS, dtype=np.int64)
+    for n, w in weighted:
+        weights[INDEX[n]] += w
+    # one integer dot product over the counters' machine integers (no Python int per counter)
+    return lambda v: int(weights.dot(np.asarray(v, dtype=np.int64)))
