@@ -31,8 +31,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-COMPILED = ("pcpd.model.memmap", "pcpd.model.lock", "pcpd.model.zone", "pcpd.model.slab", "workers.pcp",
-            "workers.policies.base", "workers.policies.struct_page", "workers.policies.memdesc",
+COMPILED = ("pcpd.model.lines", "pcpd.model.memmap", "pcpd.model.lock", "pcpd.model.zone", "pcpd.model.slab",
+            "workers.pcp", "workers.policies.base", "workers.policies.struct_page", "workers.policies.memdesc",
             "workers.policies.tailmask", "workers.policies.compound_variants", "workers.policies.pcp_buddy",
             "workers.policies.pcp_buddy_spb")
 

@@ -1,4 +1,4 @@
-"""pcpd.model.memmap: the struct page layouts (reference section 6.1) and line arithmetic."""
+"""pcpd.model.memmap: the struct page layouts (reference section 6.1)."""
 
 from contextlib import contextmanager
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from pcpd.model.arena import DESC_WORDS, H_MEMDESC, RECORD_SIZES, Arena, Geometry
 from pcpd.model.linetrace import LineTrace, TracedArena, slab_words, untraced
-from pcpd.model.memmap import LAYOUTS, LineCharges, lines_spanned, memdesc_word, memmap_for
+from pcpd.model.memmap import LAYOUTS, memdesc_word, memmap_for
 from pcpd.model.pagewords import (
     BUDDY_HEAD8,
     FLAG_ORDER_SHIFT,
@@ -23,7 +23,6 @@ from pcpd.model.pagewords import (
     PG_PCP,
 )
 from pcpd.model.slab import D_STATE, DS_INUSE, DS_PCP
-from pcpd.model.stats import DESC_R, DESC_W, INDEX, LINES_R, LINES_W, Counters
 
 PAGES = 2048
 
@@ -46,32 +45,6 @@ def memmap(request):
         mm = memmap_for(arena)
         yield mm
         del mm
-
-
-# -- lines_spanned -------------------------------------------------------------------
-
-@pytest.mark.parametrize("record_bytes, lines", [(64, 512), (32, 256), (16, 128), (8, 64)])
-def test_order_9_block_memmap_lines(record_bytes, lines):
-    """Section 6.1: 32 KiB, 16 KiB, 8 KiB, 4 KiB of memmap per order-9 block."""
-    assert lines_spanned(0, 512, record_bytes) == lines
-    assert lines_spanned(512 * 7, 512, record_bytes) == lines
-
-
-def test_tails_of_an_order_9_block():
-    assert lines_spanned(1, 511, 64) == 511            # the 511 tails of prep_compound_page()
-    assert lines_spanned(1, 511, 8) == 64              # tails share the head's line at 8 B
-
-
-def test_nothing_spans_no_lines():
-    assert lines_spanned(5, 0, 64) == 0
-    assert lines_spanned(5, -1, 16) == 0
-
-
-@given(first=st.integers(0, 1 << 20), count=st.integers(1, 4096),
-       record_bytes=st.sampled_from(RECORD_SIZES))
-def test_lines_spanned_counts_distinct_lines(first, count, record_bytes):
-    lines = {pfn * record_bytes // 64 for pfn in range(first, first + count)}
-    assert lines_spanned(first, count, record_bytes) == len(lines)
 
 
 # -- buddy accessors, every layout ----------------------------------------------------
@@ -247,109 +220,3 @@ def test_a_traced_arena_is_only_a_view():
             ta.close()
         with pytest.raises(TypeError, match="unlink the arena"):
             ta.unlink()
-
-
-# -- LineCharges: each line once per operation ---------------------------------------
-
-def test_line_charges_count_per_call_outside_an_operation_and_per_line_inside():
-    counters = Counters()
-    lines = LineCharges(counters, 16, pages=64, desc_words=64)   # four records to a line
-    buddy, link, memdesc = LINES_W["buddy"], LINES_W["list_link"], LINES_W["memdesc_set"]
-    lines.page(buddy, 0)
-    lines.page(buddy, 1)                                   # a hit's way: per call
-    assert counters["lines_written_buddy"] == 2
-    lines.begin()
-    lines.page(buddy, 0)
-    lines.page(link, 3)                                    # pfns 0-3: line 0, list_link first in CAUSES
-    lines.pages(memdesc, 0, 8)                             # lines 0 and 1
-    lines.desc(DESC_R, 0)
-    lines.desc(DESC_R, 7)                                  # words 0-7: descriptor line 0
-    lines.desc(DESC_R, 8)
-    lines.begin()                                          # nested: part of the outer one
-    lines.free_memory(5)
-    lines.fold()
-    assert counters["data_lines_written"] == 0
-    lines.fold()
-    assert (counters["lines_written_list_link"], counters["lines_written_memdesc_set"],
-            counters["lines_written_buddy"]) == (1, 1, 2)
-    assert (counters["desc_lines_read"], counters["data_lines_written"]) == (2, 1)
-
-
-def test_line_charges_leave_out_prepaid_lines_and_charge_a_settled_line_once():
-    counters = Counters()
-    lines = LineCharges(counters, 64, pages=64, desc_words=64)
-    page, link, buddy = LINES_W["page_state"], LINES_W["list_link"], LINES_W["buddy"]
-    lines.begin()
-    lines.prepaid(lines.page, page, 4)                     # a hit part charged it already
-    lines.page(buddy, 4)
-    lines.page(buddy, 5)
-    lines.settle()                                         # as zone->lock is taken
-    assert (counters["lines_written_page_state"], counters["lines_written_buddy"]) == (0, 1)
-    lines.page(link, 5)                                    # settled: paid for
-    lines.page(link, 6)
-    lines.fold()
-    assert (counters["lines_written_list_link"], counters["lines_written_buddy"]) == (1, 1)
-    lines.page(link, 6)                                    # a new operation's line, per call again
-    assert counters["lines_written_list_link"] == 2
-
-
-def test_line_charges_count_each_family_apart_and_a_prepaid_line_pending_not_at_all():
-    counters = Counters()
-    lines = LineCharges(counters, 64, pages=64, desc_words=64)
-    buddy_w, buddy_r, page = LINES_W["buddy"], LINES_R["buddy"], LINES_W["page_state"]
-    with lines.operation():
-        lines.page(buddy_w, 4)                             # pending ...
-        lines.prepaid(lines.page, page, 4)                 # ... then a hit part's: paid
-        lines.page(buddy_r, 4)                             # a load of the same line: its own family
-        lines.desc(DESC_W, 0)
-        lines.desc(DESC_R, 0)
-    assert (counters["lines_written_buddy"], counters["lines_written_page_state"]) == (0, 0)
-    assert (counters["lines_read_buddy"], counters["desc_lines_written"], counters["desc_lines_read"]) == (1, 1, 1)
-    with lines.operation():                                # a new operation: charged again
-        lines.page(buddy_w, 4)
-    assert counters["lines_written_buddy"] == 1
-
-
-def test_line_charges_of_one_thread_take_turns_and_an_exception_frees_the_marks():
-    counters = Counters()
-    a, b = (LineCharges(counters, 64, pages=64, desc_words=64) for _ in range(2))
-    buddy = LINES_W["buddy"]
-    with a.operation():
-        with pytest.raises(RuntimeError, match="another CPU"):
-            b.begin()                                      # the CPUs of a thread share marks
-    with pytest.raises(KeyError):
-        with a.operation():
-            a.page(buddy, 1)
-            a.settle()                                     # zone->lock taken: charged
-            a.page(buddy, 2)                               # never settled: not charged
-            raise KeyError("a bug mid-operation")
-    assert counters["lines_written_buddy"] == 1 and (a.depth, a.exact) == (0, False)
-    with b.operation():                                    # the thread goes on, marks clean
-        b.page(buddy, 2)
-    assert counters["lines_written_buddy"] == 2
-
-
-def test_line_charges_of_a_large_operation_grow_room_for_every_line():
-    """An operation may mark more lines than the marks' first room: the room grows, in
-    the middle of an operation and between two CPUs of one thread, and each line is
-    charged once."""
-    counters = Counters()
-    a, b = (LineCharges(counters, 64, pages=20000, desc_words=64) for _ in range(2))
-    buddy_w, buddy_r = LINES_W["buddy"], LINES_R["buddy"]
-    with b.operation():
-        b.page(buddy_w, 0)                                 # b binds the first room
-    with a.operation():
-        a.pages(buddy_w, 0, 3000)
-        a.settle()
-        a.pages(buddy_w, 0, 12000)                         # 9,000 new lines: past 4,096 twice
-        a.pages(buddy_r, 0, 5000)
-    assert (counters["lines_written_buddy"], counters["lines_read_buddy"]) == (12001, 5000)
-    with b.operation():                                    # b works in the grown room, marks clean
-        b.pages(buddy_w, 0, 20000)
-    assert counters["lines_written_buddy"] == 32001
-
-
-def test_a_counter_that_is_not_a_line_counter_is_refused():
-    lines = LineCharges(Counters(), 64, pages=64, desc_words=64)
-    with lines.operation(), pytest.raises(ValueError, match="charges no cachelines"):
-        lines.record(INDEX["alloc_hit"], 0)

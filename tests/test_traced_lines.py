@@ -12,7 +12,7 @@ convention documented where the code follows it:
   side of a routed free (row ``owner``: pcp-buddy), and a miss or a bypass,
   whose steps (each buddy list operation, the refill's and the drain's
   per-block work, the hit's part around them) record their lines in the
-  CPU's ``LineCharges`` (pcpd.model.memmap), which charges each line once
+  CPU's ``LineCharges`` (pcpd.model.lines), which charges each line once
   per operation, however many steps touched it.  Reads are every line
   loaded, stored to as well or not (legacy's tail loop reads and rewrites
   every tail: 511 lines each way; list_del() in the buddy reads a free

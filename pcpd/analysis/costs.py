@@ -45,7 +45,7 @@ makes, per cause, each distinct line once per operation: a hit charges its
 lines inline; a refill, a drain or a buddy allocation or free records the
 lines each step touches (taken from a free list, put on the PCP, popped)
 and charges each line once, to the cause that touched it first
-(pcpd.model.memmap.LineCharges).  Reads are every line loaded, stored to
+(pcpd.model.lines.LineCharges).  Reads are every line loaded, stored to
 as well or not.
 
 Traced lines.  The consumer CPU runs over a ``TracedArena``

@@ -4,7 +4,8 @@
 cimport cython
 
 from pcpd.model.lock cimport ZoneLock
-from pcpd.model.memmap cimport LineCharges, Memmap
+from pcpd.model.lines cimport LineCharges
+from pcpd.model.memmap cimport Memmap
 
 
 @cython.final

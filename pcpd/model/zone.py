@@ -75,8 +75,9 @@ from pcpd.kernel import (
     PAGEBLOCK_ORDER,
 )
 from pcpd.model.arena import H_MEMDESC, Arena
+from pcpd.model.lines import LineCharges
 from pcpd.model.lock import OP_BUDDY_ALLOC, OP_BUDDY_FREE, OP_DRAIN, OP_NONE, OP_REFILL, ZoneLock
-from pcpd.model.memmap import LineCharges, Memmap, memdesc_word, memmap_for
+from pcpd.model.memmap import Memmap, memdesc_word, memmap_for
 from pcpd.model.pagewords import MEMDESC_BUDDY, NIL
 from pcpd.model.stats import DATA_W, LINES_R, LINES_W, Counters
 from pcpd.model.zonewords import (

@@ -87,7 +87,7 @@ class Policy:
     """One CPU's allocator front end: PCP lists over the shared zone.
 
     Hits charge cachelines to ``v`` inline; everything else through the CPU's
-    ``LineCharges``, ``self.zone.lines`` (pcpd.model.memmap), once per line
+    ``LineCharges``, ``self.zone.lines`` (pcpd.model.lines), once per line
     per operation.  A helper that hits and misses share takes ``lines``:
     None on a hit, which adds to ``v`` at once (a hit's steps touch distinct
     lines), the LineCharges on a miss (an argument costs the hit less than a

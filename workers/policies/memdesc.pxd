@@ -1,7 +1,7 @@
 # C types for memdesc.py when setup.py compiles it (pcpd.core); see workers/pcp.pxd.
 cimport cython
 
-from pcpd.model.memmap cimport LineCharges
+from pcpd.model.lines cimport LineCharges
 from pcpd.model.slab cimport DescriptorSlab
 from workers.pcp cimport PerCpuPages
 from workers.policies.base cimport Policy

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from pcpd.kernel import MIGRATE_PCPTYPES, PAGE_ORDERS, PAGEBLOCK_ORDER
 from pcpd.model import memmap
 from pcpd.model.arena import DESC_WORDS
+from pcpd.model.lines import LineCharges, lines_spanned
 from pcpd.model.linetrace import untraced
-from pcpd.model.memmap import LineCharges, lines_spanned
 from pcpd.model.pagewords import MEMDESC_BUDDY, MEMDESC_MISC, MEMDESC_PCPDESC, NIL
 from pcpd.model.slab import (
     D_DEFERRED,

@@ -125,8 +125,8 @@ import numpy as np
 from pcpd.kernel import MIGRATE_PCPTYPES, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
 from pcpd.model import pagewords, rings
 from pcpd.model.arena import C_STATE, Arena
+from pcpd.model.lines import LineCharges
 from pcpd.model.lock import OP_REFILL
-from pcpd.model.memmap import LineCharges
 from pcpd.model.pagewords import NIL
 from pcpd.model.stats import ALLOC_MISS_TYPE, INDEX, LINES_R, LINES_W, REFILL_PAGES, REFILLS
 from workers.pcp import PerCpuPages

@@ -10,7 +10,7 @@ from collections import deque
 
 from pcpd.kernel import PAGE_ORDERS, PAGEBLOCK_ORDER
 from pcpd.model import pagewords
-from pcpd.model.memmap import LineCharges, lines_spanned
+from pcpd.model.lines import LineCharges, lines_spanned
 from pcpd.model.pagewords import NIL
 from workers.policies.base import (
     BUDDY,

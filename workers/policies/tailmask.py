@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from pcpd.kernel import PAGE_ORDERS, STRUCT_PAGE_BYTES
 from pcpd.model import pagewords
-from pcpd.model.memmap import lines_spanned
+from pcpd.model.lines import lines_spanned
 from workers.policies.base import PREP_W
 from workers.policies.struct_page import LegacyPolicy
 
