@@ -31,3 +31,8 @@ cdef class Policy:
     @cython.locals(runs=list, index=Py_ssize_t, order=Py_ssize_t, entries=list)
     cpdef list _take_for_drain(self, PerCpuPages pcp, Py_ssize_t count, Py_ssize_t start)
     cpdef list _leave(self, PerCpuPages pcp, Py_ssize_t index, Py_ssize_t order, list entries)
+    cpdef _enter(self, PerCpuPages pcp, object lst, list blocks, Py_ssize_t order, Py_ssize_t t)
+    cpdef Py_ssize_t _alloc_miss(self, PerCpuPages pcp, object lst, Py_ssize_t t, Py_ssize_t order) except? -2
+    cpdef Py_ssize_t _take_first(self, PerCpuPages pcp, object lst, Py_ssize_t t, Py_ssize_t order) except? -2
+    cpdef Py_ssize_t _alloc_buddy(self, Py_ssize_t t, Py_ssize_t order) except? -2
+    cpdef _clear_below_high(self, object cause)
