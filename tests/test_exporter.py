@@ -70,9 +70,12 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None
 
 @pytest.fixture
 def sleeper():
-    """A real worker-like child process; yields it once it has used some CPU."""
+    """A real worker-like child process; yields it once it has used some CPU and blocked
+    once (a sleep is a voluntary context switch: without it the child could print
+    "ready" before it had any)."""
     child = subprocess.Popen([sys.executable, "-c",
-                              "sum(range(3_000_000)); print('ready', flush=True); import time; time.sleep(60)"],
+                              "import time; sum(range(3_000_000)); time.sleep(0.001); "
+                              "print('ready', flush=True); time.sleep(60)"],
                              stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline() == "ready\n"
     yield child

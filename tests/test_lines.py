@@ -114,6 +114,29 @@ def test_line_charges_of_one_thread_take_turns_and_an_exception_frees_the_marks(
     assert counters["lines_written_buddy"] == 2
 
 
+def test_a_nested_operations_exception_caught_inside_the_outer_one_ends_both():
+    """abort() abandons the operation, nested ones included; the outer one's end is then
+    no end at all, and the thread's marks are free for another CPU."""
+    counters = Counters()
+    a, b = (LineCharges(counters, 64, pages=64, desc_words=64) for _ in range(2))
+    buddy = LINES_W["buddy"]
+    with a.operation():
+        a.page(buddy, 1)
+        a.settle()
+        try:
+            with a.operation():
+                a.page(buddy, 2)                           # never settled: not charged
+                raise KeyError("a bug in a nested operation")
+        except KeyError:
+            pass
+        a.page(buddy, 3)                                   # no operation open: per call
+    assert (a.depth, a.exact) == (0, False) and counters["lines_written_buddy"] == 2
+    with b.operation():                                    # another CPU of the thread may begin
+        b.page(buddy, 1)
+        b.page(buddy, 1)
+    assert counters["lines_written_buddy"] == 3
+
+
 def test_line_charges_of_a_large_operation_charge_each_line_once():
     """Many lines in one operation, settled midway, and the CPUs of one thread in turn
     over the same marks: each line once an operation."""
@@ -174,8 +197,13 @@ def test_a_line_outside_its_family_is_refused():
             lines.record(DESC_R, -1)
         with pytest.raises(ValueError, match="outside its 8 lines"):
             lines.each(DESC_W, [0, 64])
-    with pytest.raises(IndexError, match="no counter"):
-        lines.record(len(Counters().v), 0)
+    for charge in (lambda ctr: lines.record(ctr, 0), lambda ctr: lines.each(ctr, [0]),
+                   lambda ctr: lines.pages(ctr, 0, 1)):
+        for ctr in (len(Counters().v), -1):
+            with pytest.raises(IndexError, match="no counter"):
+                charge(ctr)
+    with lines.operation(), pytest.raises(ValueError, match="line 64 of counter"):
+        lines.pages(LINES_W["buddy"], 63, 2)
 
 
 def test_a_counter_that_is_not_a_line_counter_is_refused():

@@ -1,16 +1,18 @@
 # C types for lines.py when setup.py compiles it (pcpd.core); see memmap.pxd.
+# Read-only from Python: the module runs without bounds checks, and its
+# indices are safe only as its own methods keep these (lines.py).
 cimport cython
 
 
 @cython.final
 cdef class LineCharges:
-    cdef public long long[::1] v
-    cdef public long long[::1] _base, _rank, _lines, _counter, _pending
-    cdef public Py_ssize_t rb, depth, _shift, _begun, _now, _last
-    cdef public bint exact, prepaying
-    cdef public object _shared, _sizes
-    cdef public Py_ssize_t _thread
-    cdef public int[::1] _marks
+    cdef readonly long long[::1] v
+    cdef readonly long long[::1] _base, _rank, _lines, _counter, _pending
+    cdef readonly Py_ssize_t rb, depth, _shift, _begun, _now, _last
+    cdef readonly bint exact, prepaying
+    cdef readonly object _shared, _sizes
+    cdef readonly Py_ssize_t _thread
+    cdef readonly int[::1] _marks
     cpdef LineCharges operation(self)
     cpdef begin(self)
     @cython.locals(r=Py_ssize_t)

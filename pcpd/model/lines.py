@@ -8,10 +8,14 @@ PCP hit, once per line in a refill, a drain or a buddy allocation or free.
 
 Compiled (pcpd.core), this module runs without Cython's bounds checks: a
 line's mark is the zone path's most frequent store, several indexings a call
-(issue 12).  Each index is checked where it enters instead: ``record()`` and
-``each()`` refuse a counter outside the counters and a line outside its
-counter's family, so every mark, counter and rank they index lies inside its
-array; the rest index what those checks or the constructor bounded.
+(issue 12).  Each index is checked where it enters instead: ``record()``,
+``each()`` and ``pages()`` refuse a counter outside the counters and a line
+outside its counter's family, so every mark, counter and rank they index lies
+inside its array; the rest index what those checks or the constructor
+bounded, and ``_pending[mark]`` what the stamps' rule bounds: no mark is newer
+than the open operation's settle, because a thread runs one operation at a
+time and ``begin()``/``fold()``/``abort()`` keep its depth from going below
+zero.  The arrays and settle numbers are read-only from Python (``lines.pxd``).
 """
 
 from __future__ import annotations
@@ -174,7 +178,7 @@ class LineCharges:
         exception in one CPU's operation must not stop another's)."""
         for r in range(RANKED, len(self._pending)):
             self._pending[r] = 0
-        if self.depth:
+        if self.depth > 0:
             self._next_settle()
             self._shared.seq = self._now // _STATES
         self.depth = 0
@@ -222,15 +226,19 @@ class LineCharges:
             self._renumber()
 
     def _renumber(self) -> None:
-        """The settle numbers ran out (2**26 of them): the lines the open operation
-        marked become paid at settle 1, every other line untouched, and the operation
-        goes on from settle 2."""
+        """The settle numbers ran out (``LineMarks.last_seq`` of them): the lines the
+        open operation marked become paid at settle 1, every other line untouched,
+        and the operation goes on from settle 2."""
         for i in range(len(self._marks)):
             self._marks[i] = _STATES + PAID if self._marks[i] >= self._begun else 0
         self._begun, self._now = _STATES, 2 * _STATES
 
     def fold(self) -> None:
-        """The operation ends: charge every line it marked, each once."""
+        """The operation ends: charge every line it marked, each once.  After an
+        ``abort()`` (a nested operation's exception, caught inside the outer one)
+        there is none left to end."""
+        if self.depth <= 0:
+            return
         self.depth -= 1
         if self.depth:
             return

@@ -30,12 +30,15 @@ lines by cause, descriptor lines, slab operations.  Extension point: a new
 policy subclasses ``Policy`` in its own module, sets ``name``, implements
 ``alloc``, ``free``, ``send``, ``receive``, ``_enter`` (buddy blocks arriving
 on a PCP list) and ``_leave`` (PCP blocks going back), or subclasses a
-policy here and overrides its hooks.  A built-in gets one entry, with its
-traits and its class, in the registry (``pcpd.policies.POLICIES``,
-re-exported here); a plug-in declares ``TRAITS`` on its class and one entry
-point in the ``pcpd.policies`` group of its distribution (docs/policies.md,
-examples/pcpd-policy-example).  ``policy_class`` finds the class a
-registered name runs.
+policy here and overrides its hooks.  The compiled core calls some hooks
+from C with C types (``workers/policies/base.pxd``): ``_enter`` gets a
+``PerCpuPages`` and a ``list`` of pfns, and ``_alloc_miss``, ``_take_first``
+and ``_alloc_buddy`` return a pfn, an int (NIL for none), never None.  A
+built-in gets one entry, with its traits and its class, in the registry
+(``pcpd.policies.POLICIES``, re-exported here); a plug-in declares ``TRAITS``
+on its class and one entry point in the ``pcpd.policies`` group of its
+distribution (docs/policies.md, examples/pcpd-policy-example).
+``policy_class`` finds the class a registered name runs.
 """
 
 import importlib
